@@ -1,0 +1,5 @@
+import sys
+
+from regmap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""Every error regmap raises, in one place, so callers can catch by meaning."""
+
+
+class RegmapError(Exception):
+    """Base of every regmap error."""
+
+
+class AliasError(RegmapError):
+    """A register file (or layout) is malformed or unsolvable.
+
+    When the error comes from text, ``location`` is ``"file:line:col"`` and is
+    the start of the message.
+    """
+
+    def __init__(self, message: str, location: str | None = None):
+        self.location = location
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+class LayoutError(RegmapError):
+    """An address or range is not mapped by the layout (a hole, or past the window)."""
+
+
+class UnsupportedInstruction(RegmapError):
+    """An instruction touches the window but regmap has no semantics for it."""
+
+    def __init__(self, address: int, code: bytes, disassembly: str, reason: str = "not supported"):
+        self.address, self.code, self.disassembly, self.reason = address, bytes(code), disassembly, reason
+        super().__init__(
+            f"unsupported instruction at {address:#x}: {code.hex(' ')}  {disassembly}  ({reason})")
+
+
+class NotWindowAccess(RegmapError):
+    """The instruction at rip does not access the window: the fault is genuine."""
+
+
+class DivideError(RegmapError):
+    """#DE: the program divided by zero or the quotient overflowed (SIGFPE on the CPU)."""
+
+
+class MemoryFault(RegmapError):
+    """An access to real memory (outside the window) failed: a genuine fault."""
+
+    def __init__(self, address: int, write: bool = False):
+        self.address, self.write = address, write
+        super().__init__(f"{'write to' if write else 'read from'} {address:#x} faulted")
+
+
+class UnsupportedPlatform(RegmapError):
+    """The in-process or traced runtime needs Linux on x86-64."""
