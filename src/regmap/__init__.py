@@ -1,0 +1,40 @@
+"""regmap: the amd64 register file, memory-mapped onto page 0.
+
+>>> import regmap
+>>> regmap.emulate(bytes.fromhex("48 03 04 25 08 00 00 00"), {"rax": 1, "rcx": 2}).regs["rax"]
+3
+
+The pure parts (`regmap.alias`, `regmap.layout`, `regmap.x86`, `emulate`) work on any OS;
+`map_registers` needs Linux on x86-64.
+"""
+from __future__ import annotations
+
+import importlib
+
+from regmap.errors import (AliasError, DivideError, LayoutError, MemoryFault, NotWindowAccess,
+                           RegmapError, UnsupportedInstruction, UnsupportedPlatform)
+
+__version__ = "0.1.0"
+
+# Public names served lazily, so `import regmap` stays cheap and the pure
+# parts never import the runtimes.
+_LAZY = {
+    "emulate": "regmap.pure",
+    "load_layout": "regmap.layout",
+    "map_registers": "regmap.runtime",
+    "unmap_registers": "regmap.runtime",
+    "mapped": "regmap.runtime",
+    "registers": "regmap.runtime",
+    "stats": "regmap.runtime",
+}
+
+__all__ = ["AliasError", "DivideError", "LayoutError", "MemoryFault", "NotWindowAccess",
+           "RegmapError", "UnsupportedInstruction", "UnsupportedPlatform", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'regmap' has no attribute {name!r}")
