@@ -1,0 +1,236 @@
+"""Solving a system of aliasing equations down to basis registers.
+
+Each equation ``x = p[k-1] . ... . p[0]`` (parts of width n) says that bits
+``i*n .. i*n+n-1`` of ``x`` are the bits of part ``p[i]``.  The solution is the
+closure of these equalities (what BAP's fixpoint of reduce / invert / substitute
+reaches): two register bits are the same bit when a chain of equations links
+them, and a bit is known when its class holds a bit of a basis register.
+
+Working on single bits would be simple but slow for wide registers, so the
+solver first cuts every register into *cells*: the cut points of each equation
+(its part boundaries) are propagated through every equation until nothing
+changes, after which linked ranges always start and end on cell boundaries and
+a union-find over cells gives the classes.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from regmap.errors import AliasError
+from regmap.alias.model import Bit, Def, Reg, Register, Slice, Unk
+
+__all__ = ["solve"]
+
+
+def _part_desc(part, regs) -> str:
+    if isinstance(part, Unk):
+        return "unk"
+    kind = "bit" if isinstance(part, Bit) else "reg"
+    return f"{kind} {part.name} ({regs[part.name].width} bits)"
+
+
+def _check(regs: Mapping[str, Register], equations: Sequence[Def], locations):
+    """Validate the equations; return them normalised (lower-case names, tuple parts)."""
+    out = []
+    for eq in equations:
+        loc = eq.location
+        if not isinstance(eq.name, str):
+            raise AliasError(f"a def needs a register name, not {eq.name!r}", loc)
+        x = eq.name.lower()
+        if x not in regs:
+            raise AliasError(f"def of undeclared register {x}", eq.name_location or loc)
+        parts = tuple(eq.parts)
+        if not parts:
+            raise AliasError(f"def {x} has no parts; a def needs at least one part", loc)
+        norm = []
+        for p in parts:
+            if isinstance(p, Unk):
+                norm.append(p)
+                continue
+            if not isinstance(p, (Reg, Bit)):
+                raise AliasError(f"def {x}: {p!r} is not a part (reg, bit or unk)", loc)
+            name = p.name.lower()
+            if name not in regs:
+                raise AliasError(f"def {x} uses undeclared register {name}", p.location or loc)
+            if isinstance(p, Bit) and regs[name].width != 1:
+                raise AliasError(f"def {x}: bit {name} is {regs[name].width} bits wide; "
+                                 f"a bit part must be 1 bit", p.location or loc)
+            norm.append(type(p)(name, p.location))
+        width = regs[x].width
+        named = [p for p in norm if not isinstance(p, Unk)]
+        sizes = {regs[p.name].width for p in named}
+        if len(sizes) > 1:
+            listed = ", ".join(_part_desc(p, regs) for p in named)
+            raise AliasError(f"def {x}: all parts must have one width, but they are {listed}", loc)
+        if sizes:
+            n = sizes.pop()
+        else:
+            n = width // len(norm)
+        if n * len(norm) != width:
+            raise AliasError(f"def {x}: {x} is {width} bits but its {len(norm)} part"
+                             f"{'s' if len(norm) != 1 else ''} of {n} bits make "
+                             f"{n * len(norm)} bits", loc)
+        out.append(Def(x, tuple(norm), loc, eq.name_location))
+    return out
+
+
+def solve(regs: Mapping[str, Register], equations: Sequence[Def],
+          locations: Mapping[str, str] | None = None):
+    """Solve ``equations`` over ``regs``; return ``(equations, slices)`` where ``slices``
+    maps each register name (declaration order) to its MSB-first tuple of :class:`Slice`."""
+    locations = locations or {}
+    eqs = _check(regs, equations, locations)
+    names = list(regs)
+    index = {n: i for i, n in enumerate(names)}
+    widths = [regs[n].width for n in names]
+    nregs = len(names)
+
+    # Equations as (x, n, parts LSB first as register indices, -1 for unk).
+    system = []
+    lhs = [[] for _ in range(nregs)]     # equations where the register is the left side
+    occ = [[] for _ in range(nregs)]     # (x, lo) where the register is a part of x at bit lo
+    for e, eq in enumerate(eqs):
+        x = index[eq.name]
+        k = len(eq.parts)
+        n = widths[x] // k
+        parts = [(-1 if isinstance(p, Unk) else index[p.name]) for p in reversed(eq.parts)]
+        system.append((x, n, parts))
+        lhs[x].append(e)
+        for j, p in enumerate(parts):
+            if p >= 0:
+                occ[p].append((x, j * n))
+
+    # 1. Cut points, propagated to a fixpoint.
+    cuts = [{0, w} for w in widths]
+    work = []
+
+    def add(r, p):
+        c = cuts[r]
+        if p not in c:
+            c.add(p)
+            work.append((r, p))
+
+    for x, n, parts in system:
+        for j in range(1, len(parts)):
+            add(x, j * n)
+    while work:
+        r, p = work.pop()
+        for e in lhs[r]:
+            _, n, parts = system[e]
+            off = p % n
+            if off:
+                part = parts[p // n]
+                if part >= 0:
+                    add(part, off)
+        for x, lo in occ[r]:
+            add(x, lo + p)
+
+    # 2. Cells and a union-find over them.
+    base = []
+    starts = []        # per register: sorted cell start positions
+    start_index = []   # per register: start position -> cell number
+    total = 0
+    for r in range(nregs):
+        s = sorted(cuts[r])
+        s.pop()        # the width itself is not a start
+        base.append(total)
+        starts.append(s)
+        start_index.append({p: t for t, p in enumerate(s)})
+        total += len(s)
+    cell_reg = [0] * total
+    for r in range(nregs):
+        for t in range(len(starts[r])):
+            cell_reg[base[r] + t] = r
+
+    parent = list(range(total))
+    size = [1] * total
+    owner = [-1] * total          # per root: the basis cell of its class, or -1
+    hole = [False] * total        # per root: some member is covered by unk in its own def
+    for r in range(nregs):
+        if not regs[names[r]].is_alias:
+            for t in range(len(starts[r])):
+                owner[base[r] + t] = base[r] + t
+
+    def find(a):
+        root = a
+        while parent[root] != root:
+            root = parent[root]
+        while parent[a] != root:
+            parent[a], a = root, parent[a]
+        return root
+
+    def describe_cell(c):
+        r = cell_reg[c]
+        t = c - base[r]
+        lo = starts[r][t]
+        hi = (starts[r][t + 1] if t + 1 < len(starts[r]) else widths[r]) - 1
+        return f"{names[r]}[{hi}:{lo}]" if hi != lo else f"{names[r]}[{lo}]"
+
+    for e, (x, n, parts) in enumerate(system):
+        xs = start_index[x]
+        for j, part in enumerate(parts):
+            first = base[x] + xs[j * n]
+            if part < 0:
+                last = base[x] + xs.get((j + 1) * n, len(starts[x]))
+                for c in range(first, last):
+                    hole[c] = True
+                continue
+            pb = base[part]
+            for t in range(len(starts[part])):
+                a = find(first + t)
+                b = find(pb + t)
+                if a == b:
+                    continue
+                oa, ob = owner[a], owner[b]
+                if oa >= 0 and ob >= 0:
+                    eq = eqs[e]
+                    raise AliasError(
+                        f"def {eq.name} conflicts with other equations: bits "
+                        f"{describe_cell(first + t)} would be both {describe_cell(oa)} "
+                        f"and {describe_cell(ob)}", eq.location)
+                if size[a] < size[b]:
+                    a, b = b, a
+                parent[b] = a
+                size[a] += size[b]
+                owner[a] = oa if oa >= 0 else ob
+    for c in range(total):
+        if hole[c]:
+            hole[find(c)] = True
+
+    # 3. Slices of every register, MSB first, contiguous runs merged.
+    result: dict[str, tuple[Slice, ...]] = {}
+    unresolved = []
+    for r in range(nregs):
+        s = starts[r]
+        out: list[Slice] = []
+        bad = False
+        for t in range(len(s) - 1, -1, -1):
+            lo = s[t]
+            hi = (s[t + 1] if t + 1 < len(s) else widths[r]) - 1
+            root = find(base[r] + t)
+            o = owner[root]
+            if o >= 0:
+                br = cell_reg[o]
+                blo = starts[br][o - base[br]]
+                sl = (names[br], blo + hi - lo, blo)
+            elif hole[root]:
+                sl = (None, hi, lo)
+            else:
+                bad = True
+                break
+            if out and out[-1][0] == sl[0] and out[-1][2] == sl[1] + 1:
+                out[-1] = Slice(sl[0], out[-1][1], sl[2])
+            else:
+                out.append(Slice(*sl))
+        if bad:
+            unresolved.append(names[r])
+        else:
+            result[names[r]] = tuple(out)
+    if unresolved:
+        shown = ", ".join(unresolved[:20]) + (f" and {len(unresolved) - 20} more"
+                                              if len(unresolved) > 20 else "")
+        loc = locations.get(unresolved[0])
+        raise AliasError(f"cannot resolve {shown}: no equation relates "
+                         f"{'its' if len(unresolved) == 1 else 'their'} bits to basis "
+                         f"registers (mark basis registers with reg, not alias)", loc)
+    return eqs, result
