@@ -8,8 +8,10 @@ from regmap.alias.model import (
     UNK, Bit, Def, Origin, Part, Reg, Register, RegisterFile, Set, Slice, Sub, Sup, Unk,
     define, format_slices,
 )
+from regmap.alias.language import SHIPPED, load, parse
 
 __all__ = [
+    "load", "parse", "SHIPPED",
     "AliasError", "Register", "RegisterFile", "Reg", "Bit", "Unk", "UNK", "Part", "Def",
     "define", "Slice", "Sub", "Sup", "Set", "Origin", "format_slices",
 ]

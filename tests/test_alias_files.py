@@ -1,0 +1,155 @@
+"""The shipped register files."""
+import pytest
+
+from regmap.alias import SHIPPED, AliasError, Set, Slice, Sub, Sup, load
+
+X86 = ("i8086", "i386", "amd64")
+
+AMD64_BASIS = (
+    [f"r{n}" for n in "ax bx cx dx si di bp sp".split()] + [f"r{i}" for i in range(8, 16)]
+    + ["rip", "rflags"] + [f"zmm{i}" for i in range(32)] + [f"k{i}" for i in range(8)]
+    + ["mxcsr", "fs_base", "gs_base", "cs", "ds", "es", "fs", "gs", "ss"]
+    + [f"st{i}" for i in range(8)])
+
+
+@pytest.mark.parametrize("target", SHIPPED)
+def test_every_register_resolves_without_holes(target):
+    rf = load(target)
+    assert rf.registers
+    for name, reg in rf.registers.items():
+        assert name == name.lower()
+        sl = rf.slices(name)
+        assert sl, name
+        assert sum(s.hi - s.lo + 1 for s in sl) == reg.width, name
+        for basis, hi, lo in sl:
+            assert basis is not None, f"{name} has a hole"
+            assert rf.is_basis(basis)
+            assert 0 <= lo <= hi < rf.width(basis)
+        # consecutive slices are merged when contiguous in the same basis register
+        for a, b in zip(sl, sl[1:]):
+            assert not (a.basis == b.basis and a.lo == b.hi + 1), name
+        assert rf.sub_slices(name, reg.width - 1, 0) == sl
+        if reg.is_alias:
+            assert rf.unalias(name) is not None
+        else:
+            assert rf.unalias(name) is None
+            assert sl == (Slice(name, reg.width - 1, 0),)
+            assert rf.name_of(name, reg.width - 1, 0) == name
+
+
+@pytest.mark.parametrize("target", SHIPPED)
+def test_load_is_cached_and_case_insensitive(target):
+    assert load(target) is load(target.upper())
+
+
+def test_amd64_basis_is_what_the_emulator_uses():
+    rf = load("amd64")
+    assert sorted(rf.basis) == sorted(AMD64_BASIS)
+
+
+GPRS = [("rax", "eax", "ax", "al"), ("rbx", "ebx", "bx", "bl"), ("rcx", "ecx", "cx", "cl"),
+        ("rdx", "edx", "dx", "dl"), ("rsi", "esi", "si", "sil"), ("rdi", "edi", "di", "dil"),
+        ("rbp", "ebp", "bp", "bpl"), ("rsp", "esp", "sp", "spl")] + [
+    (f"r{i}", f"r{i}d", f"r{i}w", f"r{i}b") for i in range(8, 16)]
+
+
+@pytest.mark.parametrize("q, d, w, b", GPRS)
+def test_amd64_general_registers(q, d, w, b):
+    rf = load("amd64")
+    assert rf.width(q) == 64 and rf.is_basis(q)
+    assert rf.unalias(d) == Sub(q, 31, 0)
+    assert rf.unalias(w) == Sub(q, 15, 0)
+    assert rf.unalias(b) == Sub(q, 7, 0)
+    assert rf.name_of(q, 31, 0) == d
+    assert rf.name_of(q, 15, 0) == w
+    assert rf.name_of(q, 7, 0) == b
+
+
+def test_amd64_high_bytes_and_pointers():
+    rf = load("amd64")
+    for r in "abcd":
+        assert rf.unalias(f"{r}h") == Sub(f"r{r}x", 15, 8)
+        assert rf.name_of(f"r{r}x", 15, 8) == f"{r}h"
+    assert rf.unalias("eip") == Sub("rip", 31, 0)
+    assert rf.unalias("ip") == Sub("rip", 15, 0)
+    for seg in ("cs", "ds", "es", "fs", "gs", "ss"):
+        assert rf.width(seg) == 16 and rf.is_basis(seg)
+    assert rf.width("fs_base") == rf.width("gs_base") == 64
+
+
+# SDM Vol. 1, 3.4.3: EFLAGS bit positions
+FLAG_BITS = {"cf": 0, "pf": 2, "af": 4, "zf": 6, "sf": 7, "tf": 8, "if": 9, "df": 10, "of": 11,
+             "nt": 14, "rf": 16, "vm": 17, "ac": 18, "vif": 19, "vip": 20, "id": 21}
+
+
+def test_amd64_flags():
+    rf = load("amd64")
+    assert rf.unalias("eflags") == Sub("rflags", 31, 0)
+    assert rf.unalias("flags") == Sub("rflags", 15, 0)
+    assert rf.name_of("rflags", 31, 0) == "eflags"
+    for flag, bit in FLAG_BITS.items():
+        assert rf.width(flag) == 1
+        assert rf.unalias(flag) == Sub("rflags", bit, bit), flag
+        assert rf.name_of("rflags", bit, bit) == flag
+    assert rf.width("iopl") == 2
+    assert rf.unalias("iopl") == Sub("rflags", 13, 12)
+    values = {"rflags": 0x202}
+    rf.write("cf", 1, values)
+    rf.write("iopl", 3, values)
+    rf.write("of", 1, values)
+    assert values["rflags"] == 0x202 | 1 | (3 << 12) | (1 << 11)
+    assert rf.read("eflags", {"rflags": (1 << 63) | 0x8ff}) == 0x8ff
+    assert rf.read("zf", {"rflags": 0x40}) == 1
+
+
+def test_i386_and_i8086_are_their_own_basis():
+    i386 = load("i386")
+    assert i386.is_basis("eax") and not i386.is_basis("ax")
+    assert i386.unalias("ah") == Sub("eax", 15, 8)
+    assert i386.unalias("cf") == Sub("eflags", 0, 0)
+    assert i386.unalias("id") == Sub("eflags", 21, 21)
+    i8086 = load("i8086")
+    assert i8086.is_basis("ax") and i8086.unalias("al") == Sub("ax", 7, 0)
+    assert i8086.unalias("of") == Sub("flags", 11, 11)
+    assert sorted(i8086.basis) == sorted("ax bx cx dx si di bp sp ip flags cs ds es ss".split())
+    assert "eax" not in i8086
+
+
+def test_amd64_vectors():
+    rf = load("amd64")
+    for i in range(32):
+        assert rf.width(f"zmm{i}") == 512
+        assert rf.unalias(f"ymm{i}") == Sub(f"zmm{i}", 255, 0)
+        assert rf.unalias(f"xmm{i}") == Sub(f"zmm{i}", 127, 0)
+    for i in range(8):
+        assert rf.width(f"k{i}") == 64 and rf.is_basis(f"k{i}")
+        assert rf.width(f"st{i}") == 80
+        assert rf.unalias(f"mm{i}") == Sub(f"st{i}", 63, 0)
+        assert rf.name_of(f"st{i}", 63, 0) == f"mm{i}"
+    assert rf.width("mxcsr") == 32
+    values = {}
+    rf.write("ymm3", (1 << 256) - 1, values)
+    rf.write("xmm3", 0, values)
+    assert values["zmm3"] == ((1 << 256) - 1) ^ ((1 << 128) - 1)
+
+
+def test_amd64_read_write_round_trip_every_alias():
+    rf = load("amd64")
+    for name, reg in rf.registers.items():
+        values = {b: (0x5A5A5A5A5A5A5A5A << (rf.width(b) % 7)) & ((1 << rf.width(b)) - 1)
+                  for b in rf.basis}
+        before = dict(values)
+        v = ((1 << reg.width) - 1) & 0xDEADBEEFCAFEF00D1234567890ABCDEF
+        rf.write(name, v, values)
+        assert rf.read(name, values) == v, name
+        touched = {s.basis for s in rf.slices(name)}
+        for b in rf.basis:
+            if b not in touched:
+                assert values[b] == before[b]
+        rf.write(name, rf.read(name, before), values)
+        assert values == before, name
+
+
+def test_unknown_register_in_shipped_file():
+    with pytest.raises(AliasError, match="unknown register 'eaxx'"):
+        load("amd64").slices("eaxx")
