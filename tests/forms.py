@@ -1,0 +1,434 @@
+"""Random valid encodings of an instruction form (an iced-x86 ``Code``) whose memory operand is in the window.
+
+``forms(code)`` is a hypothesis strategy of ``Form``: the instruction bytes, the window offset and
+size of its memory operand, and the register values that make the effective address land there
+(for a base/index operand).  Register operands are drawn from the class and range the encoding
+allows (legacy, VEX, EVEX), immediates from edge values and random ones of the right width, the
+address from every shape x86-64 has: absolute ``[disp32]`` (SIB form, not RIP-relative),
+``[base+disp]``, ``[base+index*scale+disp]``, ``[index*scale+disp32]``, ``moffs``, and the same with
+a 32-bit address size (``67`` prefix: the sum wraps at 2**32, so the upper halves of base and index
+are free).  The encoder is the referee of what is legal (REX versus ah..bh and so on): a draw it
+rejects is drawn again.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+from hypothesis import strategies as st
+from iced_x86 import (
+    Code, CpuidFeature, Decoder, Encoder, EncodingKind, FlowControl, Instruction, InstructionInfoFactory,
+    MemorySize, MemorySizeExt, OpAccess, OpCodeInfo, OpCodeOperandKind as K, OpKind, Register,
+)
+
+# ---------------------------------------------------------------------------------------------
+# registers
+
+
+def _regs(*names: str) -> tuple[int, ...]:
+    return tuple(getattr(Register, n) for n in names)
+
+
+GPR64 = _regs("RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI",
+              "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15")
+GPR32 = _regs("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI",
+              *(f"R{i}D" for i in range(8, 16)))
+GPR16 = _regs("AX", "CX", "DX", "BX", "SP", "BP", "SI", "DI", *(f"R{i}W" for i in range(8, 16)))
+GPR8 = _regs("AL", "CL", "DL", "BL", "SPL", "BPL", "SIL", "DIL", *(f"R{i}L" for i in range(8, 16)),
+             "AH", "CH", "DH", "BH")
+XMM = _regs(*(f"XMM{i}" for i in range(32)))
+YMM = _regs(*(f"YMM{i}" for i in range(32)))
+ZMM = _regs(*(f"ZMM{i}" for i in range(32)))
+KREG = _regs(*(f"K{i}" for i in range(8)))
+BASIS_OF_GPR64 = dict(zip(GPR64, ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+                                  *(f"r{i}" for i in range(8, 16)))))
+
+_REGISTER_KINDS = {
+    K.R8_REG: GPR8, K.R8_OPCODE: GPR8,
+    K.R16_REG: GPR16, K.R16_RM: GPR16, K.R16_OPCODE: GPR16, K.R16_REG_MEM: GPR16,
+    K.R32_REG: GPR32, K.R32_RM: GPR32, K.R32_OPCODE: GPR32, K.R32_VVVV: GPR32, K.R32_REG_MEM: GPR32,
+    K.R64_REG: GPR64, K.R64_RM: GPR64, K.R64_OPCODE: GPR64, K.R64_VVVV: GPR64, K.R64_REG_MEM: GPR64,
+    K.XMM_REG: XMM, K.XMM_RM: XMM, K.XMM_VVVV: XMM, K.XMMP3_VVVV: XMM, K.XMM_IS4: XMM, K.XMM_IS5: XMM,
+    K.YMM_REG: YMM, K.YMM_RM: YMM, K.YMM_VVVV: YMM, K.YMM_IS4: YMM, K.YMM_IS5: YMM,
+    K.ZMM_REG: ZMM, K.ZMM_RM: ZMM, K.ZMM_VVVV: ZMM, K.ZMMP3_VVVV: ZMM,
+    K.K_REG: KREG, K.K_RM: KREG, K.K_VVVV: KREG, K.KP1_REG: KREG,
+}
+_FIXED_REGISTERS = {K.AL: Register.AL, K.AX: Register.AX, K.EAX: Register.EAX, K.RAX: Register.RAX,
+                    K.CL: Register.CL, K.DX: Register.DX}
+_MEMORY_KINDS = {K.R8_OR_MEM, K.R16_OR_MEM, K.R32_OR_MEM, K.R64_OR_MEM, K.XMM_OR_MEM, K.YMM_OR_MEM,
+                 K.ZMM_OR_MEM, K.K_OR_MEM, K.MEM, K.MEM_OFFS, K.MM_OR_MEM}
+_VSIB_KINDS = {K.MEM_VSIB32X, K.MEM_VSIB32Y, K.MEM_VSIB32Z, K.MEM_VSIB64X, K.MEM_VSIB64Y, K.MEM_VSIB64Z}
+_IMMEDIATES = {  # operand kind -> (OpKind, bits, signed)
+    K.IMM8: (OpKind.IMMEDIATE8, 8, False), K.IMM16: (OpKind.IMMEDIATE16, 16, False),
+    K.IMM32: (OpKind.IMMEDIATE32, 32, False), K.IMM64: (OpKind.IMMEDIATE64, 64, False),
+    K.IMM8SEX16: (OpKind.IMMEDIATE8TO16, 8, True), K.IMM8SEX32: (OpKind.IMMEDIATE8TO32, 8, True),
+    K.IMM8SEX64: (OpKind.IMMEDIATE8TO64, 8, True), K.IMM32SEX64: (OpKind.IMMEDIATE32TO64, 32, True),
+    K.IMM8_CONST_1: (OpKind.IMMEDIATE8, 0, False),
+}
+# operand kinds this generator cannot drive (the runner has no x87/MMX/segment/bound state)
+_UNDRIVABLE = {K.MM_REG, K.MM_RM, K.MM_OR_MEM, K.ST0, K.STI_OPCODE, K.SEG_REG, K.BND_REG,
+               K.BND_OR_MEM_MPX, K.MEM_MPX, K.MEM_MIB, K.CR_REG, K.DR_REG, K.TR_REG, K.TMM_REG, K.TMM_RM,
+               K.TMM_VVVV, K.SIBMEM, K.SEG_RSI, K.SEG_RDI, K.ES_RDI, K.SEG_RBX_AL, K.IMM4_M2Z,
+               K.ES, K.CS, K.SS, K.DS, K.FS, K.GS}
+
+
+# ---------------------------------------------------------------------------------------------
+# the window
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    start: int
+    end: int        # exclusive
+    kind: str       # "gpr", "vector" or "special"
+
+
+@lru_cache(maxsize=None)
+def window_regions(layout=None) -> tuple[Region, ...]:
+    """Contiguous placed ranges of the layout, grouped by what they hold."""
+    try:
+        from regmap.layout import load_layout
+        placements = sorted((layout or load_layout()).placements())
+    except Exception:                      # before the layout module exists: the default layout's GPRs
+        return (Region(0, 0x80, "gpr"),)
+
+    def kind(name: str) -> str:
+        if name in BASIS_OF_GPR64.values():
+            return "gpr"
+        if name[:3] in ("xmm", "ymm", "zmm"):
+            return "vector"
+        return "special"
+
+    runs: list[Region] = []
+    for p in placements:
+        k = kind(p.name)
+        if runs and runs[-1].end == p.address and runs[-1].kind == k and k != "special":
+            runs[-1] = Region(runs[-1].start, p.address + p.size, k)
+        else:
+            runs.append(Region(p.address, p.address + p.size, k))
+    return tuple(runs)
+
+
+def slot_registers(offset: int, size: int, layout=None) -> frozenset[str]:
+    """The basis registers that window bytes offset..offset+size-1 hold."""
+    try:
+        from regmap.layout import load_layout
+        return frozenset(s.basis for s in (layout or load_layout()).resolve(offset, size))
+    except Exception:
+        return frozenset(BASIS_OF_GPR64[GPR64[i]] for i in range(offset // 8, (offset + size - 1) // 8 + 1)
+                         if i < 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# what a Code is
+
+
+@dataclasses.dataclass(frozen=True)
+class FormInfo:
+    code: int
+    name: str
+    drivable: bool
+    reason: str                 # why not, when not drivable
+    memory_operand: int | None  # operand index of the window operand
+    is_branch: bool             # jmp/call through the window
+    uses_stack: bool
+    encoding: int
+
+
+_CODE_NAMES = {v: k for k, v in Code.__dict__.items() if isinstance(v, int) and not k.startswith("_")}
+
+
+def code_name(code: int) -> str:
+    return _CODE_NAMES.get(code, str(code))
+
+
+@lru_cache(maxsize=None)
+def form_info(code: int) -> FormInfo:
+    op = OpCodeInfo(code)
+    name = code_name(code)
+    kinds = list(op.op_kinds())
+    mem = [i for i, k in enumerate(kinds) if k in _MEMORY_KINDS or k in _VSIB_KINDS]
+
+    def no(reason: str) -> FormInfo:
+        return FormInfo(code, name, False, reason, mem[0] if mem else None, False, False, op.encoding)
+
+    if not op.mode64:
+        return no("not available in 64-bit mode")
+    if op.encoding not in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX):
+        return no("encoding other than legacy/VEX/EVEX")
+    if len(mem) != 1:
+        return no("no explicit memory operand" if not mem else "several memory operands")
+    bad = [k for k in kinds if k in _UNDRIVABLE]
+    if bad:
+        names = {v: k for k, v in K.__dict__.items() if isinstance(v, int)}
+        return no("operand kinds the runner cannot drive: " + ", ".join(names.get(k, str(k)) for k in bad))
+    if any(k in _VSIB_KINDS for k in kinds):
+        return no("VSIB memory operand (gather/scatter) not generated yet")
+    unknown = [k for k in kinds if k not in _REGISTER_KINDS and k not in _FIXED_REGISTERS
+               and k not in _MEMORY_KINDS and k not in _IMMEDIATES]
+    if unknown:
+        return no(f"operand kinds {unknown} not generated")
+    probe = Instruction.create(code)
+    flow = probe.flow_control
+    is_branch = flow in (FlowControl.INDIRECT_BRANCH, FlowControl.INDIRECT_CALL)
+    if flow not in (FlowControl.NEXT, FlowControl.INDIRECT_BRANCH, FlowControl.INDIRECT_CALL):
+        return no(f"flow control {flow} (not a plain or indirect-branch instruction)")
+    if probe.is_jmp_far_indirect or probe.is_call_far_indirect:
+        return no("far branch (loads cs)")
+    if is_branch and op.operand_size == 16:
+        return no("16-bit indirect branch (truncates rip)")
+    return FormInfo(code, name, True, "", mem[0], is_branch, op.is_stack_instruction, op.encoding)
+
+
+_CPUID_FLAGS = {  # iced CpuidFeature name -> /proc/cpuinfo flag ("" = every x86-64 CPU has it)
+    "INTEL8086": "", "INTEL186": "", "INTEL286": "", "INTEL386": "", "INTEL486": "", "X64": "lm",
+    "CPUID": "", "MULTIBYTENOP": "", "PAUSE": "", "FPU": "fpu", "FPU287": "fpu", "FPU387": "fpu",
+    "CMOV": "cmov", "CX8": "cx8", "CMPXCHG16B": "cx16", "SSE3": "pni", "LZCNT": "abm",
+    "PREFETCHW": "3dnowprefetch", "SHA": "sha_ni", "CLFSH": "clflush", "AVX512_IFMA": "avx512ifma",
+    "AVX512_VBMI": "avx512vbmi", "SEP": "sep", "SYSCALL": "syscall", "TSC": "tsc", "MSR": "msr",
+    "FXSR": "fxsr", "RDTSCP": "rdtscp", "D3NOW": "3dnow", "D3NOWEXT": "3dnowext", "HLE": "hle",
+    "RTM": "rtm", "MPX": "mpx", "CET_SS": "user_shstk", "CET_IBT": "ibt", "KL": "keylocker",
+}
+
+
+def cpuid_flag(feature: int) -> str:
+    name = next((k for k, v in CpuidFeature.__dict__.items() if v == feature and not k.startswith("_")),
+                str(feature))
+    return _CPUID_FLAGS.get(name, name.lower())
+
+
+def host_can_run(code: int, flags: frozenset[str]) -> tuple[bool, str]:
+    """Whether a CPU with /proc/cpuinfo ``flags`` executes ``code``; else the missing features."""
+    missing = sorted({cpuid_flag(f) for f in Instruction.create(code).cpuid_features()} - {""} - set(flags))
+    return (not missing, "host CPU lacks " + ", ".join(missing) if missing else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# the generator
+
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+    code: int                    # iced Code
+    bytes: bytes                 # the window instruction
+    offset: int                  # window address of its memory operand
+    size: int                    # bytes it spans
+    fixed: dict                  # basis register -> value the address needs
+    instruction: Instruction     # decoded ``bytes``
+    address_shape: str           # "abs", "base", "base+index", "index", "moffs" (+ "/a32")
+    aligned: bool
+
+    def __repr__(self) -> str:
+        regs = ", ".join(f"{k}={v:#x}" for k, v in sorted(self.fixed.items()))
+        return (f"Form({code_name(self.code)}: {self.bytes.hex(' ')}  {self.instruction}  "
+                f"@{self.offset:#x}+{self.size} {self.address_shape}{' ' + regs if regs else ''})")
+
+
+class Impossible(Exception):
+    """The form has no encoding that fits the window (e.g. its operand is larger than any region)."""
+
+
+_info_factory = InstructionInfoFactory()
+
+_EDGE_IMMEDIATES = (0, 1, 2, 3, 7, 8, 0x1F, 0x20, 0x3F, 0x40, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF,
+                    0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 2**63 - 1, 2**63, 2**64 - 1)
+
+
+def immediates(bits: int) -> st.SearchStrategy[int]:
+    mask = (1 << bits) - 1
+    return st.one_of(st.sampled_from(sorted({e & mask for e in _EDGE_IMMEDIATES})), st.integers(0, mask))
+
+
+def _span_size(code: int, broadcast: bool) -> int:
+    op = OpCodeInfo(code)
+    size = MemorySizeExt.size(op.broadcast_memory_size if broadcast else op.memory_size)
+    return size
+
+
+def window_accesses(instr: Instruction, memory_operand_only: bool = True):
+    """(offset, size, access) of ``instr``'s explicit memory operand, from iced's used-memory info,
+    with the effective address left symbolic: offset is the displacement."""
+    return [m for m in _info_factory.info(instr).used_memory()
+            if m.base == instr.memory_base and m.index == instr.memory_index]
+
+
+@st.composite
+def forms(draw, code: int, *, regions: tuple[Region, ...] | None = None, kinds=("gpr", "vector"),
+          aligned: bool | None = None, avoid: frozenset[str] = frozenset(), addr32: bool | None = None,
+          shapes: tuple[str, ...] | None = None) -> Form:
+    """A random encoding of ``code`` with its memory operand on a window register.
+
+    ``kinds`` selects the regions (of ``window_regions()``) the operand may lie in; ``aligned``
+    forces or forbids natural alignment (None: either); ``avoid`` lists basis registers that must
+    not serve as base or index (their values are fixed by the caller).
+    """
+    info = form_info(code)
+    if not info.drivable:
+        raise Impossible(info.reason)
+    op = OpCodeInfo(code)
+    regions = tuple(r for r in (regions or window_regions()) if r.kind in kinds)
+    avoid = set(avoid)
+    if info.uses_stack:
+        avoid.add("rsp")
+    for _attempt in range(40):
+        form = _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes)
+        if form is not None:
+            return form
+    raise Impossible(f"{info.name}: no valid encoding found in 40 attempts")
+
+
+def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
+    kinds = list(op.op_kinds())
+    evex = op.encoding == EncodingKind.EVEX
+    instr = Instruction.create(code)
+    mem_i = info.memory_operand
+    used_regs: list[int] = []
+    imm_count = 0
+    for i, k in enumerate(kinds):
+        if i == mem_i:
+            instr.set_op_kind(i, OpKind.MEMORY)
+        elif k in _FIXED_REGISTERS:
+            instr.set_op_kind(i, OpKind.REGISTER)
+            instr.set_op_register(i, _FIXED_REGISTERS[k])
+        elif k in _REGISTER_KINDS:
+            pool = _REGISTER_KINDS[k]
+            if pool in (XMM, YMM, ZMM) and not evex:
+                pool = pool[:16]
+            if k == K.KP1_REG:
+                pool = pool[::2]
+            reg = draw(st.sampled_from(pool))
+            if op.requires_unique_reg_nums and reg in used_regs:
+                return None
+            used_regs.append(reg)
+            instr.set_op_kind(i, OpKind.REGISTER)
+            instr.set_op_register(i, reg)
+        elif k in _IMMEDIATES:
+            kind, bits, signed = _IMMEDIATES[k]
+            if kind == OpKind.IMMEDIATE8 and imm_count:
+                kind = OpKind.IMMEDIATE8_2ND
+            imm_count += 1
+            value = 1 if bits == 0 else draw(immediates(bits))
+            if signed and value >= 1 << (bits - 1):
+                value -= 1 << bits
+            instr.set_op_kind(i, kind)
+            if signed:
+                instr.set_immediate_i64(i, value)
+            else:
+                instr.set_immediate_u64(i, value)
+        else:
+            return None
+    if evex and op.can_use_op_mask_register:
+        if op.require_op_mask_register or draw(st.booleans()):
+            instr.op_mask = draw(st.sampled_from(KREG[1:]))
+            if op.can_use_zeroing_masking and mem_i != 0 and draw(st.booleans()):
+                instr.zeroing_masking = True
+    broadcast = bool(evex and op.can_broadcast and draw(st.booleans()))
+    size = _span_size(code, broadcast)
+    if size == 0:
+        return None
+    fits = [r for r in regions if r.end - r.start >= size]
+    if not fits:
+        raise Impossible(f"{info.name}: a {size}-byte operand fits no window region")
+    # prefer the general registers: three in four draws when both are possible
+    gpr_regions = [r for r in fits if r.kind == "gpr"]
+    region = gpr_regions[0] if gpr_regions and draw(st.integers(0, 3)) else draw(st.sampled_from(fits))
+    want_aligned = draw(st.booleans()) if aligned is None else aligned
+    align = size if size & (size - 1) == 0 else 1
+    first, last = region.start, region.end - size
+    if want_aligned:
+        candidates = range((first + align - 1) // align * align, last + 1, align)
+        if not candidates:
+            return None
+        offset = draw(st.sampled_from(candidates))
+    else:
+        offset = draw(st.integers(first, last))
+        if align > 1 and offset % align == 0:
+            if aligned is False:
+                offset = offset + 1 if offset + 1 <= last else offset - 1
+                if offset < first or offset % align == 0:
+                    return None
+    is_aligned = align == 1 or offset % align == 0
+    if info.is_branch or avoid:
+        avoid = set(avoid)
+    if info.is_branch:
+        # the branch target is written into the operand's bytes: their registers cannot also address it
+        avoid |= slot_registers(offset, size)
+    # the address
+    moffs = kinds[mem_i] == K.MEM_OFFS
+    a32 = draw(st.integers(0, 7)) == 7 if addr32 is None else addr32
+    if moffs:
+        shape = "moffs"
+    else:
+        shape = draw(st.sampled_from(shapes or ("abs", "abs", "base", "base", "base+index", "index")))
+    fixed: dict[str, int] = {}
+    width = 32 if a32 else 64
+    amask = (1 << width) - 1
+    pool = GPR32 if a32 else GPR64
+    ok = [r for r in range(16) if BASIS_OF_GPR64[GPR64[r]] not in avoid]
+    base = index = Register.NONE
+    scale, disp = 1, offset
+    if shape in ("base", "base+index"):
+        if not ok:
+            return None
+        b = draw(st.sampled_from(ok))
+        base = pool[b]
+        disp = draw(st.one_of(st.integers(-128, 127), st.integers(-2**31, 2**31 - 1), st.just(0)))
+        rest = offset - disp
+        if shape == "base+index":
+            idx_ok = [r for r in ok if r != 4]            # rsp cannot be an index
+            if not idx_ok:
+                return None
+            x = draw(st.sampled_from(idx_ok))
+            index = pool[x]
+            scale = draw(st.sampled_from((1, 2, 4, 8)))
+            if x == b:
+                v = draw(st.integers(0, 2**20))
+                disp = offset - v * (1 + scale)
+                fixed[BASIS_OF_GPR64[GPR64[b]]] = v
+            else:
+                v = draw(immediates(64))
+                fixed[BASIS_OF_GPR64[GPR64[x]]] = v
+                fixed[BASIS_OF_GPR64[GPR64[b]]] = (rest - (v & amask) * scale) & amask
+        else:
+            fixed[BASIS_OF_GPR64[GPR64[b]]] = rest & amask
+    elif shape == "index":
+        idx_ok = [r for r in ok if r != 4]
+        if not idx_ok:
+            return None
+        x = draw(st.sampled_from(idx_ok))
+        index = pool[x]
+        scale = draw(st.sampled_from((1, 2, 4, 8)))
+        v = draw(st.integers(-2**27, 2**27))
+        disp = offset - v * scale
+        fixed[BASIS_OF_GPR64[GPR64[x]]] = v & amask
+    if a32:
+        # with a 32-bit address the upper halves of base and index do not count
+        for name in list(fixed):
+            fixed[name] = (fixed[name] & 0xFFFFFFFF) | (draw(immediates(32)) << 32)
+    instr.memory_base = base
+    instr.memory_index = index
+    instr.memory_index_scale = scale
+    instr.memory_displacement = disp & (2**64 - 1)
+    if shape == "abs" or shape == "moffs":
+        instr.memory_displ_size = 4 if a32 else 8
+    else:
+        instr.memory_displ_size = 1 if -128 <= disp <= 127 else 4
+    if broadcast:
+        instr.is_broadcast = True
+    if op.can_use_lock_prefix and mem_i == 0 and draw(st.integers(0, 3)) == 3:
+        instr.has_lock_prefix = True
+    try:
+        encoder = Encoder(64)
+        encoder.encode(instr, 0x400000)
+        data = encoder.take_buffer()
+    except ValueError:
+        return None
+    decoded = Decoder(64, data, ip=0x400000).decode()
+    if decoded.code != code or decoded.len != len(data):
+        return None
+    accesses = window_accesses(decoded)
+    if not accesses:
+        return None
+    if shape == "abs" and decoded.is_ip_rel_memory_operand:
+        raise AssertionError(f"{decoded}: absolute operand encoded RIP-relative")
+    return Form(code, data, offset, size, fixed, decoded, shape + ("/a32" if a32 else ""), is_aligned)
