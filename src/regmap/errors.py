@@ -48,3 +48,7 @@ class MemoryFault(RegmapError):
 
 class UnsupportedPlatform(RegmapError):
     """The in-process or traced runtime needs Linux on x86-64."""
+
+
+class GeneralProtection(NotWindowAccess):
+    """#GP: the CPU refuses the access (a misaligned SSE operand, say); the fault is genuine."""

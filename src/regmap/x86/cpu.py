@@ -1,0 +1,140 @@
+"""One instruction's view of the machine: registers cached, writes buffered.
+
+Nothing reaches the `Machine` until `commit`, so an instruction that fails
+half-way (a real-memory fault, a divide error) leaves the machine untouched.
+Window writes are applied after the instruction's register writes: page-0
+bytes *are* register bytes, and the memory write is the last thing an
+instruction does (``xadd [8], rcx`` leaves rcx = 2*rcx).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from regmap.errors import MemoryFault
+from regmap.x86 import flags
+
+
+class Access(NamedTuple):
+    """One window access, for traces: before/after are the window bytes' values."""
+    address: int
+    size: int
+    write: bool
+    before: int
+    after: int | None
+    names: str
+
+
+class Cpu:
+    __slots__ = ("machine", "layout", "regs", "dirty", "window_writes", "memory_writes",
+                 "accesses", "next_ip")
+
+    def __init__(self, machine, layout, next_ip: int, trace: bool):
+        self.machine = machine
+        self.layout = layout
+        self.regs: dict[str, int] = {}
+        self.dirty: set[str] = set()
+        self.window_writes: list[tuple[int, int, int]] = []
+        self.memory_writes: list[tuple[int, bytes]] = []
+        self.accesses: list[Access] | None = [] if trace else None
+        self.next_ip = next_ip
+
+    # registers -------------------------------------------------------------
+    def reg(self, basis: str) -> int:
+        try:
+            return self.regs[basis]
+        except KeyError:
+            value = self.regs[basis] = self.machine.read_register(basis)
+            return value
+
+    def set_reg(self, basis: str, value: int) -> None:
+        if basis not in self.regs:
+            self.reg(basis)  # keep the original for the commit's rflags rule
+        self.regs[basis] = value
+        self.dirty.add(basis)
+
+    def rflags(self) -> int:
+        return self.reg("rflags")
+
+    def set_flags(self, update: tuple[int, int]) -> None:
+        mask, bits = update
+        self.set_reg("rflags", (self.reg("rflags") & ~mask) | bits)
+
+    def flag(self, bit: int) -> int:
+        return 1 if self.reg("rflags") & bit else 0
+
+    def jump(self, target: int) -> None:
+        self.set_reg("rip", target & 0xFFFF_FFFF_FFFF_FFFF)
+
+    # the window --------------------------------------------------------------
+    def window_read(self, address: int, size: int) -> int:
+        value = 0
+        for basis, hi, lo in self.layout.resolve(address, size):
+            width = hi - lo + 1
+            value = (value << width) | ((self._window_reg(basis) >> lo) & ((1 << width) - 1))
+        if self.accesses is not None:
+            self.accesses.append(Access(address, size, False, value, None,
+                                        self.layout.describe(address, size)))
+        return value
+
+    def _window_reg(self, basis: str) -> int:
+        # Reading the rip slot gives the address of the next instruction, as RIP-relative addressing does.
+        return self.next_ip if basis == "rip" else self.reg(basis)
+
+    def window_write(self, address: int, size: int, value: int) -> None:
+        self.layout.resolve(address, size)  # a hole faults now, before anything is committed
+        self.window_writes.append((address, size, value))
+
+    # real memory -------------------------------------------------------------
+    def memory_read(self, address: int, size: int) -> int:
+        for start, data in reversed(self.memory_writes):
+            if start <= address and address + size <= start + len(data):
+                offset = address - start
+                return int.from_bytes(data[offset:offset + size], "little")
+        return int.from_bytes(self.machine.read_memory(address, size), "little")
+
+    def memory_write(self, address: int, size: int, value: int) -> None:
+        self.memory_writes.append((address, value.to_bytes(size, "little")))
+
+    # the end of the instruction ----------------------------------------------
+    def commit(self, original_rip: int) -> None:
+        if "rip" not in self.dirty:
+            self.set_reg("rip", self.next_ip)
+        original_flags = self.regs.get("rflags")
+        for address, size, value in self.window_writes:
+            if self.accesses is not None:
+                before = self._peek_window(address, size)
+                self.accesses.append(Access(address, size, True, before, value,
+                                            self.layout.describe(address, size)))
+            self._store_window(address, size, value)
+        if "rflags" in self.dirty:
+            self._keep_system_flags(original_flags)
+        for address, data in self.memory_writes:
+            self.machine.write_memory(address, data)
+        for basis in self.dirty:
+            self.machine.write_register(basis, self.regs[basis])
+
+    def _peek_window(self, address: int, size: int) -> int:
+        value = 0
+        for basis, hi, lo in self.layout.resolve(address, size):
+            width = hi - lo + 1
+            value = (value << width) | ((self._window_reg(basis) >> lo) & ((1 << width) - 1))
+        return value
+
+    def _store_window(self, address: int, size: int, value: int) -> None:
+        for basis, hi, lo in reversed(self.layout.resolve(address, size)):
+            width = hi - lo + 1
+            mask = ((1 << width) - 1) << lo
+            current = self.reg(basis) if basis != "rip" else self.regs.get("rip", self.next_ip)
+            self.set_reg(basis, (current & ~mask) | ((value << lo) & mask))
+            value >>= width
+
+    def _keep_system_flags(self, original: int | None) -> None:
+        """Only user-writable flags change, as with POPFQ in user mode."""
+        if original is None:
+            original = self.machine.read_register("rflags")
+        new = self.regs["rflags"]
+        self.regs["rflags"] = (original & ~flags.USER_WRITABLE) | (new & flags.USER_WRITABLE) \
+            | flags.RESERVED_ONE
+
+
+__all__ = ["Access", "Cpu", "MemoryFault"]

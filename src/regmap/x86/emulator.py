@@ -1,0 +1,160 @@
+"""The emulator: fetch, decode once per site, check the window, execute, commit."""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import iced_x86
+from iced_x86 import EncodingKind, Mnemonic, OpCodeInfo, OpKind
+
+from regmap import alias
+from regmap.errors import NotWindowAccess, RegmapError, UnsupportedInstruction
+from regmap.layout import Layout, load_layout
+from regmap.x86.cpu import Access, Cpu
+from regmap.x86.flags import CONDITIONS
+from regmap.x86.operands import OperandFactory
+from regmap.x86.semantics import SEMANTICS
+
+_FORMATTER = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL)
+_MNEMONIC_NAMES = {value: name.lower() for name, value in vars(Mnemonic).items()
+                   if isinstance(value, int) and not name.startswith("_")}
+_ACCUMULATORS = {8: "al", 16: "ax", 32: "eax", 64: "rax"}
+
+
+class Form:
+    """A decoded instruction with its operands bound: what a semantic function sees."""
+
+    __slots__ = ("address", "code", "instruction", "mnemonic", "ops", "memory", "next_ip",
+                 "condition_code", "disassembly", "execute", "_factory", "__weakref__")
+
+    def __init__(self, address: int, code: bytes, instruction, factory: OperandFactory):
+        self.address, self.code, self.instruction = address, code, instruction
+        self.mnemonic = instruction.mnemonic
+        self.next_ip = instruction.next_ip
+        self.condition_code = instruction.condition_code
+        self.disassembly = _FORMATTER.format(instruction)
+        self.execute = SEMANTICS.get(self.mnemonic)
+        self._factory = factory
+        try:
+            self.ops = factory.operands(instruction, instruction.encoding != EncodingKind.LEGACY)
+        except KeyError as unknown:
+            self.ops, self.execute = (), None
+            self.memory = self._explicit_memory(instruction, factory)
+            self.disassembly += f"  [{unknown.args[0]}]"
+            return
+        self.memory = tuple(op for op in self.ops if op.is_memory)
+
+    @staticmethod
+    def _explicit_memory(instruction, factory):
+        if any(instruction.op_kind(i) == OpKind.MEMORY for i in range(instruction.op_count)):
+            return (factory.memory(instruction),)
+        return ()
+
+    # helpers for semantic functions
+    def register(self, name: str):
+        return self._factory.named(name)
+
+    def accumulator(self, width: int):
+        return self._factory.named(_ACCUMULATORS[width])
+
+    def condition(self, cpu) -> bool:
+        return CONDITIONS[self.condition_code](cpu.rflags())
+
+    @staticmethod
+    def read_memory(cpu, address: int, size: int) -> int:
+        from regmap.x86.operands import MemoryOperand
+        return MemoryOperand.read_at(cpu, address, size)
+
+    @staticmethod
+    def write_memory(cpu, address: int, size: int, value: int) -> None:
+        from regmap.x86.operands import MemoryOperand
+        MemoryOperand.write_at(cpu, address, size, value)
+
+    @property
+    def mnemonic_name(self) -> str:
+        return _MNEMONIC_NAMES.get(self.mnemonic, "?")
+
+
+class Step(NamedTuple):
+    address: int
+    code: bytes
+    mnemonic: str
+    disassembly: str
+    accesses: list[Access] | None
+
+
+class Emulator:
+    """Executes instructions whose memory operands fall in the layout's window."""
+
+    def __init__(self, layout: Layout | None = None):
+        self.layout = layout if layout is not None else load_layout()
+        self.registers = self.layout.registers
+        self._factory = OperandFactory(self.registers)
+        self._decoder = iced_x86.Decoder(64, b"")
+        self._forms: dict[int, Form] = {}
+
+    def form_at(self, address: int, code: bytes) -> Form:
+        """The decoded form of the instruction at `address`, cached per (address, bytes)."""
+        form = self._forms.get(address)
+        if form is not None and code.startswith(form.code):
+            return form
+        decoder = iced_x86.Decoder(64, code, ip=address)
+        instruction = decoder.decode()
+        if instruction.is_invalid:
+            raise NotWindowAccess(f"no valid instruction at {address:#x}: {code.hex(' ')}")
+        form = Form(address, code[:instruction.len], instruction, self._factory)
+        self._forms[address] = form
+        return form
+
+    def step(self, machine, trace: bool = False) -> Step:
+        rip = machine.read_register("rip")
+        form = self.form_at(rip, machine.fetch(rip))
+        cpu = Cpu(machine, self.layout, form.next_ip, trace)
+        if not any(op.in_window(cpu) for op in form.memory):
+            raise NotWindowAccess(f"{form.disassembly} at {rip:#x} does not access the window")
+        if form.execute is None:
+            raise UnsupportedInstruction(rip, form.code, form.disassembly)
+        try:
+            form.execute(cpu, form)
+        except RegmapError:
+            raise
+        except Exception as error:  # a semantic function met an operand shape it does not know
+            raise UnsupportedInstruction(rip, form.code, form.disassembly, f"{type(error).__name__}: {error}") from error
+        cpu.commit(rip)
+        return Step(rip, form.code, form.mnemonic_name, form.disassembly, cpu.accesses)
+
+
+_UNSUPPORTED_FORMS = {
+    # A 66h prefix on a near branch is ignored by Intel CPUs in 64-bit mode but honoured by AMD.
+    iced_x86.Code.JMP_RM16, iced_x86.Code.CALL_RM16,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def supported_codes() -> frozenset[int]:
+    """Every iced-x86 `Code` with a memory operand, valid in 64-bit mode, that has semantics."""
+    codes = set()
+    for name, code in vars(iced_x86.Code).items():
+        if not isinstance(code, int) or name.startswith("_"):
+            continue
+        info = OpCodeInfo(code)
+        if (info.mnemonic in SEMANTICS and info.mode64 and code not in _UNSUPPORTED_FORMS
+                and info.encoding in (EncodingKind.LEGACY, EncodingKind.VEX)
+                and _emulated_operands(info)):
+            codes.add(code)
+    return frozenset(codes)
+
+
+_K = iced_x86.OpCodeOperandKind
+# Operand kinds that can be a plain [base + index*scale + disp] memory operand.
+_MEMORY_KINDS = frozenset({_K.MEM, _K.MEM_OFFS, _K.R8_OR_MEM, _K.R16_OR_MEM, _K.R32_OR_MEM,
+                           _K.R64_OR_MEM, _K.XMM_OR_MEM, _K.YMM_OR_MEM})
+# Kinds regmap does not emulate: segment registers, MMX, MPX, vector-index addressing.
+_EXCLUDED_KINDS = frozenset({_K.SEG_REG, _K.MM_OR_MEM, _K.MM_REG, _K.MEM_MPX, _K.MEM_MIB,
+                             _K.MEM_VSIB32X, _K.MEM_VSIB64X, _K.MEM_VSIB32Y, _K.MEM_VSIB64Y,
+                             _K.MEM_VSIB32Z, _K.MEM_VSIB64Z, _K.SIBMEM})
+
+
+def _emulated_operands(info) -> bool:
+    kinds = set(info.op_kinds())
+    return bool(kinds & _MEMORY_KINDS) and not kinds & _EXCLUDED_KINDS

@@ -1,0 +1,93 @@
+"""RFLAGS: bit positions, the arithmetic flag functions, condition codes.
+
+Every instruction family computes its flags here, named after the SDM's
+pseudo-code, so each rule is written once.
+
+Undefined flags policy: where the SDM leaves a flag undefined, regmap leaves
+it unchanged — with one exception, AF after the logical instructions (AND,
+OR, XOR, TEST and the BMI logic), which is cleared as every x86 CPU does.
+The functions below return ``(mask, bits)``: the flags the instruction
+defines and their new values.
+"""
+from __future__ import annotations
+
+CF = 1 << 0
+PF = 1 << 2
+AF = 1 << 4
+ZF = 1 << 6
+SF = 1 << 7
+TF = 1 << 8
+IF = 1 << 9
+DF = 1 << 10
+OF = 1 << 11
+NT = 1 << 14
+AC = 1 << 18
+ID = 1 << 21
+
+STATUS = CF | PF | AF | ZF | SF | OF
+# What POPFQ can change at CPL 3 (IOPL 0): a write to the rflags slot is one.
+USER_WRITABLE = STATUS | TF | DF | NT | AC | ID
+# Bit 1 of RFLAGS always reads as 1.
+RESERVED_ONE = 1 << 1
+
+# PF is set when the low byte of the result has an even number of 1 bits.
+PARITY = tuple(PF if bin(byte).count("1") % 2 == 0 else 0 for byte in range(256))
+
+
+def szp(result: int, width: int) -> int:
+    """SF, ZF and PF of a `width`-bit result (already masked)."""
+    return ((result >> (width - 1)) & 1) * SF | (0 if result else ZF) | PARITY[result & 0xFF]
+
+
+def add(a: int, b: int, result: int, width: int) -> tuple[int, int]:
+    """ADD/ADC/INC family: `result` is the unmasked sum."""
+    masked = result & ((1 << width) - 1)
+    overflow = ((a ^ masked) & (b ^ masked)) >> (width - 1) & 1
+    return STATUS, ((result >> width) & 1) * CF | overflow * OF \
+        | ((a ^ b ^ masked) & 0x10) | szp(masked, width)
+
+
+def sub(a: int, b: int, borrow: int, width: int) -> tuple[int, int]:
+    """SUB/SBB/CMP/NEG/DEC family: a - b - borrow."""
+    masked = (a - b - borrow) & ((1 << width) - 1)
+    overflow = ((a ^ b) & (a ^ masked)) >> (width - 1) & 1
+    carry = a < b + borrow
+    return STATUS, carry * CF | overflow * OF | ((a ^ b ^ masked) & 0x10) | szp(masked, width)
+
+
+def logic(result: int, width: int) -> tuple[int, int]:
+    """AND/OR/XOR/TEST: CF and OF cleared, AF cleared (see the policy above)."""
+    return STATUS, szp(result, width)
+
+
+def without(flags: tuple[int, int], kept: int) -> tuple[int, int]:
+    """The same update, leaving the flags in `kept` alone (INC/DEC keep CF)."""
+    mask, bits = flags
+    return mask & ~kept, bits & ~kept
+
+
+# Condition codes, by iced-x86's ConditionCode numbering:
+# none o no b ae e ne be a s ns p np l ge le g
+def _sf_ne_of(f: int) -> bool:
+    return bool(f & SF) != bool(f & OF)
+
+
+CONDITIONS = (
+    None,
+    lambda f: bool(f & OF),
+    lambda f: not f & OF,
+    lambda f: bool(f & CF),
+    lambda f: not f & CF,
+    lambda f: bool(f & ZF),
+    lambda f: not f & ZF,
+    lambda f: bool(f & (CF | ZF)),
+    lambda f: not f & (CF | ZF),
+    lambda f: bool(f & SF),
+    lambda f: not f & SF,
+    lambda f: bool(f & PF),
+    lambda f: not f & PF,
+    _sf_ne_of,
+    lambda f: not _sf_ne_of(f),
+    lambda f: bool(f & ZF) or _sf_ne_of(f),
+    lambda f: not f & ZF and not _sf_ne_of(f),
+)

@@ -1,0 +1,149 @@
+"""SHL/SAL SHR SAR ROL ROR RCL RCR SHLD SHRD SARX SHLX SHRX RORX, after the SDM pseudo-code.
+
+A masked count of zero changes nothing, flags included.  OF is defined only
+for a count of 1; otherwise, like AF, it is left unchanged.
+"""
+from iced_x86 import Mnemonic as M
+
+from regmap.x86 import flags
+from regmap.x86.semantics import mask, semantics, sign
+
+
+def _count_mask(width: int) -> int:
+    return 0x3F if width == 64 else 0x1F
+
+
+def _msb(value: int, width: int) -> int:
+    return value >> (width - 1) & 1
+
+
+def _result_flags(result: int, width: int, carry: int, overflow: int | None) -> tuple[int, int]:
+    defined = flags.CF | flags.SF | flags.ZF | flags.PF
+    bits = carry * flags.CF | flags.szp(result, width)
+    if overflow is not None:
+        defined |= flags.OF
+        bits |= overflow * flags.OF
+    return defined, bits
+
+
+@semantics(M.SHL, M.SAL, M.SHR, M.SAR)
+def shift(cpu, form):
+    dest, count_operand = form.ops
+    width = dest.width
+    count = count_operand.read(cpu) & _count_mask(width)
+    value = dest.read(cpu)
+    if count == 0:
+        dest.write(cpu, value)  # a 32-bit register destination is still zero-extended
+        return
+    if form.mnemonic in (M.SHL, M.SAL):
+        shifted = value << count
+        result, carry = shifted & mask(width), shifted >> width & 1
+        overflow = _msb(result, width) ^ carry
+    elif form.mnemonic == M.SHR:
+        result, carry = value >> count, value >> (count - 1) & 1
+        overflow = _msb(value, width)
+    else:
+        signed = sign(value, width)
+        result, carry = (signed >> count) & mask(width), signed >> (count - 1) & 1
+        overflow = 0
+    dest.write(cpu, result)
+    cpu.set_flags(_result_flags(result, width, carry, overflow if count == 1 else None))
+
+
+@semantics(M.ROL, M.ROR)
+def rotate(cpu, form):
+    dest, count_operand = form.ops
+    width = dest.width
+    masked = count_operand.read(cpu) & _count_mask(width)
+    value = dest.read(cpu)
+    if masked == 0:
+        dest.write(cpu, value)
+        return
+    count = masked % width
+    if form.mnemonic == M.ROL:
+        result = (value << count | value >> (width - count)) & mask(width)
+        carry = result & 1
+        overflow = _msb(result, width) ^ carry
+    else:
+        result = (value >> count | value << (width - count)) & mask(width)
+        carry = _msb(result, width)
+        overflow = _msb(result, width) ^ (result >> (width - 2) & 1)
+    dest.write(cpu, result)
+    defined = flags.CF | (flags.OF if masked == 1 else 0)
+    cpu.set_flags((defined, carry * flags.CF | overflow * flags.OF))
+
+
+@semantics(M.RCL, M.RCR)
+def rotate_through_carry(cpu, form):
+    """A (width+1)-bit rotate of CF:DEST; 8- and 16-bit counts are taken modulo 9 and 17."""
+    dest, count_operand = form.ops
+    width = dest.width
+    masked = count_operand.read(cpu) & _count_mask(width)
+    value, carry_in = dest.read(cpu), cpu.flag(flags.CF)
+    if masked == 0:
+        dest.write(cpu, value)
+        return
+    count = masked % (width + 1)
+    wide = carry_in << width | value
+    if form.mnemonic == M.RCL:
+        wide = (wide << count | wide >> (width + 1 - count)) & mask(width + 1)
+    else:
+        wide = (wide >> count | wide << (width + 1 - count)) & mask(width + 1)
+    result, carry = wide & mask(width), wide >> width
+    if form.mnemonic == M.RCL:
+        overflow = _msb(result, width) ^ carry
+    else:
+        overflow = _msb(value, width) ^ carry_in
+    dest.write(cpu, result)
+    defined = flags.CF | (flags.OF if masked == 1 else 0)
+    cpu.set_flags((defined, carry * flags.CF | overflow * flags.OF))
+
+
+@semantics(M.SHLD, M.SHRD)
+def double_shift(cpu, form):
+    """SHLD shifts bits of SRC into DEST from the right, SHRD from the left.
+
+    A 16-bit count above 16 leaves the result undefined in the SDM; regmap
+    shifts the 48-bit DEST:SRC:DEST (SHLD) or SRC:DEST with DEST above
+    (SHRD), which is what Intel CPUs do.
+    """
+    dest, source, count_operand = form.ops
+    width = dest.width
+    count = count_operand.read(cpu) & _count_mask(width)
+    value = dest.read(cpu)
+    if count == 0:
+        dest.write(cpu, value)
+        return
+    fill = source.read(cpu)
+    if form.mnemonic == M.SHLD:
+        wide = (value << 2 * width | fill << width | value) << count
+        result, carry = wide >> 2 * width & mask(width), wide >> 3 * width & 1
+    else:
+        wide = value << 2 * width | fill << width | value
+        result, carry = wide >> count & mask(width), wide >> (count - 1) & 1
+    dest.write(cpu, result)
+    overflow = _msb(result, width) ^ _msb(value, width)
+    cpu.set_flags(_result_flags(result, width, carry, overflow if count == 1 else None))
+
+
+@semantics(M.SARX, M.SHLX, M.SHRX)
+def shift_without_flags(cpu, form):
+    dest, source, count_operand = form.ops
+    width = dest.width
+    count = count_operand.read(cpu) & _count_mask(width)
+    value = source.read(cpu)
+    if form.mnemonic == M.SHLX:
+        dest.write(cpu, value << count)
+    elif form.mnemonic == M.SHRX:
+        dest.write(cpu, value >> count)
+    else:
+        dest.write(cpu, sign(value, width) >> count)
+
+
+@semantics(M.RORX)
+def rorx(cpu, form):
+    dest, source, count_operand = form.ops
+    width = dest.width
+    count = count_operand.read(cpu) & _count_mask(width)
+    value = source.read(cpu)
+    dest.write(cpu, value >> count | value << (width - count))

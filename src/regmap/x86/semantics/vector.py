@@ -1,0 +1,40 @@
+"""SSE/AVX data movement with a window operand: `movdqu xmm0, [0]` loads rax:rcx.
+
+A legacy SSE write to an xmm register keeps the bits above 128; a VEX write
+clears everything above the operand (the operand decides, see
+`regmap.x86.operands`).  The aligned forms raise #GP on a misaligned address,
+as the CPU does.
+"""
+from iced_x86 import Mnemonic as M
+
+from regmap.errors import GeneralProtection
+from regmap.x86.semantics import semantics
+
+_UNALIGNED = (M.MOVD, M.MOVQ, M.VMOVD, M.VMOVQ, M.MOVDQU, M.VMOVDQU, M.MOVUPS, M.VMOVUPS,
+              M.MOVUPD, M.VMOVUPD, M.LDDQU, M.VLDDQU, M.MOVSS, M.VMOVSS, M.MOVSD, M.VMOVSD)
+_ALIGNED = (M.MOVDQA, M.VMOVDQA, M.MOVAPS, M.VMOVAPS, M.MOVAPD, M.VMOVAPD, M.MOVNTDQ, M.VMOVNTDQ,
+            M.MOVNTPS, M.VMOVNTPS, M.MOVNTPD, M.VMOVNTPD, M.MOVNTDQA, M.VMOVNTDQA)
+
+
+@semantics(*_UNALIGNED, *_ALIGNED)
+def vector_move(cpu, form):
+    dest, source = form.ops
+    if form.mnemonic in _ALIGNED:
+        memory = dest if dest.is_memory else source
+        if memory.address(cpu) % memory.size:
+            raise GeneralProtection(f"{form.disassembly}: operand not {memory.size}-byte aligned")
+    dest.write(cpu, source.read(cpu))
+
+
+@semantics(M.MOVLPS, M.MOVLPD, M.MOVHPS, M.MOVHPD)
+def half_move(cpu, form):
+    """Load or store one 64-bit half of an xmm register; the other half stays."""
+    dest, source = form.ops
+    high = form.mnemonic in (M.MOVHPS, M.MOVHPD)
+    if dest.is_memory:
+        dest.write(cpu, source.read(cpu) >> (64 if high else 0))
+    else:
+        current = dest.read(cpu)
+        value = source.read(cpu)
+        dest.write(cpu, (current & 0xFFFF_FFFF_FFFF_FFFF) | value << 64 if high
+                   else (current & ~0xFFFF_FFFF_FFFF_FFFF) | value)
