@@ -8,7 +8,7 @@ import iced_x86
 from iced_x86 import EncodingKind, Mnemonic, OpCodeInfo, OpKind
 
 from regmap import alias
-from regmap.errors import NotWindowAccess, RegmapError, UnsupportedInstruction
+from regmap.errors import LayoutError, NotWindowAccess, RegmapError, UnsupportedInstruction
 from regmap.layout import Layout, load_layout
 from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
@@ -116,6 +116,8 @@ class Emulator:
             raise UnsupportedInstruction(rip, form.code, form.disassembly)
         try:
             form.execute(cpu, form)
+        except LayoutError as hole:  # no register there: the access faults as on the CPU
+            raise NotWindowAccess(f"{form.disassembly} at {rip:#x}: {hole}") from None
         except RegmapError:
             raise
         except Exception as error:  # a semantic function met an operand shape it does not know
