@@ -1,0 +1,88 @@
+"""``TracedMachine``: the ``regmap.x86.Machine`` protocol over one stopped thread of a tracee."""
+from __future__ import annotations
+
+from regmap.errors import MemoryFault
+from regmap.trace import ptrace
+from regmap.trace.xstate import NAMES as XSTATE_NAMES, XState
+
+# basis register name -> (user_regs_struct field, width mask)
+_GP = {name: (name, (1 << 64) - 1) for name in (
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "fs_base", "gs_base")}
+_GP["rflags"] = ("eflags", (1 << 64) - 1)
+for _segment in ("cs", "ds", "es", "fs", "gs", "ss"):
+    _GP[_segment] = (_segment, 0xFFFF)
+del _segment
+
+REGISTER_NAMES = frozenset(_GP) | XSTATE_NAMES
+
+
+class TracedMachine:
+    """Registers of thread ``tid`` (general ones from one PTRACE_GETREGS, vector ones lazily
+    from NT_X86_XSTATE) and the memory of its process.
+
+    The tracer reuses one instance for every fault: ``reset`` points it at the
+    next stopped thread, whose general registers the caller has just read into
+    ``regs``; after a successful step ``store`` writes back what changed.
+    """
+
+    __slots__ = ("tid", "regs", "memory", "xstate", "regs_dirty")
+
+    def __init__(self, regs: ptrace.UserRegs | None = None, memory: ptrace.RemoteMemory | None = None,
+                 xstate: XState | None = None):
+        self.tid = 0
+        self.regs = regs if regs is not None else ptrace.UserRegs()
+        self.memory = memory if memory is not None else ptrace.RemoteMemory()
+        self.xstate = xstate if xstate is not None else XState()
+        self.regs_dirty = False
+
+    def reset(self, tid: int) -> None:
+        self.tid = tid
+        self.regs_dirty = False
+        self.xstate.reset(tid)
+
+    def load(self, tid: int) -> None:
+        """``reset`` and read the general registers of ``tid``."""
+        self.reset(tid)
+        ptrace.getregs(tid, self.regs)
+
+    def store(self) -> None:
+        """Write back the registers that changed (PTRACE_SETREGS, NT_X86_XSTATE)."""
+        if self.regs_dirty:
+            ptrace.setregs(self.tid, self.regs)
+            self.regs_dirty = False
+        self.xstate.store()
+
+    # -- the Machine protocol ------------------------------------------------------------------
+    def read_register(self, basis: str) -> int:
+        entry = _GP.get(basis)
+        if entry is not None:
+            return getattr(self.regs, entry[0]) & entry[1]
+        try:
+            return self.xstate.read(basis)
+        except KeyError:
+            raise KeyError(f"no register {basis!r} in a traced thread") from None
+
+    def write_register(self, basis: str, value: int) -> None:
+        entry = _GP.get(basis)
+        if entry is not None:
+            setattr(self.regs, entry[0], value & entry[1])
+            self.regs_dirty = True
+            return
+        try:
+            self.xstate.write(basis, value)
+        except KeyError:
+            raise KeyError(f"no register {basis!r} in a traced thread") from None
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        data = self.memory.read(self.tid, address, size)
+        if data is None:
+            raise MemoryFault(address, False)
+        return data
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        if not self.memory.write(self.tid, address, data):
+            raise MemoryFault(address, True)
+
+    def fetch(self, address: int) -> bytes:
+        return self.memory.fetch(self.tid, address)

@@ -1,0 +1,163 @@
+"""What ``--trace``, ``--stats`` and ``--json`` print, and regmap's own run-time messages.
+
+Everything goes to one text stream (stderr by default), one line per event;
+with ``json=True`` every line is one JSON object with an ``"event"`` key.
+"""
+from __future__ import annotations
+
+import json as jsonlib
+import signal
+import sys
+import time
+from collections import Counter
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+        return f"signal {number}"
+
+
+def _names(names) -> list[str]:
+    if names is None:
+        return []
+    if isinstance(names, str):
+        return [names]
+    return [str(name) for name in names]
+
+
+class Reporter:
+    def __init__(self, stream=None, *, trace: bool = False, stats: bool = False, json: bool = False):
+        self.stream = stream if stream is not None else sys.stderr
+        self.trace = trace
+        self.stats = stats
+        self.json = json
+        self.faults = 0
+        self.delivered = 0
+        self.tracer_ns = 0
+        self.started = time.perf_counter()
+        self.mnemonics: Counter = Counter()
+        self.sites: Counter = Counter()
+        self.site_text: dict[int, str] = {}
+
+    # -- output ------------------------------------------------------------------------------
+    def _emit(self, record: dict, text: str) -> None:
+        line = jsonlib.dumps(record, separators=(",", ":")) if self.json else text
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def message(self, text: str, **record) -> None:
+        """One of regmap's own messages (always shown)."""
+        record.setdefault("event", "message")
+        record["message"] = text
+        self._emit(record, f"regmap: {text}")
+
+    # -- events ------------------------------------------------------------------------------
+    def emulated(self, tid: int, step, elapsed_ns: int) -> None:
+        self.faults += 1
+        self.tracer_ns += elapsed_ns
+        if self.stats:
+            mnemonic = getattr(step, "mnemonic", "?")
+            self.mnemonics[mnemonic] += 1
+            address = step.address
+            self.sites[address] += 1
+            if address not in self.site_text:
+                self.site_text[address] = step.disassembly
+        if self.trace:
+            self._trace_step(tid, step)
+
+    def _trace_step(self, tid: int, step) -> None:
+        accesses = getattr(step, "accesses", None) or []
+        if not accesses:
+            self._emit({"event": "step", "tid": tid, "rip": step.address,
+                        "instruction": step.disassembly},
+                       f"regmap: {tid} {step.address:#x}  {step.disassembly}")
+        for access in accesses:
+            names = _names(access.names)
+            joined = " . ".join(names) or "(hole)"
+            if access.write:
+                change = f"{access.before:#x} -> {access.after:#x}"
+            else:
+                change = f"= {access.after:#x}"
+            self._emit(
+                {"event": "access", "tid": tid, "rip": step.address,
+                 "instruction": step.disassembly, "mnemonic": getattr(step, "mnemonic", None),
+                 "address": access.address, "size": access.size, "write": bool(access.write),
+                 "names": names, "before": hex(access.before), "after": hex(access.after)},
+                f"regmap: {tid} {step.address:#x}  {step.disassembly}  "
+                f"{'write' if access.write else 'read'} [{access.address:#x},{access.size}] "
+                f"{joined} {change}")
+
+    def delivered_signal(self, tid: int, signo: int, rip: int, reason: str) -> None:
+        """A signal regmap passed on to the program unchanged (only shown with ``--trace``)."""
+        self.delivered += 1
+        if self.trace:
+            name = signal_name(signo)
+            self._emit({"event": "signal", "tid": tid, "rip": rip, "signal": name, "reason": reason},
+                       f"regmap: {tid} {rip:#x}  {name} delivered ({reason})")
+
+    def unsupported(self, tid: int, error, signo: int) -> None:
+        self.delivered += 1
+        code = error.code.hex(" ")
+        self._emit(
+            {"event": "unsupported", "tid": tid, "rip": error.address, "bytes": error.code.hex(),
+             "instruction": error.disassembly, "reason": error.reason, "signal": signal_name(signo)},
+            f"regmap: unsupported instruction at {error.address:#x} in thread {tid}: "
+            f"{code}  {error.disassembly} ({error.reason}); {signal_name(signo)} delivered")
+
+    def internal_error(self, tid: int, rip: int, error: BaseException, signo: int) -> None:
+        self.delivered += 1
+        self._emit({"event": "internal-error", "tid": tid, "rip": rip,
+                    "error": f"{type(error).__name__}: {error}", "signal": signal_name(signo)},
+                   f"regmap: internal error emulating the instruction at {rip:#x} in thread {tid}: "
+                   f"{type(error).__name__}: {error}; {signal_name(signo)} delivered")
+
+    def exited(self, program: str, status: int) -> int:
+        """Report how the main program ended; return regmap's own exit status."""
+        import os
+        if os.WIFSIGNALED(status):
+            signo = os.WTERMSIG(status)
+            core = os.WCOREDUMP(status)
+            name = signal_name(signo)
+            self._emit({"event": "exit", "program": program, "signal": name, "core_dumped": core,
+                        "status": 128 + signo},
+                       f"regmap: {program} killed by {name}{' (core dumped)' if core else ''}")
+            return 128 + signo
+        code = os.WEXITSTATUS(status)
+        if self.json:
+            self._emit({"event": "exit", "program": program, "code": code, "status": code}, "")
+        return code
+
+    def summary(self) -> None:
+        if not self.stats:
+            return
+        wall = time.perf_counter() - self.started
+        each_us = self.tracer_ns / self.faults / 1000 if self.faults else 0.0
+        sites = self.sites.most_common()
+        if self.json:
+            self._emit({"event": "stats", "faults": self.faults, "delivered": self.delivered,
+                        "tracer_seconds": self.tracer_ns / 1e9, "per_fault_us": each_us,
+                        "wall_seconds": wall, "mnemonics": dict(self.mnemonics.most_common()),
+                        "sites": [{"rip": rip, "instruction": self.site_text[rip], "count": count}
+                                  for rip, count in sites]}, "")
+            return
+        plural = "" if self.faults == 1 else "s"
+        self._emit({}, f"regmap: stats: {self.faults} fault{plural} emulated, "
+                       f"{each_us:.1f} us each in the tracer ({self.tracer_ns / 1e6:.1f} ms), "
+                       f"{self.delivered} signal{'' if self.delivered == 1 else 's'} passed on, "
+                       f"{wall:.3f} s wall")
+        if self.mnemonics:
+            self._emit({}, "regmap: stats:   count  mnemonic")
+            for mnemonic, count in self.mnemonics.most_common():
+                self._emit({}, f"regmap: stats: {count:7d}  {mnemonic}")
+            self._emit({}, "regmap: stats:   count  site")
+            for rip, count in sites[:20]:
+                self._emit({}, f"regmap: stats: {count:7d}  {rip:#x}  {self.site_text[rip]}")
+            if len(sites) > 20:
+                self._emit({}, f"regmap: stats:          ({len(sites) - 20} more sites)")

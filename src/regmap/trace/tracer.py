@@ -1,0 +1,375 @@
+"""The tracer: spawn a program under ptrace and serve its page-0 faults until every tracee is gone.
+
+One thread, one ``waitpid(-1, __WALL)`` loop.  The program's threads and child
+processes are attached automatically (PTRACE_O_TRACECLONE/FORK/VFORK) and killed
+with regmap (PTRACE_O_EXITKILL).  What each stop means and what is done:
+
+- signal-delivery-stop for SIGSEGV/SIGBUS raised by a page fault (si_code
+  SEGV_MAPERR/ACCERR, BUS_*): emulate the instruction at rip; on success write
+  the registers back and continue with the signal suppressed; otherwise
+  continue with the signal, which the program then gets exactly as it would
+  have without regmap.  A SIGSEGV sent by a process (kill, tgkill, sigqueue:
+  si_code <= 0) or raised by a general-protection fault (SI_KERNEL) is passed on
+  untouched, as is every other signal;
+- PTRACE_EVENT_STOP with a stop signal: a group-stop; PTRACE_LISTEN keeps the
+  thread stopped until SIGCONT without resuming it.  When the main program is
+  stopped by the terminal (SIGTSTP, SIGTTIN, SIGTTOU) and regmap is the
+  terminal's foreground job, regmap stops itself too, so the shell sees the
+  job stop and ``fg`` continues both;
+- PTRACE_EVENT_STOP with SIGTRAP (a new thread's or child's first stop, the
+  end of a group-stop), fork/vfork/clone/exec events: continue;
+- exits: the main program's wait status is kept for the end.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import struct
+import sys
+import time
+
+from regmap.errors import DivideError, MemoryFault, NotWindowAccess, UnsupportedInstruction
+from regmap.trace import ptrace
+from regmap.trace.machine import TracedMachine
+from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
+from regmap.trace.report import Reporter
+
+OPTIONS = (ptrace.PTRACE_O_TRACECLONE | ptrace.PTRACE_O_TRACEFORK | ptrace.PTRACE_O_TRACEVFORK
+           | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_EXITKILL)
+
+SIGSEGV, SIGBUS, SIGFPE, SIGTRAP = signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGTRAP
+STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+TERMINAL_STOPS = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+
+# regmap's own dispositions while a program runs: the terminal's signals reach the program
+# directly (same process group); regmap ignores them, as system(3) does, and forwards the
+# signals meant to end it.
+IGNORED_WHILE_RUNNING = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN,
+                         signal.SIGTTOU)
+FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+# dispositions Python changes that a program must not inherit
+RESET_IN_CHILD = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def _signal_set(tid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{tid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class Tracer:
+    """Runs one program; ``spawn`` then ``wait`` (which returns the main program's wait status)."""
+
+    def __init__(self, emulator, reporter: Reporter):
+        self.emulator = emulator
+        self.reporter = reporter
+        self.machine = TracedMachine()
+        self.siginfo = ptrace.SigInfo()
+        self.main = 0
+        self.main_status: int | None = None
+        self.exec_seen = False
+        self.forced_signal: dict[int, int] = {}   # pid -> signal regmap killed it to stand for
+        self._error_pipe = -1
+        self._saved_dispositions: dict[int, object] = {}
+        self.program = ""
+
+    # -- spawning ------------------------------------------------------------------------------
+    def spawn(self, path: str, argv: list[str], env: dict | None = None) -> int:
+        """Fork, attach with PTRACE_SEIZE and the options, then let the child exec ``path``."""
+        self.program = argv[0] if argv else path
+        environment = os.environ if env is None else env
+        go_read, go_write = os.pipe()
+        error_read, error_write = os.pipe()      # close-on-exec: EOF means exec succeeded
+        saved = {sig: signal.getsignal(sig) for sig in IGNORED_WHILE_RUNNING + FORWARDED}
+        pid = os.fork()
+        if pid == 0:                              # the child: wait to be seized, then exec
+            code = 0
+            try:
+                os.close(go_write)
+                os.close(error_read)
+                for sig in RESET_IN_CHILD:
+                    signal.signal(sig, signal.SIG_DFL)
+                for sig, disposition in saved.items():
+                    signal.signal(sig, signal.SIG_IGN if disposition == signal.SIG_IGN
+                                  else signal.SIG_DFL)
+                os.read(go_read, 1)
+                os.execve(path, argv, environment)
+            except OSError as error:
+                code = error.errno or 0
+            except BaseException:
+                code = 0
+            try:
+                os.write(error_write, struct.pack("i", code))
+            finally:
+                os._exit(127)
+        os.close(go_read)
+        os.close(error_write)
+        self._error_pipe = error_read
+        try:
+            ptrace.seize(pid, OPTIONS)
+        except OSError as error:
+            os.close(go_write)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(error_read)
+            self._error_pipe = -1
+            if error.errno == errno.EPERM:
+                raise TraceError(
+                    f"not allowed to trace {self.program}: ptrace: {os.strerror(error.errno)} "
+                    "(is regmap itself being traced, or ptrace forbidden here? see "
+                    "/proc/sys/kernel/yama/ptrace_scope; a container needs CAP_SYS_PTRACE "
+                    "or a seccomp profile that allows ptrace)", FAILURE) from None
+            raise TraceError(f"cannot trace {self.program}: ptrace: {os.strerror(error.errno)}",
+                             FAILURE) from None
+        self.main = pid
+        self._install_dispositions()
+        os.write(go_write, b"x")
+        os.close(go_write)
+        return pid
+
+    def _install_dispositions(self) -> None:
+        def forward(signo, _frame):
+            try:
+                os.kill(self.main, signo)
+            except OSError:
+                pass
+        try:
+            for sig in IGNORED_WHILE_RUNNING:
+                self._saved_dispositions[sig] = signal.signal(sig, signal.SIG_IGN)
+            for sig in FORWARDED:
+                self._saved_dispositions[sig] = signal.signal(sig, forward)
+        except ValueError:       # not the main thread: leave dispositions alone
+            pass
+
+    def _restore_dispositions(self) -> None:
+        for sig, disposition in self._saved_dispositions.items():
+            try:
+                signal.signal(sig, disposition)
+            except (ValueError, TypeError):
+                pass
+        self._saved_dispositions.clear()
+
+    # -- the loop --------------------------------------------------------------------------------
+    def wait(self) -> int:
+        """Serve every tracee until none is left; return the main program's wait status."""
+        try:
+            self._loop()
+        finally:
+            self._restore_dispositions()
+            if self._error_pipe >= 0:
+                os.close(self._error_pipe)
+                self._error_pipe = -1
+        status = self.main_status if self.main_status is not None else 0
+        forced = self.forced_signal.get(self.main)
+        if forced and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            status = forced                  # a wait status: killed by ``forced``, no core
+        return status
+
+    def _loop(self) -> None:
+        waitpid = os.waitpid
+        fault = self._fault
+        cont = ptrace.cont
+        while True:
+            try:
+                tid, status = waitpid(-1, ptrace.WALL)
+            except ChildProcessError:
+                return
+            if status & 0xFF == 0x7F:                     # a ptrace-stop
+                sig = (status >> 8) & 0xFF
+                event = status >> 16
+                try:
+                    if event == 0:
+                        if sig == SIGSEGV or sig == SIGBUS:
+                            fault(tid, sig)
+                        else:
+                            cont(tid, sig)                 # any other signal, unchanged
+                    elif event == ptrace.PTRACE_EVENT_STOP:
+                        self._event_stop(tid, sig)
+                    else:
+                        if event == ptrace.PTRACE_EVENT_EXEC and tid == self.main:
+                            self._exec_done()
+                        cont(tid, 0)
+                except OSError as error:
+                    if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
+                        raise
+            else:                                          # exited or killed
+                if tid == self.main:
+                    self.main_status = status
+                    if not self.exec_seen:
+                        self._exec_failed()
+
+    def _event_stop(self, tid: int, sig: int) -> None:
+        if sig in STOP_SIGNALS:
+            ptrace.listen(tid)
+            if tid == self.main and sig in TERMINAL_STOPS and self._in_foreground():
+                os.kill(os.getpid(), signal.SIGSTOP)     # the shell sees the job stop
+        else:
+            ptrace.cont(tid, 0)
+
+    @staticmethod
+    def _in_foreground() -> bool:
+        for fd in (2, 0, 1):
+            try:
+                return os.tcgetpgrp(fd) == os.getpgrp()
+            except OSError:
+                continue
+        return False
+
+    def _exec_done(self) -> None:
+        self.exec_seen = True
+        if self._error_pipe >= 0:
+            os.close(self._error_pipe)
+            self._error_pipe = -1
+
+    def _exec_failed(self) -> None:
+        data = b""
+        if self._error_pipe >= 0:
+            try:
+                data = os.read(self._error_pipe, 4)
+            except OSError:
+                pass
+        if len(data) == 4:
+            code = struct.unpack("i", data)[0]
+            status = NOT_FOUND if code == errno.ENOENT else NOT_EXECUTABLE
+            reason = os.strerror(code) if code else "exec failed"
+            raise TraceError(f"cannot execute {self.program}: {reason}", status)
+
+    # -- one fault ----------------------------------------------------------------------------
+    def _fault(self, tid: int, sig: int) -> None:
+        started = time.perf_counter_ns()
+        info = self.siginfo
+        ptrace.getsiginfo(tid, info)
+        code = info.si_code
+        if code <= 0 or code >= ptrace.SI_KERNEL:
+            # sent by a process, or a general-protection fault: never a window access
+            self._deliver(tid, sig, "not a page fault")
+            return
+        machine = self.machine
+        machine.load(tid)
+        regs = machine.regs
+        if regs.cs != ptrace.USER_CS_64:
+            self._deliver(tid, sig, "not in 64-bit mode")
+            return
+        try:
+            step = self.emulator.step(machine, trace=self.reporter.trace)
+        except (NotWindowAccess, MemoryFault) as error:
+            reason = "not a window access" if isinstance(error, NotWindowAccess) else str(error)
+            self._deliver(tid, sig, reason)
+            return
+        except UnsupportedInstruction as error:
+            self.reporter.unsupported(tid, error, sig)
+            ptrace.cont(tid, sig)
+            return
+        except DivideError:
+            self._divide_error(tid)
+            return
+        except Exception as error:      # a bug in regmap must not take the program with it
+            self.reporter.internal_error(tid, regs.rip, error, sig)
+            ptrace.cont(tid, sig)
+            return
+        try:
+            machine.store()
+        except OSError as error:
+            if error.errno == errno.ESRCH:
+                raise
+            # the kernel refused the new state (e.g. a bad segment selector): the CPU
+            # would have faulted as well
+            self._deliver(tid, sig, f"cannot set registers: {os.strerror(error.errno)}")
+            return
+        ptrace.cont(tid, 0)
+        self.reporter.emulated(tid, step, time.perf_counter_ns() - started)
+
+    def _deliver(self, tid: int, sig: int, reason: str) -> None:
+        ptrace.cont(tid, sig)
+        self.reporter.delivered_signal(tid, sig, self.machine.regs.rip if self.machine.tid == tid
+                                       else 0, reason)
+
+    def _divide_error(self, tid: int) -> None:
+        """#DE: the program gets SIGFPE with si_code FPE_INTDIV and si_addr = the instruction's
+        address, rip left on the instruction, as the kernel sends it for the CPU's #DE."""
+        rip = self.machine.regs.rip
+        mask = 1 << (SIGFPE - 1)
+        if (_signal_set(tid, "SigBlk") | _signal_set(tid, "SigIgn")) & mask:
+            # the kernel would force SIGFPE (reset to default, unblock) and the program would
+            # die of it; a traced SIGFPE cannot be forced, so regmap kills the process and
+            # reports SIGFPE as the cause
+            self.reporter.message(
+                f"thread {tid} divides by zero at {rip:#x} with SIGFPE blocked or ignored; "
+                "the CPU would kill the process with SIGFPE, so regmap kills it",
+                event="forced-signal", tid=tid, rip=rip, signal="SIGFPE")
+            self.forced_signal[self._tgid(tid)] = SIGFPE
+            ptrace.cont(tid, signal.SIGKILL)
+            return
+        info = self.siginfo
+        for index in range(len(info._rest)):
+            info._rest[index] = 0
+        info.si_signo = SIGFPE
+        info.si_errno = 0
+        info.si_code = ptrace.FPE_INTDIV
+        info._pad = 0
+        info.si_addr = rip
+        ptrace.setsiginfo(tid, info)
+        ptrace.cont(tid, SIGFPE)
+        self.reporter.delivered_signal(tid, SIGFPE, rip, "divide error")
+
+    @staticmethod
+    def _tgid(tid: int) -> int:
+        try:
+            with open(f"/proc/{tid}/status") as status:
+                for line in status:
+                    if line.startswith("Tgid:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return tid
+
+
+def _make_emulator(layout):
+    from regmap.x86 import Emulator
+    return Emulator(layout)
+
+
+def _load_layout(layout):
+    if layout is None or isinstance(layout, (str, os.PathLike)):
+        from regmap.layout import load_layout
+        return load_layout(None if layout is None else os.fspath(layout))
+    return layout
+
+
+def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, stream=None,
+               emulator=None, env=None) -> int:
+    """Run ``argv`` under the tracer with page 0 mapped by ``layout``; return regmap's exit status
+    (the program's exit code, or 128 + the signal that killed it).
+
+    ``layout``: a ``Layout``, a layout name or file, or ``None`` for the default.  ``trace``,
+    ``stats``, ``json``: what to print on ``stream`` (stderr by default).  ``emulator``: any
+    object with ``step(machine, trace=...)``; by default ``regmap.x86.Emulator(layout)``.
+    ``TraceError`` (with ``.status``) for a program that cannot be run.  While it runs,
+    ``run_traced`` reaps any child of the calling process (it waits with ``waitpid(-1)``),
+    ignores SIGINT, SIGQUIT and the terminal stop signals and forwards SIGTERM and SIGHUP to
+    the program.
+    """
+    from regmap.trace.program import check_executable, resolve
+    argv = [os.fspath(arg) for arg in argv]
+    if not argv:
+        raise TraceError("no program given", 2)
+    path = resolve(argv[0])
+    check_executable(path)
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        from regmap.errors import UnsupportedPlatform
+        raise UnsupportedPlatform("regmap exec needs Linux on x86-64")
+    if emulator is None:
+        emulator = _make_emulator(_load_layout(layout))
+    reporter = Reporter(stream, trace=trace, stats=stats, json=json)
+    tracer = Tracer(emulator, reporter)
+    tracer.spawn(path, argv, env)
+    status = tracer.wait()
+    result = reporter.exited(tracer.program, status)
+    reporter.summary()
+    return result

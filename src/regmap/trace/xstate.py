@@ -1,0 +1,169 @@
+"""The vector state of a stopped thread, through PTRACE_GETREGSET/SETREGSET NT_X86_XSTATE.
+
+The regset is the XSAVE *standard* (non-compacted) format whatever the kernel
+uses internally:
+
+- legacy area (512 bytes): MXCSR at 24, XMM0..15 at 160 + 16*i;
+- software bytes at 464 (``struct _fpx_sw_bytes``: magic 0x46505853, extended size,
+  the enabled feature mask XCR0, the xstate size);
+- header at 512: XSTATE_BV (bit i set = component i is not in its init state);
+- component 2 (upper 128 bits of ymm0..15) at 576, 16 bytes each;
+- component 5 (opmask k0..7) at 1088, 8 bytes each;
+- component 6 (upper 256 bits of zmm0..15) at 1152, 32 bytes each;
+- component 7 (zmm16..31) at 1664, 64 bytes each.
+
+The standard-format offsets are enumerated by CPUID leaf 0xD; for these
+components they have been the same on every Intel and AMD processor that has
+them, and the regset's size (checked here) bounds them.  A component the CPU
+lacks (its bit clear in XCR0) reads as zero and ignores writes, so a zmm
+register on an AVX2-only machine is its ymm value zero-extended.  A component
+whose XSTATE_BV bit is clear is in its init state (zero) whatever the buffer
+holds; writing it sets the bit.
+"""
+from __future__ import annotations
+
+import ctypes
+import struct
+
+from regmap.trace import ptrace
+
+MXCSR_OFFSET = 24
+XMM_OFFSET = 160
+SW_BYTES_OFFSET = 464
+FP_XSTATE_MAGIC1 = 0x46505853
+HEADER_OFFSET = 512
+
+SSE, YMM, OPMASK, ZMM_HI256, HI16_ZMM = 1, 2, 5, 6, 7
+COMPONENT_OFFSET = {YMM: 576, OPMASK: 1088, ZMM_HI256: 1152, HI16_ZMM: 1664}
+COMPONENT_SIZE = {SSE: 256, YMM: 256, OPMASK: 64, ZMM_HI256: 512, HI16_ZMM: 1024}
+MXCSR_MASK = 0xFFFF          # the architecturally defined MXCSR bits (checked by the kernel too)
+
+BUFFER_SIZE = 16384          # larger than any user xstate the kernel exposes without AMX tiles
+
+
+def _vector_names():
+    names = {}
+    for i in range(32):
+        names[f"zmm{i}"] = i
+    return names
+
+
+VECTOR_INDEX = _vector_names()
+OPMASK_INDEX = {f"k{i}": i for i in range(8)}
+NAMES = frozenset(VECTOR_INDEX) | frozenset(OPMASK_INDEX) | {"mxcsr"}
+
+
+class XState:
+    """One thread's XSAVE area, loaded on first use and written back only if changed."""
+
+    def __init__(self):
+        self._buffer = (ctypes.c_ubyte * BUFFER_SIZE)()
+        self._view = memoryview(self._buffer).cast("B")
+        self.tid = 0
+        self.loaded = False
+        self.dirty = False
+        self.size = 0
+        self.features = 0     # XCR0: the components this CPU and kernel have
+
+    def reset(self, tid: int) -> None:
+        self.tid = tid
+        self.loaded = False
+        self.dirty = False
+
+    def load(self) -> None:
+        self.size = ptrace.getregset(self.tid, ptrace.NT_X86_XSTATE, self._buffer)
+        view = self._view
+        magic, _extended, features, _xsize = struct.unpack_from("<IIQI", view, SW_BYTES_OFFSET)
+        if magic == FP_XSTATE_MAGIC1:
+            self.features = features
+        else:                  # no software bytes: trust XSTATE_BV's reach and the size
+            self.features = 0b11 | (1 << YMM)
+        for component, offset in COMPONENT_OFFSET.items():
+            if offset + COMPONENT_SIZE[component] > self.size:
+                self.features &= ~(1 << component)
+        self.loaded = True
+        self.dirty = False
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _bv(self) -> int:
+        return struct.unpack_from("<Q", self._view, HEADER_OFFSET)[0]
+
+    def _present(self, component: int) -> bool:
+        return bool(self._bv() >> component & 1)
+
+    def _get(self, component: int, offset: int, size: int) -> int:
+        if not (self.features >> component & 1) or not self._present(component):
+            return 0
+        return int.from_bytes(self._view[offset:offset + size], "little")
+
+    def _put(self, component: int, offset: int, size: int, value: int) -> None:
+        if not (self.features >> component & 1):
+            return
+        bv = self._bv()
+        if not bv >> component & 1:
+            # leaving the init state: the component's bytes must start as zero
+            if component == SSE:
+                self._view[XMM_OFFSET:XMM_OFFSET + COMPONENT_SIZE[SSE]] = bytes(COMPONENT_SIZE[SSE])
+            else:
+                start = COMPONENT_OFFSET[component]
+                self._view[start:start + COMPONENT_SIZE[component]] = bytes(COMPONENT_SIZE[component])
+            struct.pack_into("<Q", self._view, HEADER_OFFSET, bv | 1 << component)
+        self._view[offset:offset + size] = value.to_bytes(size, "little")
+        self.dirty = True
+
+    # -- registers ---------------------------------------------------------------------------
+    def read(self, name: str) -> int:
+        if not self.loaded:
+            self.load()
+        index = VECTOR_INDEX.get(name)
+        if index is not None:
+            if index < 16:
+                value = self._get(SSE, XMM_OFFSET + 16 * index, 16)
+                value |= self._get(YMM, COMPONENT_OFFSET[YMM] + 16 * index, 16) << 128
+                value |= self._get(ZMM_HI256, COMPONENT_OFFSET[ZMM_HI256] + 32 * index, 32) << 256
+                return value
+            return self._get(HI16_ZMM, COMPONENT_OFFSET[HI16_ZMM] + 64 * (index - 16), 64)
+        index = OPMASK_INDEX.get(name)
+        if index is not None:
+            return self._get(OPMASK, COMPONENT_OFFSET[OPMASK] + 8 * index, 8)
+        if name == "mxcsr":
+            return struct.unpack_from("<I", self._view, MXCSR_OFFSET)[0]
+        raise KeyError(name)
+
+    def write(self, name: str, value: int) -> None:
+        if not self.loaded:
+            self.load()
+        index = VECTOR_INDEX.get(name)
+        if index is not None:
+            if index < 16:
+                mask128 = (1 << 128) - 1
+                old = self.read(name)
+                if (old ^ value) & mask128:
+                    self._put(SSE, XMM_OFFSET + 16 * index, 16, value & mask128)
+                if (old ^ value) >> 128 & mask128:
+                    self._put(YMM, COMPONENT_OFFSET[YMM] + 16 * index, 16, value >> 128 & mask128)
+                if (old ^ value) >> 256:
+                    self._put(ZMM_HI256, COMPONENT_OFFSET[ZMM_HI256] + 32 * index, 32,
+                              value >> 256 & ((1 << 256) - 1))
+            else:
+                self._put(HI16_ZMM, COMPONENT_OFFSET[HI16_ZMM] + 64 * (index - 16), 64,
+                          value & ((1 << 512) - 1))
+            return
+        index = OPMASK_INDEX.get(name)
+        if index is not None:
+            self._put(OPMASK, COMPONENT_OFFSET[OPMASK] + 8 * index, 8, value & ((1 << 64) - 1))
+            return
+        if name == "mxcsr":
+            # MXCSR travels with the SSE component; the kernel refuses reserved bits
+            if not self._present(SSE) and self.features >> SSE & 1:
+                self._put(SSE, XMM_OFFSET, 16, 0)
+            struct.pack_into("<I", self._view, MXCSR_OFFSET, value & MXCSR_MASK)
+            self.dirty = True
+            return
+        raise KeyError(name)
+
+    def store(self) -> None:
+        """Write the area back if a register in it changed."""
+        if self.dirty:
+            ptrace.setregset(self.tid, ptrace.NT_X86_XSTATE, self._buffer, self.size)
+            self.dirty = False
