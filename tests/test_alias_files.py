@@ -153,3 +153,66 @@ def test_amd64_read_write_round_trip_every_alias():
 def test_unknown_register_in_shipped_file():
     with pytest.raises(AliasError, match="unknown register 'eaxx'"):
         load("amd64").slices("eaxx")
+
+
+def test_aarch64():
+    rf = load("aarch64")
+    for i in range(31):
+        assert rf.is_basis(f"x{i}") and rf.width(f"x{i}") == 64
+        assert rf.unalias(f"w{i}") == Sub(f"x{i}", 31, 0)
+    # fp and lr are second names for x29 and x30; the basis name wins in name_of
+    assert rf.unalias("fp") == Sub("x29", 63, 0) and rf.unalias("fp").is_alias
+    assert rf.unalias("lr") == Sub("x30", 63, 0) and rf.unalias("lr").is_alias
+    assert rf.name_of("x29", 63, 0) == "x29"
+    assert rf.read("fp", {"x29": 0x1234}) == 0x1234
+    assert rf.unalias("wsp") == Sub("sp", 31, 0)
+    assert rf.is_basis("xzr") and rf.unalias("wzr") == Sub("xzr", 31, 0)
+    assert rf.is_basis("pc")
+    for i in range(32):
+        assert rf.width(f"v{i}") == 128
+        assert rf.unalias(f"q{i}") == Sub(f"v{i}", 127, 0) and rf.unalias(f"q{i}").is_alias
+        assert rf.unalias(f"d{i}") == Sub(f"v{i}", 63, 0)
+        assert rf.unalias(f"s{i}") == Sub(f"v{i}", 31, 0)
+        assert rf.unalias(f"h{i}") == Sub(f"v{i}", 15, 0)
+        assert rf.unalias(f"b{i}") == Sub(f"v{i}", 7, 0)
+        assert rf.name_of(f"v{i}", 127, 0) == f"v{i}"
+        assert rf.name_of(f"v{i}", 63, 0) == f"d{i}"
+    assert rf.unalias("nzcv") == Set(("n", "z", "c", "v"))
+    values = {}
+    rf.write("nzcv", 0b0110, values)
+    assert values == {"n": 0, "z": 1, "c": 1, "v": 0}
+
+
+def test_avr():
+    rf = load("avr")
+    assert rf.basis[:32] == tuple(f"r{i}" for i in range(32))
+    for ptr, hi, lo in (("x", 27, 26), ("y", 29, 28), ("z", 31, 30)):
+        assert rf.unalias(ptr) == Sup((f"r{hi}", f"r{lo}"))
+        assert rf.unalias(f"{ptr}h") == Sub(f"r{hi}", 7, 0) and rf.unalias(f"{ptr}h").is_alias
+        assert rf.unalias(f"{ptr}l") == Sub(f"r{lo}", 7, 0)
+    # BAP's example
+    assert rf.unalias("r25r24") == rf.unalias("w") == Sup(("r25", "r24"))
+    assert rf.unalias("whi") == Sub("r25", 7, 0) and rf.unalias("whi").is_alias
+    assert rf.unalias("wlo") == Sub("r24", 7, 0) and rf.unalias("wlo").is_alias
+    # SREG: I is bit 7, C bit 0
+    assert rf.unalias("sreg") == Set(("if", "tf", "hf", "sf", "vf", "nf", "zf", "cf"))
+    values = {}
+    rf.write("sreg", 0x81, values)
+    assert values["if"] == 1 and values["cf"] == 1 and values["zf"] == 0
+    values["zf"] = 1
+    assert rf.read("sreg", values) == 0x83
+    assert rf.unalias("sp") == Sup(("sph", "spl"))
+    values = {"r30": 0x34, "r31": 0x12}
+    assert rf.read("z", values) == 0x1234
+    rf.write("x", 0xBEEF, values)
+    assert (values["r27"], values["r26"]) == (0xBE, 0xEF)
+
+
+def test_amd64_solves_from_text_each_time():
+    # the shipped file re-parsed and re-solved (not the cached copy) gives the same answers
+    from regmap.alias import parse
+    rf = parse("include amd64;")
+    cached = load("amd64")
+    assert rf is not cached
+    assert list(rf.registers) == list(cached.registers)
+    assert all(rf.slices(n) == cached.slices(n) for n in rf.registers)

@@ -290,3 +290,25 @@ def test_same_bits_twice_in_an_alias():
 def test_all_unk_def_and_self_reference():
     rf = RegisterFile.build(regs("r:8 x:8a"), [("x", [Reg("r")]), ("x", [UNK, UNK]), ("x", [Reg("x")])])
     assert rf.unalias("x") == Sub("r", 7, 0)
+
+
+def test_wide_window_with_many_parts():
+    # a page-0 style window: 4096 bytes, every other byte of it a byte of some basis register
+    basis = [Register(f"q{i}", 64) for i in range(256)]
+    bytes_ = [Register(f"q{i}b{j}", 8, True) for i in range(256) for j in range(8)]
+    eqs = [(f"q{i}", [Reg(f"q{i}b{j}") for j in range(7, -1, -1)]) for i in range(256)]
+    parts = []
+    for i in range(255, -1, -1):
+        for j in range(7, -1, -1):
+            parts += [UNK, Reg(f"q{i}b{j}")]
+    rf = RegisterFile.build(basis + bytes_ + [Register("page", 32768, True)],
+                            eqs + [("page", parts)])
+    sl = rf.slices("page")
+    assert len(sl) == 4096
+    assert sl[-2:] == (Slice(None, 15, 8), Slice("q0", 7, 0))
+    assert rf.sub_slices("page", 8 * 17 + 7, 8 * 16) == (Slice(None, 143, 136), Slice("q1", 7, 0))
+    assert rf.sub_slices("page", 8 * 15 + 3, 8 * 14 + 4) == (Slice(None, 123, 120), Slice("q0", 63, 60))
+    assert rf.name_of("q5", 15, 8) == "q5b1"
+    values = {}
+    rf.write("page", int.from_bytes(bytes(range(256)) * 16, "little"), values)
+    assert values["q0"] == int.from_bytes(bytes(range(0, 16, 2)), "little")
