@@ -25,7 +25,7 @@ def _names(names) -> list[str]:
     if names is None:
         return []
     if isinstance(names, str):
-        return [names]
+        return [part for part in names.split(" . ") if part]
     return [str(name) for name in names]
 
 
@@ -77,20 +77,21 @@ class Reporter:
         if not accesses:
             self._emit({"event": "step", "tid": tid, "rip": step.address,
                         "instruction": step.disassembly},
-                       f"regmap: {tid} {step.address:#x}  {step.disassembly}")
+                       f"regmap: [{tid}] {step.address:#x}  {step.disassembly}")
         for access in accesses:
             names = _names(access.names)
             joined = " . ".join(names) or "(hole)"
+            after = access.before if access.after is None else access.after
             if access.write:
-                change = f"{access.before:#x} -> {access.after:#x}"
+                change = f"{access.before:#x} -> {after:#x}"
             else:
-                change = f"= {access.after:#x}"
+                change = f"= {after:#x}"
             self._emit(
                 {"event": "access", "tid": tid, "rip": step.address,
                  "instruction": step.disassembly, "mnemonic": getattr(step, "mnemonic", None),
                  "address": access.address, "size": access.size, "write": bool(access.write),
-                 "names": names, "before": hex(access.before), "after": hex(access.after)},
-                f"regmap: {tid} {step.address:#x}  {step.disassembly}  "
+                 "names": names, "before": hex(access.before), "after": hex(after)},
+                f"regmap: [{tid}] {step.address:#x}  {step.disassembly}  "
                 f"{'write' if access.write else 'read'} [{access.address:#x},{access.size}] "
                 f"{joined} {change}")
 
@@ -100,7 +101,7 @@ class Reporter:
         if self.trace:
             name = signal_name(signo)
             self._emit({"event": "signal", "tid": tid, "rip": rip, "signal": name, "reason": reason},
-                       f"regmap: {tid} {rip:#x}  {name} delivered ({reason})")
+                       f"regmap: [{tid}] {rip:#x}  {name} delivered ({reason})")
 
     def unsupported(self, tid: int, error, signo: int) -> None:
         self.delivered += 1

@@ -82,7 +82,7 @@ class Tracer:
     # -- spawning ------------------------------------------------------------------------------
     def spawn(self, path: str, argv: list[str], env: dict | None = None) -> int:
         """Fork, attach with PTRACE_SEIZE and the options, then let the child exec ``path``."""
-        self.program = argv[0] if argv else path
+        self.program = self.program or (argv[0] if argv else path)
         environment = os.environ if env is None else env
         go_read, go_write = os.pipe()
         error_read, error_write = os.pipe()      # close-on-exec: EOF means exec succeeded
@@ -343,23 +343,26 @@ def _load_layout(layout):
 
 
 def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, stream=None,
-               emulator=None, env=None) -> int:
+               emulator=None, env=None, executable=None, name=None) -> int:
     """Run ``argv`` under the tracer with page 0 mapped by ``layout``; return regmap's exit status
     (the program's exit code, or 128 + the signal that killed it).
 
     ``layout``: a ``Layout``, a layout name or file, or ``None`` for the default.  ``trace``,
     ``stats``, ``json``: what to print on ``stream`` (stderr by default).  ``emulator``: any
     object with ``step(machine, trace=...)``; by default ``regmap.x86.Emulator(layout)``.
-    ``TraceError`` (with ``.status``) for a program that cannot be run.  While it runs,
-    ``run_traced`` reaps any child of the calling process (it waits with ``waitpid(-1)``),
-    ignores SIGINT, SIGQUIT and the terminal stop signals and forwards SIGTERM and SIGHUP to
-    the program.
+    ``executable``: the file to run (default: ``argv[0]`` looked up on PATH); ``name``: the
+    program's name in messages (default ``argv[0]``).  ``env``: its environment.
+
+    Raises ``TraceError`` (with ``.status``: 127 not found, 126 not executable or not x86-64,
+    1 otherwise) for a program that cannot be run.  While it runs, ``run_traced`` reaps any
+    child of the calling process (it waits with ``waitpid(-1)``), ignores SIGINT, SIGQUIT and
+    the terminal stop signals and forwards SIGTERM and SIGHUP to the program.
     """
     from regmap.trace.program import check_executable, resolve
     argv = [os.fspath(arg) for arg in argv]
     if not argv:
         raise TraceError("no program given", 2)
-    path = resolve(argv[0])
+    path = resolve(argv[0]) if executable is None else os.fspath(executable)
     check_executable(path)
     if sys.platform != "linux" or os.uname().machine != "x86_64":
         from regmap.errors import UnsupportedPlatform
@@ -368,6 +371,7 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, strea
         emulator = _make_emulator(_load_layout(layout))
     reporter = Reporter(stream, trace=trace, stats=stats, json=json)
     tracer = Tracer(emulator, reporter)
+    tracer.program = name or ""
     tracer.spawn(path, argv, env)
     status = tracer.wait()
     result = reporter.exited(tracer.program, status)

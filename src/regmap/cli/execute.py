@@ -1,0 +1,121 @@
+"""``regmap exec PROGRAM [ARGS...]`` and ``regmap run FILE [ARGS...]``: programs under the tracer."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+EXEC_DESCRIPTION = """\
+Run an unmodified x86-64 Linux program with the register file memory-mapped
+onto page 0: each access to page 0 faults, regmap emulates the instruction
+against the thread's registers and the program goes on.  Threads and child
+processes are followed.  regmap exits with the program's status (128+N when
+signal N killed it); its own messages go to stderr."""
+
+RUN_DESCRIPTION = """\
+Build FILE (.c with the system C compiler, .s/.S with the assembler) into a
+temporary executable and run it as 'regmap exec' does.  A source that defines
+_start is linked -nostdlib -static; a program written for the original crate
+gets a map_registers() stub that just returns."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layout", metavar="NAME|FILE",
+                        help="the page-0 layout: a shipped name or a .regs file (default: default)")
+    parser.add_argument("--trace", action="store_true",
+                        help="print every emulated access on stderr")
+    parser.add_argument("--stats", action="store_true",
+                        help="print a summary at exit on stderr (faults per mnemonic and site, time)")
+    parser.add_argument("--json", action="store_true",
+                        help="print trace and stats as JSON lines (alone: both)")
+
+
+def add_parser(subparsers) -> None:
+    run = subparsers.add_parser(
+        "run", help="build a .c/.s/.S file and run it with page 0 mapped",
+        description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(run)
+    run.add_argument("file", metavar="FILE", help="a .c, .s or .S source file")
+    run.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER,
+                     help="arguments for the program")
+    run.set_defaults(func=run_command)
+
+    execute = subparsers.add_parser(
+        "exec", help="run a program with page 0 mapped onto its registers",
+        description=EXEC_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(execute)
+    execute.add_argument("program", metavar="PROGRAM", help="the program (searched on PATH)")
+    execute.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER,
+                         help="arguments for the program")
+    execute.set_defaults(func=exec_command)
+
+
+def _error(message: str, detail: str = "") -> None:
+    sys.stderr.write(f"regmap: {message}\n")
+    if detail:
+        sys.stderr.write(detail + "\n")
+    sys.stderr.flush()
+
+
+def _options(args) -> dict:
+    trace, stats = args.trace, args.stats
+    if args.json and not trace and not stats:
+        trace = stats = True
+    return {"trace": trace, "stats": stats, "json": args.json}
+
+
+def _load_layout(args):
+    from regmap.errors import RegmapError
+    from regmap.layout import load_layout
+    try:
+        return load_layout(args.layout)
+    except (RegmapError, OSError) as error:
+        _error(f"--layout {args.layout or 'default'}: {error}")
+        return None
+
+
+def _traced(argv, args, **extra) -> int:
+    from regmap.errors import RegmapError
+    from regmap.trace import TraceError, run_traced
+    layout = _load_layout(args)
+    if layout is None:
+        return 2
+    try:
+        return run_traced(argv, layout, **_options(args), **extra)
+    except TraceError as error:
+        _error(str(error), error.detail)
+        return error.status
+    except RegmapError as error:
+        _error(str(error))
+        return 1
+
+
+def exec_command(args) -> int:
+    return _traced([args.program, *args.args], args)
+
+
+def run_command(args) -> int:
+    from regmap.trace import TraceError
+    from regmap.trace.build import build
+    source = args.file
+    with tempfile.TemporaryDirectory(prefix="regmap-run-") as directory:
+        try:
+            executable = build(source, directory)
+        except TraceError as error:
+            _error(str(error), error.detail)
+            return error.status
+        return _traced([executable, *args.args], args, executable=executable,
+                       name=os.path.splitext(source)[0] or source)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """This module's two subcommands alone (``python -m regmap.cli.execute run FILE``)."""
+    parser = argparse.ArgumentParser(prog="regmap")
+    add_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
