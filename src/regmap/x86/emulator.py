@@ -13,7 +13,7 @@ from regmap.layout import Layout, load_layout
 from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
 from regmap.x86.operands import OperandFactory
-from regmap.x86.semantics import SEMANTICS
+from regmap.x86.semantics import SEMANTICS, STRING_SEMANTICS
 
 _FORMATTER = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL)
 _MNEMONIC_NAMES = {value: name.lower() for name, value in vars(Mnemonic).items()
@@ -25,7 +25,8 @@ class Form:
     """A decoded instruction with its operands bound: what a semantic function sees."""
 
     __slots__ = ("address", "code", "instruction", "mnemonic", "ops", "memory", "next_ip",
-                 "condition_code", "disassembly", "execute", "_factory", "__weakref__")
+                 "condition_code", "disassembly", "execute", "_factory", "__weakref__",
+                 "repeat", "op_mask", "zeroing")
 
     def __init__(self, address: int, code: bytes, instruction, factory: OperandFactory):
         self.address, self.code, self.instruction = address, code, instruction
@@ -33,8 +34,14 @@ class Form:
         self.next_ip = instruction.next_ip
         self.condition_code = instruction.condition_code
         self.disassembly = _FORMATTER.format(instruction)
-        self.execute = SEMANTICS.get(self.mnemonic)
+        table = STRING_SEMANTICS if instruction.is_string_instruction else SEMANTICS
+        self.execute = table.get(self.mnemonic)
         self._factory = factory
+        # REP/REPE/REPNE of a string instruction (F3 on others is an opcode prefix, not a repeat)
+        self.repeat = ("repne" if instruction.has_repne_prefix else "rep" if instruction.has_rep_prefix
+                       else None) if instruction.is_string_instruction else None
+        self.op_mask = factory.register(instruction.op_mask) if instruction.op_mask else None
+        self.zeroing = instruction.zeroing_masking
         try:
             self.ops = factory.operands(instruction, instruction.encoding != EncodingKind.LEGACY)
         except KeyError as unknown:
@@ -140,8 +147,9 @@ def supported_codes() -> frozenset[int]:
         if not isinstance(code, int) or name.startswith("_"):
             continue
         info = OpCodeInfo(code)
-        if (info.mnemonic in SEMANTICS and info.mode64 and code not in _UNSUPPORTED_FORMS
-                and info.encoding in (EncodingKind.LEGACY, EncodingKind.VEX)
+        table = STRING_SEMANTICS if _is_string(info) else SEMANTICS
+        if (info.mnemonic in table and info.mode64 and code not in _UNSUPPORTED_FORMS
+                and info.encoding in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX)
                 and _emulated_operands(info)):
             codes.add(code)
     return frozenset(codes)
@@ -149,12 +157,17 @@ def supported_codes() -> frozenset[int]:
 
 _K = iced_x86.OpCodeOperandKind
 # Operand kinds that can be a plain [base + index*scale + disp] memory operand.
+_STRING_KINDS = frozenset({_K.SEG_RSI, _K.ES_RDI})
 _MEMORY_KINDS = frozenset({_K.MEM, _K.MEM_OFFS, _K.R8_OR_MEM, _K.R16_OR_MEM, _K.R32_OR_MEM,
-                           _K.R64_OR_MEM, _K.XMM_OR_MEM, _K.YMM_OR_MEM})
+                           _K.R64_OR_MEM, _K.XMM_OR_MEM, _K.YMM_OR_MEM, _K.ZMM_OR_MEM}) | _STRING_KINDS
 # Kinds regmap does not emulate: segment registers, MMX, MPX, vector-index addressing.
 _EXCLUDED_KINDS = frozenset({_K.SEG_REG, _K.MM_OR_MEM, _K.MM_REG, _K.MEM_MPX, _K.MEM_MIB,
                              _K.MEM_VSIB32X, _K.MEM_VSIB64X, _K.MEM_VSIB32Y, _K.MEM_VSIB64Y,
                              _K.MEM_VSIB32Z, _K.MEM_VSIB64Z, _K.SIBMEM})
+
+
+def _is_string(info) -> bool:
+    return bool(set(info.op_kinds()) & _STRING_KINDS)
 
 
 def _emulated_operands(info) -> bool:

@@ -113,6 +113,41 @@ class MemoryOperand:
         return f"mem{self.width}"
 
 
+class StringOperand:
+    """The implicit [rsi] or [rdi] of a string instruction; `step` moves it by one element."""
+    __slots__ = ("pointer", "size", "width", "segment_base")
+    is_memory = True
+
+    def __init__(self, pointer: RegisterOperand, size: int, segment_base: str | None):
+        self.pointer, self.size, self.width, self.segment_base = pointer, size, 8 * size, segment_base
+
+    def address(self, cpu) -> int:
+        address = self.pointer.read(cpu)
+        if self.segment_base is not None:
+            address += cpu.reg(self.segment_base)
+        return address & MASK64
+
+    def in_window(self, cpu) -> bool:
+        return cpu.layout.contains(self.address(cpu), self.size)
+
+    def read(self, cpu) -> int:
+        return MemoryOperand.read_at(cpu, self.address(cpu), self.size)
+
+    def write(self, cpu, value: int) -> None:
+        MemoryOperand.write_at(cpu, self.address(cpu), self.size, value)
+
+    def advance(self, cpu, backwards: bool) -> None:
+        self.pointer.write(cpu, self.pointer.read(cpu) + (-self.size if backwards else self.size))
+
+    def __repr__(self) -> str:
+        return f"[{self.pointer.name}]"
+
+
+_SEGMENT_BASES = {Register.FS: "fs_base", Register.GS: "gs_base"}
+_STRING_KINDS = {OpKind.MEMORY_SEG_RSI: ("rsi", True), OpKind.MEMORY_SEG_ESI: ("esi", True),
+                 OpKind.MEMORY_ESRDI: ("rdi", False), OpKind.MEMORY_ESEDI: ("edi", False)}
+
+
 class OperandFactory:
     """Builds operands for decoded instructions against one register file."""
 
@@ -144,8 +179,7 @@ class OperandFactory:
             base = self.register(ins.memory_base)
         if ins.memory_index != Register.NONE:
             index = self.register(ins.memory_index)
-        segment = ins.memory_segment
-        segment_base = {Register.FS: "fs_base", Register.GS: "gs_base"}.get(segment)
+        segment_base = _SEGMENT_BASES.get(ins.memory_segment)
         thirty_two = ins.memory_displ_size == 4 or any(
             op is not None and op.width == 32 for op in (base, index))
         address_mask = 0xFFFF_FFFF if thirty_two else MASK64
@@ -161,6 +195,11 @@ class OperandFactory:
                 op = self.register(ins.op_register(i), vex)
             elif kind == OpKind.MEMORY:
                 op = self.memory(ins)
+            elif kind in _STRING_KINDS:
+                pointer, segmented = _STRING_KINDS[kind]
+                # es: cannot be overridden and has base 0; the rsi side honours fs:/gs:
+                base = _SEGMENT_BASES.get(ins.memory_segment) if segmented else None
+                op = StringOperand(self.named(pointer), MemorySizeInfo(ins.memory_size).size, base)
             elif kind in _IMMEDIATE_KINDS:
                 op = None  # sized below, from the other operands
             else:

@@ -10,15 +10,19 @@ from __future__ import annotations
 from typing import Callable
 
 SEMANTICS: dict[int, Callable] = {}
+# String instructions share mnemonics with SSE ones (movsd, cmpsd): a table of their own.
+STRING_SEMANTICS: dict[int, Callable] = {}
 
 
-def semantics(*mnemonics: int):
+def semantics(*mnemonics: int, string: bool = False):
     """Register the decorated function as the semantics of `mnemonics` (iced-x86 Mnemonic values)."""
+    table = STRING_SEMANTICS if string else SEMANTICS
+
     def register(function):
         for mnemonic in mnemonics:
-            if mnemonic in SEMANTICS:
+            if mnemonic in table:
                 raise ValueError(f"mnemonic {mnemonic} has two semantic functions")
-            SEMANTICS[mnemonic] = function
+            table[mnemonic] = function
         return function
     return register
 
@@ -33,4 +37,4 @@ def mask(width: int) -> int:
 
 
 from regmap.x86.semantics import (arithmetic, bits, branch, data, multiply, shift,  # noqa: E402,F401
-                                  stack, vector)
+                                  stack, string, vector)

@@ -5,7 +5,7 @@ clears everything above the operand (the operand decides, see
 `regmap.x86.operands`).  The aligned forms raise #GP on a misaligned address,
 as the CPU does.
 """
-from iced_x86 import Mnemonic as M
+from iced_x86 import MemorySizeInfo, Mnemonic as M
 
 from regmap.errors import GeneralProtection
 from regmap.x86.semantics import semantics
@@ -13,17 +13,34 @@ from regmap.x86.semantics import semantics
 _UNALIGNED = (M.MOVD, M.MOVQ, M.VMOVD, M.VMOVQ, M.MOVDQU, M.VMOVDQU, M.MOVUPS, M.VMOVUPS,
               M.MOVUPD, M.VMOVUPD, M.LDDQU, M.VLDDQU, M.MOVSS, M.VMOVSS, M.MOVSD, M.VMOVSD)
 _ALIGNED = (M.MOVDQA, M.VMOVDQA, M.MOVAPS, M.VMOVAPS, M.MOVAPD, M.VMOVAPD, M.MOVNTDQ, M.VMOVNTDQ,
-            M.MOVNTPS, M.VMOVNTPS, M.MOVNTPD, M.VMOVNTPD, M.MOVNTDQA, M.VMOVNTDQA)
+            M.MOVNTPS, M.VMOVNTPS, M.MOVNTPD, M.VMOVNTPD, M.MOVNTDQA, M.VMOVNTDQA,
+            M.VMOVDQA32, M.VMOVDQA64)
+# AVX-512 moves by element size, which opmasks select.
+_EVEX_UNALIGNED = (M.VMOVDQU8, M.VMOVDQU16, M.VMOVDQU32, M.VMOVDQU64)
 
 
-@semantics(*_UNALIGNED, *_ALIGNED)
+@semantics(*_UNALIGNED, *_ALIGNED, *_EVEX_UNALIGNED)
 def vector_move(cpu, form):
     dest, source = form.ops
     if form.mnemonic in _ALIGNED:
         memory = dest if dest.is_memory else source
         if memory.address(cpu) % memory.size:
             raise GeneralProtection(f"{form.disassembly}: operand not {memory.size}-byte aligned")
-    dest.write(cpu, source.read(cpu))
+    value = source.read(cpu)
+    if form.op_mask is not None:
+        value = _masked(form, form.op_mask.read(cpu), value, dest.read(cpu), min(dest.width, source.width))
+    dest.write(cpu, value)
+
+
+def _masked(form, selector: int, new: int, old: int, width: int) -> int:
+    """AVX-512 masking: elements whose mask bit is clear keep `old` (merging) or become 0 (zeroing)."""
+    element = MemorySizeInfo(form.instruction.memory_size).element_size * 8
+    result = 0
+    for index in range(width // element):
+        shift = index * element
+        chosen = new if selector >> index & 1 else (0 if form.zeroing else old)
+        result |= (chosen >> shift & ((1 << element) - 1)) << shift
+    return result
 
 
 @semantics(M.MOVLPS, M.MOVLPD, M.MOVHPS, M.MOVHPD)
