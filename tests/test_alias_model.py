@@ -51,7 +51,8 @@ def test_bap_x86_example():
 def test_bap_avr_example():
     rf = bap_avr()
     assert rf.unalias("r25r24") == Sup(("r25", "r24"))
-    assert rf.unalias("w") == Sup(("r25", "r24"))
+    assert rf.unalias("w") == Sup(("r25", "r24")) == Sup("r25", "r24")
+    assert rf.unalias("w").regs == ("r25", "r24")
     assert rf.unalias("whi") == Sub("r25", 7, 0)
     assert rf.unalias("whi").is_alias
     assert rf.unalias("wlo") == Sub("r24", 7, 0)
@@ -104,7 +105,8 @@ def test_flags_set():
     rf = RegisterFile.build(
         [Register(f + "f", 1) for f in flags] + [Register("sreg", 8, True)],
         [("sreg", [Bit(f + "f") for f in flags])])
-    assert rf.unalias("sreg") == Set(tuple(f + "f" for f in flags))
+    assert rf.unalias("sreg") == Set(tuple(f + "f" for f in flags)) == Set(*(f + "f" for f in flags))
+    assert rf.unalias("sreg").bits[0] == "if"
     values = {}
     rf.write("sreg", 0b1000_0011, values)
     assert values["if"] == 1 and values["zf"] == 1 and values["cf"] == 1

@@ -94,16 +94,32 @@ class Sub:
         return self.lo == 0 and self.base_width is not None and self.hi == self.base_width - 1
 
 
-@dataclass(frozen=True)
+def _names(args) -> tuple:
+    if len(args) == 1 and not isinstance(args[0], str):
+        return tuple(args[0])
+    return tuple(args)
+
+
+@dataclass(frozen=True, init=False)
 class Sup:
-    """The register is the concatenation of whole basis registers, MSB first."""
+    """The register is the concatenation of whole basis registers, MSB first.
+
+    ``Sup(("r25", "r24"))`` and ``Sup("r25", "r24")`` are the same origin."""
     regs: tuple
 
+    def __init__(self, *regs):
+        object.__setattr__(self, "regs", _names(regs))
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class Set:
-    """The register is the concatenation of 1-bit basis registers (flags), MSB first."""
+    """The register is the concatenation of 1-bit basis registers (flags), MSB first.
+
+    ``Set(("n", "z"))`` and ``Set("n", "z")`` are the same origin."""
     bits: tuple
+
+    def __init__(self, *bits):
+        object.__setattr__(self, "bits", _names(bits))
 
 
 Origin = Union[Sub, Sup, Set, tuple]

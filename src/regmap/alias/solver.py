@@ -29,7 +29,7 @@ def _part_desc(part, regs) -> str:
     return f"{kind} {part.name} ({regs[part.name].width} bits)"
 
 
-def _check(regs: Mapping[str, Register], equations: Sequence[Def], locations):
+def _check(regs: Mapping[str, Register], equations: Sequence[Def]):
     """Validate the equations; return them normalised (lower-case names, tuple parts)."""
     out = []
     for eq in equations:
@@ -60,7 +60,10 @@ def _check(regs: Mapping[str, Register], equations: Sequence[Def], locations):
         named = [p for p in norm if not isinstance(p, Unk)]
         sizes = {regs[p.name].width for p in named}
         if len(sizes) > 1:
-            listed = ", ".join(_part_desc(p, regs) for p in named)
+            first = {}
+            for p in named:                 # the first part of each width
+                first.setdefault(regs[p.name].width, p)
+            listed = ", ".join(_part_desc(p, regs) for p in first.values())
             raise AliasError(f"def {x}: all parts must have one width, but they are {listed}", loc)
         if sizes:
             n = sizes.pop()
@@ -79,7 +82,7 @@ def solve(regs: Mapping[str, Register], equations: Sequence[Def],
     """Solve ``equations`` over ``regs``; return ``(equations, slices)`` where ``slices``
     maps each register name (declaration order) to its MSB-first tuple of :class:`Slice`."""
     locations = locations or {}
-    eqs = _check(regs, equations, locations)
+    eqs = _check(regs, equations)
     names = list(regs)
     index = {n: i for i, n in enumerate(names)}
     widths = [regs[n].width for n in names]
