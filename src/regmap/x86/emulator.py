@@ -10,6 +10,7 @@ from iced_x86 import EncodingKind, Mnemonic, OpCodeInfo, OpKind
 from regmap import alias
 from regmap.errors import LayoutError, NotWindowAccess, RegmapError, UnsupportedInstruction
 from regmap.layout import Layout, load_layout
+from regmap.x86.compiler import compile_form
 from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
 from regmap.x86.operands import OperandFactory
@@ -26,7 +27,7 @@ class Form:
 
     __slots__ = ("address", "code", "instruction", "mnemonic", "ops", "memory", "next_ip",
                  "condition_code", "disassembly", "execute", "_factory", "__weakref__",
-                 "repeat", "op_mask", "zeroing")
+                 "repeat", "op_mask", "zeroing", "fast", "result")
 
     def __init__(self, address: int, code: bytes, instruction, factory: OperandFactory):
         self.address, self.code, self.instruction = address, code, instruction
@@ -48,8 +49,11 @@ class Form:
             self.ops, self.execute = (), None
             self.memory = self._explicit_memory(instruction, factory)
             self.disassembly += f"  [{unknown.args[0]}]"
+            self.fast, self.result = None, None
             return
         self.memory = tuple(op for op in self.ops if op.is_memory)
+        self.fast = compile_form(self, factory.layout) if self.execute is not None else None
+        self.result = Step(address, self.code, self.mnemonic_name, self.disassembly, None)
 
     @staticmethod
     def _explicit_memory(instruction, factory):
@@ -96,7 +100,7 @@ class Emulator:
     def __init__(self, layout: Layout | None = None):
         self.layout = layout if layout is not None else load_layout()
         self.registers = self.layout.registers
-        self._factory = OperandFactory(self.registers)
+        self._factory = OperandFactory(self.registers, self.layout)
         self._decoder = iced_x86.Decoder(64, b"")
         self._forms: dict[int, Form] = {}
 
@@ -116,6 +120,9 @@ class Emulator:
     def step(self, machine, trace: bool = False) -> Step:
         rip = machine.read_register("rip")
         form = self.form_at(rip, machine.fetch(rip))
+        if form.fast is not None and not trace:
+            form.fast(machine)
+            return form.result
         cpu = Cpu(machine, self.layout, form.next_ip, trace)
         if not any(op.in_window(cpu) for op in form.memory):
             raise NotWindowAccess(f"{form.disassembly} at {rip:#x} does not access the window")

@@ -151,8 +151,9 @@ _STRING_KINDS = {OpKind.MEMORY_SEG_RSI: ("rsi", True), OpKind.MEMORY_SEG_ESI: ("
 class OperandFactory:
     """Builds operands for decoded instructions against one register file."""
 
-    def __init__(self, registers: alias.RegisterFile):
+    def __init__(self, registers: alias.RegisterFile, layout=None):
         self.registers = registers
+        self.layout = layout
 
     def register(self, reg: int, vex: bool = False) -> RegisterOperand:
         return self.named(REGISTER_NAMES[reg], vex)
