@@ -154,3 +154,9 @@ def test_the_machine_is_unchanged_when_an_instruction_fails():
     with pytest.raises(regmap.MemoryFault):
         Emulator().step(machine)
     assert machine.registers == before
+
+
+def test_mxcsr_slot_refuses_reserved_bits_like_ldmxcsr():
+    assert run("c7 04 25 90 00 00 00 80 9f 00 00")["mxcsr"] == 0x9F80  # mov dword [0x90], 0x9f80
+    with pytest.raises(GeneralProtection):
+        run("c7 04 25 90 00 00 00 00 00 01 00")  # bit 16 is reserved

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from regmap.errors import MemoryFault
+from regmap.errors import GeneralProtection, MemoryFault
+
+# MXCSR bits software may set (flags, masks, rounding, FZ, DAZ); the rest are reserved.
+MXCSR_WRITABLE = 0xFFFF
 from regmap.x86 import flags
 
 
@@ -108,6 +111,9 @@ class Cpu:
             self._store_window(address, size, value)
         if "rflags" in self.dirty:
             self._keep_system_flags(original_flags)
+        if "mxcsr" in self.dirty and self.regs["mxcsr"] & ~MXCSR_WRITABLE:
+            # LDMXCSR raises #GP for reserved bits; a signal return would refuse them too.
+            raise GeneralProtection(f"mxcsr {self.regs['mxcsr']:#x} sets reserved bits")
         for address, data in self.memory_writes:
             self.machine.write_memory(address, data)
         for basis in self.dirty:
