@@ -1,0 +1,118 @@
+"""The in-process runtime: page 0 of this process becomes the register file.
+
+>>> import regmap
+>>> regmap.map_registers()          # doctest: +SKIP
+>>> # native code may now use [0x38] for rdi, [8] for rcx, ...
+>>> regmap.unmap_registers()        # doctest: +SKIP
+
+`map_registers` installs a SIGSEGV/SIGBUS handler (a ctypes callback) that
+emulates each page-0 access of the faulting thread against its saved
+registers; every other fault reaches whoever would have had it without
+regmap.  See docs/runtime.md for the design, the costs and the limits.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+import struct
+import sys
+
+from regmap.errors import UnsupportedPlatform
+from regmap.runtime.registers import RegisterHandle, Registers, registers
+
+__all__ = ["map_registers", "unmap_registers", "mapped", "is_mapped", "registers", "stats",
+           "reset_stats", "set_trace", "RegisterHandle", "Registers", "current_layout"]
+
+
+def _check_platform() -> None:
+    system, machine = sys.platform, platform.machine().lower()
+    if not system.startswith("linux") or machine not in ("x86_64", "amd64") \
+            or struct.calcsize("P") != 8:
+        raise UnsupportedPlatform(
+            "map_registers() needs Linux on x86-64 (it rewrites the interrupted thread's saved "
+            f"x86-64 registers from a SIGSEGV handler); this is {system} on {machine or 'unknown'}"
+            f" with {8 * struct.calcsize('P')}-bit pointers. The pure emulator "
+            "(regmap.emulate) works everywhere.")
+
+
+def _resolve_layout(layout):
+    from regmap.layout import Layout, load_layout
+    if isinstance(layout, Layout):
+        return layout
+    return load_layout(layout)
+
+
+def map_registers(layout=None, *, emulator=None) -> Registers:
+    """Map the register file onto page 0 for every thread of this process.
+
+    `layout` is a `regmap.layout.Layout`, a shipped layout's name or a path
+    (None: the default layout).  Calling it again is harmless; with another
+    layout it switches to that layout.  `emulator` replaces the x86 emulator
+    (anything with ``step(machine, trace=False)``), for testing.
+    Returns `regmap.registers`.
+    """
+    _check_platform()
+    from regmap.runtime import handler
+    handler.install(emulator, _resolve_layout(layout))
+    return registers
+
+
+def unmap_registers() -> bool:
+    """Put back the SIGSEGV/SIGBUS dispositions that `map_registers` replaced, exactly.
+
+    Returns whether regmap was mapped.
+    """
+    if "regmap.runtime.handler" not in sys.modules:
+        return False
+    from regmap.runtime import handler
+    return handler.uninstall()
+
+
+def is_mapped() -> bool:
+    handler = sys.modules.get("regmap.runtime.handler")
+    return handler is not None and handler.is_installed()
+
+
+@contextlib.contextmanager
+def mapped(layout=None, *, emulator=None):
+    """``with regmap.mapped(): ...`` maps the registers for the block (if they were not already)."""
+    already = is_mapped()
+    map_registers(layout, emulator=emulator)
+    try:
+        yield registers
+    finally:
+        if not already:
+            unmap_registers()
+
+
+def current_layout():
+    """The layout that is mapped, or the default layout."""
+    handler = sys.modules.get("regmap.runtime.handler")
+    if handler is not None and handler.ACTIVE is not None:
+        return handler.ACTIVE.layout
+    return _resolve_layout(None)
+
+
+def stats():
+    """Counters of the in-process runtime (`regmap.runtime.handler.Stats`): faults emulated, per
+    mnemonic and per site, and the signals forwarded as genuine."""
+    from regmap.runtime import handler
+    return handler.snapshot()
+
+
+def reset_stats() -> None:
+    from regmap.runtime import handler
+    handler.reset()
+
+
+def set_trace(target=None) -> None:
+    """Trace every emulated window access: `target` is a callable taking a `TraceEvent`
+    (thread, rip, disassembly, address, size, write, names, before, after) or a file-like
+    object (one line per access); None stops tracing.
+
+    The callback runs inside the signal handler, on the faulting thread: it must not touch
+    page 0 or call native code that does.
+    """
+    _check_platform()
+    from regmap.runtime import handler
+    handler.set_trace(target)
