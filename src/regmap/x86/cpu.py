@@ -60,7 +60,7 @@ class Cpu:
 
     def set_flags(self, update: tuple[int, int]) -> None:
         mask, bits = update
-        self.set_reg("rflags", (self.reg("rflags") & ~mask) | bits)
+        self.set_reg("rflags", (self.reg("rflags") & ~mask) | (bits & mask))
 
     def flag(self, bit: int) -> int:
         return 1 if self.reg("rflags") & bit else 0

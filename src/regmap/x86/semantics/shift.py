@@ -1,7 +1,11 @@
 """SHL/SAL SHR SAR ROL ROR RCL RCR SHLD SHRD SARX SHLX SHRX RORX, after the SDM pseudo-code.
 
-A masked count of zero changes nothing, flags included.  OF is defined only
-for a count of 1; otherwise, like AF, it is left unchanged.
+A masked count of zero changes nothing, flags included.  For shifts the SDM
+defines OF only for a count of 1; otherwise, like AF, it is left unchanged.
+Rotates set OF for every count from the result (ROL/RCL: MSB xor CF; ROR/RCR:
+the two top bits), which is the count-1 rule applied to the final state and
+what Intel CPUs do; a whole-turn RCL/RCR (8- and 16-bit counts that are
+multiples of 9 and 17) changes nothing.
 """
 from iced_x86 import Mnemonic as M
 
@@ -69,8 +73,7 @@ def rotate(cpu, form):
         carry = _msb(result, width)
         overflow = _msb(result, width) ^ (result >> (width - 2) & 1)
     dest.write(cpu, result)
-    defined = flags.CF | (flags.OF if masked == 1 else 0)
-    cpu.set_flags((defined, carry * flags.CF | overflow * flags.OF))
+    cpu.set_flags((flags.CF | flags.OF, carry * flags.CF | overflow * flags.OF))
 
 
 @semantics(M.RCL, M.RCR)
@@ -84,6 +87,9 @@ def rotate_through_carry(cpu, form):
         dest.write(cpu, value)
         return
     count = masked % (width + 1)
+    if count == 0:  # 8- and 16-bit: a whole turn leaves DEST and the flags as they were
+        dest.write(cpu, value)
+        return
     wide = carry_in << width | value
     if form.mnemonic == M.RCL:
         wide = (wide << count | wide >> (width + 1 - count)) & mask(width + 1)
@@ -93,10 +99,9 @@ def rotate_through_carry(cpu, form):
     if form.mnemonic == M.RCL:
         overflow = _msb(result, width) ^ carry
     else:
-        overflow = _msb(value, width) ^ carry_in
+        overflow = _msb(result, width) ^ (result >> (width - 2) & 1)
     dest.write(cpu, result)
-    defined = flags.CF | (flags.OF if masked == 1 else 0)
-    cpu.set_flags((defined, carry * flags.CF | overflow * flags.OF))
+    cpu.set_flags((flags.CF | flags.OF, carry * flags.CF | overflow * flags.OF))
 
 
 @semantics(M.SHLD, M.SHRD)
