@@ -160,3 +160,38 @@ def test_mxcsr_slot_refuses_reserved_bits_like_ldmxcsr():
     assert run("c7 04 25 90 00 00 00 80 9f 00 00")["mxcsr"] == 0x9F80  # mov dword [0x90], 0x9f80
     with pytest.raises(GeneralProtection):
         run("c7 04 25 90 00 00 00 00 00 01 00")  # bit 16 is reserved
+
+
+def test_rep_movsb_copies_the_register_file_out_of_the_window():
+    """memcpy(buffer, 0, 24): rax, rcx (as rep decrements it), rdx, byte by byte."""
+    buffer = 0x10000
+    regs = {"rsi": 0, "rdi": buffer, "rcx": 24, "rax": 0x1122334455667788, "rdx": 0xAABBCCDD}
+    result = regmap.emulate(bytes.fromhex("f3 a4"), regs, memory={buffer: bytes(32)})
+    copied = b"".join(data for _, data in result.memory_writes)
+    assert copied[:8] == (0x1122334455667788).to_bytes(8, "little")
+    # rcx is read while the copy counts it down: its low byte is 24 - 8 when byte 8 is copied
+    assert copied[8] == 24 - 8
+    assert copied[16:24] == (0xAABBCCDD).to_bytes(8, "little")
+    assert (result.regs["rsi"], result.regs["rdi"], result.regs["rcx"]) == (24, buffer + 24, 0)
+
+
+def test_rep_stosq_fills_registers():
+    regs = run("f3 48 ab", {"rdi": 0x40, "rcx": 3, "rax": 7})  # r8, r9, r10 = 7
+    assert (regs["r8"], regs["r9"], regs["r10"], regs["r11"]) == (7, 7, 7, 0)
+    assert regs["rdi"] == 0x58 and regs["rcx"] == 0
+
+
+def test_std_makes_string_instructions_walk_down():
+    regs = run("48 ad", {"rsi": 0x38, "rdi": 0x1234, "rflags": 0x400})  # lodsq with DF=1
+    assert regs["rax"] == 0x1234 and regs["rsi"] == 0x30
+
+
+def test_repne_scasb_stops_at_the_first_match():
+    regs = run("f2 ae", {"rdi": 0x10, "rcx": 8, "rax": 0x33, "rdx": 0x4433_2211})  # strchr in rdx
+    assert regs["zf"] == 1 and regs["rdi"] == 0x13 and regs["rcx"] == 5
+
+
+def test_repe_cmpsb_compares_two_registers():
+    regs = run("f3 a6", {"rsi": 0x10, "rdi": 0x18, "rcx": 8, "rdx": 0x0102030405060708,
+                         "rbx": 0x0102030405FF0708})
+    assert regs["zf"] == 0 and regs["rcx"] == 5 and regs["rsi"] == 0x13
