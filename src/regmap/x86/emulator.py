@@ -14,7 +14,7 @@ from regmap.x86.compiler import compile_form
 from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
 from regmap.x86.operands import OperandFactory
-from regmap.x86.semantics import SEMANTICS, STRING_SEMANTICS
+from regmap.x86.semantics import EVEX_READY, SEMANTICS, STRING_SEMANTICS
 
 _FORMATTER = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL)
 _MNEMONIC_NAMES = {value: name.lower() for name, value in vars(Mnemonic).items()
@@ -35,8 +35,8 @@ class Form:
         self.next_ip = instruction.next_ip
         self.condition_code = instruction.condition_code
         self.disassembly = _FORMATTER.format(instruction)
-        table = STRING_SEMANTICS if instruction.is_string_instruction else SEMANTICS
-        self.execute = table.get(self.mnemonic)
+        self.execute = _semantics_of(instruction.is_string_instruction, self.mnemonic,
+                                     instruction.encoding)
         self._factory = factory
         # REP/REPE/REPNE of a string instruction (F3 on others is an opcode prefix, not a repeat)
         self.repeat = ("repne" if instruction.has_repne_prefix else "rep" if instruction.has_rep_prefix
@@ -140,6 +140,14 @@ class Emulator:
         return Step(rip, form.code, form.mnemonic_name, form.disassembly, cpu.accesses)
 
 
+def _semantics_of(string: bool, mnemonic: int, encoding: int):
+    if encoding not in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX):
+        return None
+    if encoding == EncodingKind.EVEX and mnemonic not in EVEX_READY:
+        return None
+    return (STRING_SEMANTICS if string else SEMANTICS).get(mnemonic)
+
+
 _UNSUPPORTED_FORMS = {
     # A 66h prefix on a near branch is ignored by Intel CPUs in 64-bit mode but honoured by AMD.
     iced_x86.Code.JMP_RM16, iced_x86.Code.CALL_RM16,
@@ -154,10 +162,8 @@ def supported_codes() -> frozenset[int]:
         if not isinstance(code, int) or name.startswith("_"):
             continue
         info = OpCodeInfo(code)
-        table = STRING_SEMANTICS if _is_string(info) else SEMANTICS
-        if (info.mnemonic in table and info.mode64 and code not in _UNSUPPORTED_FORMS
-                and info.encoding in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX)
-                and _emulated_operands(info)):
+        if (_semantics_of(_is_string(info), info.mnemonic, info.encoding) and info.mode64
+                and code not in _UNSUPPORTED_FORMS and _emulated_operands(info)):
             codes.add(code)
     return frozenset(codes)
 

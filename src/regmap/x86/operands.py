@@ -161,6 +161,8 @@ class OperandFactory:
     def named(self, name: str, vex: bool = False) -> RegisterOperand:
         if name == "rip":
             raise KeyError("rip as an operand")
+        if name.startswith("mm"):
+            raise KeyError("MMX registers")  # they live in the x87 stack, with its tag word
         (basis, hi, lo), = self.registers.slices(name)
         width = hi - lo + 1
         extend = width

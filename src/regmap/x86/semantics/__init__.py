@@ -27,6 +27,10 @@ def semantics(*mnemonics: int, string: bool = False):
     return register
 
 
+# Mnemonics whose semantic functions handle EVEX (AVX-512) opmasks; other EVEX forms are not emulated.
+EVEX_READY: set[int] = set()
+
+
 def sign(value: int, width: int) -> int:
     """`value` (a width-bit pattern) as a signed integer."""
     return value - (1 << width) if value >> (width - 1) & 1 else value
@@ -37,4 +41,4 @@ def mask(width: int) -> int:
 
 
 from regmap.x86.semantics import (arithmetic, bits, branch, data, multiply, shift,  # noqa: E402,F401
-                                  stack, string, vector)
+                                  packed, stack, string, vector)

@@ -8,7 +8,7 @@ as the CPU does.
 from iced_x86 import MemorySizeInfo, Mnemonic as M
 
 from regmap.errors import GeneralProtection
-from regmap.x86.semantics import semantics
+from regmap.x86.semantics import EVEX_READY, semantics
 
 _UNALIGNED = (M.MOVD, M.MOVQ, M.VMOVD, M.VMOVQ, M.MOVDQU, M.VMOVDQU, M.MOVUPS, M.VMOVUPS,
               M.MOVUPD, M.VMOVUPD, M.LDDQU, M.VLDDQU, M.MOVSS, M.VMOVSS, M.MOVSD, M.VMOVSD)
@@ -17,6 +17,9 @@ _ALIGNED = (M.MOVDQA, M.VMOVDQA, M.MOVAPS, M.VMOVAPS, M.MOVAPD, M.VMOVAPD, M.MOV
             M.VMOVDQA32, M.VMOVDQA64)
 # AVX-512 moves by element size, which opmasks select.
 _EVEX_UNALIGNED = (M.VMOVDQU8, M.VMOVDQU16, M.VMOVDQU32, M.VMOVDQU64)
+
+
+EVEX_READY.update(_UNALIGNED, _ALIGNED, _EVEX_UNALIGNED)
 
 
 @semantics(*_UNALIGNED, *_ALIGNED, *_EVEX_UNALIGNED)
