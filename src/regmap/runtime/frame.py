@@ -25,6 +25,7 @@ zeroes the component and sets its bit.
 from __future__ import annotations
 
 import ctypes
+import functools
 
 from regmap.errors import MemoryFault, RegmapError
 from regmap.runtime import _sys
@@ -152,101 +153,37 @@ class Xsave:
         _set_u64(self.base + XSTATE_BV, bv | 1 << component)
 
 
-class FrameMachine:
-    """The `Machine` of the thread whose signal frame is at `ctx`.
+_GREG_NAMES = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
+               "rdx", "rax", "rcx", "rsp", "rip", "rflags")
 
-    Created once per frame address and re-used for every fault that lands a
-    frame there (`begin` re-arms it for one fault).
+
+class Frame(ctypes.Structure):
+    """The signal frame as named fields: ``frame.rax``, ``frame.si_code``...
+
+    The general registers are plain fields, so ``getattr(frame, "rax")`` never
+    runs Python code; every other basis register is a property below
+    (`_install_vector_properties`), reached the same way.
     """
+    _fields_ = ([("uc_flags", ctypes.c_uint64), ("uc_link", ctypes.c_uint64),
+                 ("ss_sp", ctypes.c_uint64), ("ss_flags", ctypes.c_int32), ("_pad0", ctypes.c_int32),
+                 ("ss_size", ctypes.c_uint64)]
+                + [(name, ctypes.c_uint64) for name in _GREG_NAMES]
+                + [("csgsfs", ctypes.c_uint64), ("err", ctypes.c_uint64), ("trapno", ctypes.c_uint64),
+                   ("oldmask", ctypes.c_uint64), ("cr2", ctypes.c_uint64), ("fpregs", ctypes.c_uint64),
+                   ("_reserved1", ctypes.c_uint64 * 8), ("sigmask", ctypes.c_uint64),
+                   # siginfo, right after the ucontext in the kernel's frame
+                   ("si_signo", ctypes.c_int32), ("si_errno", ctypes.c_int32),
+                   ("si_code", ctypes.c_int32), ("_pad1", ctypes.c_int32), ("si_addr", ctypes.c_uint64),
+                   ("_si_rest", ctypes.c_uint64 * 13)])
 
-    __slots__ = ("ctx", "info", "words", "fetch_direct", "window", "site")
-
-    def __init__(self, ctx: int, info: int, window: int = 4096):
-        self.ctx = ctx
-        self.info = info
-        self.words = WORDS.from_address(ctx)
-        self.fetch_direct = False
-        self.window = window
-        self.site = None
-
-    # -- what the kernel says about this signal ---------------------------------------------
-    def si_code(self) -> int:
-        if self.info == self.ctx + SIGINFO_OFFSET:
-            code = self.words[W_SI_CODE] & 0xFFFFFFFF
-        else:
-            code = ctypes.c_uint32.from_address(self.info + 8).value
-        return code - (1 << 32) if code >> 31 else code
-
-    def siginfo(self) -> bytes:
-        return ctypes.string_at(self.info, 128)
-
-    # -- registers ----------------------------------------------------------------------------
-    def read_register(self, basis: str) -> int:
-        index = GREG_INDEX.get(basis)
-        if index is not None:
-            return self.words[index]
-        return self._read_other(basis)
-
-    def write_register(self, basis: str, value: int) -> None:
-        index = GREG_INDEX.get(basis)
-        if index is not None:
-            self.words[index] = value
-        else:
-            self._write_other(basis, value)
-
-    def _xsave(self) -> Xsave:
-        base = self.words[W_FPREGS]
-        if not base:
+    # -- registers outside gregs ------------------------------------------------------------
+    def xsave(self) -> "Xsave":
+        if not self.fpregs:
             raise RegmapError("the signal frame holds no FPU/SSE state")
-        return Xsave(base)
+        return Xsave(self.fpregs)
 
-    def _read_other(self, basis: str) -> int:
-        if basis.startswith("zmm"):
-            return self._read_zmm(int(basis[3:]))
-        if basis.startswith("k") and basis[1:].isdigit():
-            xs = self._xsave()
-            if not (xs.has(OPMASK) and xs.live(OPMASK)):
-                return 0
-            return _u64(xs.base + xs.offset(OPMASK) + 8 * int(basis[1:]))
-        if basis == "mxcsr":
-            return ctypes.c_uint32.from_address(self._xsave().base + LEGACY_MXCSR).value
-        if basis in SELECTOR_SHIFT:
-            if basis == "ss" and not self.words[0] & UC_SIGCONTEXT_SS:
-                return 0x2B  # __USER_DS, what ss holds in a 64-bit process
-            return self.words[W_CSGSFS] >> SELECTOR_SHIFT[basis] & 0xFFFF
-        if basis in ("ds", "es"):
-            return 0  # a 64-bit Linux process runs with null ds and es
-        if basis == "fs_base":
-            return _sys.arch_prctl_get(_sys.ARCH_GET_FS)
-        if basis == "gs_base":
-            return _sys.arch_prctl_get(_sys.ARCH_GET_GS)
-        if basis.startswith(("st", "mm")):
-            return self._read_x87(basis)
-        raise RegmapError(f"the in-process runtime has no register {basis!r}")
-
-    def _write_other(self, basis: str, value: int) -> None:
-        if basis.startswith("zmm"):
-            self._write_zmm(int(basis[3:]), value)
-        elif basis.startswith("k") and basis[1:].isdigit():
-            xs = self._xsave()
-            if not xs.has(OPMASK):
-                return  # no AVX-512: the bits the CPU lacks stay zero
-            if value or xs.live(OPMASK):
-                xs.make_live(OPMASK)
-                _set_u64(xs.base + xs.offset(OPMASK) + 8 * int(basis[1:]), value)
-        elif basis == "mxcsr":
-            ctypes.c_uint32.from_address(self._xsave().base + LEGACY_MXCSR).value = value
-        elif basis == "fs_base":
-            _sys.arch_prctl_set(_sys.ARCH_SET_FS, value)
-        elif basis == "gs_base":
-            _sys.arch_prctl_set(_sys.ARCH_SET_GS, value)
-        elif basis.startswith(("st", "mm")):
-            self._write_x87(basis, value)
-        else:
-            raise RegmapError(f"the in-process runtime cannot set {basis!r} from a signal handler")
-
-    def _read_zmm(self, n: int) -> int:
-        xs = self._xsave()
+    def read_zmm(self, n: int) -> int:
+        xs = self.xsave()
         base = xs.base
         if n >= 16:
             if not (xs.has(HI16_ZMM) and xs.live(HI16_ZMM)):
@@ -259,8 +196,8 @@ class FrameMachine:
             value |= _read_int(base + xs.offset(ZMM_HI256) + 32 * n, 32) << 256
         return value
 
-    def _write_zmm(self, n: int, value: int) -> None:
-        xs = self._xsave()
+    def write_zmm(self, n: int, value: int) -> None:
+        xs = self.xsave()
         base = xs.base
         if n >= 16:
             if xs.has(HI16_ZMM) and (value or xs.live(HI16_ZMM)):
@@ -278,28 +215,138 @@ class FrameMachine:
             xs.make_live(ZMM_HI256)
             _write_int(base + xs.offset(ZMM_HI256) + 32 * n, 32, zmm_high)
 
-    @staticmethod
-    def _x87_slot(basis: str) -> tuple[int, int]:
-        """(byte offset within the 16-byte ST slot, register index) of an x87 basis register."""
-        if basis.startswith("st") and basis.endswith("_se"):
-            return 8, int(basis[2:-3])
-        if basis.startswith("mm") and "_w" in basis:
-            index, word = basis[2:].split("_w")
-            return 2 * int(word), int(index)
-        raise RegmapError(f"the in-process runtime has no register {basis!r}")
+    def read_k(self, n: int) -> int:
+        xs = self.xsave()
+        if not (xs.has(OPMASK) and xs.live(OPMASK)):
+            return 0
+        return _u64(xs.base + xs.offset(OPMASK) + 8 * n)
 
-    def _read_x87(self, basis: str) -> int:
-        offset, index = self._x87_slot(basis)
-        xs = self._xsave()
+    def write_k(self, n: int, value: int) -> None:
+        xs = self.xsave()
+        if not xs.has(OPMASK):
+            return  # no AVX-512: the bits the CPU lacks stay zero
+        if value or xs.live(OPMASK):
+            xs.make_live(OPMASK)
+            _set_u64(xs.base + xs.offset(OPMASK) + 8 * n, value)
+
+    def read_x87(self, index: int, offset: int) -> int:
+        xs = self.xsave()
         if not xs.live(X87):
             return 0
         return ctypes.c_uint16.from_address(xs.base + LEGACY_ST + 16 * index + offset).value
 
-    def _write_x87(self, basis: str, value: int) -> None:
-        offset, index = self._x87_slot(basis)
-        xs = self._xsave()
+    def write_x87(self, index: int, offset: int, value: int) -> None:
+        xs = self.xsave()
         xs.make_live(X87)
         ctypes.c_uint16.from_address(xs.base + LEGACY_ST + 16 * index + offset).value = value
+
+    def read_selector(self, name: str) -> int:
+        if name == "ss" and not self.uc_flags & UC_SIGCONTEXT_SS:
+            return 0x2B  # __USER_DS: what ss holds in a 64-bit process
+        return self.csgsfs >> SELECTOR_SHIFT[name] & 0xFFFF
+
+    @property
+    def mxcsr(self) -> int:
+        return ctypes.c_uint32.from_address(self.xsave().base + LEGACY_MXCSR).value
+
+    @mxcsr.setter
+    def mxcsr(self, value: int) -> None:
+        ctypes.c_uint32.from_address(self.xsave().base + LEGACY_MXCSR).value = value
+
+    @property
+    def fs_base(self) -> int:
+        return _sys.arch_prctl_get(_sys.ARCH_GET_FS)
+
+    @fs_base.setter
+    def fs_base(self, value: int) -> None:
+        _sys.arch_prctl_set(_sys.ARCH_SET_FS, value)
+
+    @property
+    def gs_base(self) -> int:
+        return _sys.arch_prctl_get(_sys.ARCH_GET_GS)
+
+    @gs_base.setter
+    def gs_base(self, value: int) -> None:
+        _sys.arch_prctl_set(_sys.ARCH_SET_GS, value)
+
+
+
+def _read_only(name: str):
+    def refuse(self, value):
+        raise RegmapError(f"the in-process runtime cannot set {name} from a signal handler")
+    return refuse
+
+
+def _install_properties() -> None:
+    def prop(getter, setter):
+        return property(getter, setter)
+    for n in range(32):
+        setattr(Frame, f"zmm{n}", prop(lambda self, n=n: self.read_zmm(n),
+                                       lambda self, v, n=n: self.write_zmm(n, v)))
+    for n in range(8):
+        setattr(Frame, f"k{n}", prop(lambda self, n=n: self.read_k(n),
+                                     lambda self, v, n=n: self.write_k(n, v)))
+        setattr(Frame, f"st{n}_se", prop(lambda self, n=n: self.read_x87(n, 8),
+                                         lambda self, v, n=n: self.write_x87(n, 8, v)))
+        for word in range(4):
+            setattr(Frame, f"mm{n}_w{word}",
+                    prop(lambda self, n=n, w=word: self.read_x87(n, 2 * w),
+                         lambda self, v, n=n, w=word: self.write_x87(n, 2 * w, v)))
+    for name in SELECTOR_SHIFT:
+        setattr(Frame, name, prop(lambda self, name=name: self.read_selector(name), _read_only(name)))
+    # A 64-bit Linux process runs with null ds and es; the frame does not hold them.
+    Frame.ds = Frame.es = property(lambda self: 0, _read_only("ds/es"))
+
+
+_install_properties()
+assert Frame.rax.offset == 40 + 13 * 8 and Frame.fpregs.offset == 224
+assert Frame.sigmask.offset == 296 and Frame.si_code.offset == SIGINFO_OFFSET + 8
+
+
+class SplitFrame(Frame):
+    """A frame whose siginfo is not right after the ucontext (not seen on Linux so far)."""
+
+    @property
+    def si_code(self) -> int:
+        return ctypes.c_int32.from_address(self.__dict__["info"] + 8).value
+
+
+class FrameMachine:
+    """The `Machine` of the thread whose signal frame is at `ctx`.
+
+    Created once per frame address and re-used for every fault that lands a
+    frame there.  `read_register`/`write_register` are ``getattr``/``setattr``
+    on the `Frame` bound with functools.partial: no Python frame is created
+    for a general register.
+    """
+
+    __slots__ = ("ctx", "info", "frame", "read_register", "write_register", "fetch_direct",
+                 "window", "site")
+
+    def __init__(self, ctx: int, info: int, window: int = 4096):
+        self.ctx = ctx
+        self.info = info
+        if info == ctx + SIGINFO_OFFSET:
+            self.frame = Frame.from_address(ctx)
+        else:
+            self.frame = SplitFrame.from_address(ctx)
+            self.frame.__dict__["info"] = info
+        self.read_register = functools.partial(getattr, self.frame)
+        self.write_register = functools.partial(setattr, self.frame)
+        self.fetch_direct = False
+        self.window = window
+        self.site = None
+
+    @property
+    def words(self):
+        """The frame as 64-bit words (for tests and diagnostics)."""
+        return WORDS.from_address(self.ctx)
+
+    def si_code(self) -> int:
+        return self.frame.si_code
+
+    def siginfo(self) -> bytes:
+        return ctypes.string_at(self.info, 128)
 
     # -- memory ---------------------------------------------------------------------------------
     def read_memory(self, address: int, size: int) -> bytes:
@@ -324,7 +371,7 @@ class FrameMachine:
         on rip's page are read directly through a per-site cached view; only
         an instruction that may run into the next page pays for a syscall.
         """
-        if self.fetch_direct and address == self.words[W_RIP]:
+        if self.fetch_direct and address == self.frame.rip:
             site = CODE_SITES.get(address)
             if site is None:
                 site = new_site(address)
@@ -345,14 +392,17 @@ def read_partial(address: int, size: int) -> bytes:
 
 
 class Site:
-    """One instruction address that faulted into the window: its code view and its counters.
+    """One instruction address that faulted into the window: its code view, fast path, counters.
 
     `view` covers the bytes from the instruction to the end of its page (at
-    most 15).  `tail` is true while an instruction there may be longer than
-    the view; once the emulator has decoded it (`length`), the view is enough.
+    most 15); `tail` is true while an instruction there may be longer than
+    that.  Once the emulator has decoded the instruction, `code` holds its
+    bytes, `check` is a view of exactly those bytes in memory and `fast` the
+    emulator's straight-line function for it (None when it has none): the
+    next fault there runs `fast` as soon as ``check.raw == code``.
     """
 
-    __slots__ = ("address", "view", "direct", "tail", "count", "mnemonic", "length")
+    __slots__ = ("address", "view", "direct", "tail", "count", "mnemonic", "code", "check", "fast")
 
     def __init__(self, address: int):
         self.address = address
@@ -361,13 +411,24 @@ class Site:
         self.tail = self.direct < 15
         self.count = 0
         self.mnemonic = None
-        self.length = 0
+        self.code = b""
+        self.check = None
+        self.fast = None
 
-    def decoded(self, length: int, mnemonic: str) -> None:
-        self.length = length
+    def decoded(self, code: bytes, mnemonic: str, fast=None) -> None:
+        """The emulator decoded `code` here (its `fast` function, if it has one)."""
+        if code == self.code and mnemonic == self.mnemonic and fast is self.fast:
+            return
         self.mnemonic = mnemonic
+        length = len(code)
         if length <= self.direct:
             self.tail = False
+            self.fast = None
+            self.check = (ctypes.c_char * length).from_address(self.address)
+            self.code = bytes(code)
+            self.fast = fast
+        else:
+            self.fast, self.check, self.code = None, None, bytes(code)
 
 
 CODE_SITES: dict[int, Site] = {}

@@ -33,8 +33,7 @@ from regmap.errors import (DivideError, MemoryFault, NotWindowAccess, RegmapErro
                            UnsupportedInstruction)
 from regmap.runtime import _sys
 from regmap.runtime import frame as _frame
-from regmap.runtime.frame import (CODE_SITES, RETIRED_SITES, SIGINFO_OFFSET, W_CR2, W_ERR, W_RIP,
-                                  W_SI_CODE, W_SIGMASK, W_STACK_FLAGS, W_TRAPNO, FrameMachine)
+from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
 
 HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 # A previous handler is called with the GIL held, as a C signal handler would run: nothing
@@ -93,33 +92,22 @@ def on_signal(signo: int, info: int, ctx: int) -> None:
         machine = FRAMES.get(ctx)
         if machine is None:
             machine = new_frame(ctx, info)
+        frame = machine.frame
         state = ACTIVE
-        words = machine.words
-        code = words[W_SI_CODE] & 0xFFFFFFFF if machine.info == ctx + SIGINFO_OFFSET \
-            else machine.si_code() & 0xFFFFFFFF
-        if state is None or not 0 < code <= _sys.SI_KERNEL or (
-                words[W_TRAPNO] == 14 and (words[W_ERR] & 0x10 or words[W_CR2] >= state.window)):
+        if state is None or not 0 < frame.si_code <= _sys.SI_KERNEL or (
+                frame.trapno == 14 and (frame.err & 0x10 or frame.cr2 >= state.window)):
             forward(signo, info, machine, state)
             return
-        machine.fetch_direct = True
-        machine.site = None
-        try:
-            if TRACE is None:
-                step = state.step(machine)
-            else:
-                step = state.step(machine, True)
-                emit_trace(step)
-        except NotWindowAccess:
-            if not retry_longer(machine, state):
-                forward(signo, info, machine, state)
-            return
-        site = machine.site
-        if site is not None and site.address == step.address:
-            site.count += 1
-            if site.mnemonic is None:
-                site.decoded(len(step.code), step.mnemonic)
-        else:
-            count_elsewhere(step)
+        # The CPU was executing the instruction at rip when it faulted on a data access, so the
+        # instruction's bytes are readable: compare them in place with what the site last held.
+        site = CODE_SITES.get(frame.rip)
+        if site is not None:
+            fast = site.fast
+            if fast is not None and site.check.raw == site.code and TRACE is None:
+                fast(machine)
+                site.count += 1
+                return
+        emulate(signo, info, machine, state)
     except MemoryFault:
         forward(signo, info, machine, ACTIVE)
     except UnsupportedInstruction as error:
@@ -132,14 +120,52 @@ def on_signal(signo: int, info: int, ctx: int) -> None:
         internal_error(signo, info, ctx, error)
 
 
+def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
+    """The general path: the emulator's `step`, then what the site should remember."""
+    machine.fetch_direct = True
+    machine.site = None
+    try:
+        if TRACE is None:
+            step = state.step(machine)
+        else:
+            step = state.step(machine, True)
+            emit_trace(step)
+    except NotWindowAccess:
+        if not retry_longer(machine, state):
+            forward(signo, info, machine, state)
+        return
+    site = machine.site
+    if site is None or site.address != step.address:
+        site = CODE_SITES.get(step.address) or _frame.new_site(step.address)
+    site.count += 1
+    if site.code != step.code:
+        site.decoded(step.code, step.mnemonic, fast_path(state, step))
+
+
+def fast_path(state: State, step):
+    """The emulator's straight-line function for the instruction just run, if it has one.
+
+    (`Emulator.form_at(address, code)` returns the cached decoded form; its
+    ``fast(machine)`` is what ``step`` itself runs for that form.)
+    """
+    form_at = getattr(state.emulator, "form_at", None)
+    if form_at is None:
+        return None
+    try:
+        form = form_at(step.address, step.code)
+    except RegmapError:
+        return None
+    return getattr(form, "fast", None)
+
+
 def new_frame(ctx: int, info: int) -> FrameMachine:
     """The first fault with a frame at `ctx`: make its machine, give the thread an altstack."""
     if len(FRAMES) >= MAX_FRAMES:
         FRAMES.clear()
     state = ACTIVE
     machine = FrameMachine(ctx, info, state.window if state is not None else 4096)
-    if machine.words[W_STACK_FLAGS] & _sys.SS_DISABLE:
-        give_altstack()
+    if machine.frame.ss_flags & _sys.SS_DISABLE:
+        give_altstack(machine.frame)
     FRAMES[ctx] = machine
     return machine
 
@@ -154,18 +180,9 @@ def retry_longer(machine: FrameMachine, state: State) -> bool:
         step = state.step(machine)
     except NotWindowAccess:
         return False
-    site.decoded(len(step.code), step.mnemonic)
     site.count += 1
+    site.decoded(step.code, step.mnemonic, fast_path(state, step))
     return True
-
-
-def count_elsewhere(step) -> None:
-    site = CODE_SITES.get(step.address)
-    if site is None:
-        site = _frame.new_site(step.address)
-    site.count += 1
-    if site.mnemonic is None:
-        site.decoded(len(step.code), step.mnemonic)
 
 
 # -- genuine faults ------------------------------------------------------------------------------
@@ -173,19 +190,24 @@ def count_elsewhere(step) -> None:
 def forward(signo: int, info: int, machine: FrameMachine, state: State | None) -> None:
     """Give the signal to whoever would have had it without regmap.
 
-    - previous disposition SIG_DFL or SIG_IGN, signal raised by the CPU: put
-      the previous disposition back and return; the instruction runs again,
-      faults again, and the kernel applies the default action itself (the
-      same signal, si_addr and core dump as without regmap; an ignored
-      SIGSEGV from a fault kills too).  regmap stays uninstalled for that
-      signal: the process is about to die;
-    - signal sent by a process (kill, tgkill, sigqueue): SIG_IGN drops it;
-      SIG_DFL puts the default back and re-queues the very same siginfo to
-      this thread, where it is delivered as soon as the handler returns;
-    - a previous handler: call it with the same three arguments, with the
-      signal mask it asked for (its sa_mask, the signal itself unless
-      SA_NODEFER), honouring SA_RESETHAND; whatever it changes in the frame
-      takes effect when regmap's handler returns.
+    A signal the CPU raised (a fault) whose previous disposition is SIG_DFL,
+    SIG_IGN or a handler of the Python interpreter itself (`faulthandler`,
+    or the `signal` module's): put that disposition back and return.  The
+    instruction runs again, faults again, and the kernel delivers the signal
+    exactly as without regmap: the default action with its core dump (an
+    ignored SIGSEGV from a fault kills too), or faulthandler's traceback of
+    the program's own frames.  regmap stays uninstalled for that signal: in
+    all these cases the process is about to die.
+
+    A signal sent by a process (kill, tgkill, sigqueue): SIG_IGN drops it;
+    SIG_DFL puts the default back and re-queues the very same siginfo to this
+    thread, where it is delivered as soon as the handler returns.
+
+    Otherwise (a native library's handler, which may recover and return):
+    call it with the same three arguments, with the signal mask it asked for
+    (its sa_mask, the signal itself unless SA_NODEFER), honouring
+    SA_RESETHAND; whatever it changes in the frame takes effect when regmap's
+    handler returns, and regmap stays installed.
     """
     COUNTERS.forwarded += 1
     COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
@@ -195,12 +217,12 @@ def forward(signo: int, info: int, machine: FrameMachine, state: State | None) -
     if not from_cpu:
         COUNTERS.sent += 1
     handler = previous.handler
-    if handler in (_sys.SIG_DFL, _sys.SIG_IGN):
-        if from_cpu:
-            _sys.set_action(signo, previous)
-            return
-        if handler == _sys.SIG_IGN:
-            return
+    if from_cpu and (handler in (_sys.SIG_DFL, _sys.SIG_IGN) or is_interpreter_code(handler)):
+        _sys.set_action(signo, previous)
+        return
+    if handler == _sys.SIG_IGN:
+        return
+    if handler == _sys.SIG_DFL:
         _sys.set_action(signo, previous)
         _sys.queue_to_self(signo, machine.siginfo())
         return
@@ -208,7 +230,7 @@ def forward(signo: int, info: int, machine: FrameMachine, state: State | None) -
         reset = _sys.KernelSigaction.from_buffer_copy(previous)
         reset.handler = _sys.SIG_DFL
         _sys.set_action(signo, reset)
-    mask = machine.words[W_SIGMASK] | previous.mask
+    mask = machine.frame.sigmask | previous.mask
     if previous.flags & _sys.SA_NODEFER:
         mask &= ~(1 << (signo - 1))
     else:
@@ -218,6 +240,33 @@ def forward(signo: int, info: int, machine: FrameMachine, state: State | None) -
         PREVIOUS_TYPE(handler)(signo, machine.info, machine.ctx)
     finally:
         _sys.set_thread_mask(old_mask)
+
+
+INTERPRETER_CODE: list[tuple[int, int]] = []
+
+
+def find_interpreter_code() -> None:
+    """The executable mappings of the Python interpreter (its binary or libpython)."""
+    names = {os.path.realpath(sys.executable)}
+    try:
+        names.add(os.path.realpath("/proc/self/exe"))
+        ranges = []
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(None, 5)
+                if len(fields) < 6 or "x" not in fields[1]:
+                    continue
+                path = fields[5].strip()
+                if path in names or os.path.basename(path).startswith("libpython"):
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    ranges.append((start, end))
+        INTERPRETER_CODE[:] = ranges
+    except OSError:
+        pass
+
+
+def is_interpreter_code(address: int) -> bool:
+    return any(start <= address < end for start, end in INTERPRETER_CODE)
 
 
 def deliver_divide_error(machine: FrameMachine) -> None:
@@ -230,14 +279,14 @@ def deliver_divide_error(machine: FrameMachine) -> None:
     ignored SIGFPE is unblocked and reset to the default action first.
     """
     COUNTERS.divide_errors += 1
-    words = machine.words
-    rip = words[W_RIP]
+    frame = machine.frame
+    rip = frame.rip
     bit = 1 << (_sys.SIGFPE - 1)
     action = _sys.get_action(_sys.SIGFPE)
-    if action.handler == _sys.SIG_IGN or words[W_SIGMASK] & bit:
+    if action.handler == _sys.SIG_IGN or frame.sigmask & bit:
         action.handler = _sys.SIG_DFL
         _sys.set_action(_sys.SIGFPE, action)
-        words[W_SIGMASK] = words[W_SIGMASK] & ~bit
+        frame.sigmask &= ~bit
     info = (_sys.SIGFPE.to_bytes(4, "little") + bytes(4) + _sys.FPE_INTDIV.to_bytes(4, "little")
             + bytes(4) + rip.to_bytes(8, "little")).ljust(128, b"\0")
     _sys.queue_to_self(_sys.SIGFPE, info)
@@ -299,7 +348,7 @@ def internal_error(signo: int, info: int, ctx: int, error: BaseException) -> Non
     COUNTERS.internal_errors += 1
     try:
         machine = FRAMES.get(ctx) or FrameMachine(ctx, info)
-        rip = machine.words[W_RIP]
+        rip = machine.frame.rip
         _write_stderr(f"regmap: internal error handling signal {signo} at rip {rip:#x}: "
                       f"{type(error).__name__}: {error}; treated as a genuine fault\n")
         forward(signo, info, machine, ACTIVE)
@@ -368,14 +417,21 @@ def _new_altstack_region() -> int:
     return _sys.map_stack(ALTSTACK_SIZE, ALTSTACK_GUARD)
 
 
-def give_altstack() -> None:
-    """Give the calling thread (which has no alternate signal stack) one of regmap's."""
+def give_altstack(frame) -> None:
+    """Give the interrupted thread (which has no alternate signal stack) one of regmap's.
+
+    sigreturn re-installs the alternate stack recorded in the frame's
+    uc_stack, so that is where it is set: the thread has it from the moment
+    this handler returns.
+    """
     try:
         tid = _sys.gettid()
         base = ALTSTACKS.get(tid)   # a region this very thread id had before: free now
         if base is None:
             base = _new_altstack_region()
-        _sys.set_altstack(base + ALTSTACK_GUARD, ALTSTACK_SIZE)
+        frame.ss_sp = base + ALTSTACK_GUARD
+        frame.ss_size = ALTSTACK_SIZE
+        frame.ss_flags = 0
         ALTSTACKS[tid] = base
     except OSError:
         pass  # the handler still runs, on the thread's own stack
@@ -429,6 +485,7 @@ def install(emulator, layout) -> State:
             emulator = Emulator(layout)
         callback = HANDLER_TYPE(on_signal)
         _CALLBACKS.append(callback)
+        find_interpreter_code()
         address = ctypes.cast(callback, ctypes.c_void_p).value
         state = State(emulator, layout, {})
         ensure_altstack(state)

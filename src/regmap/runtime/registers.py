@@ -111,8 +111,8 @@ class Registers:
             raise AttributeError(name)
         try:
             return self[name]
-        except KeyError as missing:
-            raise AttributeError(str(missing)) from None
+        except KeyError:
+            raise AttributeError(f"{name!r} is not placed in layout {self.layout.name!r}") from None
 
     def __contains__(self, name: str) -> bool:
         return isinstance(name, str) and name.lower() in self._current()
