@@ -198,11 +198,29 @@ class RemoteMemory:
         self._local_p = ctypes.addressof(self._local)
         self._remote_p = ctypes.addressof(self._remote)
         self._fetch_local_p = ctypes.addressof(self._fetch_local)
+        self._mem_fds: dict[int, int] = {}
 
     def fetch(self, pid: int, address: int, size: int = 15) -> bytes:
-        """Up to ``size`` (<= 15) bytes at ``address``; fewer when the next page is unreadable."""
+        """Up to ``size`` (<= 15) bytes at ``address``; fewer when the next page is unreadable.
+
+        Instruction bytes come through ``/proc/PID/mem`` (one pread, about half the cost of
+        process_vm_readv here); the file stops at the first unreadable page by itself.  The
+        descriptor is kept per thread until ``forget``.
+        """
         if address < 0 or address >= 1 << 64:
             return b""
+        fd = self._mem_fds.get(pid)
+        if fd is None:
+            try:
+                fd = self._mem_fds[pid] = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return self._fetch_vm(pid, address, size)
+        try:
+            return os.pread(fd, size, address)
+        except (OSError, OverflowError):
+            return b""
+
+    def _fetch_vm(self, pid: int, address: int, size: int) -> bytes:
         remote = self._remote
         first = min(size, self.PAGE - (address & (self.PAGE - 1)))
         remote[0].iov_base = address
@@ -217,6 +235,16 @@ class RemoteMemory:
         if got <= 0:
             return b""
         return self._fetch_buffer.raw[:got]
+
+    def forget(self, pid: int) -> None:
+        """Drop what is kept for thread ``pid`` (it exited, or its process exec'd)."""
+        fd = self._mem_fds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for pid in list(self._mem_fds):
+            self.forget(pid)
 
     def read(self, pid: int, address: int, size: int) -> bytes | None:
         """``size`` bytes at ``address``, or ``None`` if any of them is unreadable."""

@@ -162,6 +162,7 @@ class Tracer:
             self._loop()
         finally:
             self._restore_dispositions()
+            self.machine.memory.close()
             if self._error_pipe >= 0:
                 os.close(self._error_pipe)
                 self._error_pipe = -1
@@ -192,13 +193,14 @@ class Tracer:
                     elif event == ptrace.PTRACE_EVENT_STOP:
                         self._event_stop(tid, sig)
                     else:
-                        if event == ptrace.PTRACE_EVENT_EXEC and tid == self.main:
-                            self._exec_done()
+                        if event == ptrace.PTRACE_EVENT_EXEC:
+                            self._exec_event(tid)
                         cont(tid, 0)
                 except OSError as error:
                     if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
                         raise
             else:                                          # exited or killed
+                self.machine.memory.forget(tid)
                 if tid == self.main:
                     self.main_status = status
                     if not self.exec_seen:
@@ -221,7 +223,17 @@ class Tracer:
                 continue
         return False
 
-    def _exec_done(self) -> None:
+    def _exec_event(self, tid: int) -> None:
+        # a new address space: what was kept for the old one goes (the exec'ing thread may
+        # have been another thread of the process, now gone without an exit report)
+        memory = self.machine.memory
+        memory.forget(tid)
+        try:
+            memory.forget(ptrace.geteventmsg(tid))
+        except OSError:
+            pass
+        if tid != self.main:
+            return
         self.exec_seen = True
         if self._error_pipe >= 0:
             os.close(self._error_pipe)
