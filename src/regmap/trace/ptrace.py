@@ -203,12 +203,17 @@ class RemoteMemory:
     def fetch(self, pid: int, address: int, size: int = 15) -> bytes:
         """Up to ``size`` (<= 15) bytes at ``address``; fewer when the next page is unreadable.
 
-        Instruction bytes come through ``/proc/PID/mem`` (one pread, about half the cost of
-        process_vm_readv here); the file stops at the first unreadable page by itself.  The
-        descriptor is kept per thread until ``forget``.
+        The bytes on ``address``'s own page come through ``/proc/PID/mem`` (one pread, cheaper
+        than process_vm_readv here).  That file reads any mapped page, even one the process
+        may not read, which is right for the page of a faulting rip: the CPU was executing
+        it.  Bytes on the next page come through process_vm_readv, so they stop where the
+        process's read permission does.  The descriptor is kept per thread until ``forget``.
         """
         if address < 0 or address >= 1 << 64:
             return b""
+        # the page rip is on is being executed, so /proc/PID/mem (which reads even pages the
+        # process cannot) may read it; bytes on the next page only if the process can read them
+        first = min(size, self.PAGE - (address & (self.PAGE - 1)))
         fd = self._mem_fds.get(pid)
         if fd is None:
             try:
@@ -216,9 +221,12 @@ class RemoteMemory:
             except OSError:
                 return self._fetch_vm(pid, address, size)
         try:
-            return os.pread(fd, size, address)
+            head = os.pread(fd, first, address)
         except (OSError, OverflowError):
-            return b""
+            return self._fetch_vm(pid, address, size)
+        if first == size or len(head) < first:
+            return head
+        return head + self._fetch_vm(pid, address + first, size - first)
 
     def _fetch_vm(self, pid: int, address: int, size: int) -> bytes:
         remote = self._remote

@@ -4,8 +4,8 @@ The regset is the XSAVE *standard* (non-compacted) format whatever the kernel
 uses internally:
 
 - legacy area (512 bytes): MXCSR at 24, XMM0..15 at 160 + 16*i;
-- software bytes at 464 (``struct _fpx_sw_bytes``: magic 0x46505853, extended size,
-  the enabled feature mask XCR0, the xstate size);
+- software bytes at 464: for ptrace (``struct user_xstateregs`` in the kernel's
+  asm/user.h) the first quadword is XCR0, the components the process has;
 - header at 512: XSTATE_BV (bit i set = component i is not in its init state);
 - component 2 (upper 128 bits of ymm0..15) at 576, 16 bytes each;
 - component 5 (opmask k0..7) at 1088, 8 bytes each;
@@ -29,8 +29,7 @@ from regmap.trace import ptrace
 
 MXCSR_OFFSET = 24
 XMM_OFFSET = 160
-SW_BYTES_OFFSET = 464
-FP_XSTATE_MAGIC1 = 0x46505853
+XCR0_OFFSET = 464
 HEADER_OFFSET = 512
 
 SSE, YMM, OPMASK, ZMM_HI256, HI16_ZMM = 1, 2, 5, 6, 7
@@ -73,11 +72,10 @@ class XState:
     def load(self) -> None:
         self.size = ptrace.getregset(self.tid, ptrace.NT_X86_XSTATE, self._buffer)
         view = self._view
-        magic, _extended, features, _xsize = struct.unpack_from("<IIQI", view, SW_BYTES_OFFSET)
-        if magic == FP_XSTATE_MAGIC1:
-            self.features = features
-        else:                  # no software bytes: trust XSTATE_BV's reach and the size
-            self.features = 0b11 | (1 << YMM)
+        features = struct.unpack_from("<Q", view, XCR0_OFFSET)[0]
+        if not features & 0b11:          # not filled in: what XSTATE_BV shows, x87 and SSE
+            features = self._bv() | 0b11
+        self.features = features
         for component, offset in COMPONENT_OFFSET.items():
             if offset + COMPONENT_SIZE[component] > self.size:
                 self.features &= ~(1 << component)
