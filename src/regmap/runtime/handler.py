@@ -87,20 +87,22 @@ _LOCK = threading.Lock()
 
 # -- the handler --------------------------------------------------------------------------------
 
-def on_signal(signo: int, info: int, ctx: int) -> None:
+def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES) -> None:
     try:
-        machine = FRAMES.get(ctx)
+        machine = _frames.get(ctx)
         if machine is None:
             machine = new_frame(ctx, info)
         frame = machine.frame
         state = ACTIVE
-        if state is None or not 0 < frame.si_code <= _sys.SI_KERNEL or (
+        # Raised by the CPU (si_code 1..SI_KERNEL, not kill/tgkill/sigqueue), and for a page
+        # fault neither an instruction fetch (error code bit 4) nor outside the window.
+        if state is None or not 0 < frame.si_code <= 0x80 or (
                 frame.trapno == 14 and (frame.err & 0x10 or frame.cr2 >= state.window)):
             forward(signo, info, machine, state)
             return
         # The CPU was executing the instruction at rip when it faulted on a data access, so the
         # instruction's bytes are readable: compare them in place with what the site last held.
-        site = CODE_SITES.get(frame.rip)
+        site = _sites.get(frame.rip)
         if site is not None:
             fast = site.fast
             if fast is not None and site.check.raw == site.code and TRACE is None:
