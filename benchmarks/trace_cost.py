@@ -10,9 +10,13 @@ the mean in nanoseconds.  It runs twice, in this one process:
 - regmap: under ``regmap.trace.run_traced`` with the real emulator (siginfo
   check, GETREGS, fetch, decode-cache lookup, emulation, SETREGS, CONT).
 
-The ratio regmap / bare is the price of regmap's work on top of ptrace's.
+The ratio regmap / bare is the price of regmap's work on top of ptrace's.  Runs of
+the two kinds alternate; each figure is the median over runs of the per-run median.
+By default the tracer and the program share one CPU (``--cpu``, inherited through
+fork), so every fault is a plain switch between the two and the figures do not
+depend on cross-CPU wake-ups, which on a small busy VM vary by a factor of two.
 
-    .venv/bin/python benchmarks/trace_cost.py [N] [--repeat R]
+    .venv/bin/python benchmarks/trace_cost.py [N] [--repeat R] [--cpu C|all]
 """
 from __future__ import annotations
 
@@ -114,8 +118,18 @@ def regmap_faults(executable: str, n: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", nargs="?", type=int, default=20000, help="faults per run")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (alternating)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each kind (alternating)")
+    parser.add_argument("--cpu", default=None,
+                        help="CPU for the tracer and the program (default: the last allowed one; "
+                             "'all' to leave affinity alone)")
     options = parser.parse_args()
+    allowed = sorted(os.sched_getaffinity(0))
+    if options.cpu != "all":
+        cpu = allowed[-1] if options.cpu is None else int(options.cpu)
+        os.sched_setaffinity(0, {cpu})
+        placement = f"both on CPU {cpu}"
+    else:
+        placement = f"CPUs {allowed}"
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         print("trace_cost: needs a C compiler", file=sys.stderr)
@@ -138,7 +152,8 @@ def main() -> int:
     emulated_median = statistics.median(m for m, _ in emulated) / 1000
     bare_mean = statistics.median(m for _, m in bare) / 1000
     emulated_mean = statistics.median(m for _, m in emulated) / 1000
-    print(f"faults per run: {options.n}, runs of each: {options.repeat}")
+    print(f"faults per run: {options.n}, runs of each: {options.repeat}, {placement}, "
+          f"load average {os.getloadavg()[0]:.2f}")
     print(f"bare ptrace round trip (stop, GETREGS, SETREGS, CONT): "
           f"median {bare_median:7.2f} us  (mean {bare_mean:.2f})")
     print(f"regmap traced fault (add rax,[8] emulated):          "

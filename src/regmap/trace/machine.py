@@ -1,6 +1,8 @@
 """``TracedMachine``: the ``regmap.x86.Machine`` protocol over one stopped thread of a tracee."""
 from __future__ import annotations
 
+import ctypes
+
 from regmap.errors import MemoryFault
 from regmap.trace import ptrace
 from regmap.trace.xstate import NAMES as XSTATE_NAMES, XState
@@ -15,6 +17,8 @@ for _segment in ("cs", "ds", "es", "fs", "gs", "ss"):
 del _segment
 
 REGISTER_NAMES = frozenset(_GP) | XSTATE_NAMES
+_raw_ptrace = ptrace.raw_ptrace
+_GETREGS, _SETREGS = ptrace.PTRACE_GETREGS, ptrace.PTRACE_SETREGS
 
 
 class TracedMachine:
@@ -26,7 +30,7 @@ class TracedMachine:
     ``regs``; after a successful step ``store`` writes back what changed.
     """
 
-    __slots__ = ("tid", "regs", "memory", "xstate", "regs_dirty")
+    __slots__ = ("tid", "regs", "memory", "xstate", "regs_dirty", "regs_address")
 
     def __init__(self, regs: ptrace.UserRegs | None = None, memory: ptrace.RemoteMemory | None = None,
                  xstate: XState | None = None):
@@ -35,6 +39,7 @@ class TracedMachine:
         self.memory = memory if memory is not None else ptrace.RemoteMemory()
         self.xstate = xstate if xstate is not None else XState()
         self.regs_dirty = False
+        self.regs_address = ctypes.addressof(self.regs)
 
     def reset(self, tid: int) -> None:
         self.tid = tid
@@ -42,16 +47,21 @@ class TracedMachine:
         self.xstate.reset(tid)
 
     def load(self, tid: int) -> None:
-        """``reset`` and read the general registers of ``tid``."""
-        self.reset(tid)
-        ptrace.getregs(tid, self.regs)
+        """``reset`` and read the general registers of ``tid`` (one PTRACE_GETREGS)."""
+        self.tid = tid
+        self.regs_dirty = False
+        xstate = self.xstate
+        xstate.tid = tid
+        xstate.loaded = xstate.dirty = False
+        ptrace.check(_raw_ptrace(_GETREGS, tid, 0, self.regs_address), _GETREGS, tid)
 
     def store(self) -> None:
         """Write back the registers that changed (PTRACE_SETREGS, NT_X86_XSTATE)."""
         if self.regs_dirty:
-            ptrace.setregs(self.tid, self.regs)
+            ptrace.check(_raw_ptrace(_SETREGS, self.tid, 0, self.regs_address), _SETREGS, self.tid)
             self.regs_dirty = False
-        self.xstate.store()
+        if self.xstate.dirty:
+            self.xstate.store()
 
     # -- the Machine protocol ------------------------------------------------------------------
     def read_register(self, basis: str) -> int:

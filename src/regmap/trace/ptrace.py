@@ -115,6 +115,19 @@ def _fail(what: str) -> OSError:
     return OSError(err, f"{what}: {os.strerror(err)}")
 
 
+# the bare ctypes function, for the per-fault path: returns -1 on failure (see ``check``)
+raw_ptrace = _ptrace
+
+
+def check(result: int, request: int, pid: int) -> int:
+    """``raw_ptrace``'s result, or ``OSError`` if it failed."""
+    if result == -1:
+        err = get_errno()
+        if err:
+            raise OSError(err, f"ptrace({request:#x}, {pid}): {os.strerror(err)}")
+    return result
+
+
 def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
     """The raw call; raises ``OSError`` on failure."""
     result = _ptrace(request, pid, addr, data)

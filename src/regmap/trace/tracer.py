@@ -22,6 +22,7 @@ with regmap (PTRACE_O_EXITKILL).  What each stop means and what is done:
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
@@ -34,6 +35,10 @@ from regmap.trace import ptrace
 from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
 from regmap.trace.report import Reporter
+
+_raw_ptrace = ptrace.raw_ptrace
+_GETSIGINFO, _CONT = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_CONT
+_now = time.perf_counter_ns
 
 OPTIONS = (ptrace.PTRACE_O_TRACECLONE | ptrace.PTRACE_O_TRACEFORK | ptrace.PTRACE_O_TRACEVFORK
            | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_EXITKILL)
@@ -71,6 +76,8 @@ class Tracer:
         self.reporter = reporter
         self.machine = TracedMachine()
         self.siginfo = ptrace.SigInfo()
+        self._siginfo_address = ctypes.addressof(self.siginfo)
+        self._trace = reporter.trace
         self.main = 0
         self.main_status: int | None = None
         self.exec_seen = False
@@ -254,25 +261,25 @@ class Tracer:
 
     # -- one fault ----------------------------------------------------------------------------
     def _fault(self, tid: int, sig: int) -> None:
-        started = time.perf_counter_ns()
-        info = self.siginfo
-        ptrace.getsiginfo(tid, info)
-        code = info.si_code
+        started = _now()
+        check = ptrace.check
+        check(_raw_ptrace(_GETSIGINFO, tid, 0, self._siginfo_address), _GETSIGINFO, tid)
+        code = self.siginfo.si_code
         if code <= 0 or code >= ptrace.SI_KERNEL:
             # sent by a process, or a general-protection fault: never a window access
-            self._deliver(tid, sig, "not a page fault")
+            self._deliver(tid, sig, "not a page fault", self.siginfo.si_addr if code > 0 else 0)
             return
         machine = self.machine
         machine.load(tid)
         regs = machine.regs
         if regs.cs != ptrace.USER_CS_64:
-            self._deliver(tid, sig, "not in 64-bit mode")
+            self._deliver(tid, sig, "not in 64-bit mode", regs.rip)
             return
         try:
-            step = self.emulator.step(machine, trace=self.reporter.trace)
+            step = self.emulator.step(machine, trace=self._trace)
         except (NotWindowAccess, MemoryFault) as error:
             reason = "not a window access" if isinstance(error, NotWindowAccess) else str(error)
-            self._deliver(tid, sig, reason)
+            self._deliver(tid, sig, reason, regs.rip)
             return
         except UnsupportedInstruction as error:
             self.reporter.unsupported(tid, error, sig)
@@ -292,15 +299,14 @@ class Tracer:
                 raise
             # the kernel refused the new state (e.g. a bad segment selector): the CPU
             # would have faulted as well
-            self._deliver(tid, sig, f"cannot set registers: {os.strerror(error.errno)}")
+            self._deliver(tid, sig, f"cannot set registers: {os.strerror(error.errno)}", regs.rip)
             return
-        ptrace.cont(tid, 0)
-        self.reporter.emulated(tid, step, time.perf_counter_ns() - started)
+        check(_raw_ptrace(_CONT, tid, 0, 0), _CONT, tid)
+        self.reporter.emulated(tid, step, _now() - started)
 
-    def _deliver(self, tid: int, sig: int, reason: str) -> None:
+    def _deliver(self, tid: int, sig: int, reason: str, rip: int) -> None:
         ptrace.cont(tid, sig)
-        self.reporter.delivered_signal(tid, sig, self.machine.regs.rip if self.machine.tid == tid
-                                       else 0, reason)
+        self.reporter.delivered_signal(tid, sig, rip, reason)
 
     def _divide_error(self, tid: int) -> None:
         """#DE: the program gets SIGFPE with si_code FPE_INTDIV and si_addr = the instruction's
