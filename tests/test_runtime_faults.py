@@ -247,3 +247,43 @@ def test_divide_error_delivers_sigfpe_as_the_cpu_would(child):
     # The handler saw SIGFPE, FPE_INTDIV, si_addr and rip at the divide, and resumed after it.
     assert results["plain"] == ("exited 0", ["12345", "True"])
     assert results["regmap"] == results["plain"]
+
+
+PLACED = textwrap.dedent("""
+    import ctypes, sys
+    import regmap
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_long]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    CODE = bytes.fromhex("48 8b 04 25 38 00 00 00 c3")   # mov rax, [0x38]; ret
+
+    def place(protection, at_end):
+        pages = libc.mmap(None, 8192, 3, 0x22, -1, 0)
+        assert libc.munmap(pages + 4096, 4096) == 0      # nothing after the first page
+        start = pages + 4096 - len(CODE) if at_end else pages
+        ctypes.memmove(start, CODE, len(CODE))
+        assert libc.mprotect(pages, 4096, protection) == 0
+        return ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long)(start)
+
+    regmap.map_registers()
+    end_of_mapping = place(5, True)          # read + exec, the last 9 bytes before a hole
+    execute_only = place(4, False)           # PROT_EXEC alone (execute-only with protection keys)
+    print(end_of_mapping(41), end_of_mapping(42), execute_only(43), execute_only(44))
+""")
+
+
+def test_code_at_the_end_of_a_mapping_and_execute_only_code(tmp_path):
+    script = tmp_path / "placed.py"
+    script.write_text(PLACED)
+    result = subprocess_run(script)
+    assert result == (0, "41 42 43 44\n", "")
+
+
+def subprocess_run(script: Path):
+    import subprocess
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=python_env(), timeout=60)
+    return done.returncode, done.stdout, done.stderr

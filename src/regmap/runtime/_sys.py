@@ -230,6 +230,42 @@ def _spans(address: int, size: int):
     return pieces
 
 
+_MEM: list = [None, 0]   # [fd of /proc/self/mem, the pid it belongs to]
+
+
+def read_code(address: int, size: int) -> bytes:
+    """Up to `size` bytes of code at `address`, fewer before an unmapped page; never a fault.
+
+    Through /proc/self/mem, which reads any mapped page, execute-only ones
+    included (the CPU runs code there, so regmap must be able to decode it);
+    data accesses go through `vm_transfer`, which honours page protections.
+    """
+    if address < 0 or address + size > 1 << 63:
+        return b""
+    pid = os.getpid()
+    if _MEM[0] is None or _MEM[1] != pid:
+        try:
+            _MEM[0], _MEM[1] = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC), pid
+        except OSError:
+            return _read_code_fallback(address, size)
+    try:
+        return os.pread(_MEM[0], size, address)
+    except OSError:
+        # pread stops at the first unreadable page only when it read something before it
+        first = PAGE_SIZE - (address & (PAGE_SIZE - 1))
+        if first < size:
+            try:
+                return os.pread(_MEM[0], first, address)
+            except OSError:
+                pass
+        return b""
+
+
+def _read_code_fallback(address: int, size: int) -> bytes:
+    buffer = ctypes.create_string_buffer(size)
+    return buffer.raw[:vm_transfer(address, buffer, size, write=False)]
+
+
 def vm_transfer(address: int, buffer, size: int, write: bool) -> int:
     """Copy between `buffer` and this process's memory at `address` without faulting.
 

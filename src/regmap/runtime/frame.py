@@ -383,12 +383,10 @@ class FrameMachine:
 
 
 def read_partial(address: int, size: int) -> bytes:
-    """As many of `size` bytes at `address` as are readable (possibly none)."""
+    """As many of the `size` code bytes at `address` as are mapped (possibly none)."""
     if address < 4096:
         return b""
-    buffer = ctypes.create_string_buffer(size)
-    done = _sys.vm_transfer(address, buffer, size, write=False)
-    return buffer.raw[:done]
+    return _sys.read_code(address, size)
 
 
 class Site:
@@ -407,6 +405,8 @@ class Site:
     def __init__(self, address: int):
         self.address = address
         self.direct = min(15, _sys.PAGE_SIZE - (address & (_sys.PAGE_SIZE - 1)))
+        if not readable(address):
+            self.direct = 0  # execute-only code: every byte through the safe path, no fast path
         self.view = (ctypes.c_char * self.direct).from_address(address)
         self.tail = self.direct < 15
         self.count = 0
@@ -429,6 +429,32 @@ class Site:
             self.fast = fast
         else:
             self.fast, self.check, self.code = None, None, bytes(code)
+
+
+MAPPINGS: list[tuple[int, int, bool]] = []   # (start, end, readable) from /proc/self/maps
+
+
+def readable(address: int) -> bool:
+    """Whether the page holding `address` may be read by a plain load (not execute-only).
+
+    Consulted once per new site: a page the CPU executes from is readable
+    unless it is execute-only (PROT_EXEC alone, which protection keys make
+    real on CPUs that have them).
+    """
+    for refresh in (False, True):
+        if refresh:
+            try:
+                with open("/proc/self/maps") as maps:
+                    MAPPINGS[:] = [
+                        (int(fields[0].split("-")[0], 16), int(fields[0].split("-")[1], 16),
+                         fields[1][0] == "r")
+                        for fields in (line.split(None, 2) for line in maps)]
+            except (OSError, ValueError, IndexError):
+                return True  # no /proc: assume the usual readable code
+        for start, end, can_read in MAPPINGS:
+            if start <= address < end:
+                return can_read
+    return True
 
 
 CODE_SITES: dict[int, Site] = {}
