@@ -34,21 +34,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def add_parser(subparsers) -> None:
     run = subparsers.add_parser(
         "run", help="build a .c/.s/.S file and run it with page 0 mapped",
+        usage="%(prog)s [-h] [--layout NAME|FILE] [--trace] [--stats] [--json] FILE [ARGS...]",
         description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(run)
-    run.add_argument("file", metavar="FILE", help="a .c, .s or .S source file")
-    run.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER,
-                     help="arguments for the program")
-    run.set_defaults(func=run_command)
+    run.add_argument("command", metavar="FILE [ARGS...]", nargs=argparse.REMAINDER,
+                     help="a .c, .s or .S source file, and arguments for the program")
+    run.set_defaults(func=run_command, parser=run)
 
     execute = subparsers.add_parser(
         "exec", help="run a program with page 0 mapped onto its registers",
+        usage="%(prog)s [-h] [--layout NAME|FILE] [--trace] [--stats] [--json] PROGRAM [ARGS...]",
         description=EXEC_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(execute)
-    execute.add_argument("program", metavar="PROGRAM", help="the program (searched on PATH)")
-    execute.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER,
-                         help="arguments for the program")
-    execute.set_defaults(func=exec_command)
+    execute.add_argument("command", metavar="PROGRAM [ARGS...]", nargs=argparse.REMAINDER,
+                         help="the program (searched on PATH) and its arguments")
+    execute.set_defaults(func=exec_command, parser=execute)
 
 
 def _error(message: str, detail: str = "") -> None:
@@ -91,21 +91,40 @@ def _traced(argv, args, **extra) -> int:
         return 1
 
 
+def _command(args, what: str) -> list[str] | None:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command.pop(0)
+    if not command:
+        parser = getattr(args, "parser", None)
+        if parser is not None:
+            parser.print_usage(sys.stderr)
+        _error(f"{what} is required")
+        return None
+    return command
+
+
 def exec_command(args) -> int:
-    return _traced([args.program, *args.args], args)
+    command = _command(args, "PROGRAM")
+    if command is None:
+        return 2
+    return _traced(command, args)
 
 
 def run_command(args) -> int:
     from regmap.trace import TraceError
     from regmap.trace.build import build
-    source = args.file
+    command = _command(args, "FILE")
+    if command is None:
+        return 2
+    source, arguments = command[0], command[1:]
     with tempfile.TemporaryDirectory(prefix="regmap-run-") as directory:
         try:
             executable = build(source, directory)
         except TraceError as error:
             _error(str(error), error.detail)
             return error.status
-        return _traced([executable, *args.args], args, executable=executable,
+        return _traced([executable, *arguments], args, executable=executable,
                        name=os.path.splitext(source)[0] or source)
 
 
