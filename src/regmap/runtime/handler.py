@@ -469,6 +469,12 @@ def restore_altstack(state: State) -> None:
 
 # -- install and remove ----------------------------------------------------------------------------
 
+def forget_fast_paths() -> None:
+    """Sites keep the last emulator's compiled functions: a new emulator decodes afresh."""
+    for site in list(CODE_SITES.values()):
+        site.fast, site.code = None, b""
+
+
 def install(emulator, layout) -> State:
     global ACTIVE
     with _LOCK:
@@ -480,6 +486,7 @@ def install(emulator, layout) -> State:
                 emulator = Emulator(layout)
             state = State(emulator, layout, ACTIVE.previous)
             state.installed, state.altstack = ACTIVE.installed, ACTIVE.altstack
+            forget_fast_paths()
             ACTIVE = state
             return state
         if emulator is None:
@@ -490,6 +497,7 @@ def install(emulator, layout) -> State:
         find_interpreter_code()
         address = ctypes.cast(callback, ctypes.c_void_p).value
         state = State(emulator, layout, {})
+        forget_fast_paths()
         ensure_altstack(state)
         ACTIVE = state  # before the handler can run
         try:
