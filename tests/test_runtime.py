@@ -134,6 +134,24 @@ def test_mapped_context_manager(released):
     assert not regmap.runtime.is_mapped()
 
 
+@native
+def test_another_layout(released, tmp_path):
+    layout = tmp_path / "rdi_first.regs"
+    layout.write_text("include amd64;\n"
+                      "alias rsi_rdi : 128;\n"
+                      "def rsi_rdi [reg rsi; reg rdi];\n"
+                      "alias page : 32768;\n"
+                      "def page [unk * 255; reg rsi_rdi];\n")
+    with regmap.mapped(str(layout)) as registers:
+        assert (registers.RDI.address, registers.RSI.address) == (0, 8)
+        assert "rax" not in registers
+        assert released.read_window_0(0x5EED) == 0x5EED
+        regmap.map_registers()  # switch back to the default layout while mapped
+        assert regmap.registers.RDI.address == 0x38
+        assert released.echo_rdi(0x600D) == 0x600D
+    assert regmap.registers.RDI.address == 0x38
+
+
 # -- typed handles -----------------------------------------------------------------------------
 
 def test_register_handles():

@@ -213,8 +213,14 @@ DIVIDE = textwrap.dedent('''
 
     action = Sigaction(ctypes.cast(handler, ctypes.c_void_p).value)
     action.flags = 4
-    if len(sys.argv) > 3:
+    if sys.argv[3:] == ["handler"]:
         assert ctypes.CDLL(None).sigaction(8, ctypes.byref(action), None) == 0
+    elif sys.argv[3:] == ["ignored"]:
+        import signal
+        signal.signal(signal.SIGFPE, signal.SIG_IGN)
+    elif sys.argv[3:] == ["blocked"]:
+        import signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGFPE])
     divide = lib.div_window if mode == "regmap" else lib.div_native
     where = ctypes.cast(getattr(lib, "div_window_insn" if mode == "regmap" else "div_native_insn"),
                         ctypes.c_void_p).value
@@ -239,11 +245,14 @@ def test_divide_error_delivers_sigfpe_as_the_cpu_would(child):
                                  python_env(), file_actions=[(os.POSIX_SPAWN_DUP2, stdout.fileno(), 1)])
             _, status = os.waitpid(pid, 0)
         results[mode] = (how_it_ended(status), out.read_text().split(" ", 2)[:2])
-        # without a SIGFPE handler: the default action
-        pid = os.posix_spawn(sys.executable, [sys.executable, str(script), mode, length],
-                             python_env(), file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
-        _, status = os.waitpid(pid, 0)
-        assert how_it_ended(status).startswith("killed by SIGFPE"), mode
+        # without a SIGFPE handler, or with SIGFPE ignored or blocked: the default action, which
+        # the CPU's #DE forces
+        for disposition in ([], ["ignored"], ["blocked"]):
+            pid = os.posix_spawn(sys.executable, [sys.executable, str(script), mode, length, *disposition],
+                                 python_env(),
+                                 file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+            _, status = os.waitpid(pid, 0)
+            assert how_it_ended(status).startswith("killed by SIGFPE"), (mode, disposition)
     # The handler saw SIGFPE, FPE_INTDIV, si_addr and rip at the divide, and resumed after it.
     assert results["plain"] == ("exited 0", ["12345", "True"])
     assert results["regmap"] == results["plain"]

@@ -37,6 +37,7 @@ def declare(library):
     """Argument and result types of the snippets (on a CDLL or a PyDLL)."""
     c_long, c_void_p = ctypes.c_long, ctypes.c_void_p
     for name, args in {"add_rcx_loop": [c_long, c_long], "echo_rdi": [c_long],
+                       "read_window_0": [c_long],
                        "window_mix": [c_long, c_long], "flags_window": [c_long, c_long],
                        "flags_native": [c_long, c_long], "div_window": [c_long, c_long],
                        "div_native": [c_long, c_long], "load_from": [c_void_p],
