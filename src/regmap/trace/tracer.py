@@ -217,9 +217,22 @@ class Tracer:
         if sig in STOP_SIGNALS:
             ptrace.listen(tid)
             if tid == self.main and sig in TERMINAL_STOPS and self._in_foreground():
-                os.kill(os.getpid(), signal.SIGSTOP)     # the shell sees the job stop
+                self._stop_self(sig)
         else:
             ptrace.cont(tid, 0)
+
+    def _stop_self(self, sig: int) -> None:
+        """Stop regmap with the program's stop signal, so the shell sees the job stop (and
+        says why); ``fg`` then continues the whole process group, program included."""
+        try:
+            previous = signal.signal(sig, signal.SIG_DFL)
+        except ValueError:                                # not the main thread
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
+        try:
+            os.kill(os.getpid(), sig)                     # stops here until SIGCONT
+        finally:
+            signal.signal(sig, previous)
 
     @staticmethod
     def _in_foreground() -> bool:
