@@ -96,11 +96,13 @@ def current_layout():
 def stats():
     """Counters of the in-process runtime (`regmap.runtime.handler.Stats`): faults emulated, per
     mnemonic and per site, and the signals forwarded as genuine."""
+    _check_platform()
     from regmap.runtime import handler
     return handler.snapshot()
 
 
 def reset_stats() -> None:
+    _check_platform()
     from regmap.runtime import handler
     handler.reset()
 
