@@ -18,7 +18,7 @@ from functools import lru_cache
 from hypothesis import strategies as st
 from iced_x86 import (
     Code, CpuidFeature, Decoder, Encoder, EncodingKind, FlowControl, Instruction, InstructionInfoFactory,
-    MemorySize, MemorySizeExt, OpAccess, OpCodeInfo, OpCodeOperandKind as K, OpKind, Register,
+    MemorySize, MemorySizeExt, Mnemonic, OpAccess, OpCodeInfo, RegisterExt, OpCodeOperandKind as K, OpKind, Register,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +133,7 @@ class FormInfo:
     is_branch: bool             # jmp/call through the window
     uses_stack: bool
     encoding: int
+    bit_offset_operand: int | None = None   # BT/BTS/BTR/BTC m, r: the register that moves the access
 
 
 _CODE_NAMES = {v: k for k, v in Code.__dict__.items() if isinstance(v, int) and not k.startswith("_")}
@@ -177,7 +178,10 @@ def form_info(code: int) -> FormInfo:
         return no("far branch (loads cs)")
     if is_branch and op.operand_size == 16:
         return no("16-bit indirect branch (truncates rip)")
-    return FormInfo(code, name, True, "", mem[0], is_branch, op.is_stack_instruction, op.encoding)
+    bit_offset = None
+    if probe.mnemonic in (Mnemonic.BT, Mnemonic.BTS, Mnemonic.BTR, Mnemonic.BTC) and kinds[1] in _REGISTER_KINDS:
+        bit_offset = 1
+    return FormInfo(code, name, True, "", mem[0], is_branch, op.is_stack_instruction, op.encoding, bit_offset)
 
 
 _CPUID_FLAGS = {  # iced CpuidFeature name -> /proc/cpuinfo flag ("" = every x86-64 CPU has it)
@@ -252,10 +256,53 @@ def window_accesses(instr: Instruction, memory_operand_only: bool = True):
             if m.base == instr.memory_base and m.index == instr.memory_index]
 
 
+class Chooser:
+    """Where the generator's random choices come from: hypothesis (``draw``) or a ``random.Random``."""
+
+    def __init__(self, draw=None, rng=None):
+        self._draw, self._rng = draw, rng
+
+    def choice(self, seq):
+        seq = list(seq)
+        return self._draw(st.sampled_from(seq)) if self._draw else self._rng.choice(seq)
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self._draw(st.integers(lo, hi)) if self._draw else self._rng.randint(lo, hi)
+
+    def boolean(self) -> bool:
+        return self._draw(st.booleans()) if self._draw else self._rng.random() < 0.5
+
+    def immediate(self, bits: int) -> int:
+        if self._draw:
+            return self._draw(immediates(bits))
+        mask = (1 << bits) - 1
+        if self._rng.random() < 0.4:
+            return self._rng.choice(_EDGE_IMMEDIATES) & mask
+        return self._rng.getrandbits(bits)
+
+    def displacement(self) -> int:
+        pick = self.integer(0, 3)
+        if pick == 0:
+            return 0
+        if pick == 1:
+            return self.integer(-128, 127)
+        return self.integer(-2**31, 2**31 - 1)
+
+
 @st.composite
-def forms(draw, code: int, *, regions: tuple[Region, ...] | None = None, kinds=("gpr", "vector"),
-          aligned: bool | None = None, avoid: frozenset[str] = frozenset(), addr32: bool | None = None,
-          shapes: tuple[str, ...] | None = None) -> Form:
+def forms(draw, code: int, **options) -> Form:
+    """A hypothesis strategy of random encodings of ``code`` (see ``generate`` for ``options``)."""
+    return generate(code, Chooser(draw=draw), **options)
+
+
+def random_form(code: int, rng, **options) -> Form:
+    """``generate`` driven by a ``random.Random``."""
+    return generate(code, Chooser(rng=rng), **options)
+
+
+def generate(code: int, c: Chooser, *, regions: tuple[Region, ...] | None = None, kinds=("gpr", "vector"),
+             aligned: bool | None = None, avoid: frozenset[str] = frozenset(), addr32: bool | None = None,
+             shapes: tuple[str, ...] | None = None) -> Form:
     """A random encoding of ``code`` with its memory operand on a window register.
 
     ``kinds`` selects the regions (of ``window_regions()``) the operand may lie in; ``aligned``
@@ -271,13 +318,13 @@ def forms(draw, code: int, *, regions: tuple[Region, ...] | None = None, kinds=(
     if info.uses_stack:
         avoid.add("rsp")
     for _attempt in range(40):
-        form = _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes)
+        form = _draw_once(c, code, op, info, regions, aligned, avoid, addr32, shapes)
         if form is not None:
             return form
     raise Impossible(f"{info.name}: no valid encoding found in 40 attempts")
 
 
-def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
+def _draw_once(c: Chooser, code, op, info, regions, aligned, avoid, addr32, shapes):
     kinds = list(op.op_kinds())
     evex = op.encoding == EncodingKind.EVEX
     instr = Instruction.create(code)
@@ -296,7 +343,7 @@ def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
                 pool = pool[:16]
             if k == K.KP1_REG:
                 pool = pool[::2]
-            reg = draw(st.sampled_from(pool))
+            reg = c.choice(pool)
             if op.requires_unique_reg_nums and reg in used_regs:
                 return None
             used_regs.append(reg)
@@ -307,7 +354,7 @@ def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
             if kind == OpKind.IMMEDIATE8 and imm_count:
                 kind = OpKind.IMMEDIATE8_2ND
             imm_count += 1
-            value = 1 if bits == 0 else draw(immediates(bits))
+            value = 1 if bits == 0 else c.immediate(bits)
             if signed and value >= 1 << (bits - 1):
                 value -= 1 << bits
             instr.set_op_kind(i, kind)
@@ -318,11 +365,11 @@ def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
         else:
             return None
     if evex and op.can_use_op_mask_register:
-        if op.require_op_mask_register or draw(st.booleans()):
-            instr.op_mask = draw(st.sampled_from(KREG[1:]))
-            if op.can_use_zeroing_masking and mem_i != 0 and draw(st.booleans()):
+        if op.require_op_mask_register or c.boolean():
+            instr.op_mask = c.choice(KREG[1:])
+            if op.can_use_zeroing_masking and mem_i != 0 and c.boolean():
                 instr.zeroing_masking = True
-    broadcast = bool(evex and op.can_broadcast and draw(st.booleans()))
+    broadcast = bool(evex and op.can_broadcast and c.boolean())
     size = _span_size(code, broadcast)
     if size == 0:
         return None
@@ -331,35 +378,36 @@ def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
         raise Impossible(f"{info.name}: a {size}-byte operand fits no window region")
     # prefer the general registers: three in four draws when both are possible
     gpr_regions = [r for r in fits if r.kind == "gpr"]
-    region = gpr_regions[0] if gpr_regions and draw(st.integers(0, 3)) else draw(st.sampled_from(fits))
-    want_aligned = draw(st.booleans()) if aligned is None else aligned
+    region = gpr_regions[0] if gpr_regions and c.integer(0, 3) else c.choice(fits)
+    want_aligned = c.boolean() if aligned is None else aligned
     align = size if size & (size - 1) == 0 else 1
     first, last = region.start, region.end - size
     if want_aligned:
         candidates = range((first + align - 1) // align * align, last + 1, align)
         if not candidates:
             return None
-        offset = draw(st.sampled_from(candidates))
+        offset = c.choice(candidates)
     else:
-        offset = draw(st.integers(first, last))
-        if align > 1 and offset % align == 0:
-            if aligned is False:
-                offset = offset + 1 if offset + 1 <= last else offset - 1
-                if offset < first or offset % align == 0:
-                    return None
+        offset = c.integer(first, last)
+        if align > 1 and offset % align == 0 and aligned is False:
+            offset = offset + 1 if offset + 1 <= last else offset - 1
+            if offset < first or offset % align == 0:
+                return None
     is_aligned = align == 1 or offset % align == 0
-    if info.is_branch or avoid:
-        avoid = set(avoid)
+    avoid = set(avoid)
     if info.is_branch:
         # the branch target is written into the operand's bytes: their registers cannot also address it
-        avoid |= slot_registers(offset, size)
+        covered = slot_registers(offset, size)
+        if info.uses_stack and "rsp" in covered:
+            return None
+        avoid |= covered
     # the address
     moffs = kinds[mem_i] == K.MEM_OFFS
-    a32 = draw(st.integers(0, 7)) == 7 if addr32 is None else addr32
+    a32 = c.integer(0, 7) == 7 if addr32 is None else addr32
     if moffs:
         shape = "moffs"
     else:
-        shape = draw(st.sampled_from(shapes or ("abs", "abs", "base", "base", "base+index", "index")))
+        shape = c.choice(shapes or ("abs", "abs", "base", "base", "base+index", "index"))
     fixed: dict[str, int] = {}
     width = 32 if a32 else 64
     amask = (1 << width) - 1
@@ -370,23 +418,23 @@ def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
     if shape in ("base", "base+index"):
         if not ok:
             return None
-        b = draw(st.sampled_from(ok))
+        b = c.choice(ok)
         base = pool[b]
-        disp = draw(st.one_of(st.integers(-128, 127), st.integers(-2**31, 2**31 - 1), st.just(0)))
+        disp = c.displacement()
         rest = offset - disp
         if shape == "base+index":
             idx_ok = [r for r in ok if r != 4]            # rsp cannot be an index
             if not idx_ok:
                 return None
-            x = draw(st.sampled_from(idx_ok))
+            x = c.choice(idx_ok)
             index = pool[x]
-            scale = draw(st.sampled_from((1, 2, 4, 8)))
+            scale = c.choice((1, 2, 4, 8))
             if x == b:
-                v = draw(st.integers(0, 2**20))
+                v = c.integer(0, 2**20)
                 disp = offset - v * (1 + scale)
                 fixed[BASIS_OF_GPR64[GPR64[b]]] = v
             else:
-                v = draw(immediates(64))
+                v = c.immediate(64)
                 fixed[BASIS_OF_GPR64[GPR64[x]]] = v
                 fixed[BASIS_OF_GPR64[GPR64[b]]] = (rest - (v & amask) * scale) & amask
         else:
@@ -395,16 +443,26 @@ def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
         idx_ok = [r for r in ok if r != 4]
         if not idx_ok:
             return None
-        x = draw(st.sampled_from(idx_ok))
+        x = c.choice(idx_ok)
         index = pool[x]
-        scale = draw(st.sampled_from((1, 2, 4, 8)))
-        v = draw(st.integers(-2**27, 2**27))
+        scale = c.choice((1, 2, 4, 8))
+        v = c.integer(-2**27, 2**27)
         disp = offset - v * scale
         fixed[BASIS_OF_GPR64[GPR64[x]]] = v & amask
     if a32:
         # with a 32-bit address the upper halves of base and index do not count
         for name in list(fixed):
-            fixed[name] = (fixed[name] & 0xFFFFFFFF) | (draw(immediates(32)) << 32)
+            fixed[name] = (fixed[name] & 0xFFFFFFFF) | (c.immediate(32) << 32)
+    if info.bit_offset_operand is not None:
+        # a register bit offset moves the access to EA + size * (offset div (8 * size)): keep it in the region
+        reg = instr.op_register(info.bit_offset_operand)
+        name = BASIS_OF_GPR64[RegisterExt.full_register(reg)]
+        if name in fixed or name in avoid:
+            return None
+        k = c.integer(-((offset - region.start) // size), (region.end - size - offset) // size)
+        bits = RegisterExt.size(reg) * 8
+        value = (k * 8 * size + c.integer(0, 8 * size - 1)) & ((1 << bits) - 1)
+        fixed[name] = value | (c.immediate(64) >> bits << bits)
     instr.memory_base = base
     instr.memory_index = index
     instr.memory_index_scale = scale
@@ -415,7 +473,7 @@ def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
         instr.memory_displ_size = 1 if -128 <= disp <= 127 else 4
     if broadcast:
         instr.is_broadcast = True
-    if op.can_use_lock_prefix and mem_i == 0 and draw(st.integers(0, 3)) == 3:
+    if op.can_use_lock_prefix and mem_i == 0 and c.integer(0, 3) == 3:
         instr.has_lock_prefix = True
     try:
         encoder = Encoder(64)
@@ -426,8 +484,7 @@ def _draw_once(draw, code, op, info, regions, aligned, avoid, addr32, shapes):
     decoded = Decoder(64, data, ip=0x400000).decode()
     if decoded.code != code or decoded.len != len(data):
         return None
-    accesses = window_accesses(decoded)
-    if not accesses:
+    if not window_accesses(decoded):
         return None
     if shape == "abs" and decoded.is_ip_rel_memory_operand:
         raise AssertionError(f"{decoded}: absolute operand encoded RIP-relative")

@@ -15,13 +15,20 @@ save and restore can use ``[disp32]`` absolute addressing with no register):
 ==============  =========================================================
 offset          contents
 ==============  =========================================================
-0x0000-0x0fff   shadow page: the 4096-byte window image
-0x1000-0x1fff   state block: GPRs, rflags, mxcsr, k0-k7, host slots,
+0x0000-0x0fff   guard page (no access)
+0x1000-0x1fff   shadow page: the 4096-byte window image
+0x2000-0x2fff   guard page
+0x3000-0x3fff   state block: GPRs, rflags, mxcsr, k0-k7, host slots,
                 fault record, zmm0-zmm31
-0x2000-0x3fff   scratch stack (the program's stack; rsp = ``STACK_TOP``)
-0x4000-0x4fff   code: prologue, epilogue, fault handler, the instruction
+0x4000-0x5fff   scratch stack (the program's stack; rsp = ``STACK_TOP``)
+0x6000-0x6fff   guard page
+0x7000-0x7fff   code: prologue, epilogue, fault handler, the instruction
 0x8000-0xffff   alternate signal stack for the fault handler
 ==============  =========================================================
+
+The guard pages turn an access that strays from the shadow page or the stack
+(a bit test with a large register bit offset, say) into a fault instead of a
+corrupted state block.
 
 Faults: while the instruction runs, SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGTRAP are
 routed to a handler (also generated machine code) that records the signal,
@@ -64,11 +71,13 @@ _GPR_OF_REGISTER = dict(zip(_GPR_REGS, GPRS))
 REGION_SIZE = 0x10000
 _CANDIDATE_BASES = (0x10000, 0x20000, 0x30000, 0x40000, 0x50000, 0x60000)
 
-SHADOW_OFF, SHADOW_SIZE = 0x0000, 0x1000
-BLOCK_OFF = 0x1000
-STACK_OFF, STACK_SIZE = 0x2000, 0x2000
-CODE_OFF = 0x4000
+GUARD_OFFS = (0x0000, 0x2000, 0x6000)
+SHADOW_OFF, SHADOW_SIZE = 0x1000, 0x1000
+BLOCK_OFF = 0x3000
+STACK_OFF, STACK_SIZE = 0x4000, 0x2000
+CODE_OFF = 0x7000
 ALTSTACK_OFF, ALTSTACK_SIZE = 0x8000, 0x8000
+WATCHDOG_SECONDS = 2.0      # an instruction that has not finished by then (a branch gone astray) is stopped
 
 # state block fields (offsets inside the block)
 B_GPR = 0x000          # 16 x 8
@@ -89,7 +98,7 @@ C_INSN = 0x800
 # SysV x86-64 user ABI
 _UC_MCONTEXT_RIP = 40 + 16 * 8     # ucontext_t: flags, link, stack_t(24), then gregs; REG_RIP = 16
 _SA_SIGINFO, _SA_ONSTACK, _SA_NODEFER = 0x4, 0x08000000, 0x40000000
-_FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP)
+_FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP, signal.SIGVTALRM)
 
 # rflags bits a user program can load with popfq without changing how the CPU treats it
 # (TF would single-step, AC would turn unaligned accesses into SIGBUS): CF PF AF ZF SF DF OF
@@ -162,6 +171,7 @@ _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                        ctypes.c_long)
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 class _SigSet(ctypes.Structure):
@@ -195,6 +205,9 @@ def _map_region() -> int:
 
 
 REGION_BASE = _map_region()
+for _guard in GUARD_OFFS:
+    if _libc.mprotect(REGION_BASE + _guard, 0x1000, 0) != 0:
+        raise OSError(ctypes.get_errno(), "cannot protect the runner's guard pages")
 SHADOW_BASE = REGION_BASE + SHADOW_OFF
 BLOCK = REGION_BASE + BLOCK_OFF
 STACK_BASE = REGION_BASE + STACK_OFF
@@ -414,7 +427,9 @@ def place(code: bytes) -> Placed:
         raise ValueError(f"{instr}: RIP-relative operands are not placed on the shadow page")
     if _memory_operand_index(instr) is not None:
         moved = instr.copy()
-        moved.memory_displacement = (instr.memory_displacement + SHADOW_BASE) & (2**64 - 1)
+        a32 = RegisterExt.size(instr.memory_base or instr.memory_index) == 4 if (
+            instr.memory_base or instr.memory_index) else instr.memory_displ_size == 4
+        moved.memory_displacement = (instr.memory_displacement + SHADOW_BASE) & (0xFFFFFFFF if a32 else 2**64 - 1)
         if instr.memory_base == Register.NONE and instr.memory_index == Register.NONE:
             if instr.memory_displacement >= 2**31 and instr.memory_displ_size == 8:
                 raise ValueError(f"{instr}: absolute address outside the window")
@@ -470,6 +485,25 @@ def _read_state(template: NativeState) -> NativeState:
     return out
 
 
+class _TimeVal(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long)]
+
+
+class _ITimerVal(ctypes.Structure):
+    _fields_ = [("interval", _TimeVal), ("value", _TimeVal)]
+
+
+_libc.setitimer.argtypes = (ctypes.c_int, ctypes.POINTER(_ITimerVal), ctypes.POINTER(_ITimerVal))
+_ITIMER_VIRTUAL = 1
+_watchdog_off = _ITimerVal()
+
+
+def _arm_watchdog() -> None:
+    seconds = WATCHDOG_SECONDS
+    timer = _ITimerVal(_TimeVal(0, 0), _TimeVal(int(seconds), int(seconds % 1 * 1e6)))
+    _libc.setitimer(_ITIMER_VIRTUAL, ctypes.byref(timer), None)
+
+
 def _call_stub() -> None:
     old_mask = _SigSet()
     old_stack = _Stack()
@@ -482,7 +516,11 @@ def _call_stub() -> None:
                 if _libc.sigaction(sig, ctypes.byref(_handler_action), ctypes.byref(old)) != 0:
                     raise OSError(ctypes.get_errno(), "sigaction")
             try:
-                _stub()
+                _arm_watchdog()
+                try:
+                    _stub()
+                finally:
+                    _libc.setitimer(_ITIMER_VIRTUAL, ctypes.byref(_watchdog_off), None)
             finally:
                 for sig, old in zip(_FAULT_SIGNALS, old_actions):
                     _libc.sigaction(sig, ctypes.byref(old), None)
@@ -542,6 +580,7 @@ def run_in_child(code: bytes, state: NativeState, **kw) -> int:
             for name, amount in (kw.get("bias") or {}).items():
                 run.gpr[name] = (run.gpr[name] + amount) & (2**64 - 1)
             _write_state(run)
+            _arm_watchdog()
             _stub()
         finally:
             os._exit(0)

@@ -227,3 +227,20 @@ def test_string_instruction_with_biased_pointers(rsi, rdi, regs):
     out = N.run_native(bytes.fromhex("48a5"), s, bias=bias)         # movsq
     assert out.gpr["rsi"] == rsi + 8 and out.gpr["rdi"] == rdi + 8
     assert out.shadow[rdi:rdi + 8] == s.shadow[rsi:rsi + 8]
+
+
+def test_stray_access_hits_a_guard_page_not_the_state_block():
+    # bt [0], r12 with a bit offset far past the shadow page: the CPU goes where the offset says
+    s = state_from({"r12": 0x8860})
+    with pytest.raises(N.NativeFault) as info:
+        N.run_native(bytes.fromhex("4c0fbb242500000000"), s)       # btc [0], r12
+    assert info.value.signo == signal.SIGSEGV
+    assert N.run_native(b"\x90", s).gpr["r12"] == 0x8860
+
+
+def test_runaway_instruction_is_stopped(monkeypatch):
+    monkeypatch.setattr(N, "WATCHDOG_SECONDS", 0.2)
+    code = bytes.fromhex("ff242508000000")                          # jmp [8] back onto itself
+    with pytest.raises(N.NativeFault) as info:
+        N.run_native(code, state_from({"rcx": N.place(code).address}))
+    assert info.value.signo == signal.SIGVTALRM

@@ -1,0 +1,355 @@
+"""Run one window instruction through both engines, the host CPU and ``regmap.emulate``, and compare.
+
+The native side (``native_cpu``) executes the instruction against a shadow page holding the register
+image; its result is the CPU's registers *overlaid* with the window bytes the instruction wrote
+(written back through the layout, last: the emulator's rule that an instruction's register writes
+happen first and its window writes after them, so ``xadd [8], rcx`` leaves rcx = 2*rcx).  Every
+general register, rip, rflags (less the flags the instruction leaves undefined), the vector and
+opmask registers the host has, mxcsr and the scratch stack must then agree with the emulator's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import signal
+import struct
+
+from iced_x86 import Formatter, FormatterSyntax, InstructionInfoFactory, MemorySizeExt, OpAccess
+
+import native_cpu as N
+from forms import Form, code_name, form_info
+
+_formatter = Formatter(FormatterSyntax.INTEL)
+_info_factory = InstructionInfoFactory()
+
+# iced RflagsBits -> the rflags bit
+_ICED_FLAGS = {1: 0x800, 2: 0x80, 4: 0x40, 8: 0x10, 16: 0x1, 32: 0x4, 64: 0x400, 128: 0x200, 256: 0x40000}
+IF = 0x200
+_WRITES = {OpAccess.WRITE, OpAccess.READ_WRITE, OpAccess.COND_WRITE, OpAccess.READ_COND_WRITE}
+_SI_KERNEL = 0x80
+# POPFQ in 64-bit mode at CPL 3 (IOPL 0) changes CF PF AF ZF SF TF DF OF NT AC ID, never IF or IOPL
+POPF_WRITABLE = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4000 | 0x40000 | 0x200000
+
+
+def hardware_flags(iced_bits: int) -> int:
+    return sum(hw for bit, hw in _ICED_FLAGS.items() if iced_bits & bit)
+
+
+def disassemble(code: bytes, rip: int = 0) -> str:
+    from iced_x86 import Decoder
+    return _formatter.format(Decoder(64, code, ip=rip).decode())
+
+
+class Mismatch(AssertionError):
+    """The emulator and the host CPU disagree."""
+
+
+class NativeAlignmentFault(Exception):
+    """The CPU raised #GP for a misaligned operand (movdqa and friends): not a comparable example."""
+
+    def __init__(self, fault: N.NativeFault, emulator_outcome: str):
+        self.fault, self.emulator_outcome = fault, emulator_outcome
+        super().__init__(f"{fault}; emulator: {emulator_outcome}")
+
+
+@dataclasses.dataclass
+class Outcome:
+    kind: str            # "compared", "divide-error"
+    compared: tuple[str, ...] = ()
+
+
+GPRS = N.GPRS
+
+
+def _vector_names() -> list[str]:
+    return [f"zmm{i}" for i in range(N.vector_count())]
+
+
+def _load_layout(layout):
+    from regmap.layout import load_layout
+    return layout if layout is not None and not isinstance(layout, str) else load_layout(layout)
+
+
+def window_writes(instr, offset: int, gpr: dict[str, int]) -> list[tuple[int, int]]:
+    """(offset, size) of the window bytes ``instr`` writes through its explicit memory operand
+    (whose effective address is ``offset``), given the general registers ``gpr`` before it."""
+    from forms import BASIS_OF_GPR64, form_info
+    from iced_x86 import RegisterExt
+    out = []
+    info = form_info(instr.code)
+    for m in _info_factory.info(instr).used_memory():
+        if m.base == instr.memory_base and m.index == instr.memory_index and m.access in _WRITES:
+            size = MemorySizeExt.size(m.memory_size)
+            at = offset + (m.displacement - instr.memory_displacement)
+            if info.bit_offset_operand is not None:
+                # bts/btr/btc m, r: the word written is size * (bit offset div (8 * size)) bytes away
+                reg = instr.op_register(info.bit_offset_operand)
+                bits = RegisterExt.size(reg) * 8
+                value = gpr[BASIS_OF_GPR64[RegisterExt.full_register(reg)]] & ((1 << bits) - 1)
+                if value >> (bits - 1):
+                    value -= 1 << bits
+                at += size * (value // (8 * size))
+            out.append((at, size))
+    return out
+
+
+def undefined_flags(instr, regs: dict[str, int]) -> int:
+    """The rflags bits the comparison ignores: those iced calls undefined for ``instr``."""
+    return hardware_flags(instr.rflags_undefined)
+
+
+def _fmt_inputs(values: dict[str, int], names) -> str:
+    return "\n".join(f"    {n:7} = {values.get(n, 0):#x}" for n in names)
+
+
+def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layout=None,
+          target_from_window: bool = False) -> Outcome:
+    """Execute ``code`` natively and in the emulator from basis register values ``regs``; compare.
+
+    ``regs`` is given as the emulator sees it, except rip (set here: where the instruction runs
+    natively, less the length difference of the re-encoding) and rflags' IF (always set in user
+    mode).  ``stack`` is the scratch stack's initial bytes.  Raises ``Mismatch`` on any disagreement,
+    ``NativeAlignmentFault`` for a misaligned operand the CPU refuses.
+    """
+    import regmap
+    from regmap.errors import DivideError, MemoryFault, RegmapError
+
+    lay = _load_layout(layout)
+    placed = N.place(code)
+    instr = placed.instruction
+    values = {k: v for k, v in regs.items()}
+    values["rip"] = placed.emulator_rip
+    values["rflags"] = (values.get("rflags", 0) & N.USER_RFLAGS) | 0x2 | IF
+    values.setdefault("mxcsr", 0x1F80)
+    stack = bytes(N.STACK_SIZE) if stack is None else bytes(stack)
+
+    # the window image: a read of rip's slot gives the next instruction's address
+    shadow = lay.image(dict(values, rip=placed.after))
+    state = N.NativeState(
+        gpr={n: values.get(n, 0) for n in GPRS}, rflags=values["rflags"],
+        zmm=[values.get(f"zmm{i}", 0) for i in range(32)], k=[values.get(f"k{i}", 0) for i in range(8)],
+        mxcsr=values["mxcsr"], shadow=shadow, stack=stack)
+    ea = N.window_address(instr, state.gpr)
+
+    def context() -> str:
+        used = list(GPRS) + ["rip", "rflags", "mxcsr"] + _other_registers(instr, lay, ea)
+        return (f"{placed.code.hex(' ')}    {_formatter.format(instr)}    ({code_name(instr.code)})\n"
+                f"  operand at window {ea if ea is None else hex(ea)}: {_describe(lay, instr, ea)}\n"
+                f"  inputs:\n{_fmt_inputs(values, used)}")
+
+    # emulator
+    emu_error = None
+    try:
+        emu = regmap.emulate(placed.code, dict(values), rip=placed.emulator_rip, layout=lay,
+                             memory={N.STACK_BASE: stack})
+    except RegmapError as exc:
+        emu, emu_error = None, exc
+
+    # native
+    try:
+        native = N.run_native(placed.code, state)
+    except N.NativeFault as fault:
+        misaligned = ea is not None and fault.signo == signal.SIGSEGV and fault.si_code == _SI_KERNEL
+        if misaligned:
+            raise NativeAlignmentFault(fault, "raised " + type(emu_error).__name__ if emu_error else "executed it")
+        if fault.signo == signal.SIGFPE and isinstance(emu_error, DivideError):
+            return Outcome("divide-error")
+        if fault.signo == signal.SIGSEGV and isinstance(emu_error, MemoryFault):
+            return Outcome("memory-fault")
+        raise Mismatch(f"the CPU faulted ({fault}) but the emulator "
+                       + (f"raised {emu_error!r}" if emu_error else "executed the instruction")
+                       + "\n" + context()) from None
+    if emu_error is not None:
+        raise Mismatch(f"the emulator raised {emu_error!r} but the CPU executed the instruction\n"
+                       + context()) from None
+
+    # expected: the CPU's registers, then the window bytes it wrote, through the layout
+    expected = dict(native.gpr)
+    expected["rflags"] = native.rflags
+    for i in range(N.vector_count()):
+        expected[f"zmm{i}"] = native.zmm[i]
+    if N.vector_width() == 512:
+        for i in range(8):
+            expected[f"k{i}"] = native.k[i]
+    expected["mxcsr"] = native.mxcsr
+    expected["rip"] = placed.after
+    window_basis: set[str] = set()
+    if ea is not None:
+        for off, size in window_writes(instr, ea, state.gpr):
+            data = int.from_bytes(native.shadow[off:off + size], "little")
+            window_basis |= {s.basis for s in lay.resolve(off, size)}
+            lay.write(off, size, data, expected)
+        if "rflags" in window_basis:
+            # a window store to rflags acts as POPFQ at CPL 3 would: only user-writable flags change
+            expected["rflags"] = (native.rflags & ~POPF_WRITABLE) | (expected["rflags"] & POPF_WRITABLE) | 0x2
+    # the emulator's view of the stack after its writes
+    emu_stack = bytearray(stack)
+    for address, data in emu.memory_writes:
+        if not (N.STACK_BASE <= address and address + len(data) <= N.STACK_BASE + N.STACK_SIZE):
+            raise Mismatch(f"the emulator wrote {len(data)} bytes at {address:#x}, outside the scratch "
+                           f"stack\n" + context())
+        emu_stack[address - N.STACK_BASE:address - N.STACK_BASE + len(data)] = data
+
+    diffs = []
+    width_mask = (1 << N.vector_width()) - 1
+    ignore = undefined_flags(instr, values)
+    for name, want in expected.items():
+        got = emu.regs.get(name, 0)
+        if name.startswith("zmm"):
+            got &= width_mask
+            want &= width_mask
+        elif name == "rflags":
+            got &= ~ignore & (2**64 - 1)
+            want &= ~ignore & (2**64 - 1)
+        if got != want:
+            note = ""
+            if name == "rflags":
+                note = f"   (differing bits {got ^ want:#x}; undefined, ignored: {ignore:#x})"
+            diffs.append(f"    {name:7} CPU {want:#x}\n    {'':7} emu {got:#x}{note}")
+    if bytes(emu_stack) != native.stack:
+        at = next(i for i in range(N.STACK_SIZE) if emu_stack[i] != native.stack[i])
+        lo = at & ~7
+        diffs.append(f"    stack   at {N.STACK_BASE + lo:#x}: CPU {native.stack[lo:lo + 16].hex()} "
+                     f"emu {bytes(emu_stack[lo:lo + 16]).hex()}")
+    if diffs:
+        raise Mismatch("the emulator disagrees with the CPU\n" + context() + "\n  differences:\n"
+                       + "\n".join(diffs))
+    return Outcome("compared", tuple(expected))
+
+
+def check_minimized(form: Form, regs: dict[str, int], *, stack: bytes | None = None, layout=None) -> Outcome:
+    """``check``, and on a mismatch simplify the inputs (registers to zero, one at a time, while the
+    instruction still disagrees) so the report shows what matters."""
+    try:
+        return check(form.bytes, regs, stack=stack, layout=layout)
+    except Mismatch as first:
+        failure = first
+    info = form_info(form.code)
+    keep = set(form.fixed)
+    if info.uses_stack:
+        keep.add("rsp")
+    if info.is_branch:
+        from forms import slot_registers
+        keep |= slot_registers(form.offset, form.size)
+    current = dict(regs)
+    simple = {"rflags": 0, "mxcsr": 0x1F80}
+    for name in [n for n in current if n not in keep]:
+        target = simple.get(name, 0)
+        if current[name] == target:
+            continue
+        trial = dict(current, **{name: target})
+        try:
+            check(form.bytes, trial, stack=stack, layout=layout)
+        except Mismatch as still:
+            current, failure = trial, still
+        except Exception:
+            pass
+    raise Mismatch(f"{failure}\n  (inputs simplified from the failing example; form {form!r})") from None
+
+
+def _other_registers(instr, lay, ea) -> list[str]:
+    """Vector and opmask registers ``instr`` uses or its window operand covers (by basis name)."""
+    from iced_x86 import RegisterExt
+    names = []
+    for used in _info_factory.info(instr).used_registers():
+        reg = used.register
+        if RegisterExt.is_vector_register(reg):
+            names.append(f"zmm{RegisterExt.number(reg)}")
+        elif RegisterExt.is_k(reg):
+            names.append(f"k{RegisterExt.number(reg)}")
+    if ea is not None:
+        try:
+            names += [s.basis for s in lay.resolve(ea, max(MemorySizeExt.size(instr.memory_size), 1))]
+        except Exception:
+            pass
+    return [n for i, n in enumerate(names) if n not in names[:i] and n not in GPRS and n not in ("rip", "rflags", "mxcsr")]
+
+
+def _describe(lay, instr, ea) -> str:
+    if ea is None:
+        return "-"
+    size = MemorySizeExt.size(instr.memory_size)
+    try:
+        return lay.describe(ea, max(size, 1)) + f" ({size} bytes)"
+    except Exception as exc:                                          # a hole
+        return f"{exc}"
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+_EDGES64 = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
+            2**63 - 1, 2**63, 2**64 - 1, 2**64 - 2)
+_FLOAT32 = (0x00000000, 0x80000000, 0x3F800000, 0xBF800000, 0x7F800000, 0xFF800000, 0x7FC00000,
+            0xFFC00000, 0x7F800001, 0x00000001, 0x007FFFFF, 0x7F7FFFFF, 0x4B000000)
+_FLOAT64 = (0, 2**63, 0x3FF0000000000000, 0xBFF0000000000000, 0x7FF0000000000000, 0xFFF0000000000000,
+            0x7FF8000000000000, 0x7FF0000000000001, 1, 0x000FFFFFFFFFFFFF, 0x7FEFFFFFFFFFFFFF)
+
+
+def random_vector(rng: random.Random, bits: int = 512) -> int:
+    """A vector value whose lanes mix random bits, integer edges and float specials."""
+    style = rng.randrange(6)
+    if style == 0:
+        return rng.getrandbits(bits)
+    value = 0
+    for lane in range(bits // 64):
+        pick = rng.randrange(5)
+        if pick == 0:
+            q = rng.choice(_EDGES64)
+        elif pick == 1:
+            q = rng.choice(_FLOAT32) | rng.choice(_FLOAT32) << 32
+        elif pick == 2:
+            q = rng.choice(_FLOAT64)
+        elif pick == 3:
+            q = int.from_bytes(bytes(rng.choice((0, 0x7F, 0x80, 0xFF, 1)) for _ in range(8)), "little")
+        else:
+            q = rng.getrandbits(64)
+        value |= q << (64 * lane)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# the session's tally
+
+
+class Report:
+    """What the oracle suite verified, skipped and learned, for the terminal summary."""
+
+    def __init__(self):
+        self.verified: dict[int, set[bool]] = {}
+        self.skipped: dict[int, str] = {}
+        self.alignment_required: dict[int, str] = {}
+        self.outcomes: dict[str, int] = {}
+
+    def passed(self, code: int, aligned: bool, kind: str) -> None:
+        self.verified.setdefault(code, set()).add(aligned)
+        self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
+
+    def skip(self, code: int, reason: str) -> None:
+        self.skipped[code] = reason
+
+    def alignment(self, code: int, refused: NativeAlignmentFault) -> None:
+        self.alignment_required.setdefault(
+            code, f"the CPU raises #GP for a misaligned operand (emulator: {refused.emulator_outcome})")
+
+    def summary_lines(self) -> list[str]:
+        if not (self.verified or self.skipped):
+            return []
+        both = sum(1 for v in self.verified.values() if len(v) == 2)
+        lines = [f"oracle: {len(self.verified)} instruction forms (iced Code values) verified against the host CPU "
+                 f"({both} both aligned and unaligned; {sum(self.outcomes.values())} examples: "
+                 + ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items())) + ")"]
+        if self.alignment_required:
+            lines.append(f"oracle: {len(self.alignment_required)} forms need an aligned operand on the CPU "
+                         "(misaligned case skipped):")
+            for code, why in sorted(self.alignment_required.items(), key=lambda kv: code_name(kv[0])):
+                lines.append(f"    {code_name(code)}: {why}")
+        skipped = {c: r for c, r in self.skipped.items() if c not in self.verified}
+        if skipped:
+            lines.append(f"oracle: {len(skipped)} forms skipped:")
+            for code, why in sorted(skipped.items(), key=lambda kv: code_name(kv[0])):
+                lines.append(f"    {code_name(code)}: {why}")
+        return lines
+
+
+REPORT = Report()

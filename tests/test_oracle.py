@@ -1,0 +1,173 @@
+"""Every instruction form the emulator supports, against the host CPU.
+
+Each supported iced ``Code`` is driven by hypothesis through ``oracle.check`` twice: with its window
+operand naturally aligned and misaligned (forms whose operand is a single byte have no misaligned
+case; forms the CPU refuses misaligned, such as movdqa, are skipped for it with the reason).
+The session summary says how many forms were verified.
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import native_cpu as N
+import oracle
+from forms import (Impossible, code_name, form_info, forms, host_can_run, random_form, slot_registers,
+                   window_regions)
+
+try:
+    from regmap.x86 import supported_codes
+    SUPPORTED = sorted(supported_codes())
+    _IMPORT_ERROR = ""
+except Exception as exc:                          # the emulator is not importable: say so, run nothing
+    SUPPORTED, _IMPORT_ERROR = [], f"{type(exc).__name__}: {exc}"
+
+# hypothesis examples per (form, alignment), each checking 1 + EXTRA_FORMS encodings with
+# REGISTER_SETS register sets: the whole suite should stay within a few minutes on 2 cores
+EXAMPLES = int(os.environ.get("REGMAP_ORACLE_EXAMPLES", "0")) or max(5, min(30, 8000 // max(1, len(SUPPORTED))))
+EXTRA_FORMS = 2
+REGISTER_SETS = 3
+
+REPORT = oracle.REPORT
+
+_EDGE64 = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
+           0x100000000, 2**63 - 1, 2**63, 2**64 - 1, 2**64 - 2)
+
+
+def random_gpr(rng: random.Random) -> int:
+    """A general-register value: edges, small counts, sign-extended 32-bit values, or random bits."""
+    pick = rng.randrange(8)
+    if pick < 2:
+        return rng.choice(_EDGE64)
+    if pick == 2:
+        return rng.randrange(0, 70)                          # shift and rotate counts, bit indexes
+    if pick == 3:
+        return rng.getrandbits(32) | (2**64 - 2**32)         # a negative int32, sign-extended
+    if pick == 4:
+        return rng.getrandbits(rng.choice((8, 16, 32)))
+    return rng.getrandbits(64)
+
+
+def random_inputs(form, rng: random.Random):
+    """Basis register values (the form's address registers fixed) and the scratch stack's bytes."""
+    info = form_info(form.code)
+    regs = {name: random_gpr(rng) for name in N.GPRS}
+    regs["rflags"] = rng.getrandbits(12)
+    for i in range(32):
+        regs[f"zmm{i}"] = oracle.random_vector(rng)
+    for i in range(8):
+        regs[f"k{i}"] = rng.choice((0, 2**64 - 1, 0xFFFF, rng.getrandbits(64), rng.getrandbits(16)))
+    regs["mxcsr"] = (0x1F80 | rng.choice((0, 0, 1, 2, 3)) << 13 | rng.choice((0, 0, 0x8040))
+                     | rng.getrandbits(6) * rng.randrange(2))
+    regs.update(form.fixed)
+    if info.uses_stack:
+        regs["rsp"] = N.STACK_TOP
+    if info.is_branch:
+        # the target is read from the window: make it the native instruction's end, where the stub goes on
+        from regmap.layout import load_layout
+        load_layout().write(form.offset, form.size, N.place(form.bytes).after, regs)
+    return regs, rng.randbytes(N.STACK_SIZE)
+
+
+def verify(form, rng: random.Random, count: int = 1) -> str:
+    """Check ``form`` against the CPU with ``count`` random register sets; the last outcome's kind."""
+    kind = ""
+    for _ in range(count):
+        regs, stack = random_inputs(form, rng)
+        kind = oracle.check_minimized(form, regs, stack=stack).kind
+    return kind
+
+
+def _skip_reason(code: int) -> str:
+    info = form_info(code)
+    if not info.drivable:
+        return f"generator: {info.reason}"
+    ok, why = host_can_run(code, N.cpu_flags())
+    if not ok:
+        return why
+    return ""
+
+
+def _params():
+    if not SUPPORTED:
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"regmap.x86 unavailable: {_IMPORT_ERROR}"))]
+    return [pytest.param(code, aligned, id=f"{code_name(code)}-{'aligned' if aligned else 'unaligned'}")
+            for code in SUPPORTED for aligned in (True, False)]
+
+
+@pytest.mark.parametrize("code, aligned", _params())
+def test_oracle(code, aligned):
+    reason = _skip_reason(code)
+    if reason:
+        REPORT.skip(code, reason)
+        pytest.skip(reason)
+    if not aligned and code in REPORT.alignment_required:
+        pytest.skip(REPORT.alignment_required[code])
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                     HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @given(data=st.data())
+    def run(data):
+        form = data.draw(forms(code, aligned=aligned), label="form")
+        rng = random.Random(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+        # the drawn form, then a few more from the seed: hypothesis' bookkeeping costs more than a check
+        cases = [form] + [random_form(code, rng, aligned=aligned) for _ in range(EXTRA_FORMS)]
+        for case in cases:
+            try:
+                kind = verify(case, rng, REGISTER_SETS)
+            except oracle.NativeAlignmentFault as refused:
+                REPORT.alignment(code, refused)
+                pytest.skip(REPORT.alignment_required[code])
+            REPORT.passed(code, aligned, kind)
+
+    try:
+        run()
+    except Impossible as exc:
+        REPORT.skip(code, f"generator: {exc}")
+        pytest.skip(f"generator: {exc}")
+
+
+# ---------------------------------------------------------------------------------------------
+# targeted: the special slots (rip reads as the next instruction's address; rflags, mxcsr)
+
+def _reading_codes():
+    from iced_x86 import Code
+    wanted = ("MOV_R64_RM64", "ADD_R64_RM64", "CMP_RM64_R64", "MOV_R32_RM32", "MOVZX_R32_RM8", "PUSH_RM64")
+    return [getattr(Code, n) for n in wanted if getattr(Code, n) in set(SUPPORTED)]
+
+
+def _writing_codes():
+    from iced_x86 import Code
+    wanted = ("MOV_RM64_R64", "MOV_RM32_R32", "MOV_RM8_R8", "OR_RM64_R64", "AND_RM32_IMM32", "XOR_RM16_R16",
+              "ADD_RM64_IMM8", "MOV_RM64_IMM32")
+    return [getattr(Code, n) for n in wanted if getattr(Code, n) in set(SUPPORTED)]
+
+
+@pytest.mark.parametrize("code", _reading_codes() or [None], ids=lambda c: code_name(c) if c else "none")
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_special_slots_read(code, data):
+    """Reads of rip (the next instruction's address), rflags and mxcsr through the window."""
+    if code is None:
+        pytest.skip("no reading form supported yet")
+    form = data.draw(forms(code, kinds=("special",), avoid=frozenset({"rsp"})))
+    verify(form, random.Random(data.draw(st.integers(0, 2**32 - 1))), REGISTER_SETS)
+
+
+@pytest.mark.parametrize("code", _writing_codes() or [None], ids=lambda c: code_name(c) if c else "none")
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_special_slots_written(code, data):
+    """Stores to rflags through the window: only user-writable flags change, as with POPFQ."""
+    if code is None:
+        pytest.skip("no writing form supported yet")
+    form = data.draw(forms(code, regions=_rflags_region(), kinds=("special",)))
+    verify(form, random.Random(data.draw(st.integers(0, 2**32 - 1))), REGISTER_SETS)
+
+
+def _rflags_region():
+    return tuple(r for r in window_regions() if slot_registers(r.start, r.end - r.start) == {"rflags"})
