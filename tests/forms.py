@@ -134,6 +134,7 @@ class FormInfo:
     uses_stack: bool
     encoding: int
     bit_offset_operand: int | None = None   # BT/BTS/BTR/BTC m, r: the register that moves the access
+    far: bool = False                       # far jmp/call: the operand is offset:selector
 
 
 _CODE_NAMES = {v: k for k, v in Code.__dict__.items() if isinstance(v, int) and not k.startswith("_")}
@@ -174,14 +175,14 @@ def form_info(code: int) -> FormInfo:
     is_branch = flow in (FlowControl.INDIRECT_BRANCH, FlowControl.INDIRECT_CALL)
     if flow not in (FlowControl.NEXT, FlowControl.INDIRECT_BRANCH, FlowControl.INDIRECT_CALL):
         return no(f"flow control {flow} (not a plain or indirect-branch instruction)")
-    if probe.is_jmp_far_indirect or probe.is_call_far_indirect:
-        return no("far branch (loads cs)")
+    far = probe.is_jmp_far_indirect or probe.is_call_far_indirect
     if is_branch and op.operand_size == 16:
-        return no("16-bit indirect branch (truncates rip)")
+        return no("16-bit branch target: cannot reach the native stub (above 0xffff)")
     bit_offset = None
     if probe.mnemonic in (Mnemonic.BT, Mnemonic.BTS, Mnemonic.BTR, Mnemonic.BTC) and kinds[1] in _REGISTER_KINDS:
         bit_offset = 1
-    return FormInfo(code, name, True, "", mem[0], is_branch, op.is_stack_instruction, op.encoding, bit_offset)
+    return FormInfo(code, name, True, "", mem[0], is_branch, op.is_stack_instruction, op.encoding, bit_offset,
+                    far)
 
 
 _CPUID_FLAGS = {  # iced CpuidFeature name -> /proc/cpuinfo flag ("" = every x86-64 CPU has it)

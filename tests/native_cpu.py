@@ -586,3 +586,7 @@ def run_in_child(code: bytes, state: NativeState, **kw) -> int:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
     return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+
+
+# the code segment selector this process runs with (a far branch through the window must load it again)
+USER_CS = run_native(b"\x8c\xc8", NativeState()).gpr["rax"] & 0xFFFF      # mov eax, cs

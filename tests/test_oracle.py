@@ -68,7 +68,13 @@ def random_inputs(form, rng: random.Random):
     if info.is_branch:
         # the target is read from the window: make it the native instruction's end, where the stub goes on
         from regmap.layout import load_layout
-        load_layout().write(form.offset, form.size, N.place(form.bytes).after, regs)
+        layout = load_layout()
+        if info.far:      # offset, then the selector: the one this process already runs in
+            layout.write(form.offset, form.size - 2, N.place(form.bytes).after, regs)
+            layout.write(form.offset + form.size - 2, 2, N.USER_CS, regs)
+            regs["cs"] = N.USER_CS
+        else:
+            layout.write(form.offset, form.size, N.place(form.bytes).after, regs)
     return regs, rng.randbytes(N.STACK_SIZE)
 
 
