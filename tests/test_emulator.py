@@ -195,3 +195,20 @@ def test_repe_cmpsb_compares_two_registers():
     regs = run("f3 a6", {"rsi": 0x10, "rdi": 0x18, "rcx": 8, "rdx": 0x0102030405060708,
                          "rbx": 0x0102030405FF0708})
     assert regs["zf"] == 0 and regs["rcx"] == 5 and regs["rsi"] == 0x13
+
+
+def test_the_operand_address_is_fixed_before_the_instruction_writes_its_base():
+    """cmpxchg8b [rdx-1] failing writes edx: the operand written back is still the one read."""
+    regs = run("0f c7 4a ff", {"rdx": 1, "rax": 5})  # [rdx-1] = [0] = rax
+    assert regs["zf"] == 0 and regs["rax"] == 5 and regs["rdx"] == 0
+    regs = run("48 0f c1 49 f8", {"rcx": 8})  # xadd [rcx-8], rcx: [0] is rax
+    assert regs["rax"] == 8 and regs["rcx"] == 0
+
+
+def test_pop_with_an_rsp_based_destination_uses_the_incremented_rsp():
+    stack = 0x7000_0000
+    # pop qword [rsp - 0x70000008 + 8]: after the increment, rsp - stack - 8 + ... = 0x38 (rdi)
+    disp = (0x38 - (stack + 8)) & 0xFFFFFFFF
+    code = bytes.fromhex("8f 84 24") + disp.to_bytes(4, "little")
+    regs = regmap.emulate(code, {"rsp": stack}, memory={stack: (0xABC).to_bytes(8, "little")}).regs
+    assert regs["rdi"] == 0xABC and regs["rsp"] == stack + 8

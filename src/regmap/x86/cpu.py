@@ -29,7 +29,7 @@ class Access(NamedTuple):
 
 class Cpu:
     __slots__ = ("machine", "layout", "regs", "dirty", "window_writes", "memory_writes",
-                 "accesses", "next_ip")
+                 "accesses", "next_ip", "addresses")
 
     def __init__(self, machine, layout, next_ip: int, trace: bool):
         self.machine = machine
@@ -40,6 +40,7 @@ class Cpu:
         self.memory_writes: list[tuple[int, bytes]] = []
         self.accesses: list[Access] | None = [] if trace else None
         self.next_ip = next_ip
+        self.addresses: dict = {}  # memory operand -> its effective address in this instruction
 
     # registers -------------------------------------------------------------
     def reg(self, basis: str) -> int:

@@ -76,6 +76,15 @@ class MemoryOperand:
         self.displacement, self.segment_base, self.address_mask = displacement, segment_base, address_mask
 
     def address(self, cpu) -> int:
+        """The effective address, computed once per instruction: register writes made by the
+        instruction itself (cmpxchg8b to edx, xadd to its base) do not move its operand."""
+        try:
+            return cpu.addresses[self]
+        except KeyError:
+            address = cpu.addresses[self] = self._effective_address(cpu)
+            return address
+
+    def _effective_address(self, cpu) -> int:
         ea = self.displacement
         if self.base is not None:
             ea += self.base.read(cpu)

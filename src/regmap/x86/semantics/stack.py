@@ -26,4 +26,5 @@ def pop(cpu, form):
     rsp = cpu.reg("rsp")
     value = form.read_memory(cpu, rsp, size)
     cpu.set_reg("rsp", (rsp + size) & mask(64))
+    cpu.addresses.pop(dest, None)
     dest.write(cpu, value)
