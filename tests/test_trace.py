@@ -350,6 +350,20 @@ def test_no_compiler_on_path(tmp_path):
     assert "no C compiler on PATH" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+def test_assembly_without_a_compiler_uses_as_and_ld(tmp_path):
+    tools = {name: shutil.which(name) for name in ("as", "ld")}
+    if not all(tools.values()):
+        pytest.skip("binutils' as and ld are not on PATH")
+    only = tmp_path / "bin"
+    only.mkdir()
+    for name, path in tools.items():
+        (only / name).symlink_to(path)
+    env = {**os.environ, "PATH": str(only)}
+    env.pop("CC", None)
+    result = regmap("run", "examples/example.s", env=env)
+    assert (result.stdout, result.returncode) == ("memory-mapped registers work!\n", 0)
+
+
 def test_not_allowed_to_trace(built):
     # regmap under regmap: the inner one's child is already traced by the outer one
     result = regmap("exec", sys.executable, "-m", "regmap.cli", "exec", built["faults"], "exit3",
