@@ -14,6 +14,13 @@ from regmap.x86.emulator import Emulator, Step
 _EMULATORS: dict[int, Emulator] = {}
 
 
+class _Registers:
+    """The pure machine's register namespace: its dict, as attributes; unset registers read 0."""
+
+    def __getattr__(self, basis: str) -> int:
+        return 0
+
+
 class PureMachine:
     """A `Machine` over a dict of basis registers and a map address -> bytes of real memory.
 
@@ -23,7 +30,9 @@ class PureMachine:
 
     def __init__(self, registers: dict[str, int] | None = None,
                  memory: dict[int, bytes] | None = None):
-        self.registers = dict(registers or {})
+        self.namespace = _Registers()
+        self.registers = self.namespace.__dict__
+        self.registers.update(registers or {})
         self.regions = {start: bytearray(data) for start, data in (memory or {}).items()}
         self.memory_writes: list[tuple[int, bytes]] = []
 

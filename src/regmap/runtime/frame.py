@@ -320,8 +320,8 @@ class FrameMachine:
     for a general register.
     """
 
-    __slots__ = ("ctx", "info", "frame", "read_register", "write_register", "fetch_direct",
-                 "window", "site")
+    __slots__ = ("ctx", "info", "frame", "namespace", "read_register", "write_register",
+                 "fetch_direct", "window", "site")
 
     def __init__(self, ctx: int, info: int, window: int = 4096):
         self.ctx = ctx
@@ -331,6 +331,7 @@ class FrameMachine:
         else:
             self.frame = SplitFrame.from_address(ctx)
             self.frame.__dict__["info"] = info
+        self.namespace = self.frame  # every basis register is an attribute of the frame
         self.read_register = functools.partial(getattr, self.frame)
         self.write_register = functools.partial(setattr, self.frame)
         self.fetch_direct = False

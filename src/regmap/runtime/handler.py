@@ -106,7 +106,7 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
         if site is not None:
             fast = site.fast
             if fast is not None and site.check.raw == site.code and TRACE is None:
-                fast(machine)
+                fast(frame)
                 site.count += 1
                 return
         emulate(signo, info, machine, state)
@@ -148,7 +148,8 @@ def fast_path(state: State, step):
     """The emulator's straight-line function for the instruction just run, if it has one.
 
     (`Emulator.form_at(address, code)` returns the cached decoded form; its
-    ``fast(machine)`` is what ``step`` itself runs for that form.)
+    ``fast(registers)``, over the machine's register namespace (the frame), is
+    what ``step`` itself runs for that form.)
     """
     form_at = getattr(state.emulator, "form_at", None)
     if form_at is None:

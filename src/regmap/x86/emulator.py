@@ -86,6 +86,26 @@ class Form:
         return _MNEMONIC_NAMES.get(self.mnemonic, "?")
 
 
+class _RegisterAttributes:
+    """A register namespace for a machine that has none: attribute access through its methods."""
+    __slots__ = ("_machine",)
+
+    def __init__(self, machine):
+        object.__setattr__(self, "_machine", machine)
+
+    def __getattr__(self, basis: str) -> int:
+        return self._machine.read_register(basis)
+
+    def __setattr__(self, basis: str, value: int) -> None:
+        self._machine.write_register(basis, value)
+
+
+def register_namespace(machine):
+    """The machine's `namespace` (``namespace.rax`` is rax), or an adapter over its methods."""
+    namespace = getattr(machine, "namespace", None)
+    return namespace if namespace is not None else _RegisterAttributes(machine)
+
+
 class Step(NamedTuple):
     address: int
     code: bytes
@@ -121,7 +141,7 @@ class Emulator:
         rip = machine.read_register("rip")
         form = self.form_at(rip, machine.fetch(rip))
         if form.fast is not None and not trace:
-            form.fast(machine)
+            form.fast(register_namespace(machine))
             return form.result
         cpu = Cpu(machine, self.layout, form.next_ip, trace)
         if not any(op.in_window(cpu) for op in form.memory):

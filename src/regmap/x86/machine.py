@@ -18,6 +18,10 @@ from typing import Protocol
 
 
 class Machine(Protocol):
+    # Optional: ``namespace``, an object whose attribute ``rax`` reads and writes basis register
+    # rax (every basis register the machine has).  The emulator's compiled fast paths use it:
+    # an attribute access costs less than a method call.  Without it they go through the methods.
+
     def read_register(self, basis: str) -> int:
         """The full value of basis register ``basis``."""
 
