@@ -135,6 +135,7 @@ class FormInfo:
     encoding: int
     bit_offset_operand: int | None = None   # BT/BTS/BTR/BTC m, r: the register that moves the access
     far: bool = False                       # far jmp/call: the operand is offset:selector
+    string: str = ""                        # movs/cmps/stos/lods/scas: which of them
 
 
 _CODE_NAMES = {v: k for k, v in Code.__dict__.items() if isinstance(v, int) and not k.startswith("_")}
@@ -158,6 +159,9 @@ def form_info(code: int) -> FormInfo:
         return no("not available in 64-bit mode")
     if op.encoding not in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX):
         return no("encoding other than legacy/VEX/EVEX")
+    string = _string_kind(op)
+    if string:
+        return FormInfo(code, name, True, "", None, False, False, op.encoding, None, False, string)
     if len(mem) != 1:
         return no("no explicit memory operand" if not mem else "several memory operands")
     bad = [k for k in kinds if k in _UNDRIVABLE]
@@ -220,8 +224,10 @@ class Form:
     size: int                    # bytes it spans
     fixed: dict                  # basis register -> value the address needs
     instruction: Instruction     # decoded ``bytes``
-    address_shape: str           # "abs", "base", "base+index", "index", "moffs" (+ "/a32")
+    address_shape: str           # "abs", "base", "base+index", "index", "moffs", "string" (+ "/a32")
     aligned: bool
+    bias: dict = dataclasses.field(default_factory=dict)   # registers the native run offsets onto the shadow page
+    rflags_fixed: tuple = (0, 0)                           # (mask, value) of rflags bits the form needs
 
     def __repr__(self) -> str:
         regs = ", ".join(f"{k}={v:#x}" for k, v in sorted(self.fixed.items()))
@@ -315,6 +321,12 @@ def generate(code: int, c: Chooser, *, regions: tuple[Region, ...] | None = None
         raise Impossible(info.reason)
     op = OpCodeInfo(code)
     regions = tuple(r for r in (regions or window_regions()) if r.kind in kinds)
+    if info.string:
+        for _attempt in range(40):
+            form = _draw_string(c, code, op, info, regions, aligned, addr32)
+            if form is not None:
+                return form
+        raise Impossible(f"{info.name}: no valid encoding found in 40 attempts")
     avoid = set(avoid)
     if info.uses_stack:
         avoid.add("rsp")
@@ -490,3 +502,86 @@ def _draw_once(c: Chooser, code, op, info, regions, aligned, avoid, addr32, shap
     if shape == "abs" and decoded.is_ip_rel_memory_operand:
         raise AssertionError(f"{decoded}: absolute operand encoded RIP-relative")
     return Form(code, data, offset, size, fixed, decoded, shape + ("/a32" if a32 else ""), is_aligned)
+
+
+# ---------------------------------------------------------------------------------------------
+# string instructions: rsi and/or rdi point into the window (or one of them at the scratch stack)
+
+_STRING_ROLES = {  # kind -> (reads [rsi], reads or writes [rdi], writes [rdi], may take repe/repne)
+    "movs": (True, True, True, False), "cmps": (True, True, False, True), "stos": (False, True, True, False),
+    "lods": (True, False, False, False), "scas": (False, True, False, True),
+}
+_STRING_OPCODES = {0xA4: "movs", 0xA5: "movs", 0xA6: "cmps", 0xA7: "cmps", 0xAA: "stos", 0xAB: "stos",
+                   0xAC: "lods", 0xAD: "lods", 0xAE: "scas", 0xAF: "scas"}
+# a repeated string instruction updates these registers between iterations: its accesses keep off
+# their slots (the host reads the shadow page, where they do not move; the window would track them)
+_REP_RESERVED = frozenset({"rax", "rcx", "rsi", "rdi"})
+
+
+def _string_kind(op) -> str:
+    if op.encoding != EncodingKind.LEGACY or op.table != 0 or op.op_code not in _STRING_OPCODES:
+        return ""
+    return _STRING_OPCODES[op.op_code]
+
+
+def _draw_string(c: Chooser, code, op, info, regions, aligned, addr32):
+    import native_cpu as N
+    reads_rsi, uses_rdi, writes_rdi, conditional = _STRING_ROLES[info.string]
+    size = MemorySizeExt.size(op.memory_size)
+    pointers = (["rsi"] if reads_rsi else []) + (["rdi"] if uses_rdi else [])
+    a32 = c.integer(0, 7) == 7 if addr32 is None else addr32
+    prefix = c.choice(("", "", "rep") + (("repne",) if conditional else ()))
+    count = c.integer(1, 6) if prefix else 1
+    df = c.integer(0, 3) == 3
+    # which pointers address the window; any other points at the scratch stack
+    sides = {p: "window" for p in pointers}
+    if len(pointers) == 2 and c.integer(0, 2) == 0:
+        sides[c.choice(pointers)] = "stack"
+    fixed: dict[str, int] = {}
+    bias: dict[str, int] = {}
+    first_offset = None
+    is_aligned = True
+    span = count * size
+    for p in pointers:
+        if sides[p] == "stack":
+            start = N.STACK_TOP - 256 + c.integer(0, 128)
+            fixed[p] = start + (span - size if df else 0)
+            continue
+        fits = [r for r in regions if r.end - r.start >= span]
+        if not fits:
+            return None
+        region = c.choice(fits)
+        want_aligned = c.boolean() if aligned is None else aligned
+        lo, hi = region.start, region.end - span
+        if want_aligned:
+            candidates = range((lo + size - 1) // size * size, hi + 1, size)
+            if not candidates:
+                return None
+            low = c.choice(candidates)
+        else:
+            low = c.integer(lo, hi)
+            if size > 1 and low % size == 0 and aligned is False:
+                return None
+        if count > 1 and slot_registers(low, span) & _REP_RESERVED:
+            return None
+        pointer = low + (span - size if df else 0)
+        fixed[p] = pointer
+        bias[p] = N.SHADOW_BASE
+        is_aligned = is_aligned and low % size == 0
+        if first_offset is None:
+            first_offset = pointer
+    if first_offset is None:
+        return None
+    if prefix:
+        fixed["rcx"] = count
+    if a32:
+        for name in list(fixed):
+            fixed[name] = (fixed[name] & 0xFFFFFFFF) | (c.immediate(32) << 32)
+    data = bytes(([0x67] if a32 else []) + ([0xF3] if prefix == "rep" else [0xF2] if prefix == "repne" else [])
+                 + ([0x66] if op.operand_size == 16 else []) + ([0x48] if op.operand_size == 64 else [])
+                 + [op.op_code])
+    decoded = Decoder(64, data, ip=0x400000).decode()
+    if decoded.code != code or decoded.len != len(data):
+        return None
+    return Form(code, data, first_offset, size, fixed, decoded, "string" + ("/a32" if a32 else ""), is_aligned,
+                bias, (0x400, 0x400 if df else 0))

@@ -144,12 +144,14 @@ def _fmt_inputs(values: dict[str, int], names) -> str:
 
 
 def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layout=None,
-          target_from_window: bool = False) -> Outcome:
+          bias: dict[str, int] | None = None) -> Outcome:
     """Execute ``code`` natively and in the emulator from basis register values ``regs``; compare.
 
     ``regs`` is given as the emulator sees it, except rip (set here: where the instruction runs
     natively, less the length difference of the re-encoding) and rflags' IF (always set in user
-    mode).  ``stack`` is the scratch stack's initial bytes.  Raises ``Mismatch`` on any disagreement,
+    mode).  ``stack`` is the scratch stack's initial bytes.  ``bias`` names registers that point into the
+    window for an implicit operand (a string instruction's rsi/rdi): the native run offsets them onto
+    the shadow page.  Raises ``Mismatch`` on any disagreement,
     ``NativeAlignmentFault`` for a misaligned operand the CPU refuses.
     """
     import regmap
@@ -185,14 +187,13 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
     # emulator
     emu_error = None
     try:
-        emu = regmap.emulate(placed.code, dict(values), rip=placed.emulator_rip, layout=lay,
-                             memory={N.STACK_BASE: stack})
+        emu = _emulate(placed, instr, values, stack, lay)
     except RegmapError as exc:
         emu, emu_error = None, exc
 
     # native
     try:
-        native = N.run_native(placed.code, state)
+        native = N.run_native(placed.code, state, bias=bias)
     except N.NativeFault as fault:
         misaligned = ea is not None and fault.signo == signal.SIGSEGV and fault.si_code == _SI_KERNEL
         if misaligned:
@@ -227,6 +228,10 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
             data = int.from_bytes(native.shadow[off:off + size], "little")
             window_basis |= {s.basis for s in lay.resolve(off, size)}
             lay.write(off, size, data, expected)
+    if instr.is_string_instruction:
+        for off, size in string_window_writes(instr, values, native.gpr, bias or {}):
+            lay.write(off, size, int.from_bytes(native.shadow[off:off + size], "little"), expected)
+    if ea is not None:
         if "rflags" in window_basis:
             # a window store to rflags acts as POPFQ at CPL 3 would: only user-writable flags change
             expected["rflags"] = (native.rflags & ~POPF_WRITABLE) | (expected["rflags"] & POPF_WRITABLE) | 0x2
@@ -265,15 +270,79 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
     return Outcome("compared", tuple(expected))
 
 
-def check_minimized(form: Form, regs: dict[str, int], *, stack: bytes | None = None, layout=None) -> Outcome:
-    """``check``, and on a mismatch simplify the inputs (registers to zero, one at a time, while the
-    instruction still disagrees) so the report shows what matters."""
+def _emulate(placed, instr, values, stack: bytes, lay):
+    """``regmap.emulate``; a repeated string instruction that the emulator runs one iteration per
+    step (rip stays on it) is stepped again until it is done, as the CPU would go on."""
+    import regmap
+    from regmap import alias
+    emu = regmap.emulate(placed.code, dict(values), rip=placed.emulator_rip, layout=lay,
+                         memory={N.STACK_BASE: stack})
+    if not (instr.has_rep_prefix or instr.has_repne_prefix):
+        return emu
+    basis = set(alias.load("amd64").basis)
+    memory = bytearray(stack)
+    writes = list(emu.memory_writes)
+    for _ in range(100000):
+        if emu.regs.get("rip") != placed.emulator_rip:
+            break
+        for address, data in emu.memory_writes:
+            memory[address - N.STACK_BASE:address - N.STACK_BASE + len(data)] = data
+        regs = {k: v for k, v in emu.regs.items() if k in basis}
+        emu = regmap.emulate(placed.code, regs, rip=placed.emulator_rip, layout=lay,
+                             memory={N.STACK_BASE: bytes(memory)})
+        writes += emu.memory_writes
+    emu.memory_writes = writes
+    return emu
+
+
+def string_window_writes(instr, before: dict[str, int], after: dict[str, int], bias: dict[str, int]):
+    """(offset, size) of the window bytes a string instruction stored through rdi (if rdi points into
+    the window), from the registers before and after the native run."""
+    from iced_x86 import Mnemonic
+    if instr.mnemonic not in (Mnemonic.MOVSB, Mnemonic.MOVSW, Mnemonic.MOVSD, Mnemonic.MOVSQ,
+                              Mnemonic.STOSB, Mnemonic.STOSW, Mnemonic.STOSD, Mnemonic.STOSQ):
+        return []
+    if "rdi" not in bias:
+        return []
+    a32 = _address_size(instr) == 32
+    amask = 0xFFFFFFFF if a32 else 2**64 - 1
+    size = MemorySizeExt.size(instr.memory_size)
+    if instr.has_rep_prefix or instr.has_repne_prefix:
+        iterations = ((before.get("rcx", 0) & amask) - (after["rcx"] & amask)) & amask
+    else:
+        iterations = 1
+    step = -size if before.get("rflags", 0) & 0x400 else size
+    rdi = before.get("rdi", 0)
+    return [(((rdi + i * step) & amask), size) for i in range(iterations)]
+
+
+def _address_size(instr) -> int:
+    for m in _info_factory.info(instr).used_memory():
+        return {1: 16, 2: 32, 3: 64}.get(m.address_size, 64)          # iced CodeSize
+    return 64
+
+
+def _reporting() -> bool:
+    """Whether a failure now is the one reported: outside hypothesis, or its final replay (not a
+    shrinking step, which would pay for every simplification again)."""
     try:
-        return check(form.bytes, regs, stack=stack, layout=layout)
+        from hypothesis.control import current_build_context
+        return current_build_context().is_final
+    except Exception:
+        return True
+
+
+def check_minimized(form: Form, regs: dict[str, int], *, stack: bytes | None = None, layout=None) -> Outcome:
+    """``check``, and on a mismatch that is being reported simplify the inputs (registers to zero,
+    one at a time, while the instruction still disagrees) so the report shows what matters."""
+    try:
+        return check(form.bytes, regs, stack=stack, layout=layout, bias=form.bias)
     except Mismatch as first:
+        if not _reporting():
+            raise
         failure = first
     info = form_info(form.code)
-    keep = set(form.fixed)
+    keep = set(form.fixed) | ({"rflags"} if form.rflags_fixed[0] else set())
     if info.uses_stack:
         keep.add("rsp")
     if info.is_branch:
@@ -287,7 +356,7 @@ def check_minimized(form: Form, regs: dict[str, int], *, stack: bytes | None = N
             continue
         trial = dict(current, **{name: target})
         try:
-            check(form.bytes, trial, stack=stack, layout=layout)
+            check(form.bytes, trial, stack=stack, layout=layout, bias=form.bias)
         except Mismatch as still:
             current, failure = trial, still
         except Exception:
