@@ -35,8 +35,8 @@ class Form:
         self.next_ip = instruction.next_ip
         self.condition_code = instruction.condition_code
         self.disassembly = _FORMATTER.format(instruction)
-        self.execute = _semantics_of(instruction.is_string_instruction, self.mnemonic,
-                                     instruction.encoding)
+        self.execute = None if _is_far_branch(instruction) else _semantics_of(
+            instruction.is_string_instruction, self.mnemonic, instruction.encoding)
         self._factory = factory
         # REP/REPE/REPNE of a string instruction (F3 on others is an opcode prefix, not a repeat)
         self.repeat = ("repne" if instruction.has_repne_prefix else "rep" if instruction.has_rep_prefix
@@ -160,6 +160,11 @@ class Emulator:
         return Step(rip, form.code, form.mnemonic_name, form.disassembly, cpu.accesses)
 
 
+def _is_far_branch(instruction) -> bool:
+    """jmp far [m16:64] and call far load a code segment selector: not for user-mode emulation."""
+    return instruction.is_jmp_far_indirect or instruction.is_call_far_indirect
+
+
 def _semantics_of(string: bool, mnemonic: int, encoding: int):
     if encoding not in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX):
         return None
@@ -183,7 +188,8 @@ def supported_codes() -> frozenset[int]:
             continue
         info = OpCodeInfo(code)
         if (_semantics_of(_is_string(info), info.mnemonic, info.encoding) and info.mode64
-                and code not in _UNSUPPORTED_FORMS and _emulated_operands(info)):
+                and code not in _UNSUPPORTED_FORMS and _emulated_operands(info)
+                and not name.startswith(("JMP_M16", "CALL_M16"))):
             codes.add(code)
     return frozenset(codes)
 
