@@ -125,32 +125,30 @@ def bzhi(cpu, form):
                    _sign_zero(result, width) | (flags.CF if index > width - 1 else 0)))
 
 
+def _mask_bits(select: int):
+    """(n, bit) for the n-th set bit of `select`, lowest first."""
+    n = 0
+    while select:
+        bit = select & -select
+        yield n, bit
+        n += 1
+        select ^= bit
+
+
 @semantics(M.PDEP)
 def pdep(cpu, form):
     """Deposit the low bits of the source at the set bits of the mask."""
     dest, source, selector = form.ops
-    value, select, result, bit = source.read(cpu), selector.read(cpu), 0, 0
-    while select:
-        lowest = select & -select
-        if value >> bit & 1:
-            result |= lowest
-        bit += 1
-        select ^= lowest
-    dest.write(cpu, result)
+    value = source.read(cpu)
+    dest.write(cpu, sum(bit for n, bit in _mask_bits(selector.read(cpu)) if value >> n & 1))
 
 
 @semantics(M.PEXT)
 def pext(cpu, form):
     """Gather the source bits at the set bits of the mask into the low bits."""
     dest, source, selector = form.ops
-    value, select, result, bit = source.read(cpu), selector.read(cpu), 0, 0
-    while select:
-        lowest = select & -select
-        if value & lowest:
-            result |= 1 << bit
-        bit += 1
-        select ^= lowest
-    dest.write(cpu, result)
+    value = source.read(cpu)
+    dest.write(cpu, sum(1 << n for n, bit in _mask_bits(selector.read(cpu)) if value & bit))
 
 
 # CRC-32C (Castagnoli), bit-reflected polynomial, as the CRC32 instruction computes it.
