@@ -173,9 +173,12 @@ def _semantics_of(string: bool, mnemonic: int, encoding: int):
     return (STRING_SEMANTICS if string else SEMANTICS).get(mnemonic)
 
 
+_C = iced_x86.Code
 _UNSUPPORTED_FORMS = {
     # A 66h prefix on a near branch is ignored by Intel CPUs in 64-bit mode but honoured by AMD.
-    iced_x86.Code.JMP_RM16, iced_x86.Code.CALL_RM16,
+    _C.JMP_RM16, _C.CALL_RM16,
+    # Far indirect branches load a code segment selector (see _is_far_branch).
+    _C.JMP_M1616, _C.JMP_M1632, _C.JMP_M1664, _C.CALL_M1616, _C.CALL_M1632, _C.CALL_M1664,
 }
 
 
@@ -188,8 +191,7 @@ def supported_codes() -> frozenset[int]:
             continue
         info = OpCodeInfo(code)
         if (_semantics_of(_is_string(info), info.mnemonic, info.encoding) and info.mode64
-                and code not in _UNSUPPORTED_FORMS and _emulated_operands(info)
-                and not name.startswith(("JMP_M16", "CALL_M16"))):
+                and code not in _UNSUPPORTED_FORMS and _emulated_operands(info)):
             codes.add(code)
     return frozenset(codes)
 
