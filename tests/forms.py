@@ -561,7 +561,9 @@ def _draw_string(c: Chooser, code, op, info, regions, aligned, addr32):
         else:
             low = c.integer(lo, hi)
             if size > 1 and low % size == 0 and aligned is False:
-                return None
+                low = low + 1 if low + 1 <= hi else low - 1
+                if low < lo or low % size == 0:
+                    return None
         if count > 1 and slot_registers(low, span) & _REP_RESERVED:
             return None
         pointer = low + (span - size if df else 0)
