@@ -102,7 +102,7 @@ def window_regions(layout=None) -> tuple[Region, ...]:
     runs: list[Region] = []
     for p in placements:
         k = kind(p.name)
-        if runs and runs[-1].end == p.address and runs[-1].kind == k and k != "special":
+        if runs and runs[-1].end == p.address and runs[-1].kind == k:
             runs[-1] = Region(runs[-1].start, p.address + p.size, k)
         else:
             runs.append(Region(p.address, p.address + p.size, k))

@@ -590,3 +590,17 @@ def run_in_child(code: bytes, state: NativeState, **kw) -> int:
 
 # the code segment selector this process runs with (a far branch through the window must load it again)
 USER_CS = run_native(b"\x8c\xc8", NativeState()).gpr["rax"] & 0xFFFF      # mov eax, cs
+
+
+@lru_cache(maxsize=4096)
+def mxcsr_accepted(value: int) -> bool:
+    """Whether the CPU's LDMXCSR takes ``value`` (reserved bits set raise #GP)."""
+    state = NativeState()
+    state.shadow = (value & 0xFFFFFFFF).to_bytes(4, "little") + bytes(SHADOW_SIZE - 4)
+    try:
+        run_native(bytes.fromhex("0fae142500000000"), state)                 # ldmxcsr [0]
+    except NativeFault as fault:
+        if fault.signo == signal.SIGSEGV:
+            return False
+        raise
+    return True

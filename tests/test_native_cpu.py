@@ -244,3 +244,10 @@ def test_runaway_instruction_is_stopped(monkeypatch):
     with pytest.raises(N.NativeFault) as info:
         N.run_native(code, state_from({"rcx": N.place(code).address}))
     assert info.value.signo == signal.SIGVTALRM
+
+
+def test_ldmxcsr_judges_mxcsr_values():
+    assert N.mxcsr_accepted(0x1F80)
+    assert N.mxcsr_accepted(0xFFFF)            # DAZ and every control bit: fine on a CPU with DAZ
+    assert not N.mxcsr_accepted(0x10000)       # a reserved bit: #GP
+    assert not N.mxcsr_accepted(0xFFFFFFFF)

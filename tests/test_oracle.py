@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import native_cpu as N
 import oracle
-from forms import (Impossible, code_name, form_info, forms, host_can_run, random_form, slot_registers,
-                   window_regions)
+from forms import Impossible, code_name, form_info, forms, host_can_run, random_form
 
 try:
     from regmap.x86 import supported_codes
@@ -181,15 +180,11 @@ def test_special_slots_read(code, data):
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_special_slots_written(code, data):
-    """Stores to rflags through the window: only user-writable flags change, as with POPFQ."""
+    """Stores to rip (a jump), rflags (only user-writable flags change, as with POPFQ) and mxcsr."""
     if code is None:
         pytest.skip("no writing form supported yet")
-    form = data.draw(forms(code, regions=_rflags_region(), kinds=("special",)))
+    form = data.draw(forms(code, kinds=("special",)))
     verify(form, random.Random(data.draw(st.integers(0, 2**32 - 1))), REGISTER_SETS)
-
-
-def _rflags_region():
-    return tuple(r for r in window_regions() if slot_registers(r.start, r.end - r.start) == {"rflags"})
 
 
 # ---------------------------------------------------------------------------------------------
