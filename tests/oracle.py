@@ -434,10 +434,15 @@ class Report:
         self.verified: dict[int, set[bool]] = {}
         self.skipped: dict[int, str] = {}
         self.outcomes: dict[str, int] = {}
+        self.failed: set[int] = set()
 
-    def passed(self, code: int, aligned: bool, kind: str) -> None:
+    def passed(self, code: int, aligned: bool, kinds: list[str]) -> None:
         self.verified.setdefault(code, set()).add(aligned)
-        self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
+        for kind in kinds:
+            self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
+
+    def fail(self, code: int) -> None:
+        self.failed.add(code)
 
     def skip(self, code: int, reason: str) -> None:
         self.skipped[code] = reason
@@ -445,10 +450,14 @@ class Report:
     def summary_lines(self) -> list[str]:
         if not (self.verified or self.skipped):
             return []
-        both = sum(1 for v in self.verified.values() if len(v) == 2)
-        lines = [f"oracle: {len(self.verified)} instruction forms (iced Code values) verified against the host CPU "
-                 f"({both} both aligned and unaligned; {sum(self.outcomes.values())} examples: "
+        verified = {c: v for c, v in self.verified.items() if c not in self.failed}
+        both = sum(1 for v in verified.values() if len(v) == 2)
+        lines = [f"oracle: {len(verified)} instruction forms (iced Code values) verified against the host CPU "
+                 f"({both} both aligned and unaligned; {sum(self.outcomes.values())} checks: "
                  + ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items())) + ")"]
+        if self.failed:
+            lines.append(f"oracle: {len(self.failed)} forms disagree with the CPU: "
+                         + " ".join(sorted(code_name(c) for c in self.failed)))
         skipped = {c: r for c, r in self.skipped.items() if c not in self.verified}
         if skipped:
             lines.append(f"oracle: {len(skipped)} forms skipped:")

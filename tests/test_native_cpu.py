@@ -4,10 +4,16 @@ from __future__ import annotations
 import signal
 import struct
 
+import platform
+import sys
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import native_cpu as N
+if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+    pytest.skip("the native runner needs an x86-64 Linux host", allow_module_level=True)
+
+import native_cpu as N  # noqa: E402
 
 u64 = st.one_of(st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1, 0x80, 0x7F, 0xFF]),
                 st.integers(0, 2**64 - 1))
