@@ -560,9 +560,24 @@ def run_native(code: bytes, state: NativeState, *, bias: dict[str, int] | None =
         raise NativeFault(signo & 0xFFFFFFFF, ctypes.c_int32(si_code & 0xFFFFFFFF).value, si_addr, rip,
                           f"{placed.code.hex(' ')} ({instr})")
     out = _read_state(state)
+    # a 32-bit address size updates esi/edi as 32-bit registers: the bias comes off modulo 2**32
+    mask = 0xFFFFFFFF if bias and _address_bits(instr) == 32 else 2**64 - 1
     for name, amount in (bias or {}).items():
-        out.gpr[name] = (out.gpr[name] - amount) & (2**64 - 1)
+        out.gpr[name] = (out.gpr[name] - amount) & mask
     return out
+
+
+_info_factory = None
+
+
+def _address_bits(instr: Instruction) -> int:
+    global _info_factory
+    if _info_factory is None:
+        from iced_x86 import InstructionInfoFactory
+        _info_factory = InstructionInfoFactory()
+    for m in _info_factory.info(instr).used_memory():
+        return {1: 16, 2: 32, 3: 64}.get(m.address_size, 64)      # iced CodeSize
+    return 64
 
 
 def run_in_child(code: bytes, state: NativeState, **kw) -> int:

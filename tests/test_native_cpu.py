@@ -257,3 +257,11 @@ def test_ldmxcsr_judges_mxcsr_values():
     assert N.mxcsr_accepted(0xFFFF)            # DAZ and every control bit: fine on a CPU with DAZ
     assert not N.mxcsr_accepted(0x10000)       # a reserved bit: #GP
     assert not N.mxcsr_accepted(0xFFFFFFFF)
+
+
+def test_biased_pointer_with_32_bit_address_wraps_like_edi():
+    # 67 a5: movsd with esi/edi, DF set: edi = 0 steps down to 0xfffffffc (zero-extended)
+    s = state_from({"rsi": 0x10, "rdi": 0x5B5EF5E800000000}, rflags=0x400)
+    out = N.run_native(bytes.fromhex("67a5"), s, bias={"rsi": N.SHADOW_BASE, "rdi": N.SHADOW_BASE})
+    assert out.gpr["rdi"] == 0xFFFFFFFC and out.gpr["rsi"] == 0xC
+    assert out.shadow[0:4] == s.shadow[0x10:0x14]
