@@ -530,7 +530,7 @@ def _draw_string(c: Chooser, code, op, info, regions, aligned, addr32):
     size = MemorySizeExt.size(op.memory_size)
     pointers = (["rsi"] if reads_rsi else []) + (["rdi"] if uses_rdi else [])
     a32 = c.integer(0, 7) == 7 if addr32 is None else addr32
-    prefix = c.choice(("", "", "rep") + (("repne",) if conditional else ()))
+    prefix = c.choice(("", "rep", "rep") + (("repne",) if conditional else ()))
     count = c.integer(1, 6) if prefix else 1
     df = c.integer(0, 3) == 3
     # which pointers address the window; any other points at the scratch stack
@@ -542,6 +542,8 @@ def _draw_string(c: Chooser, code, op, info, regions, aligned, addr32):
     first_offset = None
     is_aligned = True
     span = count * size
+    previous = None                 # (region, low) of the source, for an overlapping destination
+    overlap = len(pointers) == 2 and c.boolean()
     for p in pointers:
         if sides[p] == "stack":
             start = N.STACK_TOP - 256 + c.integer(0, 128)
@@ -550,15 +552,24 @@ def _draw_string(c: Chooser, code, op, info, regions, aligned, addr32):
         fits = [r for r in regions if r.end - r.start >= span]
         if not fits:
             return None
-        region = c.choice(fits)
         want_aligned = c.boolean() if aligned is None else aligned
+        if overlap and previous is not None:
+            # source and destination a few elements (or bytes) apart: the copy sees its own stores
+            region, base = previous
+            step = size if want_aligned else 1
+            low = base + step * c.choice([d for d in range(-count, count + 1) if d] or [1])
+            if not region.start <= low <= region.end - span:
+                return None
+        else:
+            region = c.choice(fits)
+            low = None
         lo, hi = region.start, region.end - span
-        if want_aligned:
+        if low is None and want_aligned:
             candidates = range((lo + size - 1) // size * size, hi + 1, size)
             if not candidates:
                 return None
             low = c.choice(candidates)
-        else:
+        elif low is None:
             low = c.integer(lo, hi)
             if size > 1 and low % size == 0 and aligned is False:
                 low = low + 1 if low + 1 <= hi else low - 1
@@ -566,6 +577,7 @@ def _draw_string(c: Chooser, code, op, info, regions, aligned, addr32):
                     return None
         if count > 1 and slot_registers(low, span) & _REP_RESERVED:
             return None
+        previous = (region, low)
         pointer = low + (span - size if df else 0)
         fixed[p] = pointer
         bias[p] = N.SHADOW_BASE

@@ -14,7 +14,7 @@ import platform
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
     pytest.skip("the oracle runs instructions on an x86-64 Linux host", allow_module_level=True)
@@ -36,6 +36,7 @@ except Exception as exc:                          # the emulator is not importab
 EXAMPLES = int(os.environ.get("REGMAP_ORACLE_EXAMPLES", "0")) or max(3, min(30, 4000 // max(1, len(SUPPORTED))))
 EXTRA_FORMS = 2
 REGISTER_SETS = 2
+_PHASES = (Phase.explicit, Phase.reuse, Phase.generate)
 
 REPORT = oracle.REPORT
 
@@ -136,7 +137,9 @@ def test_oracle(code, aligned):
         REPORT.skip(code, reason)
         pytest.skip(reason)
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+    # no shrinking: a failure's registers are simplified by check_minimized, and shrinking a form
+    # through many failing candidates would cost the suite minutes per disagreeing form
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=_PHASES,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                      HealthCheck.data_too_large, HealthCheck.large_base_example])
     @given(data=st.data())
