@@ -25,19 +25,30 @@ EVEX_READY.update(_UNALIGNED, _ALIGNED, _EVEX_UNALIGNED)
 @semantics(*_UNALIGNED, *_ALIGNED, *_EVEX_UNALIGNED)
 def vector_move(cpu, form):
     dest, source = form.ops
+    selector = form.op_mask.read(cpu) if form.op_mask is not None else None
+    width = min(dest.width, source.width)
+    if selector is not None and not selector & ((1 << width // _element_width(form)) - 1):
+        # Every element masked off: no memory access at all, so no alignment check either.
+        if not dest.is_memory:  # a scalar load (vmovsd) still clears the bits above its element
+            dest.write(cpu, 0 if form.zeroing else dest.read(cpu) & ((1 << width) - 1))
+        return
     if form.mnemonic in _ALIGNED:
         memory = dest if dest.is_memory else source
         if memory.address(cpu) % memory.size:
             raise GeneralProtection(f"{form.disassembly}: operand not {memory.size}-byte aligned")
     value = source.read(cpu)
-    if form.op_mask is not None:
-        value = _masked(form, form.op_mask.read(cpu), value, dest.read(cpu), min(dest.width, source.width))
+    if selector is not None:
+        value = _masked(form, selector, value, dest.read(cpu), width)
     dest.write(cpu, value)
+
+
+def _element_width(form) -> int:
+    return MemorySizeInfo(form.instruction.memory_size).element_size * 8
 
 
 def _masked(form, selector: int, new: int, old: int, width: int) -> int:
     """AVX-512 masking: elements whose mask bit is clear keep `old` (merging) or become 0 (zeroing)."""
-    element = MemorySizeInfo(form.instruction.memory_size).element_size * 8
+    element = _element_width(form)
     result = 0
     for index in range(width // element):
         shift = index * element
