@@ -121,7 +121,6 @@ class Emulator:
         self.layout = layout if layout is not None else load_layout()
         self.registers = self.layout.registers
         self._factory = OperandFactory(self.registers, self.layout)
-        self._decoder = iced_x86.Decoder(64, b"")
         self._forms: dict[int, Form] = {}
 
     def form_at(self, address: int, code: bytes) -> Form:
