@@ -18,7 +18,7 @@ from functools import lru_cache
 from hypothesis import strategies as st
 from iced_x86 import (
     Code, CpuidFeature, Decoder, Encoder, EncodingKind, FlowControl, Instruction, InstructionInfoFactory,
-    MemorySize, MemorySizeExt, Mnemonic, OpAccess, OpCodeInfo, RegisterExt, OpCodeOperandKind as K, OpKind, Register,
+    MemorySizeExt, Mnemonic, OpCodeInfo, RegisterExt, OpCodeOperandKind as K, OpKind, Register,
 )
 
 # ---------------------------------------------------------------------------------------------
