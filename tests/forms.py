@@ -480,8 +480,10 @@ def _draw_once(c: Chooser, code, op, info, regions, aligned, avoid, addr32, shap
     instr.memory_index = index
     instr.memory_index_scale = scale
     instr.memory_displacement = disp & (2**64 - 1)
-    if shape == "abs" or shape == "moffs":
+    if shape in ("abs", "moffs"):
         instr.memory_displ_size = 4 if a32 else 8
+    elif shape == "index":          # no base: the displacement is always 32 bits
+        instr.memory_displ_size = 4
     else:
         instr.memory_displ_size = 1 if -128 <= disp <= 127 else 4
     if broadcast:
@@ -497,6 +499,10 @@ def _draw_once(c: Chooser, code, op, info, regions, aligned, avoid, addr32, shap
     decoded = Decoder(64, data, ip=0x400000).decode()
     if decoded.code != code or decoded.len != len(data):
         return None
+    dmask = 0xFFFFFFFF if a32 else 2**64 - 1
+    if (decoded.memory_base, decoded.memory_index, decoded.memory_displacement & dmask) != (
+            base, index, disp & dmask) or (index != Register.NONE and decoded.memory_index_scale != scale):
+        return None                 # the encoding does not say what was asked for
     if not window_accesses(decoded):
         return None
     if shape == "abs" and decoded.is_ip_rel_memory_operand:
