@@ -40,6 +40,7 @@ XMM = _regs(*(f"XMM{i}" for i in range(32)))
 YMM = _regs(*(f"YMM{i}" for i in range(32)))
 ZMM = _regs(*(f"ZMM{i}" for i in range(32)))
 KREG = _regs(*(f"K{i}" for i in range(8)))
+MMREG = _regs(*(f"MM{i}" for i in range(8)))
 BASIS_OF_GPR64 = dict(zip(GPR64, ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
                                   *(f"r{i}" for i in range(8, 16)))))
 
@@ -52,6 +53,7 @@ _REGISTER_KINDS = {
     K.YMM_REG: YMM, K.YMM_RM: YMM, K.YMM_VVVV: YMM, K.YMM_IS4: YMM, K.YMM_IS5: YMM,
     K.ZMM_REG: ZMM, K.ZMM_RM: ZMM, K.ZMM_VVVV: ZMM, K.ZMMP3_VVVV: ZMM,
     K.K_REG: KREG, K.K_RM: KREG, K.K_VVVV: KREG, K.KP1_REG: KREG,
+    K.MM_REG: MMREG, K.MM_RM: MMREG,
 }
 _FIXED_REGISTERS = {K.AL: Register.AL, K.AX: Register.AX, K.EAX: Register.EAX, K.RAX: Register.RAX,
                     K.CL: Register.CL, K.DX: Register.DX}
@@ -65,8 +67,8 @@ _IMMEDIATES = {  # operand kind -> (OpKind, bits, signed)
     K.IMM8SEX64: (OpKind.IMMEDIATE8TO64, 8, True), K.IMM32SEX64: (OpKind.IMMEDIATE32TO64, 32, True),
     K.IMM8_CONST_1: (OpKind.IMMEDIATE8, 0, False),
 }
-# operand kinds this generator cannot drive (the runner has no x87/MMX/segment/bound state)
-_UNDRIVABLE = {K.MM_REG, K.MM_RM, K.MM_OR_MEM, K.ST0, K.STI_OPCODE, K.SEG_REG, K.BND_REG,
+# operand kinds this generator cannot drive (x87 stack operands, segment, bound, control registers...)
+_UNDRIVABLE = {K.ST0, K.STI_OPCODE, K.SEG_REG, K.BND_REG,
                K.BND_OR_MEM_MPX, K.MEM_MPX, K.MEM_MIB, K.CR_REG, K.DR_REG, K.TR_REG, K.TMM_REG, K.TMM_RM,
                K.TMM_VVVV, K.SIBMEM, K.SEG_RSI, K.SEG_RDI, K.ES_RDI, K.SEG_RBX_AL, K.IMM4_M2Z,
                K.ES, K.CS, K.SS, K.DS, K.FS, K.GS}

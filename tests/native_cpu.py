@@ -4,8 +4,9 @@ The oracle's native engine.  A window instruction such as ``add rax, [8]``
 cannot run as written (page 0 is not mapped), so it is re-encoded with its
 memory operand moved onto a *shadow page*: a real page at ``SHADOW_BASE`` that
 holds the register image of the window.  The registers, rflags, vector
-registers, opmask registers and mxcsr are loaded from a state block, the
-instruction runs, and everything is stored back.  Nothing here needs a
+registers, opmask registers, mxcsr and the x87/MMX state (through FXRSTOR and
+FXSAVE) are loaded from a state block, the instruction runs, and everything is
+stored back.  Nothing here needs a
 compiler: the stub is machine code generated with iced-x86 at import time and
 called through a ctypes function pointer.
 
@@ -19,7 +20,7 @@ offset          contents
 0x1000-0x1fff   shadow page: the 4096-byte window image
 0x2000-0x2fff   guard page
 0x3000-0x3fff   state block: GPRs, rflags, mxcsr, k0-k7, host slots,
-                fault record, zmm0-zmm31
+                fault record, zmm0-zmm31, the FXSAVE area
 0x4000-0x5fff   scratch stack (the program's stack; rsp = ``STACK_TOP``)
 0x6000-0x6fff   guard page
 0x7000-0x7fff   code: prologue, epilogue, fault handler, the instruction
@@ -30,8 +31,8 @@ The guard pages turn an access that strays from the shadow page or the stack
 (a bit test with a large register bit offset, say) into a fault instead of a
 corrupted state block.
 
-Faults: while the instruction runs, SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGTRAP are
-routed to a handler (also generated machine code) that records the signal,
+Faults: while the instruction runs, SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGTRAP (and
+SIGVTALRM, a watchdog for a branch gone astray) are routed to a handler (also generated machine code) that records the signal,
 ``si_code``, ``si_addr`` and the faulting rip, puts the host's stack and
 callee-saved registers back and returns from the stub, so the fault surfaces as
 a ``NativeFault`` exception rather than killing the interpreter.  Asynchronous
@@ -88,6 +89,8 @@ B_HOST = 0x100         # rbx rbp r12 r13 r14 r15 rsp, then host mxcsr at +0x38
 B_HOST_MXCSR = 0x138
 B_FAULT = 0x180        # flag, signo, si_code, si_addr, rip
 B_ZMM = 0x400          # 32 x 64
+B_FX = 0xC00           # 512-byte FXSAVE area (16-byte aligned): FCW, FSW, FTW, st0-st7
+B_HOST_FCW = 0x140
 
 # code page fields (offsets inside the code page)
 C_PROLOGUE = 0x000
@@ -148,9 +151,14 @@ class NativeState:
     mxcsr: int = 0x1F80
     shadow: bytes = bytes(SHADOW_SIZE)
     stack: bytes = bytes(STACK_SIZE)
+    st: list[int] = dataclasses.field(default_factory=lambda: [0] * 8)    # 80-bit, in stack order
+    fcw: int = 0x37F
+    fsw: int = 0                # TOP (bits 13:11) 0: st(i) is physical register i, as MMX has it
+    ftw: int = 0                # abridged tag byte: bit i set = register i holds a value
 
     def copy(self) -> "NativeState":
-        return dataclasses.replace(self, gpr=dict(self.gpr), zmm=list(self.zmm), k=list(self.k))
+        return dataclasses.replace(self, gpr=dict(self.gpr), zmm=list(self.zmm), k=list(self.k),
+                                   st=list(self.st))
 
 
 class NativeFault(Exception):
@@ -282,6 +290,8 @@ def _prologue() -> bytes:
         ins.append(Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(BLOCK + B_HOST + 8 * i), reg))
     ins.append(Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(BLOCK + B_HOST + 0x30), Register.RSP))
     ins.append(Instruction.create_mem(Code.STMXCSR_M32, _abs(BLOCK + B_HOST_MXCSR)))
+    ins.append(Instruction.create_mem(Code.FNSTCW_M2BYTE, _abs(BLOCK + B_HOST_FCW)))
+    ins.append(Instruction.create_mem(Code.FXRSTOR64_M512BYTE, _abs(BLOCK + B_FX)))
     ins += _vector_moves(load=True)
     ins.append(Instruction.create_mem(Code.LDMXCSR_M32, _abs(BLOCK + B_MXCSR)))
     ins.append(Instruction.create_mem(Code.PUSH_RM64, _abs(BLOCK + B_RFLAGS)))
@@ -296,7 +306,10 @@ def _prologue() -> bytes:
 
 
 def _restore_host() -> list[Instruction]:
-    ins = [Instruction.create_mem(Code.LDMXCSR_M32, _abs(BLOCK + B_HOST_MXCSR))]
+    # the ABI wants an empty x87 stack and the caller's control word back
+    ins = [Instruction.create_mem(Code.LDMXCSR_M32, _abs(BLOCK + B_HOST_MXCSR)),
+           Instruction.create(Code.FNINIT),
+           Instruction.create_mem(Code.FLDCW_M2BYTE, _abs(BLOCK + B_HOST_FCW))]
     for i, reg in enumerate(_HOST_SAVED):
         ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, _abs(BLOCK + B_HOST + 8 * i)))
     ins.append(Instruction.create(Code.CLD))
@@ -315,6 +328,7 @@ def _epilogue() -> bytes:
     ins.append(Instruction.create_mem(Code.POP_RM64, _abs(BLOCK + B_RFLAGS)))
     ins += _vector_moves(load=False)
     ins.append(Instruction.create_mem(Code.STMXCSR_M32, _abs(BLOCK + B_MXCSR)))
+    ins.append(Instruction.create_mem(Code.FXSAVE64_M512BYTE, _abs(BLOCK + B_FX)))
     ins += _restore_host()
     return _assemble(ins, EPILOGUE)
 
@@ -461,6 +475,10 @@ def _write_state(state: NativeState) -> None:
         struct.pack_into("<Q", block, B_K + 8 * i, state.k[i] & (2**64 - 1))
     for i in range(32):
         block[B_ZMM + 64 * i:B_ZMM + 64 * (i + 1)] = (state.zmm[i] & (2**512 - 1)).to_bytes(64, "little")
+    struct.pack_into("<HHB", block, B_FX, state.fcw & 0xFFFF, state.fsw & 0xFFFF, state.ftw & 0xFF)
+    struct.pack_into("<I", block, B_FX + 24, state.mxcsr & 0xFFFF)
+    for i in range(8):
+        block[B_FX + 32 + 16 * i:B_FX + 42 + 16 * i] = (state.st[i] & (2**80 - 1)).to_bytes(10, "little")
     ctypes.memmove(BLOCK, bytes(block), len(block))
     assert len(state.shadow) == SHADOW_SIZE and len(state.stack) == STACK_SIZE
     ctypes.memmove(SHADOW_BASE, bytes(state.shadow), SHADOW_SIZE)
@@ -480,6 +498,8 @@ def _read_state(template: NativeState) -> NativeState:
     n = vector_count()
     out.zmm = [int.from_bytes(block[B_ZMM + 64 * i:B_ZMM + 64 * i + width // 8], "little") if i < n
                else template.zmm[i] for i in range(32)]
+    out.fcw, out.fsw, out.ftw = struct.unpack_from("<HHB", block, B_FX)
+    out.st = [int.from_bytes(block[B_FX + 32 + 16 * i:B_FX + 42 + 16 * i], "little") for i in range(8)]
     out.shadow = ctypes.string_at(SHADOW_BASE, SHADOW_SIZE)
     out.stack = ctypes.string_at(STACK_BASE, STACK_SIZE)
     return out

@@ -159,7 +159,7 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
     state = N.NativeState(
         gpr={n: values.get(n, 0) for n in GPRS}, rflags=values["rflags"],
         zmm=[values.get(f"zmm{i}", 0) for i in range(32)], k=[values.get(f"k{i}", 0) for i in range(8)],
-        mxcsr=values["mxcsr"], shadow=shadow, stack=stack)
+        mxcsr=values["mxcsr"], shadow=shadow, stack=stack, st=[values.get(f"st{i}", 0) for i in range(8)])
     ea = N.window_address(instr, state.gpr)
 
     def context() -> str:
@@ -201,6 +201,8 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
         for i in range(8):
             expected[f"k{i}"] = native.k[i]
     expected["mxcsr"] = native.mxcsr
+    for i in range(8):
+        expected[f"st{i}"] = native.st[i]
     expected["rip"] = placed.after
     for seg in ("cs", "ss", "ds", "es", "fs", "gs"):
         if seg in values:                 # the host runs with its own selectors: the inputs must match them

@@ -265,3 +265,23 @@ def test_biased_pointer_with_32_bit_address_wraps_like_edi():
     out = N.run_native(bytes.fromhex("67a5"), s, bias={"rsi": N.SHADOW_BASE, "rdi": N.SHADOW_BASE})
     assert out.gpr["rdi"] == 0xFFFFFFFC and out.gpr["rsi"] == 0xC
     assert out.shadow[0:4] == s.shadow[0x10:0x14]
+
+
+@given(mm=st.lists(u64, min_size=8, max_size=8), rax=u64)
+@settings(max_examples=30)
+def test_mmx_state_round_trips_and_movq_loads_mm(mm, rax):
+    s = state_from({"rax": rax})
+    s.st = [m | (0x4000 + i) << 64 for i, m in enumerate(mm)]
+    out = N.run_native(b"\x90", s)
+    assert out.st == s.st and out.fcw == 0x37F
+    out = N.run_native(bytes.fromhex("0f6f1c2500000000"), s)          # movq mm3, [0]
+    assert out.st[3] == rax | 0xFFFF << 64                              # MMX writes set sign+exponent to ones
+    assert out.ftw == 0xFF and (out.fsw >> 11) & 7 == 0                 # every tag valid, TOP 0
+    assert [x for i, x in enumerate(out.st) if i != 3] == [x for i, x in enumerate(s.st) if i != 3]
+
+
+def test_x87_load_from_the_window():
+    s = state_from({"rax": 0x3FF0000000000000})                        # 1.0 as a double
+    out = N.run_native(bytes.fromhex("dd042500000000"), s)               # fld qword [0]
+    top = (out.fsw >> 11) & 7
+    assert top == 7 and out.st[0] == 0x3FFF8000000000000000             # 1.0 as an 80-bit value

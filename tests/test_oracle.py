@@ -84,6 +84,7 @@ def random_inputs(form, rng: random.Random):
         regs[f"zmm{i}"] = oracle.random_vector(rng) if i in rich else rng.getrandbits(512)
     for i in range(8):
         regs[f"k{i}"] = rng.choice((0, 2**64 - 1, 0xFFFF, rng.getrandbits(64), rng.getrandbits(16)))
+        regs[f"st{i}"] = rng.getrandbits(80)
     regs["mxcsr"] = (0x1F80 | rng.choice((0, 0, 1, 2, 3)) << 13 | rng.choice((0, 0, 0x8040))
                      | rng.getrandbits(6) * rng.randrange(2))
     regs.update(form.fixed)
