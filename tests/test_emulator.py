@@ -163,14 +163,13 @@ def test_mxcsr_slot_refuses_reserved_bits_like_ldmxcsr():
 
 
 def test_rep_movsb_copies_the_register_file_out_of_the_window():
-    """memcpy(buffer, 0, 24): rax, rcx (as rep decrements it), rdx, byte by byte."""
+    """memcpy(buffer, 0, 24): rax, rcx, rdx as they were when the instruction began."""
     buffer = 0x10000
     regs = {"rsi": 0, "rdi": buffer, "rcx": 24, "rax": 0x1122334455667788, "rdx": 0xAABBCCDD}
     result = regmap.emulate(bytes.fromhex("f3 a4"), regs, memory={buffer: bytes(32)})
     copied = b"".join(data for _, data in result.memory_writes)
     assert copied[:8] == (0x1122334455667788).to_bytes(8, "little")
-    # rcx is read while the copy counts it down: its low byte is 24 - 8 when byte 8 is copied
-    assert copied[8] == 24 - 8
+    assert copied[8:16] == (24).to_bytes(8, "little")  # the count as it started, not as it runs down
     assert copied[16:24] == (0xAABBCCDD).to_bytes(8, "little")
     assert (result.regs["rsi"], result.regs["rdi"], result.regs["rcx"]) == (24, buffer + 24, 0)
 
@@ -179,6 +178,12 @@ def test_rep_stosq_fills_registers():
     regs = run("f3 48 ab", {"rdi": 0x40, "rcx": 3, "rax": 7})  # r8, r9, r10 = 7
     assert (regs["r8"], regs["r9"], regs["r10"], regs["r11"]) == (7, 7, 7, 0)
     assert regs["rdi"] == 0x58 and regs["rcx"] == 0
+
+
+def test_a_store_into_the_count_slot_lands_after_the_count_runs_out():
+    """rep stosb over rcx's own bytes: the loop runs its 3 elements, then the stores land."""
+    regs = run("f3 aa", {"rdi": 0x8, "rcx": 3, "rax": 0x41})
+    assert regs["rcx"] == 0x414141 and regs["rdi"] == 0xB
 
 
 def test_std_makes_string_instructions_walk_down():

@@ -2,9 +2,13 @@
 
 Nothing reaches the `Machine` until `commit`, so an instruction that fails
 half-way (a real-memory fault, a divide error) leaves the machine untouched.
-Window writes are applied after the instruction's register writes: page-0
-bytes *are* register bytes, and the memory write is the last thing an
-instruction does (``xadd [8], rcx`` leaves rcx = 2*rcx).
+
+During an instruction the window is memory: reads see the register image as
+it was when the instruction began, plus the instruction's own window stores
+(a string instruction copying within the window sees its earlier elements).
+At the end the window writes land on the registers after the instruction's
+register writes: page-0 bytes *are* register bytes, and the memory write is
+the last thing an instruction does (``xadd [8], rcx`` leaves rcx = 2*rcx).
 """
 from __future__ import annotations
 
@@ -28,13 +32,14 @@ class Access(NamedTuple):
 
 
 class Cpu:
-    __slots__ = ("machine", "layout", "regs", "dirty", "window_writes", "memory_writes",
-                 "accesses", "next_ip", "addresses")
+    __slots__ = ("machine", "layout", "regs", "originals", "dirty", "window_writes",
+                 "memory_writes", "accesses", "next_ip", "addresses")
 
     def __init__(self, machine, layout, next_ip: int, trace: bool):
         self.machine = machine
         self.layout = layout
         self.regs: dict[str, int] = {}
+        self.originals: dict[str, int] = {}  # values as the instruction found them
         self.dirty: set[str] = set()
         self.window_writes: list[tuple[int, int, int]] = []
         self.memory_writes: list[tuple[int, bytes]] = []
@@ -47,7 +52,7 @@ class Cpu:
         try:
             return self.regs[basis]
         except KeyError:
-            value = self.regs[basis] = self.machine.read_register(basis)
+            value = self.regs[basis] = self.originals[basis] = self.machine.read_register(basis)
             return value
 
     def set_reg(self, basis: str, value: int) -> None:
@@ -71,10 +76,9 @@ class Cpu:
 
     # the window --------------------------------------------------------------
     def window_read(self, address: int, size: int) -> int:
-        value = 0
-        for basis, hi, lo in self.layout.resolve(address, size):
-            width = hi - lo + 1
-            value = (value << width) | ((self._window_reg(basis) >> lo) & ((1 << width) - 1))
+        value = self._peek_window(address, size)
+        if self.window_writes:
+            value = self._with_own_stores(address, size, value)
         if self.accesses is not None:
             self.accesses.append(Access(address, size, False, value, None,
                                         self.layout.describe(address, size)))
@@ -82,7 +86,20 @@ class Cpu:
 
     def _window_reg(self, basis: str) -> int:
         # Reading the rip slot gives the address of the next instruction, as RIP-relative addressing does.
-        return self.next_ip if basis == "rip" else self.reg(basis)
+        if basis == "rip":
+            return self.next_ip
+        self.reg(basis)
+        return self.originals[basis]
+
+    def _with_own_stores(self, address: int, size: int, value: int) -> int:
+        """`value` read at address..+size, overlaid with this instruction's window stores so far."""
+        data = bytearray(value.to_bytes(size, "little"))
+        for start, length, stored in self.window_writes:
+            low, high = max(start, address), min(start + length, address + size)
+            if low < high:
+                data[low - address:high - address] = \
+                    stored.to_bytes(length, "little")[low - start:high - start]
+        return int.from_bytes(data, "little")
 
     def window_write(self, address: int, size: int, value: int) -> None:
         self.layout.resolve(address, size)  # a hole faults now, before anything is committed
@@ -103,7 +120,7 @@ class Cpu:
     def commit(self, original_rip: int) -> None:
         if "rip" not in self.dirty:
             self.set_reg("rip", self.next_ip)
-        original_flags = self.regs.get("rflags")
+        original_flags = self.originals.get("rflags")
         for address, size, value in self.window_writes:
             if self.accesses is not None:
                 before = self._peek_window(address, size)

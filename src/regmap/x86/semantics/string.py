@@ -1,8 +1,11 @@
 """MOVS STOS LODS CMPS SCAS, with REP/REPE/REPNE: `rep movsb` from 0 copies the register file out.
 
 Each element goes through the window or real memory on its own, so a copy
-may start in the window and run on into real memory.  The whole repeat runs
-as one step (the CPU may pause it for an interrupt; the result is the same).
+may start in the window and run on into real memory.  Within the window the
+instruction sees the register image as it began plus its own stores (an
+overlapping copy replicates, as memmove would not), and its stores land on
+the registers last, after the pointers and count: the rule of every
+instruction (`regmap.x86.cpu`).  The whole repeat runs as one step.
 """
 from iced_x86 import Mnemonic as M
 
