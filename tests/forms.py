@@ -521,9 +521,6 @@ _STRING_ROLES = {  # kind -> (reads [rsi], reads or writes [rdi], writes [rdi], 
 }
 _STRING_OPCODES = {0xA4: "movs", 0xA5: "movs", 0xA6: "cmps", 0xA7: "cmps", 0xAA: "stos", 0xAB: "stos",
                    0xAC: "lods", 0xAD: "lods", 0xAE: "scas", 0xAF: "scas"}
-# a repeated string instruction updates these registers between iterations: its accesses keep off
-# their slots (the host reads the shadow page, where they do not move; the window would track them)
-_REP_RESERVED = frozenset({"rax", "rcx", "rsi", "rdi"})
 
 
 def _string_kind(op) -> str:
@@ -583,8 +580,6 @@ def _draw_string(c: Chooser, code, op, info, regions, aligned, addr32):
                 low = low + 1 if low + 1 <= hi else low - 1
                 if low < lo or low % size == 0:
                     return None
-        if count > 1 and slot_registers(low, span) & _REP_RESERVED:
-            return None
         previous = (region, low)
         pointer = low + (span - size if df else 0)
         fixed[p] = pointer
