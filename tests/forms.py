@@ -60,6 +60,10 @@ _FIXED_REGISTERS = {K.AL: Register.AL, K.AX: Register.AX, K.EAX: Register.EAX, K
 _MEMORY_KINDS = {K.R8_OR_MEM, K.R16_OR_MEM, K.R32_OR_MEM, K.R64_OR_MEM, K.XMM_OR_MEM, K.YMM_OR_MEM,
                  K.ZMM_OR_MEM, K.K_OR_MEM, K.MEM, K.MEM_OFFS, K.MM_OR_MEM}
 _VSIB_KINDS = {K.MEM_VSIB32X, K.MEM_VSIB32Y, K.MEM_VSIB32Z, K.MEM_VSIB64X, K.MEM_VSIB64Y, K.MEM_VSIB64Z}
+_VSIB_INDEX = {  # operand kind -> (index register pool, index bits)
+    K.MEM_VSIB32X: ("XMM", 32), K.MEM_VSIB32Y: ("YMM", 32), K.MEM_VSIB32Z: ("ZMM", 32),
+    K.MEM_VSIB64X: ("XMM", 64), K.MEM_VSIB64Y: ("YMM", 64), K.MEM_VSIB64Z: ("ZMM", 64),
+}
 _IMMEDIATES = {  # operand kind -> (OpKind, bits, signed)
     K.IMM8: (OpKind.IMMEDIATE8, 8, False), K.IMM16: (OpKind.IMMEDIATE16, 16, False),
     K.IMM32: (OpKind.IMMEDIATE32, 32, False), K.IMM64: (OpKind.IMMEDIATE64, 64, False),
@@ -170,10 +174,8 @@ def form_info(code: int) -> FormInfo:
     if bad:
         names = {v: k for k, v in K.__dict__.items() if isinstance(v, int)}
         return no("operand kinds the runner cannot drive: " + ", ".join(names.get(k, str(k)) for k in bad))
-    if any(k in _VSIB_KINDS for k in kinds):
-        return no("VSIB memory operand (gather/scatter) not generated yet")
     unknown = [k for k in kinds if k not in _REGISTER_KINDS and k not in _FIXED_REGISTERS
-               and k not in _MEMORY_KINDS and k not in _IMMEDIATES]
+               and k not in _MEMORY_KINDS and k not in _IMMEDIATES and k not in _VSIB_KINDS]
     if unknown:
         return no(f"operand kinds {unknown} not generated")
     probe = Instruction.create(code)
@@ -384,6 +386,8 @@ def _draw_once(c: Chooser, code, op, info, regions, aligned, avoid, addr32, shap
             instr.op_mask = c.choice(KREG[1:])
             if op.can_use_zeroing_masking and mem_i != 0 and c.boolean():
                 instr.zeroing_masking = True
+    if kinds[mem_i] in _VSIB_KINDS:
+        return _draw_vsib(c, code, op, info, instr, kinds, used_regs, regions, aligned, avoid)
     broadcast = bool(evex and op.can_broadcast and c.boolean())
     size = _span_size(code, broadcast)
     if size == 0:
@@ -486,8 +490,8 @@ def _draw_once(c: Chooser, code, op, info, regions, aligned, avoid, addr32, shap
         instr.memory_displ_size = 4 if a32 else 8
     elif shape == "index":          # no base: the displacement is always 32 bits
         instr.memory_displ_size = 4
-    else:
-        instr.memory_displ_size = 1 if -128 <= disp <= 127 else 4
+    else:                           # [base] with no displacement byte at all when it is zero
+        instr.memory_displ_size = 0 if disp == 0 else 1 if -128 <= disp <= 127 else 4
     if broadcast:
         instr.is_broadcast = True
     if op.can_use_lock_prefix and mem_i == 0 and c.integer(0, 3) == 3:
@@ -602,3 +606,100 @@ def _draw_string(c: Chooser, code, op, info, regions, aligned, addr32):
         return None
     return Form(code, data, first_offset, size, fixed, decoded, "string" + ("/a32" if a32 else ""), is_aligned,
                 bias, (0x400, 0x400 if df else 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# VSIB (gathers and scatters): every element's address base + index[i] * scale + disp in the window
+
+
+def vsib_elements(instr: Instruction) -> tuple[int, int, int]:
+    """(element count, element bytes, index bits) of a gather or scatter."""
+    elem = MemorySizeExt.size(instr.memory_size)
+    index_bits = 32 if instr.is_vsib32 else 64
+    index_reg_bits = RegisterExt.size(instr.memory_index) * 8
+    data = [instr.op_register(i) for i in range(instr.op_count)
+            if instr.op_kind(i) == OpKind.REGISTER and RegisterExt.is_vector_register(instr.op_register(i))]
+    data_bits = RegisterExt.size(data[0]) * 8
+    return min(data_bits // (elem * 8), index_reg_bits // index_bits), elem, index_bits
+
+
+def vsib_addresses(instr: Instruction, regs: dict[str, int]) -> list[int]:
+    """The effective address of each element of a gather or scatter, given basis register values."""
+    count, _elem, index_bits = vsib_elements(instr)
+    vector = regs.get(f"zmm{RegisterExt.number(instr.memory_index)}", 0)
+    base = 0
+    if instr.memory_base != Register.NONE:
+        base = regs.get(BASIS_OF_GPR64[RegisterExt.full_register(instr.memory_base)], 0)
+    out = []
+    for i in range(count):
+        index = (vector >> (index_bits * i)) & ((1 << index_bits) - 1)
+        if index >> (index_bits - 1):
+            index -= 1 << index_bits
+        out.append((base + index * instr.memory_index_scale + instr.memory_displacement) & (2**64 - 1))
+    return out
+
+
+def _draw_vsib(c: Chooser, code, op, info, instr, kinds, used_regs, regions, aligned, avoid):
+    pool_name, index_bits = _VSIB_INDEX[kinds[info.memory_operand]]
+    evex = op.encoding == EncodingKind.EVEX
+    pool = {"XMM": XMM, "YMM": YMM, "ZMM": ZMM}[pool_name][:32 if evex else 16]
+    taken = {RegisterExt.number(r) for r in used_regs if RegisterExt.is_vector_register(r)}
+    index = c.choice([r for r in pool if RegisterExt.number(r) not in taken])   # distinct, or #UD
+    if evex:
+        instr.op_mask = c.choice(KREG[1:])                                       # gathers need a mask
+    scale = c.choice((1, 2, 4, 8))
+    instr.memory_index = index
+    instr.memory_index_scale = scale
+    count, elem, _ = vsib_elements(instr)
+    fits = [r for r in regions if r.end - r.start >= elem * 2]
+    if not fits:
+        raise Impossible(f"{info.name}: no window region for its elements")
+    region = c.choice(fits)
+    want_aligned = c.boolean() if aligned is None else aligned
+    # the elements' common origin (base + disp), then each element a whole number of steps from it
+    origin = c.integer(region.start, region.end - elem)
+    origin -= origin % elem
+    if not want_aligned and elem > 1:
+        origin += 1
+        if origin > region.end - elem:
+            return None
+    step = max(1, elem // scale)          # keeps an element aligned if the origin is
+    lo = -((origin - region.start) // (scale * step))
+    hi = (region.end - elem - origin) // (scale * step)
+    if lo > hi:
+        return None
+    indexes = [step * c.integer(lo, hi) for _ in range(count)]
+    vector = 0
+    for i, v in enumerate(indexes):
+        vector |= (v & ((1 << index_bits) - 1)) << (index_bits * i)
+    filler = c.immediate(64)
+    for chunk in range(count * index_bits // 64, 8):
+        vector |= filler << (64 * chunk)
+    fixed = {f"zmm{RegisterExt.number(index)}": vector & (2**512 - 1)}
+    ok = [r for r in range(16) if BASIS_OF_GPR64[GPR64[r]] not in avoid]
+    if c.integer(0, 3) and ok:
+        b = c.choice(ok)
+        disp = c.displacement()
+        instr.memory_base = GPR64[b]
+        fixed[BASIS_OF_GPR64[GPR64[b]]] = (origin - disp) & (2**64 - 1)
+        instr.memory_displ_size = 0 if disp == 0 else 1 if -128 <= disp <= 127 else 4
+        shape = "vsib+base"
+    else:
+        disp = origin
+        instr.memory_base = Register.NONE
+        instr.memory_displ_size = 4
+        shape = "vsib"
+    instr.memory_displacement = disp & (2**64 - 1)
+    try:
+        encoder = Encoder(64)
+        encoder.encode(instr, 0x400000)
+        data = encoder.take_buffer()
+    except ValueError:
+        return None
+    decoded = Decoder(64, data, ip=0x400000).decode()
+    if decoded.code != code or decoded.len != len(data) or decoded.memory_index != index:
+        return None
+    if (decoded.memory_displacement - disp) % 2**64 or decoded.memory_base != instr.memory_base:
+        return None
+    first = origin + indexes[0] * scale
+    return Form(code, data, first, elem, fixed, decoded, shape, first % elem == 0)

@@ -444,6 +444,8 @@ def place(code: bytes) -> Placed:
         a32 = RegisterExt.size(instr.memory_base or instr.memory_index) == 4 if (
             instr.memory_base or instr.memory_index) else instr.memory_displ_size == 4
         moved.memory_displacement = (instr.memory_displacement + SHADOW_BASE) & (0xFFFFFFFF if a32 else 2**64 - 1)
+        if moved.memory_displ_size == 0:
+            moved.memory_displ_size = 1             # [rcx] gains a displacement: the encoder widens it
         if instr.memory_base == Register.NONE and instr.memory_index == Register.NONE:
             if instr.memory_displacement >= 2**31 and instr.memory_displ_size == 8:
                 raise ValueError(f"{instr}: absolute address outside the window")

@@ -213,6 +213,13 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
             data = int.from_bytes(native.shadow[off:off + size], "little")
             window_basis |= {s.basis for s in lay.resolve(off, size)}
             lay.write(off, size, data, expected)
+    if instr.is_vsib and any(m.access in _WRITES for m in _info_factory.info(instr).used_memory()):
+        # a scatter: every element's bytes, as the CPU left them (masked-off ones unchanged)
+        from forms import vsib_addresses, vsib_elements
+        size = vsib_elements(instr)[1]
+        for off in vsib_addresses(instr, values):
+            window_basis |= {s.basis for s in lay.resolve(off, size)}
+            lay.write(off, size, int.from_bytes(native.shadow[off:off + size], "little"), expected)
     if instr.is_string_instruction:
         for off, size in string_window_writes(instr, values, native.gpr, bias or {}):
             lay.write(off, size, int.from_bytes(native.shadow[off:off + size], "little"), expected)

@@ -285,3 +285,23 @@ def test_x87_load_from_the_window():
     out = N.run_native(bytes.fromhex("dd042500000000"), s)               # fld qword [0]
     top = (out.fsw >> 11) & 7
     assert top == 7 and out.st[0] == 0x3FFF8000000000000000             # 1.0 as an 80-bit value
+
+
+@given(indexes=st.lists(st.integers(0, 31), min_size=4, max_size=4), regs=st.fixed_dictionaries({"rcx": u64}))
+@settings(max_examples=30)
+def test_gather_reads_each_element_from_the_window(indexes, regs):
+    # vpgatherdd xmm1, [rax + xmm2*4], xmm3 with rax = 0: element i is the dword at 4 * index i
+    s = state_from(dict(regs, rax=0))
+    s.zmm[2] = sum(v << (32 * i) for i, v in enumerate(indexes))
+    s.zmm[3] = (2**128 - 1)                                            # every element enabled
+    out = N.run_native(bytes.fromhex("c4e261900c90"), s)
+    got = [(out.zmm[1] >> (32 * i)) & 0xFFFFFFFF for i in range(4)]
+    assert got == [struct.unpack_from("<I", s.shadow, 4 * v)[0] for v in indexes]
+    assert out.zmm[3] & (2**128 - 1) == 0                              # the mask is consumed
+
+
+@given(rcx=st.integers(0, 0x78), rax=u64)
+def test_operand_without_displacement_is_placed(rcx, rax):
+    s = state_from({"rcx": rcx, "rax": rax})
+    out = N.run_native(bytes.fromhex("488b01"), s)                       # mov rax, [rcx]
+    assert out.gpr["rax"] == struct.unpack_from("<Q", s.shadow, rcx)[0]
