@@ -26,6 +26,7 @@ _ICED_FLAGS = {1: 0x800, 2: 0x80, 4: 0x40, 8: 0x10, 16: 0x1, 32: 0x4, 64: 0x400,
 IF = 0x200
 _WRITES = {OpAccess.WRITE, OpAccess.READ_WRITE, OpAccess.COND_WRITE, OpAccess.READ_COND_WRITE}
 _SI_KERNEL = 0x80
+_DIVIDE_CONFIRMED: set[int] = set()      # forms whose #DE was seen to kill a forked process
 # POPFQ in 64-bit mode at CPL 3 (IOPL 0) changes CF PF AF ZF SF TF DF OF NT AC ID, never IF or IOPL
 POPF_WRITABLE = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4000 | 0x40000 | 0x200000
 
@@ -185,6 +186,13 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
         if general_protection and type(emu_error).__name__ == "GeneralProtection":
             return Outcome("general-protection")              # both refuse it (a misaligned movdqa, say)
         if fault.signo == signal.SIGFPE and isinstance(emu_error, DivideError):
+            if instr.code not in _DIVIDE_CONFIRMED:
+                # once per form: a real process running it dies of SIGFPE (no handler of ours in the way)
+                died = N.run_in_child(placed.code, state, bias=bias)
+                if died != signal.SIGFPE:
+                    raise Mismatch(f"the CPU raised #DE in the runner, but a process running it ended with "
+                                   f"signal {died}\n" + context())
+                _DIVIDE_CONFIRMED.add(instr.code)
             return Outcome("divide-error")
         if fault.signo == signal.SIGSEGV and isinstance(emu_error, MemoryFault):
             return Outcome("memory-fault")
