@@ -5,7 +5,9 @@ image; its result is the CPU's registers *overlaid* with the window bytes the in
 (written back through the layout, last: the emulator's rule that an instruction's register writes
 happen first and its window writes after them, so ``xadd [8], rcx`` leaves rcx = 2*rcx).  Every
 general register, rip, rflags (less the flags the instruction leaves undefined), the vector and
-opmask registers the host has, mxcsr and the scratch stack must then agree with the emulator's.
+opmask registers the host has, mxcsr, st0-st7 and the scratch stack must then agree with the
+emulator's.  Faults are judged too: #DE must be the emulator's DivideError, #GP its GeneralProtection,
+and a store to mxcsr through the window is put to the CPU's own LDMXCSR.
 """
 from __future__ import annotations
 

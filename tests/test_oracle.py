@@ -1,16 +1,18 @@
 """Every instruction form the emulator supports, against the host CPU.
 
-Each supported iced ``Code`` is driven by hypothesis through ``oracle.check`` twice: with its window
-operand naturally aligned and misaligned (for a single byte the two coincide; where the CPU refuses a
-misaligned operand with #GP, movdqa say, the emulator must refuse it too).
+Each supported iced ``Code`` is driven through ``oracle.check`` twice: with its window operand
+naturally aligned and misaligned (for a single byte the two coincide; where the CPU refuses a
+misaligned operand with #GP, movdqa say, the emulator must refuse it too).  Hypothesis draws a form
+(registers, immediates, address shape, window offset) and a seed; the seed gives a few more forms and
+the register values (edge values mixed with random bits), so one hypothesis example checks several
+cases.  A disagreement is reported with its inputs simplified (see ``oracle.check_minimized``).
 The session summary says how many forms were verified.
 """
 from __future__ import annotations
 
 import os
-import random
-
 import platform
+import random
 import sys
 
 import pytest
@@ -21,7 +23,7 @@ if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
 
 import native_cpu as N  # noqa: E402
 import oracle  # noqa: E402
-from forms import Impossible, code_name, form_info, forms, host_can_run, random_form
+from forms import Impossible, code_name, form_info, forms, host_can_run, random_form  # noqa: E402
 
 try:
     from regmap.x86 import supported_codes
