@@ -287,6 +287,7 @@ def test_x87_load_from_the_window():
     assert top == 7 and out.st[0] == 0x3FFF8000000000000000             # 1.0 as an 80-bit value
 
 
+@pytest.mark.skipif("avx2" not in N.cpu_flags(), reason="host CPU lacks avx2")
 @given(indexes=st.lists(st.integers(0, 31), min_size=4, max_size=4), regs=st.fixed_dictionaries({"rcx": u64}))
 @settings(max_examples=30)
 def test_gather_reads_each_element_from_the_window(indexes, regs):
