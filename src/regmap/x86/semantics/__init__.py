@@ -40,5 +40,5 @@ def mask(width: int) -> int:
     return (1 << width) - 1
 
 
-from regmap.x86.semantics import (arithmetic, bits, branch, data, multiply, shift,  # noqa: E402,F401
-                                  packed, stack, string, vector)
+from regmap.x86.semantics import (arithmetic, bits, branch, control, data, multiply,  # noqa: E402,F401
+                                  packed, shift, shuffle, stack, string, vector)

@@ -9,6 +9,7 @@ destination above the operand width.
 from iced_x86 import EncodingKind, Mnemonic as M
 
 from regmap.errors import GeneralProtection
+from regmap.x86 import flags
 from regmap.x86.semantics import mask, semantics, sign
 
 
@@ -102,3 +103,13 @@ def packed(cpu, form):
     for shift in range(0, width, lane_width):
         result |= lane(a >> shift & mask(lane_width), b >> shift & mask(lane_width), lane_width) << shift
     dest.write(cpu, result)
+
+
+@semantics(M.PTEST, M.VPTEST)
+def ptest(cpu, form):
+    """ZF <- (a AND b) = 0, CF <- (NOT a AND b) = 0; AF OF PF SF cleared."""
+    first, second = form.ops
+    if form.instruction.encoding == EncodingKind.LEGACY and second.is_memory and second.address(cpu) % 16:
+        raise GeneralProtection(f"{form.disassembly}: a legacy SSE memory operand must be 16-byte aligned")
+    a, b = first.read(cpu), second.read(cpu)
+    cpu.set_flags((flags.STATUS, (0 if a & b else flags.ZF) | (0 if ~a & b else flags.CF)))
