@@ -13,7 +13,7 @@ from regmap.layout import Layout, load_layout
 from regmap.x86.compiler import compile_form
 from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
-from regmap.x86.operands import OperandFactory
+from regmap.x86.operands import MemoryOperand, OperandFactory
 from regmap.x86.semantics import EVEX_READY, SEMANTICS, STRING_SEMANTICS
 
 _FORMATTER = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL)
@@ -71,15 +71,9 @@ class Form:
     def condition(self, cpu) -> bool:
         return CONDITIONS[self.condition_code](cpu.rflags())
 
-    @staticmethod
-    def read_memory(cpu, address: int, size: int) -> int:
-        from regmap.x86.operands import MemoryOperand
-        return MemoryOperand.read_at(cpu, address, size)
-
-    @staticmethod
-    def write_memory(cpu, address: int, size: int, value: int) -> None:
-        from regmap.x86.operands import MemoryOperand
-        MemoryOperand.write_at(cpu, address, size, value)
+    # implicit memory (the stack of push/pop/call): the window or real memory, by address
+    read_memory = staticmethod(MemoryOperand.read_at)
+    write_memory = staticmethod(MemoryOperand.write_at)
 
     @property
     def mnemonic_name(self) -> str:

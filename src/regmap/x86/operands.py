@@ -64,11 +64,40 @@ class ImmediateOperand:
         return hex(self.value)
 
 
-class MemoryOperand:
+class _MemoryAccess:
+    """What every memory operand does with its address: the window through the layout, the rest
+    through real memory.  Subclasses say how the address is found."""
+    __slots__ = ()
+    is_memory = True
+
+    def in_window(self, cpu) -> bool:
+        return cpu.layout.contains(self.address(cpu), self.size)
+
+    def read(self, cpu) -> int:
+        return self.read_at(cpu, self.address(cpu), self.size)
+
+    def write(self, cpu, value: int) -> None:
+        self.write_at(cpu, self.address(cpu), self.size, value)
+
+    @staticmethod
+    def read_at(cpu, address: int, size: int) -> int:
+        if cpu.layout.contains(address, size):
+            return cpu.window_read(address, size)
+        return cpu.memory_read(address, size)
+
+    @staticmethod
+    def write_at(cpu, address: int, size: int, value: int) -> None:
+        value &= (1 << 8 * size) - 1
+        if cpu.layout.contains(address, size):
+            cpu.window_write(address, size, value)
+        else:
+            cpu.memory_write(address, size, value)
+
+
+class MemoryOperand(_MemoryAccess):
     """[segment: base + index*scale + displacement], `size` bytes."""
     __slots__ = ("size", "width", "base", "index", "scale", "displacement", "segment_base",
                  "address_mask")
-    is_memory = True
 
     def __init__(self, size, base, index, scale, displacement, segment_base, address_mask):
         self.size, self.width = size, 8 * size
@@ -95,37 +124,13 @@ class MemoryOperand:
             ea += cpu.reg(self.segment_base)
         return ea & MASK64
 
-    def in_window(self, cpu) -> bool:
-        return cpu.layout.contains(self.address(cpu), self.size)
-
-    def read(self, cpu) -> int:
-        return self.read_at(cpu, self.address(cpu), self.size)
-
-    def write(self, cpu, value: int) -> None:
-        self.write_at(cpu, self.address(cpu), self.size, value)
-
-    @staticmethod
-    def read_at(cpu, address: int, size: int) -> int:
-        if cpu.layout.contains(address, size):
-            return cpu.window_read(address, size)
-        return cpu.memory_read(address, size)
-
-    @staticmethod
-    def write_at(cpu, address: int, size: int, value: int) -> None:
-        value &= (1 << 8 * size) - 1
-        if cpu.layout.contains(address, size):
-            cpu.window_write(address, size, value)
-        else:
-            cpu.memory_write(address, size, value)
-
     def __repr__(self) -> str:
         return f"mem{self.width}"
 
 
-class StringOperand:
+class StringOperand(_MemoryAccess):
     """The implicit [rsi] or [rdi] of a string instruction; `step` moves it by one element."""
     __slots__ = ("pointer", "size", "width", "segment_base")
-    is_memory = True
 
     def __init__(self, pointer: RegisterOperand, size: int, segment_base: str | None):
         self.pointer, self.size, self.width, self.segment_base = pointer, size, 8 * size, segment_base
@@ -135,15 +140,6 @@ class StringOperand:
         if self.segment_base is not None:
             address += cpu.reg(self.segment_base)
         return address & MASK64
-
-    def in_window(self, cpu) -> bool:
-        return cpu.layout.contains(self.address(cpu), self.size)
-
-    def read(self, cpu) -> int:
-        return MemoryOperand.read_at(cpu, self.address(cpu), self.size)
-
-    def write(self, cpu, value: int) -> None:
-        MemoryOperand.write_at(cpu, self.address(cpu), self.size, value)
 
     def advance(self, cpu, backwards: bool) -> None:
         self.pointer.write(cpu, self.pointer.read(cpu) + (-self.size if backwards else self.size))
