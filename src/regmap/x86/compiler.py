@@ -4,7 +4,8 @@ The generic path builds a `Cpu`, buffers every write and dispatches through
 operand objects: right for every instruction, but many calls more than an
 `add rax, [8]` needs.  For a form whose window operand has a constant
 address (``[8]``, the way programs name mapped registers) and whose semantics
-are a move, an ALU or unary operation, a conditional move or set, this module
+are a move (general or vector, without an opmask), an ALU or unary operation,
+a conditional move or set, this module
 writes a small function over the machine's register *namespace* — an object
 whose attribute ``rax`` is the basis register rax — with the layout, operand
 widths, zero-extension rules and flag formulas (those of `regmap.x86.flags`,
@@ -19,6 +20,7 @@ from iced_x86 import Mnemonic as M
 
 from regmap.x86 import flags
 from regmap.x86.operands import ImmediateOperand, MemoryOperand, RegisterOperand
+from regmap.x86.semantics import vector
 
 _GENERIC_ONLY_SLOTS = frozenset({"rflags", "mxcsr"})
 _STATUS = flags.STATUS
@@ -83,8 +85,10 @@ def compile_form(form, layout):
     window = _constant_window_operand(form, layout)
     if window is None:
         return None
-    slices = window
+    address, slices = window
     if any(basis in _GENERIC_ONLY_SLOTS for basis, _, _ in slices):
+        return None
+    if form.mnemonic in vector.MOVES and not _plain_vector_move(form, address):
         return None
     body = _body(form, slices, layout.registers.width)
     if body is None:
@@ -111,6 +115,8 @@ def _body(form, slices, widths):
         if dest.is_memory:
             return [f"r.rip = {_read(source, slices, widths, form)}"]
         return _write(dest, slices, f"{form.next_ip:#x}", widths)
+    if mnemonic in vector.MOVES:
+        return _arithmetic(form, slices, widths, "b", None, True, ("a", "b"))
     if mnemonic in _BINARY and len(ops) == 2:
         expression, formula, writes = _BINARY[mnemonic]
         return _arithmetic(form, slices, widths, expression, formula, writes, ("a", "b"))
@@ -138,7 +144,7 @@ def _arithmetic(form, slices, widths, expression, formula, writes, names):
     ops = form.ops
     width = ops[0].width
     lines = [f"{name} = {_read(op, slices, widths, form)}" for name, op in zip(names, ops)
-             if not (name == "a" and form.mnemonic in (M.MOV, M.MOVZX))]
+             if not (name == "a" and expression == "b")]
     carry = form.mnemonic in (M.ADC, M.SBB)
     if formula or carry:
         lines.append("f = r.rflags")
@@ -169,9 +175,16 @@ def _constant_window_operand(form, layout):
     if not layout.contains(address, op.size):
         return None
     try:
-        return layout.resolve(address, op.size)
+        return address, layout.resolve(address, op.size)
     except Exception:  # a hole: the generic path reports it
         return None
+
+
+def _plain_vector_move(form, address: int) -> bool:
+    """A vector move is a plain move without an opmask and, for the aligned forms, when its
+    constant address is aligned (a misaligned one raises #GP on the generic path)."""
+    memory, = (op for op in form.ops if op.is_memory)
+    return form.op_mask is None and (form.mnemonic not in vector.ALIGNED or address % memory.size == 0)
 
 
 def _read(op, slices, widths, form) -> str:

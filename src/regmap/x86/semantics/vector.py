@@ -20,6 +20,9 @@ _EVEX_UNALIGNED = (M.VMOVDQU8, M.VMOVDQU16, M.VMOVDQU32, M.VMOVDQU64)
 
 
 EVEX_READY.update(_UNALIGNED, _ALIGNED, _EVEX_UNALIGNED)
+# For the compiled fast path: which mnemonics are whole-operand moves, and which check alignment.
+MOVES = frozenset((*_UNALIGNED, *_ALIGNED, *_EVEX_UNALIGNED))
+ALIGNED = frozenset(_ALIGNED)
 
 
 @semantics(*_UNALIGNED, *_ALIGNED, *_EVEX_UNALIGNED)
