@@ -145,7 +145,6 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
     window for an implicit operand (a string instruction's rsi/rdi): the native run offsets them onto
     the shadow page.  Raises ``Mismatch`` on any disagreement (a fault on one side only is one).
     """
-    import regmap
     from regmap.errors import DivideError, MemoryFault, RegmapError
 
     lay = _load_layout(layout)

@@ -10,7 +10,6 @@ import io
 import os
 import platform
 import signal
-import struct
 import sys
 import threading
 from pathlib import Path

@@ -7,7 +7,6 @@ from typing import NamedTuple
 import iced_x86
 from iced_x86 import EncodingKind, Mnemonic, OpCodeInfo, OpKind
 
-from regmap import alias
 from regmap.errors import LayoutError, NotWindowAccess, RegmapError, UnsupportedInstruction
 from regmap.layout import Layout, load_layout
 from regmap.x86.compiler import compile_form

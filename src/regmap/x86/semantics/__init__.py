@@ -14,9 +14,9 @@ SEMANTICS: dict[int, Callable] = {}
 STRING_SEMANTICS: dict[int, Callable] = {}
 
 
-def semantics(*mnemonics: int, string: bool = False):
+def semantics(*mnemonics: int, string_instruction: bool = False):
     """Register the decorated function as the semantics of `mnemonics` (iced-x86 Mnemonic values)."""
-    table = STRING_SEMANTICS if string else SEMANTICS
+    table = STRING_SEMANTICS if string_instruction else SEMANTICS
 
     def register(function):
         for mnemonic in mnemonics:

@@ -40,7 +40,7 @@ def _backwards(cpu) -> bool:
     return bool(cpu.flag(flags.DF))
 
 
-@semantics(M.MOVSB, M.MOVSW, M.MOVSD, M.MOVSQ, string=True)
+@semantics(M.MOVSB, M.MOVSW, M.MOVSD, M.MOVSQ, string_instruction=True)
 def movs(cpu, form):
     dest, source = form.ops
 
@@ -52,7 +52,7 @@ def movs(cpu, form):
     _repeat(cpu, form, element)
 
 
-@semantics(M.STOSB, M.STOSW, M.STOSD, M.STOSQ, string=True)
+@semantics(M.STOSB, M.STOSW, M.STOSD, M.STOSQ, string_instruction=True)
 def stos(cpu, form):
     dest, value = form.ops
 
@@ -62,7 +62,7 @@ def stos(cpu, form):
     _repeat(cpu, form, element)
 
 
-@semantics(M.LODSB, M.LODSW, M.LODSD, M.LODSQ, string=True)
+@semantics(M.LODSB, M.LODSW, M.LODSD, M.LODSQ, string_instruction=True)
 def lods(cpu, form):
     dest, source = form.ops
 
@@ -72,7 +72,7 @@ def lods(cpu, form):
     _repeat(cpu, form, element)
 
 
-@semantics(M.CMPSB, M.CMPSW, M.CMPSD, M.CMPSQ, M.SCASB, M.SCASW, M.SCASD, M.SCASQ, string=True)
+@semantics(M.CMPSB, M.CMPSW, M.CMPSD, M.CMPSQ, M.SCASB, M.SCASW, M.SCASD, M.SCASQ, string_instruction=True)
 def compare_string(cpu, form):
     """CMPS compares [rsi] with [rdi]; SCAS the accumulator with [rdi]. Flags as CMP."""
     first, second = form.ops
