@@ -341,6 +341,21 @@ def generate(code: int, c: Chooser, *, regions: tuple[Region, ...] | None = None
     raise Impossible(f"{info.name}: no valid encoding found in 40 attempts")
 
 
+
+def encode_as(instr, code):
+    """(bytes, decoded) of `instr`, or None when iced refuses it or it decodes as another form."""
+    try:
+        encoder = Encoder(64)
+        encoder.encode(instr, 0x400000)
+        data = encoder.take_buffer()
+    except ValueError:
+        return None
+    decoded = Decoder(64, data, ip=0x400000).decode()
+    if decoded.code != code or decoded.len != len(data):
+        return None
+    return data, decoded
+
+
 def _draw_once(c: Chooser, code, op, info, regions, aligned, avoid, addr32, shapes):
     kinds = list(op.op_kinds())
     evex = op.encoding == EncodingKind.EVEX
@@ -496,15 +511,10 @@ def _draw_once(c: Chooser, code, op, info, regions, aligned, avoid, addr32, shap
         instr.is_broadcast = True
     if op.can_use_lock_prefix and mem_i == 0 and c.integer(0, 3) == 3:
         instr.has_lock_prefix = True
-    try:
-        encoder = Encoder(64)
-        encoder.encode(instr, 0x400000)
-        data = encoder.take_buffer()
-    except ValueError:
+    encoded = encode_as(instr, code)
+    if encoded is None:
         return None
-    decoded = Decoder(64, data, ip=0x400000).decode()
-    if decoded.code != code or decoded.len != len(data):
-        return None
+    data, decoded = encoded
     dmask = 0xFFFFFFFF if a32 else 2**64 - 1
     if (decoded.memory_base, decoded.memory_index, decoded.memory_displacement & dmask) != (
             base, index, disp & dmask) or (index != Register.NONE and decoded.memory_index_scale != scale):
@@ -690,15 +700,10 @@ def _draw_vsib(c: Chooser, code, op, info, instr, kinds, used_regs, regions, ali
         instr.memory_displ_size = 4
         shape = "vsib"
     instr.memory_displacement = disp & (2**64 - 1)
-    try:
-        encoder = Encoder(64)
-        encoder.encode(instr, 0x400000)
-        data = encoder.take_buffer()
-    except ValueError:
+    encoded = encode_as(instr, code)
+    if encoded is None or encoded[1].memory_index != index:
         return None
-    decoded = Decoder(64, data, ip=0x400000).decode()
-    if decoded.code != code or decoded.len != len(data) or decoded.memory_index != index:
-        return None
+    data, decoded = encoded
     if (decoded.memory_displacement - disp) % 2**64 or decoded.memory_base != instr.memory_base:
         return None
     first = origin + indexes[0] * scale
