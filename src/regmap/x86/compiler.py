@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from iced_x86 import Mnemonic as M
 
+from regmap.errors import LayoutError
 from regmap.x86 import flags
 from regmap.x86.operands import ImmediateOperand, MemoryOperand, RegisterOperand
 from regmap.x86.semantics import vector
@@ -176,7 +177,7 @@ def _constant_window_operand(form, layout):
         return None
     try:
         return address, layout.resolve(address, op.size)
-    except Exception:  # a hole: the generic path reports it
+    except LayoutError:  # a hole: the generic path reports it
         return None
 
 

@@ -117,7 +117,7 @@ class Cpu:
         self.memory_writes.append((address, value.to_bytes(size, "little")))
 
     # the end of the instruction ----------------------------------------------
-    def commit(self, original_rip: int) -> None:
+    def commit(self) -> None:
         if "rip" not in self.dirty:
             self.set_reg("rip", self.next_ip)
         original_flags = self.originals.get("rflags")

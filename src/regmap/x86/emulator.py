@@ -148,7 +148,7 @@ class Emulator:
             raise
         except Exception as error:  # a semantic function met an operand shape it does not know
             raise UnsupportedInstruction(rip, form.code, form.disassembly, f"{type(error).__name__}: {error}") from error
-        cpu.commit(rip)
+        cpu.commit()
         return Step(rip, form.code, form.mnemonic_name, form.disassembly, cpu.accesses)
 
 
