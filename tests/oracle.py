@@ -111,13 +111,16 @@ def shift_count(instr, regs: dict[str, int]) -> int | None:
 
 def undefined_flags(instr, regs: dict[str, int]) -> int:
     """The rflags bits the comparison ignores: those iced calls undefined for ``instr``, refined for
-    shifts and rotates by their actual count (count 0 changes no flag; count 1 defines OF)."""
+    shifts and rotates by their actual count (count 0 changes no flag; count 1 defines OF; any
+    larger count leaves OF undefined, as the SDM says, and Intel and AMD do differ there)."""
     undefined = hardware_flags(instr.rflags_undefined)
     count = shift_count(instr, regs)
     if count == 0:
         return 0
     if count == 1:
         return undefined & ~0x800
+    if count is not None:
+        return undefined | 0x800
     return undefined
 
 
