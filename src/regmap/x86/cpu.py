@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from regmap.errors import GeneralProtection, MemoryFault
+from regmap.x86 import flags
 
 # MXCSR bits software may set (flags, masks, rounding, FZ, DAZ); the rest are reserved.
 MXCSR_WRITABLE = 0xFFFF
-from regmap.x86 import flags
 
 
 class Access(NamedTuple):
@@ -85,10 +85,13 @@ class Cpu:
         return value
 
     def _window_reg(self, basis: str) -> int:
-        # Reading the rip slot gives the address of the next instruction, as RIP-relative addressing does.
+        # Reading the rip slot gives the address of the next instruction, as RIP-relative addressing
+        # does; reading the rflags slot gives what PUSHFQ would (no RF from the kernel's frame).
         if basis == "rip":
             return self.next_ip
         self.reg(basis)
+        if basis == "rflags":
+            return self.originals[basis] & ~flags.PUSHFQ_HIDDEN
         return self.originals[basis]
 
     def _with_own_stores(self, address: int, size: int, value: int) -> int:

@@ -113,8 +113,13 @@ class MemoryOperand(_MemoryAccess):
             address = cpu.addresses[self] = self._effective_address(cpu)
             return address
 
-    def _effective_address(self, cpu) -> int:
-        ea = self.displacement
+    def address_beyond(self, cpu, distance: int) -> int:
+        """The address `distance` bytes (signed) past the operand's, wrapped as the operand's own
+        is: with a 67h prefix the sum wraps at 32 bits (`bt [r12d], r10`'s bit string)."""
+        return self._effective_address(cpu, distance)
+
+    def _effective_address(self, cpu, distance: int = 0) -> int:
+        ea = self.displacement + distance
         if self.base is not None:
             ea += self.base.read(cpu)
         if self.index is not None:
