@@ -81,6 +81,7 @@ def window_writes(instr, offset: int, gpr: dict[str, int]) -> list[tuple[int, in
                 if value >> (bits - 1):
                     value -= 1 << bits
                 at += size * (value // (8 * size))
+                at &= (1 << _address_size(instr)) - 1     # 67h: the unit's address wraps at 32 bits
             out.append((at, size))
     return out
 
