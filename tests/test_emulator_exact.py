@@ -137,3 +137,30 @@ def test_runtime_functions_are_importable_from_regmap():
     import regmap.runtime
     assert (set_trace, stats, reset_stats) == (regmap.runtime.set_trace, regmap.runtime.stats,
                                                regmap.runtime.reset_stats)
+
+
+# -- 67h rep string instructions with ecx = 0 ---------------------------------------------------------
+
+REP_A32 = {"rep movsb": "67 f3 a4", "rep movsq": "67 f3 48 a5", "rep stosb": "67 f3 aa",
+           "rep lodsd": "67 f3 ad", "repe cmpsb": "67 f3 a6", "repne scasw": "67 66 f2 af"}
+UPPER = {"rcx": 5 << 32, "rsi": (6 << 32) + 0x10, "rdi": (7 << 32) + 0x20}
+
+
+@pytest.mark.parametrize("name", REP_A32)
+def test_a32_rep_with_ecx_zero_changes_no_register(name):
+    """regmap's choice (docs/emulator.md): nothing repeats, nothing is written, as on AMD CPUs."""
+    result = emulate(REP_A32[name], dict(UPPER)).regs
+    assert {r: result[r] for r in UPPER} == UPPER
+
+
+@native
+@pytest.mark.parametrize("name", REP_A32)
+def test_a32_rep_with_ecx_zero_on_the_host(name):
+    """The host either leaves rcx/rsi/rdi alone (AMD) or zeroes their upper halves (Intel, which
+    writes them as 32-bit registers even when nothing repeats); the oracle compares the low halves."""
+    code = bytes.fromhex(REP_A32[name])
+    state = N.NativeState()
+    state.gpr.update(UPPER, rsp=N.STACK_TOP)
+    after = {r: N.run_native(code, state).gpr[r] for r in UPPER}
+    assert all(after[r] in (value, value & 0xFFFFFFFF) for r, value in UPPER.items())
+    assert oracle.check(code, dict(UPPER, rsp=N.STACK_TOP)).kind == "compared"
