@@ -10,6 +10,7 @@ import iced_x86
 from iced_x86 import MemorySizeInfo, OpKind, Register
 
 from regmap import alias
+from regmap.x86.selectors import check_load
 
 MASK64 = (1 << 64) - 1
 
@@ -48,6 +49,18 @@ class RegisterOperand:
 
     def __repr__(self) -> str:
         return self.name
+
+
+class SelectorOperand(RegisterOperand):
+    """A segment register: a write is a selector load, which refuses what the CPU refuses."""
+    __slots__ = ()
+
+    def write(self, cpu, value: int) -> None:
+        check_load(self.name, value & self.mask)
+        super().write(cpu, value)
+
+
+SEGMENT_REGISTERS = frozenset(("cs", "ds", "es", "fs", "gs", "ss"))
 
 
 class ImmediateOperand:
@@ -180,7 +193,8 @@ class OperandFactory:
             extend = 64
         elif vex and basis.startswith("zmm"):
             extend = self.registers.width(basis)
-        return RegisterOperand(name, basis, lo, width, extend)
+        kind = SelectorOperand if name in SEGMENT_REGISTERS else RegisterOperand
+        return kind(name, basis, lo, width, extend)
 
     def memory(self, ins: iced_x86.Instruction) -> MemoryOperand:
         size = MemorySizeInfo(ins.memory_size).size
