@@ -49,11 +49,14 @@ def map_registers(layout=None, *, emulator=None) -> Registers:
     (None: the default layout).  Calling it again is harmless; with another
     layout it switches to that layout.  `emulator` replaces the x86 emulator
     (anything with ``step(machine, trace=False)``), for testing.
-    Returns `regmap.registers`.
+    Calling it again also puts regmap's handler back in front of any handler installed over
+    it (docs/runtime.md, "faulthandler and other handlers").  Returns `regmap.registers`.
     """
     _check_platform()
-    from regmap.runtime import handler
+    from regmap.runtime import guard, handler
     handler.install(emulator, _resolve_layout(layout))
+    guard.keep_first()              # a handler installed over regmap's since: regmap goes first
+    guard.watch_faulthandler()      # and faulthandler.enable() from now on leaves it first
     return registers
 
 

@@ -62,6 +62,11 @@ class State:
         self.previous = previous
         self.installed: dict[int, tuple] = {}
         self.altstack: tuple[int, _sys.StackT, int] | None = None   # (thread ident, old, base)
+        self.address = 0                # the callback's address, for re-installing it (guard.py)
+        # What the first installation replaced, and the signals already handed over to
+        # `previous` (see `forward`).
+        self.beneath: dict[int, _sys.KernelSigaction] = dict(previous)
+        self.handed_over: set[int] = set()
 
 
 class Counters:
@@ -214,19 +219,26 @@ def forward(signo: int, info: int, machine: FrameMachine, state: State | None) -
     """
     COUNTERS.forwarded += 1
     COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
-    previous = (state.previous if state is not None else PREVIOUS)[signo]
+    if state is None:
+        previous = PREVIOUS[signo]
+    elif signo in state.handed_over:
+        # The handler regmap handed this signal to put regmap back and raised it again
+        # (faulthandler does, when it was enabled over regmap): on to what regmap replaced.
+        previous = state.beneath[signo]
+    else:
+        previous = state.previous[signo]
     code = machine.si_code()
     from_cpu = 0 < code <= _sys.SI_KERNEL
     if not from_cpu:
         COUNTERS.sent += 1
     handler = previous.handler
     if from_cpu and (handler in (_sys.SIG_DFL, _sys.SIG_IGN) or is_interpreter_code(handler)):
-        _sys.set_action(signo, previous)
+        hand_over(signo, previous, state)
         return
     if handler == _sys.SIG_IGN:
         return
     if handler == _sys.SIG_DFL:
-        _sys.set_action(signo, previous)
+        hand_over(signo, previous, state)
         _sys.queue_to_self(signo, machine.siginfo())
         return
     if previous.flags & _sys.SA_RESETHAND:
@@ -243,6 +255,13 @@ def forward(signo: int, info: int, machine: FrameMachine, state: State | None) -
         PREVIOUS_TYPE(handler)(signo, machine.info, machine.ctx)
     finally:
         _sys.set_thread_mask(old_mask)
+
+
+def hand_over(signo: int, previous: _sys.KernelSigaction, state: State | None) -> None:
+    """Put `previous` back in regmap's place for `signo`: the process is about to die of it."""
+    _sys.set_action(signo, previous)
+    if state is not None:
+        state.handed_over.add(signo)
 
 
 INTERPRETER_CODE: list[tuple[int, int]] = []
@@ -487,6 +506,7 @@ def install(emulator, layout) -> State:
                 emulator = Emulator(layout)
             state = State(emulator, layout, ACTIVE.previous)
             state.installed, state.altstack = ACTIVE.installed, ACTIVE.altstack
+            state.address, state.beneath = ACTIVE.address, ACTIVE.beneath
             forget_fast_paths()
             ACTIVE = state
             return state
@@ -498,14 +518,14 @@ def install(emulator, layout) -> State:
         find_interpreter_code()
         address = ctypes.cast(callback, ctypes.c_void_p).value
         state = State(emulator, layout, {})
+        state.address = address
         forget_fast_paths()
         ensure_altstack(state)
         ACTIVE = state  # before the handler can run
         try:
             for signo in SIGNALS:
-                state.previous[signo] = _sys.install_handler(signo, address, HANDLER_FLAGS, HANDLER_MASK)
-                state.installed[signo] = _sys.get_action(signo).key()
-                PREVIOUS[signo] = state.previous[signo]
+                install_on_top(state, signo)
+            state.beneath = dict(state.previous)
         except BaseException:
             for signo, previous in state.previous.items():
                 _sys.set_action(signo, previous)
@@ -513,6 +533,14 @@ def install(emulator, layout) -> State:
             ACTIVE = None
             raise
         return state
+
+
+def install_on_top(state: State, signo: int) -> None:
+    """Install regmap's handler for `signo` over whatever is there, which becomes `previous`."""
+    state.previous[signo] = _sys.install_handler(signo, state.address, HANDLER_FLAGS, HANDLER_MASK)
+    state.installed[signo] = _sys.get_action(signo).key()
+    state.handed_over.discard(signo)
+    PREVIOUS[signo] = state.previous[signo]
 
 
 def uninstall() -> bool:
