@@ -11,7 +11,9 @@ import mmap
 import os
 import platform
 import signal
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -107,3 +109,31 @@ def test_fs_gs_agree_with_the_cpu(register):
     differing = {hex(s): refusal(register, s) or "taken" for s in SAMPLE
                  if emulator_takes(register, s) != _load_in_child(register, s)}
     assert not differing
+
+
+IN_PROCESS = textwrap.dedent("""
+    import ctypes, mmap, resource, regmap
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    code = bytes.fromhex("48 31 c0 8e 1c 25 00 00 00 00 c3")      # xor rax, rax; mov ds, [0]; ret
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(code)
+    load = ctypes.CFUNCTYPE(None)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    regmap.map_registers()
+    load()
+    print("went on past the load")
+""")
+
+
+@native
+@pytest.mark.parametrize("seed", ["0", "1", "2", "3"])
+def test_a_selector_load_the_runtime_cannot_make_is_a_genuine_fault(seed):
+    """The in-process runtime cannot set ds from its handler: one 'unsupported instruction' line,
+    then the fault, with nothing of the instruction applied (rip not advanced past it), whatever
+    order the registers are written in (the hash seed decides it)."""
+    env = dict(os.environ, PYTHONHASHSEED=seed)
+    env.pop("PYTHONFAULTHANDLER", None)
+    done = subprocess.run([sys.executable, "-c", IN_PROCESS], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == -signal.SIGSEGV and done.stdout == ""
+    assert done.stderr.startswith("regmap: unsupported instruction at ")
+    assert "(mov ds,[0])" in done.stderr and "cannot set ds" in done.stderr

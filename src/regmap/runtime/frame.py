@@ -27,7 +27,7 @@ from __future__ import annotations
 import ctypes
 import functools
 
-from regmap.errors import MemoryFault, RegmapError
+from regmap.errors import MemoryFault, RegisterNotWritable, RegmapError
 from regmap.runtime import _sys
 
 # word indices into the frame
@@ -273,7 +273,7 @@ class Frame(ctypes.Structure):
 
 def _read_only(name: str):
     def refuse(self, value):
-        raise RegmapError(f"the in-process runtime cannot set {name} from a signal handler")
+        raise RegisterNotWritable(f"the in-process runtime cannot set {name} from a signal handler")
     return refuse
 
 

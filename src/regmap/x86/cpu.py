@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from regmap.errors import GeneralProtection, MemoryFault
+from regmap.errors import GeneralProtection, MemoryFault, RegmapError
 from regmap.x86 import flags
 
 # MXCSR bits software may set (flags, masks, rounding, FZ, DAZ); the rest are reserved.
@@ -137,8 +137,17 @@ class Cpu:
             raise GeneralProtection(f"mxcsr {self.regs['mxcsr']:#x} sets reserved bits")
         for address, data in self.memory_writes:
             self.machine.write_memory(address, data)
-        for basis in self.dirty:
-            self.machine.write_register(basis, self.regs[basis])
+        written = []
+        try:
+            for basis in self.dirty:
+                self.machine.write_register(basis, self.regs[basis])
+                written.append(basis)
+        except RegmapError:
+            # A register the machine refuses (a selector in a signal frame): put back the ones
+            # already written (rip among them), so the fault is seen where it happened.
+            for basis in written:
+                self.machine.write_register(basis, self.originals[basis])
+            raise
 
     def _peek_window(self, address: int, size: int) -> int:
         value = 0
