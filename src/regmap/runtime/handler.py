@@ -506,7 +506,8 @@ def install(emulator, layout) -> State:
                 emulator = Emulator(layout)
             state = State(emulator, layout, ACTIVE.previous)
             state.installed, state.altstack = ACTIVE.installed, ACTIVE.altstack
-            state.address, state.beneath = ACTIVE.address, ACTIVE.beneath
+            state.address, state.beneath, state.handed_over = (ACTIVE.address, ACTIVE.beneath,
+                                                               ACTIVE.handed_over)
             forget_fast_paths()
             ACTIVE = state
             return state
