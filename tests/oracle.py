@@ -86,6 +86,17 @@ def window_writes(instr, offset: int, gpr: dict[str, int]) -> list[tuple[int, in
     return out
 
 
+def selected_elements(instr, ranges: list[tuple[int, int]], values: dict[str, int]) -> list[tuple[int, int]]:
+    """An opmasked store writes only the elements its mask selects: ``ranges`` cut down to them."""
+    from iced_x86 import MemorySizeInfo, Register
+    if instr.op_mask == Register.NONE:
+        return ranges
+    selector = values.get(f"k{instr.op_mask - Register.K0}", 0)
+    element = MemorySizeInfo(instr.memory_size).element_size or 1
+    return [(offset + i * element, element) for offset, size in ranges
+            for i in range(size // element) if selector >> i & 1]
+
+
 _SHIFTS = None
 
 
@@ -233,7 +244,7 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
             expected[seg] = values[seg]
     window_basis: set[str] = set()
     if ea is not None:
-        for off, size in window_writes(instr, ea, state.gpr):
+        for off, size in selected_elements(instr, window_writes(instr, ea, state.gpr), values):
             data = int.from_bytes(native.shadow[off:off + size], "little")
             window_basis |= {s.basis for s in lay.resolve(off, size)}
             lay.write(off, size, data, expected)
