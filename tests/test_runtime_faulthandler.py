@@ -27,6 +27,8 @@ CHILD = textwrap.dedent('''
     lib = declare(ctypes.CDLL({library!r}))
     enable = faulthandler.enable             # a reference taken before regmap is imported
     mode, order, crash = sys.argv[1:4]
+    if order == "enabled first, disable":
+        faulthandler.enable()
     if mode == "regmap":
         import regmap
         regmap.map_registers()
@@ -38,6 +40,8 @@ CHILD = textwrap.dedent('''
             regmap.map_registers()
     elif order == "enable, disable":
         faulthandler.enable()
+        faulthandler.disable()
+    elif order == "enabled first, disable":
         faulthandler.disable()
     if mode == "regmap":
         assert lib.echo_rdi(5) == 5          # a window access: [0x38] is rdi
@@ -70,7 +74,7 @@ def run(script, *args):
     return done.returncode, done.stdout, re.sub(r"0x[0-9a-f]+", "0x...", done.stderr)
 
 
-ORDERS = ["enable", "early reference", "enable, disable"]
+ORDERS = ["enable", "early reference", "enable, disable", "enabled first, disable"]
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -83,7 +87,7 @@ def test_a_genuine_crash_still_prints_faulthandlers_report(script, order):
     plain = run(script, "plain", order, "crash")
     mapped = run(script, "regmap", order, "crash")
     assert plain[0] == -11 and plain[1] == "window ok\n"
-    if order == "enable, disable":
+    if "disable" in order:
         assert plain[2] == ""
     else:
         assert "Fatal Python error: Segmentation fault" in plain[2] and "in crash_site" in plain[2]
