@@ -35,6 +35,7 @@ import os
 import threading
 from typing import NamedTuple
 
+from regmap.procmaps import private_code
 from regmap.runtime import _sys
 from regmap.runtime.frame import CODE_SITES, Frame
 from regmap.x86.translate import Translation, translate
@@ -126,7 +127,8 @@ def restore_all() -> int:
 
 def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
     """Replace `expected` (still in memory, or nothing is done) by `replacement` at `address`."""
-    if _sys.read_code(address, len(expected)) != expected or not private_code(address, len(expected)):
+    if _sys.read_code(address, len(expected)) != expected \
+            or not private_code("self", address, len(expected)):
         return False
     if len(os.listdir("/proc/self/task")) == 1:
         return _sys.write_code(address, replacement)
@@ -149,20 +151,6 @@ def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
         return True
     finally:
         BUSY.discard(address)
-
-
-def private_code(address: int, size: int) -> bool:
-    """Whether the bytes lie in one private, executable mapping (never a shared file's pages)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                span, perms = line.split(None, 2)[:2]
-                start, end = (int(x, 16) for x in span.split("-"))
-                if start <= address < end:
-                    return address + size <= end and perms[2] == "x" and perms[3] == "p"
-    except (OSError, ValueError):
-        pass
-    return False
 
 
 def sync_core_available() -> bool:
