@@ -302,9 +302,12 @@ def test_unmapping_restores_the_original_bytes_and_the_site_faults_again(snippet
     address = ctypes.cast(snippets.add_rcx_loop, ctypes.c_void_p).value
     site = address + ctypes.string_at(address, 64).index(bytes.fromhex("48 03 04 25 08 00 00 00"))
     original = ctypes.string_at(site, 8)
+    library_file = Path(snippets._name).read_bytes()
     with regmap.mapped(translate=3):
         assert snippets.add_rcx_loop(1000, 2) == 2000
         assert ctypes.string_at(site, 8) != original
+        # the library's text is a read-only private file mapping: the page was copied on write
+        assert Path(snippets._name).read_bytes() == library_file
         assert regmap.stats().by_site[site] == 3
     assert ctypes.string_at(site, 8) == original
     assert not patch.PATCHES
