@@ -433,7 +433,9 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, strea
     tracer = Tracer(emulator, reporter)
     if translate and layout is not None:
         from regmap.trace.patch import Patcher
+        from regmap.x86.translate import warm_up
         tracer.patcher = Patcher(layout, translate)
+        warm_up(layout, emulator)
     tracer.program = name or ""
     tracer.spawn(path, argv, env)
     status = tracer.wait()

@@ -105,6 +105,16 @@ def why_not(address: int, code: bytes, layout) -> str | None:
     return None
 
 
+def warm_up(layout, emulator=None) -> None:
+    """Pay the one-time costs (iced-x86's lazily built tables, the emulator's first decode and
+    compile) now, when translation is switched on, rather than at a program's first hot site."""
+    code = bytes.fromhex("48 03 04 25 08 00 00 00")     # add rax, [8]
+    translate(0, code, layout)
+    form_at = getattr(emulator, "form_at", None)
+    if form_at is not None:
+        form_at(0, code)      # address 0 holds no instruction: the cached form is never used
+
+
 def nop(length: int) -> bytes:
     """`length` bytes of NOPs, as few instructions as the SDM's table allows."""
     pieces = []
