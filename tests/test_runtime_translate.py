@@ -70,6 +70,10 @@ FORMS = [
     ("pextrq qword ptr [0x18], xmm1, 1", True),
     ("pshufd xmm3, xmmword ptr [0x120], 0x1b", True),
     ("popcnt rax, qword ptr [8]", True),
+    ("mov rsi, qword ptr [0x80]", True),           # the rip slot: lea rsi, [rip]
+    # call rdx pushes the same return address as call [0x10] (the NOPs go in front)
+    ("lea rdx, [rip + 3f]\n@   call qword ptr [0x10]\n    jmp 2f\n3:  pop r8\n    push r8\n    ret\n2:",
+     True),
     ("mov dword ptr [8], eax", False),
     ("add rax, qword ptr [4]", False),
 ]
@@ -90,7 +94,12 @@ def all_forms():
 
 
 def loop_source(index: int, instruction: str) -> str:
-    """form_INDEX(state, n): registers and flags from `state`, `instruction` n times, back to it."""
+    """form_INDEX(state, n): registers and flags from `state`, `instruction` n times, back to it.
+
+    The window instruction is the first, or the one after "@" (labelled insn_INDEX)."""
+    if "@" not in instruction:
+        instruction = "@" + instruction
+    instruction = instruction.replace("@", f".globl insn_{index}\ninsn_{index}:\n    ")
     loads = "\n".join(f"    mov {r}, [rdi + {8 * i}]" for i, r in enumerate(GPRS)
                       if r not in ("rsp", "rdi"))
     saves = "\n".join(f"    mov [rdi + {8 * i}], {r}" for i, r in enumerate(GPRS)
@@ -117,8 +126,6 @@ form_{index}:
     mov rdi, [rdi + 56]
 1:  push qword ptr [rip + flags_{index}]
     popfq
-    .globl insn_{index}
-insn_{index}:
     {instruction}
     pushfq
     pop qword ptr [rip + flags_{index}]

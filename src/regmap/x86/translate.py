@@ -28,7 +28,11 @@ None (with `why_not` saying which failed) otherwise:
   (``bt [8], rax`` addresses a bit string beyond the operand, ``bt rcx, rax``
   takes the offset modulo 64), LOCK (invalid with a register), and stack
   instructions on the rsp slot are declined;
-- the new encoding fits in the old bytes.  It is padded with NOPs *in front*,
+- the new encoding fits in the old bytes.
+
+One read of the rip slot is translated too: ``mov r64, qword [0x80]`` (the
+window's rip reads as the next instruction's address) becomes
+``lea r64, [rip]``, whose next instruction is the same one (NOPs in front).  It is padded with NOPs *in front*,
   so the instruction ends where the old one did: its next_ip, the return
   address a ``call rcx`` pushes, is the old one's.
 
@@ -40,10 +44,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from iced_x86 import (Decoder, EncodingKind, Encoder, Formatter, FormatterSyntax,
-                      InstructionInfoFactory, MemorySizeInfo, Mnemonic, OpAccess, OpCodeInfo,
-                      OpCodeOperandKind, OpKind, Register, RegisterExt)
+from iced_x86 import (Code, Decoder, EncodingKind, Encoder, Formatter, FormatterSyntax, Instruction,
+                      InstructionInfoFactory, MemoryOperand, MemorySizeInfo, Mnemonic, OpAccess,
+                      OpCodeInfo, OpCodeOperandKind, OpKind, Register, RegisterExt)
 
+from regmap.alias import Slice
 from regmap.errors import LayoutError
 from regmap.x86.operands import REGISTER_NAMES
 
@@ -132,6 +137,8 @@ def _translate(address: int, code: bytes, layout) -> Translation:
     old = bytes(code[:ins.len])
     index = _memory_operand(ins)
     window_address = _constant_address(ins)
+    if _reads_rip_slot(ins, window_address, layout):
+        return _rip_read(address, old, ins)
     register, width = _window_register(ins, index, window_address, layout)
     _check_same_meaning(ins, index, register, width, layout)
     new_ins = ins.copy()
@@ -141,6 +148,29 @@ def _translate(address: int, code: bytes, layout) -> Translation:
     new = nop(len(old) - len(body)) + body
     _verify(address, new, ins, index, register)
     return Translation(address, old, new, _FORMATTER.format(ins), _FORMATTER.format(new_ins))
+
+
+def _reads_rip_slot(ins, window_address: int, layout) -> bool:
+    if ins.code != Code.MOV_R64_RM64:
+        return False
+    try:
+        return layout.resolve(window_address, 8) == (Slice("rip", 63, 0),)
+    except LayoutError:
+        return False
+
+
+def _rip_read(address: int, old: bytes, ins) -> Translation:
+    """``mov r64, [rip slot]`` -> ``lea r64, [rip]``: both give the next instruction's address."""
+    lea = Instruction.create_reg_mem(Code.LEA_R64_M, ins.op0_register,
+                                     MemoryOperand(Register.RIP, displ=ins.next_ip))
+    padding = len(old) - len(_encode(lea, address, len(old)))
+    new = nop(padding) + _encode(lea, address + padding, len(old) - padding)   # RIP-relative
+    *padding, last = Decoder(64, new, ip=address)
+    if not (all(p.mnemonic == Mnemonic.NOP for p in padding) and last.code == Code.LEA_R64_M
+            and last.op0_register == ins.op0_register and last.memory_base == Register.RIP
+            and last.memory_displacement == ins.next_ip == last.next_ip):
+        raise Declined("the new encoding does not decode back to the intended instruction")
+    return Translation(address, old, new, _FORMATTER.format(ins), _FORMATTER.format(last))
 
 
 def _memory_operand(ins) -> int:
