@@ -109,7 +109,7 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
             if fast is not None and site.check.raw == site.code and TRACE is None:
                 fast(frame)
                 site.count += 1
-                if site.count == TRANSLATE_AT:
+                if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
                     patch.hot_site(site, state.layout, TRACE)
                 return
         emulate(signo, info, machine, state)
@@ -147,7 +147,7 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     site.count += 1
     if site.code != step.code:
         site.decoded(step.code, step.mnemonic, fast_path(state, step))
-    if TRANSLATE_AT and site.count >= TRANSLATE_AT:
+    if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
         patch.hot_site(site, state.layout, TRACE)
 
 

@@ -56,6 +56,7 @@ class Trap(NamedTuple):
 
 
 TRAP: list[Trap] = []          # the SIGTRAP handler while installed
+_LOCK = threading.Lock()       # one thread rewrites code at a time
 _SYNC_CORE: list[bool] = []    # [whether membarrier SYNC_CORE is registered] once tried
 
 
@@ -83,17 +84,25 @@ def hot_site(site, layout, trace=None) -> None:
 
 
 def translate_site(site, layout) -> Translation | None:
-    """Rewrite the site once it is hot, if its register form is exact; at most one try per site."""
-    if site.translation is not None:
+    """Rewrite the site once it is hot, if its register form is exact; at most one try per site.
+
+    One thread at a time: another thread's hot site waits for its next fault (its handler
+    must not block on a thread that may be waiting for the GIL it holds)."""
+    if not _LOCK.acquire(blocking=False):
         return None
-    site.translation = False
-    if site.check is None or not site.code:
-        return None             # bytes not viewable in place (execute-only, or across a page)
-    translation = translate(site.address, site.code, layout)
-    if translation is None or not apply(translation):
-        return None
-    site.translation = translation
-    return translation
+    try:
+        if site.translation is not None:
+            return None
+        site.translation = False
+        if site.check is None or not site.code:
+            return None         # bytes not viewable in place (execute-only, or across a page)
+        translation = translate(site.address, site.code, layout)
+        if translation is None or not apply(translation):
+            return None
+        site.translation = translation
+        return translation
+    finally:
+        _LOCK.release()
 
 
 def translated() -> tuple[Translation, ...]:
@@ -115,13 +124,18 @@ def apply(translation: Translation) -> bool:
 def restore_all() -> int:
     """Put every site's original bytes back (where they are still the translation's); count them."""
     restored = 0
-    for address, translation in list(PATCHES.items()):
-        if _swap(address, translation.new, translation.old):
-            restored += 1
-        del PATCHES[address]
-        site = CODE_SITES.get(address)
-        if site is not None:
-            site.translation = None
+    with _LOCK:
+        for address, translation in list(PATCHES.items()):
+            restored += _restore(address, translation)
+    return restored
+
+
+def _restore(address: int, translation: Translation) -> bool:
+    restored = _swap(address, translation.new, translation.old)
+    del PATCHES[address]
+    site = CODE_SITES.get(address)
+    if site is not None:
+        site.translation = None
     return restored
 
 
