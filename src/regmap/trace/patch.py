@@ -26,21 +26,17 @@ from regmap.procmaps import private_code
 from regmap.x86.translate import Translation, translate
 
 
-def _tgid(tid: int) -> int:
-    try:
-        with open(f"/proc/{tid}/status") as status:
-            for line in status:
-                if line.startswith("Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return tid
-
-
 class Patcher:
-    def __init__(self, layout, after: int):
+    """The translation records of every traced process; `fault` is called for each emulated fault.
+
+    `tgid_of(tid)` is the thread-group id of a thread (the tracer's own lookup).  A site is
+    considered once, at its `after`-th fault in a process.
+    """
+
+    def __init__(self, layout, after: int, tgid_of):
         self.layout = layout
         self.after = after
+        self.tgid_of = tgid_of
         self.counts: dict[tuple[int, int], int] = {}          # (tgid, site) -> faults
         self.patches: dict[int, dict[int, Translation]] = {}  # tgid -> site -> translation
         self.shared: set[int] = set()     # processes whose memory another process shares
@@ -90,7 +86,7 @@ class Patcher:
     def tgid(self, tid: int) -> int:
         tgid = self.tgids.get(tid)
         if tgid is None:
-            tgid = self.tgids[tid] = _tgid(tid)
+            tgid = self.tgids[tid] = self.tgid_of(tid)
         return tgid
 
     # -- process events -----------------------------------------------------------------------

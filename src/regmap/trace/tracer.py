@@ -434,7 +434,7 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, strea
     if translate and layout is not None:
         from regmap.trace.patch import Patcher
         from regmap.x86.translate import warm_up
-        tracer.patcher = Patcher(layout, translate)
+        tracer.patcher = Patcher(layout, translate, Tracer._tgid)
         warm_up(layout, emulator)
     tracer.program = name or ""
     tracer.spawn(path, argv, env)
