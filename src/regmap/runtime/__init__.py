@@ -61,7 +61,10 @@ def map_registers(layout=None, *, emulator=None, translate=False) -> Registers:
     _check_platform()
     from regmap.runtime import handler
     after = _translate_after(translate)
-    handler.install(emulator, _resolve_layout(layout))
+    state = handler.install(emulator, _resolve_layout(layout))
+    if after:
+        from regmap.x86.translate import warm_up
+        warm_up(state.layout, state.emulator)   # not at the program's first hot site
     handler.set_translate(after)
     return registers
 

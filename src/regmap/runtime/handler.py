@@ -608,9 +608,6 @@ def set_translate(after: int) -> None:
     """Translate a site once it has faulted `after` times (0: never)."""
     global TRANSLATE_AT
     TRANSLATE_AT = max(0, int(after))
-    if TRANSLATE_AT and ACTIVE is not None:
-        from regmap.x86.translate import warm_up
-        warm_up(ACTIVE.layout, ACTIVE.emulator)
 
 
 def set_trace(target) -> None:

@@ -60,8 +60,8 @@ WRITES = frozenset({OpAccess.WRITE, OpAccess.READ_WRITE, OpAccess.COND_WRITE,
                     OpAccess.READ_COND_WRITE})
 # bt/bts/btr/btc m, r: the register offset reaches beyond the operand (a bit string)
 BIT_STRING = frozenset({Mnemonic.BT, Mnemonic.BTS, Mnemonic.BTR, Mnemonic.BTC})
-# system instructions whose register form writes more (or other) bits than their memory form
-SYSTEM_STORES = frozenset({Mnemonic.SMSW, Mnemonic.SLDT, Mnemonic.STR, Mnemonic.MOV})
+# system register stores, whose register form writes more (or other) bits than their memory form
+SYSTEM_STORES = frozenset({Mnemonic.SMSW, Mnemonic.SLDT, Mnemonic.STR})
 ENCODINGS = frozenset({EncodingKind.LEGACY, EncodingKind.VEX})
 
 # The register names iced-x86 spells differently from the register files (r8b is R8L).
@@ -235,11 +235,10 @@ def _check_same_meaning(ins, index: int, register: int, width: int, layout) -> N
     if ins.has_rep_prefix or ins.has_repne_prefix or ins.has_xacquire_prefix \
             or ins.has_xrelease_prefix:
         raise Declined("a REP/XACQUIRE/XRELEASE prefix")
-    if ins.mnemonic in SYSTEM_STORES and any(
-            RegisterExt.is_segment_register(ins.op_register(i)) or RegisterExt.is_cr(
-                ins.op_register(i)) for i in range(ins.op_count) if ins.op_kind(i) == OpKind.REGISTER) \
-            or ins.mnemonic in SYSTEM_STORES - {Mnemonic.MOV}:
-        raise Declined("a segment or system register store")
+    if ins.mnemonic in SYSTEM_STORES or any(
+            RegisterExt.is_segment_register(ins.op_register(i)) or RegisterExt.is_cr(ins.op_register(i))
+            for i in range(ins.op_count) if ins.op_kind(i) == OpKind.REGISTER):
+        raise Declined("a segment or system register operand")
     if ins.mnemonic in BIT_STRING and ins.op_kind(1) == OpKind.REGISTER:
         raise Declined("a bit test with a register offset addresses a bit string in memory")
     basis = layout.registers.slices(REGISTER_NAMES[register])[0].basis
