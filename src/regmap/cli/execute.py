@@ -29,12 +29,31 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="print a summary at exit on stderr (faults per mnemonic and site, time)")
     parser.add_argument("--json", action="store_true",
                         help="print trace and stats as JSON lines (alone: both)")
+    parser.add_argument("--translate", metavar="N", nargs="?", default=0, const=TRANSLATE_AFTER,
+                        help="rewrite a window instruction into its exact register form once it "
+                             f"has faulted N times (--translate=N; alone N is {TRANSLATE_AFTER}; "
+                             "0 or no option: never)")
+
+
+TRANSLATE_AFTER = 3   # as map_registers(translate=True): about what one rewrite costs in faults
+
+
+def _translate_option(args, command: list[str]) -> None:
+    """``--translate PROGRAM``: the optional N took the program; give it back to the command."""
+    value = getattr(args, "translate", 0)
+    if isinstance(value, str):
+        if value.isdigit():
+            args.translate = int(value)
+        else:
+            command.insert(0, value)
+            args.translate = TRANSLATE_AFTER
 
 
 def add_parser(subparsers) -> None:
     run = subparsers.add_parser(
         "run", help="build a .c/.s/.S file and run it with page 0 mapped",
-        usage="%(prog)s [-h] [--layout NAME|FILE] [--trace] [--stats] [--json] FILE [ARGS...]",
+        usage="%(prog)s [-h] [--layout NAME|FILE] [--trace] [--stats] [--json] [--translate[=N]] "
+              "FILE [ARGS...]",
         description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(run)
     run.add_argument("command", metavar="FILE [ARGS...]", nargs=argparse.REMAINDER,
@@ -43,7 +62,8 @@ def add_parser(subparsers) -> None:
 
     execute = subparsers.add_parser(
         "exec", help="run a program with page 0 mapped onto its registers",
-        usage="%(prog)s [-h] [--layout NAME|FILE] [--trace] [--stats] [--json] PROGRAM [ARGS...]",
+        usage="%(prog)s [-h] [--layout NAME|FILE] [--trace] [--stats] [--json] [--translate[=N]] "
+              "PROGRAM [ARGS...]",
         description=EXEC_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(execute)
     execute.add_argument("command", metavar="PROGRAM [ARGS...]", nargs=argparse.REMAINDER,
@@ -62,7 +82,7 @@ def _options(args) -> dict:
     trace, stats = args.trace, args.stats
     if args.json and not trace and not stats:
         trace = stats = True
-    return {"trace": trace, "stats": stats, "json": args.json}
+    return {"trace": trace, "stats": stats, "json": args.json, "translate": args.translate}
 
 
 def _load_layout(args):
@@ -93,6 +113,7 @@ def _traced(argv, args, **extra) -> int:
 
 def _command(args, what: str) -> list[str] | None:
     command = list(args.command)
+    _translate_option(args, command)
     if command and command[0] == "--":
         command.pop(0)
     if not command:

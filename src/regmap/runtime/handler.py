@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from regmap.errors import (DivideError, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
-from regmap.runtime import _sys
+from regmap.runtime import _sys, patch
 from regmap.runtime import frame as _frame
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
 
@@ -86,6 +86,7 @@ COUNTERS = Counters()
 FRAMES: dict[int, FrameMachine] = {}
 MAX_FRAMES = 4096
 TRACE = None            # None, or a callable taking one TraceEvent per window access
+TRANSLATE_AT = 0        # faults at a site before it is translated (regmap.runtime.patch); 0: never
 _CALLBACKS: list = []   # every callback ever installed stays alive: a thread may still be in one
 _LOCK = threading.Lock()
 
@@ -113,6 +114,8 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
             if fast is not None and site.check.raw == site.code and TRACE is None:
                 fast(frame)
                 site.count += 1
+                if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
+                    patch.hot_site(site, state.layout, TRACE)
                 return
         emulate(signo, info, machine, state)
     except MemoryFault:
@@ -131,6 +134,8 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     """The general path: the emulator's `step`, then what the site should remember."""
     machine.fetch_direct = True
     machine.site = None
+    if (patch.PATCHES or patch.BUSY) and patch.settle(machine.frame):
+        return
     try:
         if TRACE is None:
             step = state.step(machine)
@@ -147,6 +152,8 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     site.count += 1
     if site.code != step.code:
         site.decoded(step.code, step.mnemonic, fast_path(state, step))
+    if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
+        patch.hot_site(site, state.layout, TRACE)
 
 
 def fast_path(state: State, step):
@@ -504,6 +511,7 @@ def install(emulator, layout) -> State:
             if emulator is None:
                 from regmap.x86 import Emulator
                 emulator = Emulator(layout)
+            patch.restore_all()   # translations name the old layout's registers
             state = State(emulator, layout, ACTIVE.previous)
             state.installed, state.altstack = ACTIVE.installed, ACTIVE.altstack
             state.address, state.beneath, state.handed_over = (ACTIVE.address, ACTIVE.beneath,
@@ -551,6 +559,7 @@ def uninstall() -> bool:
         state = ACTIVE
         if state is None:
             return False
+        patch.restore_all()       # while the handler is there for the sites that fault again
         for signo, previous in state.previous.items():
             current = _sys.get_action(signo)
             if current.key() != state.installed[signo] and current.handler != previous.handler:
@@ -559,6 +568,7 @@ def uninstall() -> bool:
                 continue
             _sys.set_action(signo, previous)
         restore_altstack(state)
+        patch.uninstall_trap_handler()
         ACTIVE = None
         FRAMES.clear()
         return True
@@ -580,6 +590,7 @@ class Stats(NamedTuple):
     internal_errors: int
     by_mnemonic: dict[str, int]
     by_site: dict[int, int]       # instruction address -> faults served there
+    translated: tuple = ()        # regmap.x86.translate.Translation of each rewritten site
 
     @property
     def faults(self) -> int:
@@ -592,6 +603,8 @@ class Stats(NamedTuple):
             lines.append(f"  {mnemonic:12s} {count}")
         for address, count in sorted(self.by_site.items(), key=lambda kv: -kv[1])[:20]:
             lines.append(f"  {address:#018x} {count}")
+        for translation in self.translated:
+            lines.append(f"  translated {translation}")
         return "\n".join(lines)
 
 
@@ -609,7 +622,7 @@ def snapshot() -> Stats:
             by_mnemonic[name] = by_mnemonic.get(name, 0) + site.count
     c = COUNTERS
     return Stats(sum(by_site.values()), c.forwarded, c.sent, c.divide_errors, c.unsupported,
-                 c.internal_errors, by_mnemonic, by_site)
+                 c.internal_errors, by_mnemonic, by_site, patch.translated())
 
 
 def reset() -> None:
@@ -618,6 +631,12 @@ def reset() -> None:
         site.count = 0
     RETIRED_SITES.clear()
     COUNTERS = Counters()
+
+
+def set_translate(after: int) -> None:
+    """Translate a site once it has faulted `after` times (0: never)."""
+    global TRANSLATE_AT
+    TRANSLATE_AT = max(0, int(after))
 
 
 def set_trace(target) -> None:
