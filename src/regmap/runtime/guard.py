@@ -18,7 +18,7 @@ Two defences:
   `faulthandler.enable` taken before regmap was imported, a native library)
   is put behind regmap, which forwards genuine faults to it.  If that handler
   hands a fault back to regmap (faulthandler re-raises into what it replaced),
-  regmap passes it on to what it replaced itself (`handler.forward`).
+  regmap passes it on to what it replaced itself (`genuine.forward`).
 
 While faulthandler.enable() runs, regmap is not installed: a window access
 from another thread at that instant is not emulated.

@@ -24,31 +24,24 @@ exception and return, the instruction would fault again, forever.
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 import threading
 from typing import NamedTuple
 
 from regmap.errors import (DivideError, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
-from regmap.runtime import _sys, patch
+from regmap.runtime import _sys, genuine, patch
 from regmap.runtime import frame as _frame
+from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altstack,  # noqa: F401
+                                     restore_altstack)
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
+from regmap.runtime.genuine import PREVIOUS, deliver_divide_error, diagnose, forward
 
 HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-# A previous handler is called with the GIL held, as a C signal handler would run: nothing
-# else in the process moves while it looks at the faulting state.
-PREVIOUS_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 SIGNALS = (_sys.SIGSEGV, _sys.SIGBUS)
 HANDLER_FLAGS = _sys.SA_SIGINFO | _sys.SA_ONSTACK | _sys.SA_RESTART
 HANDLER_MASK = (_sys.SIGSEGV, _sys.SIGBUS, _sys.SIGFPE)
-
-# Alternate signal stacks regmap gives threads: the handler runs Python, which needs far more
-# than SIGSTKSZ.  Reserved, not committed: only the pages the handler touches cost memory.
-ALTSTACK_SIZE = 512 * 1024
-ALTSTACK_GUARD = 64 * 1024
-ALTSTACK_MIN = 256 * 1024       # a smaller alternate stack is replaced where regmap can
 
 
 class State:
@@ -69,20 +62,7 @@ class State:
         self.handed_over: set[int] = set()
 
 
-class Counters:
-    __slots__ = ("forwarded", "sent", "divide_errors", "unsupported", "internal_errors", "by_signal")
-
-    def __init__(self):
-        self.forwarded = self.sent = self.divide_errors = self.unsupported = 0
-        self.internal_errors = 0
-        self.by_signal: dict[int, int] = {}
-
-
 ACTIVE: State | None = None
-# What the last installation replaced: a signal that reaches the handler after unmapping (it
-# was on its way, or a handler installed over regmap's chains to it) is forwarded there.
-PREVIOUS: dict[int, _sys.KernelSigaction] = {signo: _sys.KernelSigaction() for signo in (7, 11)}
-COUNTERS = Counters()
 FRAMES: dict[int, FrameMachine] = {}
 MAX_FRAMES = 4096
 TRACE = None            # None, or a callable taking one TraceEvent per window access
@@ -121,8 +101,8 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
     except MemoryFault:
         forward(signo, info, machine, ACTIVE)
     except UnsupportedInstruction as error:
-        COUNTERS.unsupported += 1
-        diagnose(error, machine)
+        state = ACTIVE
+        diagnose(error, machine, None if state is None else state.layout)
         forward(signo, info, machine, ACTIVE)
     except DivideError:
         deliver_divide_error(machine)
@@ -202,195 +182,6 @@ def retry_longer(machine: FrameMachine, state: State) -> bool:
 
 # -- genuine faults ------------------------------------------------------------------------------
 
-def forward(signo: int, info: int, machine: FrameMachine, state: State | None) -> None:
-    """Give the signal to whoever would have had it without regmap.
-
-    A signal the CPU raised (a fault) whose previous disposition is SIG_DFL,
-    SIG_IGN or a handler of the Python interpreter itself (`faulthandler`,
-    or the `signal` module's): put that disposition back and return.  The
-    instruction runs again, faults again, and the kernel delivers the signal
-    exactly as without regmap: the default action with its core dump (an
-    ignored SIGSEGV from a fault kills too), or faulthandler's traceback of
-    the program's own frames.  regmap stays uninstalled for that signal: in
-    all these cases the process is about to die.
-
-    A signal sent by a process (kill, tgkill, sigqueue): SIG_IGN drops it;
-    SIG_DFL puts the default back and re-queues the very same siginfo to this
-    thread, where it is delivered as soon as the handler returns.
-
-    Otherwise (a native library's handler, which may recover and return):
-    call it with the same three arguments, with the signal mask it asked for
-    (its sa_mask, the signal itself unless SA_NODEFER), honouring
-    SA_RESETHAND; whatever it changes in the frame takes effect when regmap's
-    handler returns, and regmap stays installed.
-    """
-    COUNTERS.forwarded += 1
-    COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
-    if state is None:
-        previous = PREVIOUS[signo]
-    elif signo in state.handed_over:
-        # The handler regmap handed this signal to put regmap back and raised it again
-        # (faulthandler does, when it was enabled over regmap): on to what regmap replaced.
-        previous = state.beneath[signo]
-    else:
-        previous = state.previous[signo]
-    code = machine.si_code()
-    from_cpu = 0 < code <= _sys.SI_KERNEL
-    if not from_cpu:
-        COUNTERS.sent += 1
-    handler = previous.handler
-    if from_cpu and (handler in (_sys.SIG_DFL, _sys.SIG_IGN) or is_interpreter_code(handler)):
-        hand_over(signo, previous, state)
-        return
-    if handler == _sys.SIG_IGN:
-        return
-    if handler == _sys.SIG_DFL:
-        hand_over(signo, previous, state)
-        _sys.queue_to_self(signo, machine.siginfo())
-        return
-    if previous.flags & _sys.SA_RESETHAND:
-        reset = _sys.KernelSigaction.from_buffer_copy(previous)
-        reset.handler = _sys.SIG_DFL
-        _sys.set_action(signo, reset)
-    mask = machine.frame.sigmask | previous.mask
-    if previous.flags & _sys.SA_NODEFER:
-        mask &= ~(1 << (signo - 1))
-    else:
-        mask |= 1 << (signo - 1)
-    old_mask = _sys.set_thread_mask(mask)
-    try:
-        PREVIOUS_TYPE(handler)(signo, machine.info, machine.ctx)
-    finally:
-        _sys.set_thread_mask(old_mask)
-
-
-def hand_over(signo: int, previous: _sys.KernelSigaction, state: State | None) -> None:
-    """Put `previous` back in regmap's place for `signo`: the process is about to die of it."""
-    _sys.set_action(signo, previous)
-    if state is not None:
-        state.handed_over.add(signo)
-
-
-INTERPRETER_CODE: list[tuple[int, int]] = []
-
-
-def find_interpreter_code() -> None:
-    """The executable mappings of the Python interpreter (its binary or libpython)."""
-    names = {os.path.realpath(sys.executable)}
-    try:
-        names.add(os.path.realpath("/proc/self/exe"))
-        ranges = []
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split(None, 5)
-                if len(fields) < 6 or "x" not in fields[1]:
-                    continue
-                path = fields[5].strip()
-                if path in names or os.path.basename(path).startswith("libpython"):
-                    start, end = (int(x, 16) for x in fields[0].split("-"))
-                    ranges.append((start, end))
-        INTERPRETER_CODE[:] = ranges
-    except OSError:
-        pass
-
-
-def is_interpreter_code(address: int) -> bool:
-    return any(start <= address < end for start, end in INTERPRETER_CODE)
-
-
-def deliver_divide_error(machine: FrameMachine) -> None:
-    """Deliver SIGFPE as the CPU's #DE would: si_code FPE_INTDIV, si_addr and rip at the divide.
-
-    The frame is left as it was (rip still at the divide) and a SIGFPE with
-    the kernel's siginfo is queued to this thread; SIGFPE is blocked while
-    regmap's handler runs, so it is delivered the moment the handler returns,
-    with the divide's state in its frame.  As for a real #DE, a blocked or
-    ignored SIGFPE is unblocked and reset to the default action first.
-    """
-    COUNTERS.divide_errors += 1
-    frame = machine.frame
-    rip = frame.rip
-    bit = 1 << (_sys.SIGFPE - 1)
-    action = _sys.get_action(_sys.SIGFPE)
-    if action.handler == _sys.SIG_IGN or frame.sigmask & bit:
-        action.handler = _sys.SIG_DFL
-        _sys.set_action(_sys.SIGFPE, action)
-        frame.sigmask &= ~bit
-    info = (_sys.SIGFPE.to_bytes(4, "little") + bytes(4) + _sys.FPE_INTDIV.to_bytes(4, "little")
-            + bytes(4) + rip.to_bytes(8, "little")).ljust(128, b"\0")
-    _sys.queue_to_self(_sys.SIGFPE, info)
-
-
-# -- messages ---------------------------------------------------------------------------------------
-
-def _write_stderr(text: str) -> None:
-    """One line straight to fd 2: never through sys.stderr, whose lock the thread may hold."""
-    data = text.encode("utf-8", "replace")
-    try:
-        while data:
-            data = data[os.write(2, data):]
-    except OSError:
-        pass
-
-
-def touched_registers(machine: FrameMachine, code: bytes, address: int) -> str:
-    """The window registers the instruction's memory operand covers, as ``name=value`` pairs."""
-    state = ACTIVE
-    if state is None:
-        return "?"
-    try:
-        import iced_x86
-        from iced_x86 import OpKind, Register
-        from regmap.x86.operands import REGISTER_NAMES
-        ins = iced_x86.Decoder(64, code, ip=address).decode()
-        if not any(ins.op_kind(i) == OpKind.MEMORY for i in range(ins.op_count)):
-            return "no memory operand"
-        size = iced_x86.MemorySizeInfo(ins.memory_size).size or 1
-        ea = ins.memory_displacement
-        for reg in (ins.memory_base, ins.memory_index):
-            if reg not in (Register.NONE, Register.RIP, Register.EIP):
-                (basis, hi, lo), = state.layout.registers.slices(REGISTER_NAMES[reg])
-                value = machine.read_register(basis) >> lo & ((1 << (hi - lo + 1)) - 1)
-                ea += value * (ins.memory_index_scale if reg == ins.memory_index else 1)
-        ea &= (1 << 64) - 1
-        names = []
-        for place in state.layout.placements():
-            if place.address < ea + size and ea < place.address + place.size:
-                value = machine.read_register(place.name) if place.name in _frame.GREG_INDEX \
-                    else None
-                names.append(place.name if value is None else f"{place.name}={value:#x}")
-        where = f"window {ea:#x}+{size}"
-        return f"{where}: {', '.join(names) or 'no placed register'}"
-    except Exception as error:  # noqa: BLE001
-        return f"(registers unknown: {error})"
-
-
-def diagnose(error: UnsupportedInstruction, machine: FrameMachine) -> None:
-    _write_stderr(
-        f"regmap: unsupported instruction at {error.address:#x}: {error.code.hex(' ')}  "
-        f"({error.disassembly}) touches {touched_registers(machine, error.code, error.address)}"
-        f" [{error.reason}]; treated as a genuine fault\n")
-
-
-def internal_error(signo: int, info: int, ctx: int, error: BaseException) -> None:
-    """A bug in regmap (or an exception raised into the handler): report, then forward."""
-    COUNTERS.internal_errors += 1
-    try:
-        machine = FRAMES.get(ctx) or FrameMachine(ctx, info)
-        rip = machine.frame.rip
-        _write_stderr(f"regmap: internal error handling signal {signo} at rip {rip:#x}: "
-                      f"{type(error).__name__}: {error}; treated as a genuine fault\n")
-        forward(signo, info, machine, ACTIVE)
-    except BaseException:  # noqa: BLE001
-        # Last resort: the default action, through a re-fault.
-        try:
-            _sys.set_action(signo, _sys.KernelSigaction())
-        except BaseException:  # noqa: BLE001
-            pass
-
-
-# -- tracing ----------------------------------------------------------------------------------------
-
 class TraceEvent(NamedTuple):
     """One emulated window access."""
     thread: int          # native thread id
@@ -421,7 +212,7 @@ def emit_trace(step) -> None:
         try:
             sink(event)
         except Exception as error:  # noqa: BLE001 - a broken trace sink must not stop emulation
-            _write_stderr(f"regmap: trace callback failed: {type(error).__name__}: {error}\n")
+            genuine.write_stderr(f"regmap: trace callback failed: {type(error).__name__}: {error}\n")
 
 
 def file_sink(stream):
@@ -432,67 +223,6 @@ def file_sink(stream):
 
 
 # -- alternate signal stacks ----------------------------------------------------------------------
-
-ALTSTACKS: dict[int, int] = {}   # native thread id -> base of the region regmap gave it
-
-
-def _new_altstack_region() -> int:
-    """A region from a thread that has exited, or a fresh one."""
-    if len(ALTSTACKS) >= 16:
-        for tid, base in list(ALTSTACKS.items()):
-            if not os.path.exists(f"/proc/self/task/{tid}"):
-                del ALTSTACKS[tid]
-                return base
-    return _sys.map_stack(ALTSTACK_SIZE, ALTSTACK_GUARD)
-
-
-def give_altstack(frame) -> None:
-    """Give the interrupted thread (which has no alternate signal stack) one of regmap's.
-
-    sigreturn re-installs the alternate stack recorded in the frame's
-    uc_stack, so that is where it is set: the thread has it from the moment
-    this handler returns.
-    """
-    try:
-        tid = _sys.gettid()
-        base = ALTSTACKS.get(tid)   # a region this very thread id had before: free now
-        if base is None:
-            base = _new_altstack_region()
-        frame.ss_sp = base + ALTSTACK_GUARD
-        frame.ss_size = ALTSTACK_SIZE
-        frame.ss_flags = 0
-        ALTSTACKS[tid] = base
-    except OSError:
-        pass  # the handler still runs, on the thread's own stack
-
-
-def ensure_altstack(state: State) -> None:
-    """At map time: make sure the calling thread's alternate stack can run the handler."""
-    current = _sys.get_altstack()
-    if current.flags & _sys.SS_ONSTACK:
-        return
-    if not current.flags & _sys.SS_DISABLE and current.size >= ALTSTACK_MIN:
-        return
-    tid = _sys.gettid()
-    base = ALTSTACKS.get(tid)
-    if base is None:
-        base = _new_altstack_region()
-    old = _sys.set_altstack(base + ALTSTACK_GUARD, ALTSTACK_SIZE)
-    ALTSTACKS[tid] = base
-    state.altstack = (threading.get_ident(), old, base)
-
-
-def restore_altstack(state: State) -> None:
-    """At unmap time, on the thread that mapped: put its previous alternate stack back."""
-    if state.altstack is None:
-        return
-    ident, old, base = state.altstack
-    if ident != threading.get_ident():
-        return  # another thread's alternate stack cannot be changed from here; ours stays
-    current = _sys.get_altstack()
-    if current.sp == base + ALTSTACK_GUARD and not current.flags & _sys.SS_ONSTACK:
-        _sys.set_altstack(old.sp, old.size, old.flags & _sys.SS_DISABLE)
-
 
 # -- install and remove ----------------------------------------------------------------------------
 
@@ -524,7 +254,7 @@ def install(emulator, layout) -> State:
             emulator = Emulator(layout)
         callback = HANDLER_TYPE(on_signal)
         _CALLBACKS.append(callback)
-        find_interpreter_code()
+        genuine.find_interpreter_code()
         address = ctypes.cast(callback, ctypes.c_void_p).value
         state = State(emulator, layout, {})
         state.address = address
@@ -620,17 +350,16 @@ def snapshot() -> Stats:
             by_site[address] = by_site.get(address, 0) + site.count
             name = site.mnemonic or "?"
             by_mnemonic[name] = by_mnemonic.get(name, 0) + site.count
-    c = COUNTERS
+    c = genuine.COUNTERS
     return Stats(sum(by_site.values()), c.forwarded, c.sent, c.divide_errors, c.unsupported,
                  c.internal_errors, by_mnemonic, by_site, patch.translated())
 
 
 def reset() -> None:
-    global COUNTERS
     for site in list(CODE_SITES.values()):
         site.count = 0
     RETIRED_SITES.clear()
-    COUNTERS = Counters()
+    genuine.COUNTERS.clear()
 
 
 def set_translate(after: int) -> None:

@@ -1,0 +1,212 @@
+"""Genuine faults: what regmap's handler does with a signal that is not a window access.
+
+A fault regmap cannot or must not emulate goes on exactly as it would have
+without regmap (`forward`): to the handler regmap replaced, or back to the
+kernel's default action through a re-fault.  An emulated divide by zero
+becomes the SIGFPE the CPU's #DE would have raised (`deliver_divide_error`).
+An instruction regmap cannot emulate gets one diagnostic line first
+(`diagnose`).  Everything here runs inside the signal handler: no exception
+may escape, and output goes straight to fd 2.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+from regmap.errors import UnsupportedInstruction
+from regmap.runtime import _sys
+from regmap.runtime.frame import GREG_INDEX, FrameMachine
+
+# A previous handler is called with the GIL held, as a C signal handler would run: nothing
+# else in the process moves while it looks at the faulting state.
+PREVIOUS_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class Counters:
+    __slots__ = ("forwarded", "sent", "divide_errors", "unsupported", "internal_errors", "by_signal")
+
+    def __init__(self):
+        self.forwarded = self.sent = self.divide_errors = self.unsupported = 0
+        self.internal_errors = 0
+        self.by_signal: dict[int, int] = {}
+
+    def clear(self) -> None:
+        self.__init__()
+
+
+COUNTERS = Counters()
+# What the last installation replaced: a signal that reaches the handler after unmapping (it
+# was on its way, or a handler installed over regmap's chains to it) is forwarded there.
+PREVIOUS: dict[int, _sys.KernelSigaction] = {signo: _sys.KernelSigaction() for signo in (7, 11)}
+
+
+def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
+    """Give the signal to whoever would have had it without regmap.
+
+    A signal the CPU raised (a fault) whose previous disposition is SIG_DFL,
+    SIG_IGN or a handler of the Python interpreter itself (`faulthandler`,
+    or the `signal` module's): put that disposition back and return.  The
+    instruction runs again, faults again, and the kernel delivers the signal
+    exactly as without regmap: the default action with its core dump (an
+    ignored SIGSEGV from a fault kills too), or faulthandler's traceback of
+    the program's own frames.  regmap stays uninstalled for that signal: in
+    all these cases the process is about to die.
+
+    A signal sent by a process (kill, tgkill, sigqueue): SIG_IGN drops it;
+    SIG_DFL puts the default back and re-queues the very same siginfo to this
+    thread, where it is delivered as soon as the handler returns.
+
+    Otherwise (a native library's handler, which may recover and return):
+    call it with the same three arguments, with the signal mask it asked for
+    (its sa_mask, the signal itself unless SA_NODEFER), honouring
+    SA_RESETHAND; whatever it changes in the frame takes effect when regmap's
+    handler returns, and regmap stays installed.
+    """
+    COUNTERS.forwarded += 1
+    COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
+    if state is None:
+        previous = PREVIOUS[signo]
+    elif signo in state.handed_over:
+        # The handler regmap handed this signal to put regmap back and raised it again
+        # (faulthandler does, when it was enabled over regmap): on to what regmap replaced.
+        previous = state.beneath[signo]
+    else:
+        previous = state.previous[signo]
+    code = machine.si_code()
+    from_cpu = 0 < code <= _sys.SI_KERNEL
+    if not from_cpu:
+        COUNTERS.sent += 1
+    handler = previous.handler
+    if from_cpu and (handler in (_sys.SIG_DFL, _sys.SIG_IGN) or is_interpreter_code(handler)):
+        hand_over(signo, previous, state)
+        return
+    if handler == _sys.SIG_IGN:
+        return
+    if handler == _sys.SIG_DFL:
+        hand_over(signo, previous, state)
+        _sys.queue_to_self(signo, machine.siginfo())
+        return
+    if previous.flags & _sys.SA_RESETHAND:
+        reset = _sys.KernelSigaction.from_buffer_copy(previous)
+        reset.handler = _sys.SIG_DFL
+        _sys.set_action(signo, reset)
+    mask = machine.frame.sigmask | previous.mask
+    if previous.flags & _sys.SA_NODEFER:
+        mask &= ~(1 << (signo - 1))
+    else:
+        mask |= 1 << (signo - 1)
+    old_mask = _sys.set_thread_mask(mask)
+    try:
+        PREVIOUS_TYPE(handler)(signo, machine.info, machine.ctx)
+    finally:
+        _sys.set_thread_mask(old_mask)
+
+
+def hand_over(signo: int, previous: _sys.KernelSigaction, state) -> None:
+    """Put `previous` back in regmap's place for `signo`: the process is about to die of it."""
+    _sys.set_action(signo, previous)
+    if state is not None:
+        state.handed_over.add(signo)
+
+
+INTERPRETER_CODE: list[tuple[int, int]] = []
+
+
+def find_interpreter_code() -> None:
+    """The executable mappings of the Python interpreter (its binary or libpython)."""
+    names = {os.path.realpath(sys.executable)}
+    try:
+        names.add(os.path.realpath("/proc/self/exe"))
+        ranges = []
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(None, 5)
+                if len(fields) < 6 or "x" not in fields[1]:
+                    continue
+                path = fields[5].strip()
+                if path in names or os.path.basename(path).startswith("libpython"):
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    ranges.append((start, end))
+        INTERPRETER_CODE[:] = ranges
+    except OSError:
+        pass
+
+
+def is_interpreter_code(address: int) -> bool:
+    return any(start <= address < end for start, end in INTERPRETER_CODE)
+
+
+def deliver_divide_error(machine: FrameMachine) -> None:
+    """Deliver SIGFPE as the CPU's #DE would: si_code FPE_INTDIV, si_addr and rip at the divide.
+
+    The frame is left as it was (rip still at the divide) and a SIGFPE with
+    the kernel's siginfo is queued to this thread; SIGFPE is blocked while
+    regmap's handler runs, so it is delivered the moment the handler returns,
+    with the divide's state in its frame.  As for a real #DE, a blocked or
+    ignored SIGFPE is unblocked and reset to the default action first.
+    """
+    COUNTERS.divide_errors += 1
+    frame = machine.frame
+    rip = frame.rip
+    bit = 1 << (_sys.SIGFPE - 1)
+    action = _sys.get_action(_sys.SIGFPE)
+    if action.handler == _sys.SIG_IGN or frame.sigmask & bit:
+        action.handler = _sys.SIG_DFL
+        _sys.set_action(_sys.SIGFPE, action)
+        frame.sigmask &= ~bit
+    info = (_sys.SIGFPE.to_bytes(4, "little") + bytes(4) + _sys.FPE_INTDIV.to_bytes(4, "little")
+            + bytes(4) + rip.to_bytes(8, "little")).ljust(128, b"\0")
+    _sys.queue_to_self(_sys.SIGFPE, info)
+
+
+# -- messages ---------------------------------------------------------------------------------------
+
+def write_stderr(text: str) -> None:
+    """One line straight to fd 2: never through sys.stderr, whose lock the thread may hold."""
+    data = text.encode("utf-8", "replace")
+    try:
+        while data:
+            data = data[os.write(2, data):]
+    except OSError:
+        pass
+
+
+def touched_registers(machine: FrameMachine, code: bytes, address: int, layout) -> str:
+    """The window registers the instruction's memory operand covers, as ``name=value`` pairs."""
+    if layout is None:
+        return "?"
+    try:
+        import iced_x86
+        from iced_x86 import OpKind, Register
+        from regmap.x86.operands import REGISTER_NAMES
+        ins = iced_x86.Decoder(64, code, ip=address).decode()
+        if not any(ins.op_kind(i) == OpKind.MEMORY for i in range(ins.op_count)):
+            return "no memory operand"
+        size = iced_x86.MemorySizeInfo(ins.memory_size).size or 1
+        ea = ins.memory_displacement
+        for reg in (ins.memory_base, ins.memory_index):
+            if reg not in (Register.NONE, Register.RIP, Register.EIP):
+                (basis, hi, lo), = layout.registers.slices(REGISTER_NAMES[reg])
+                value = machine.read_register(basis) >> lo & ((1 << (hi - lo + 1)) - 1)
+                ea += value * (ins.memory_index_scale if reg == ins.memory_index else 1)
+        ea &= (1 << 64) - 1
+        names = []
+        for place in layout.placements():
+            if place.address < ea + size and ea < place.address + place.size:
+                value = machine.read_register(place.name) if place.name in GREG_INDEX \
+                    else None
+                names.append(place.name if value is None else f"{place.name}={value:#x}")
+        where = f"window {ea:#x}+{size}"
+        return f"{where}: {', '.join(names) or 'no placed register'}"
+    except Exception as error:  # noqa: BLE001
+        return f"(registers unknown: {error})"
+
+
+def diagnose(error: UnsupportedInstruction, machine: FrameMachine, layout) -> None:
+    """One line for an instruction regmap cannot emulate, before it is forwarded."""
+    COUNTERS.unsupported += 1
+    write_stderr(
+        f"regmap: unsupported instruction at {error.address:#x}: {error.code.hex(' ')}  "
+        f"({error.disassembly}) touches {touched_registers(machine, error.code, error.address, layout)}"
+        f" [{error.reason}]; treated as a genuine fault\n")
