@@ -104,7 +104,7 @@ def handler_body_cost(library, count: int = 20000) -> tuple[float, float]:
     if fast is not None and machine is not None:
         def run_fast():
             fake.rip = add
-            fast(machine.namespace)
+            fast(machine.namespace, machine)
         fast_cost = (min(timeit.repeat(run_fast, number=count, repeat=5, timer=time.thread_time))
                      / count - overhead) * 1e9
     return (body - overhead) * 1e9, fast_cost

@@ -36,6 +36,7 @@ from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altsta
                                      restore_altstack)
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
 from regmap.runtime.genuine import PREVIOUS, deliver_divide_error, diagnose, forward
+from regmap.x86.compiler import Declined
 
 HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
@@ -92,7 +93,11 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
         if site is not None:
             fast = site.fast
             if fast is not None and site.check.raw == site.code and TRACE is None:
-                fast(frame)
+                try:
+                    fast(frame, machine)
+                except Declined:
+                    emulate(signo, info, machine, state)
+                    return
                 site.count += 1
                 if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
                     patch.hot_site(site, state.layout, TRACE)
@@ -140,8 +145,8 @@ def fast_path(state: State, step):
     """The emulator's straight-line function for the instruction just run, if it has one.
 
     (`Emulator.form_at(address, code)` returns the cached decoded form; its
-    ``fast(registers)``, over the machine's register namespace (the frame), is
-    what ``step`` itself runs for that form.)
+    ``fast(registers, machine)``, over the machine's register namespace (the
+    frame), is what ``step`` itself runs for that form.)
     """
     form_at = getattr(state.emulator, "form_at", None)
     if form_at is None:

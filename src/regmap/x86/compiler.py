@@ -16,12 +16,15 @@ mxcsr slots, or that write the rip slot partially stay on the generic path.
 """
 from __future__ import annotations
 
-from iced_x86 import Mnemonic as M
+from iced_x86 import EncodingKind, Mnemonic as M
 
 from regmap.errors import LayoutError
 from regmap.x86 import flags
 from regmap.x86.operands import ImmediateOperand, MemoryOperand, RegisterOperand, SelectorOperand
 from regmap.x86.semantics import vector
+from regmap.x86.semantics.packed import PACKED
+
+MASK64 = (1 << 64) - 1
 
 _GENERIC_ONLY_SLOTS = frozenset({"rflags", "mxcsr"})
 _STATUS = flags.STATUS
@@ -78,32 +81,118 @@ _SET = frozenset(getattr(M, "SET" + cc) for cc in
                  ("O", "NO", "B", "AE", "E", "NE", "BE", "A", "S", "NS", "P", "NP", "L", "GE", "LE", "G"))
 
 
-def compile_form(form, layout):
-    """A function `fast(registers)` with exactly `step`'s effect on `form`, or None.
+class Declined(Exception):
+    """Raised by a fast function before it changes anything: this time, the generic path."""
 
-    `registers` is the machine's register namespace (``registers.rax``).
+
+def decline(r, m) -> None:
+    raise Declined
+
+
+# Forms whose window address comes from registers keep a compiled body per address seen, up to
+# this many; past it they start over (an instruction that walks the window is rare).
+DISPATCH_ADDRESSES = 64
+
+
+def compile_form(form, layout):
+    """A function `fast(registers, machine)` with exactly `step`'s effect on `form`, or None.
+
+    `registers` is the machine's register namespace (``registers.rax``);
+    `machine` is used only for the real memory of push, pop and call.  A form
+    whose window address is computed from registers checks it in the compiled
+    code and raises `Declined` (having changed nothing) for an address its
+    compiled body does not cover.
     """
-    window = _constant_window_operand(form, layout)
-    if window is None:
+    op = _window_candidate(form)
+    if op is None or any(isinstance(other, SelectorOperand) for other in form.ops):
+        return None  # a selector load can #GP
+    if op.base is None and op.index is None:
+        return _compile_at(form, layout, op.displacement & op.address_mask)
+    if form.mnemonic == M.POP and "rsp" in (op.base.basis if op.base else None,
+                                           op.index.basis if op.index else None):
+        return None  # pop computes that address after moving rsp
+    if not any(_lines_at(form, layout, address) for address in
+               range(0, min(layout.size, 64 * op.size), op.size)):
+        return None  # no body at any address: the form itself is not compiled
+    return _dispatcher(form, layout, op)
+
+
+def _window_candidate(form):
+    """The one explicit memory operand that may be the window (no segment base), or None."""
+    memory = [op for op in form.ops if op.is_memory]
+    if len(memory) != 1 or not isinstance(memory[0], MemoryOperand):
         return None
-    address, slices = window
+    if memory[0].segment_base is not None:
+        return None
+    return memory[0]
+
+
+def _compile_at(form, layout, address: int):
+    """The form's straight-line function with its window operand at `address`, or None."""
+    lines = _lines_at(form, layout, address)
+    if lines is None:
+        return None
+    return _function("fast", "r, m", lines, f"{form.disassembly} @ {address:#x}")
+
+
+def _lines_at(form, layout, address: int):
+    op = _window_candidate(form)
+    if not layout.contains(address, op.size):
+        return None
+    try:
+        slices = layout.resolve(address, op.size)
+    except LayoutError:  # a hole: the generic path reports it
+        return None
     if any(basis in _GENERIC_ONLY_SLOTS for basis, _, _ in slices):
         return None
     if form.mnemonic in vector.MOVES and not _plain_vector_move(form, address):
         return None
-    if any(isinstance(op, SelectorOperand) for op in form.ops):
-        return None  # a selector load can #GP
+    if form.mnemonic in PACKED and not _plain_packed(form, address):
+        return None
     body = _body(form, slices, layout.registers.width)
     if body is None:
         return None
     lines = [line for line in body if line]
-    if not any(line.startswith("r.rip =") for line in lines):
+    if not any(line.lstrip().startswith("r.rip =") for line in lines):
         lines.append(f"r.rip = {form.next_ip:#x}")
-    source = "def fast(r):\n    " + "\n    ".join(lines) + "\n"
-    namespace = {"PARITY": flags.PARITY}
-    exec(compile(source, f"<regmap fast path: {form.disassembly}>", "exec"), namespace)
-    fast = namespace["fast"]
-    fast.source = source
+    return lines
+
+
+def _function(name: str, parameters: str, lines: list[str], label: str, **names):
+    source = f"def {name}({parameters}):\n    " + "\n    ".join(lines) + "\n"
+    namespace = {"PARITY": flags.PARITY, "LANE": _LANES, **names}
+    exec(compile(source, f"<regmap fast path: {label}>", "exec"), namespace)
+    function = namespace[name]
+    function.source = source
+    return function
+
+
+def _dispatcher(form, layout, op):
+    """`fast` for a form whose window address is computed from registers at run time."""
+    bodies: dict[int, object] = {}
+
+    def specialise(address: int):
+        if not layout.contains(address, op.size):
+            raise Declined  # not the window: a genuine fault, or real memory (generic path)
+        if len(bodies) >= DISPATCH_ADDRESSES:
+            bodies.clear()
+        body = bodies[address] = _compile_at(form, layout, address) or decline
+        return body
+
+    widths = layout.registers.width
+    terms = [f"{op.displacement:#x}"]
+    if op.base is not None:
+        terms.append(_read(op.base, (), widths, form))
+    if op.index is not None:
+        terms.append(f"{_read(op.index, (), widths, form)} * {op.scale}")
+    lines = [f"ea = ({' + '.join(terms)}) & {op.address_mask:#x}",
+             "body = bodies.get(ea)",
+             "if body is None:",
+             "    body = specialise(ea)",
+             "body(r, m)"]
+    fast = _function("fast", "r, m", lines, f"{form.disassembly} (dispatch)",
+                     bodies=bodies, specialise=specialise)
+    fast.bodies = bodies
     return fast
 
 
@@ -140,7 +229,8 @@ def _body(form, slices, widths):
     if mnemonic in _SET and len(ops) == 1:
         return ["f = r.rflags", f"res = 1 if {_CONDITIONS[form.condition_code]} else 0",
                 *_write(ops[0], slices, "res", widths)]
-    return None
+    special = _SPECIAL.get(mnemonic)
+    return special(form, slices, widths) if special is not None else None
 
 
 def _arithmetic(form, slices, widths, expression, formula, writes, names):
@@ -167,20 +257,131 @@ def _arithmetic(form, slices, widths, expression, formula, writes, names):
     return lines
 
 
-def _constant_window_operand(form, layout):
-    memory = [op for op in form.ops if op.is_memory]
-    if len(memory) != 1 or not isinstance(memory[0], MemoryOperand):
+def _exchange(form, slices, widths):
+    """xchg: each operand gets the other's value (register writes land before window ones)."""
+    first, second = form.ops
+    window, register = (first, second) if first.is_memory else (second, first)
+    return [f"a = {_read(window, slices, widths, form)}",
+            f"b = {_read(register, slices, widths, form)}",
+            *_write(register, slices, "a", widths), *_write(window, slices, "b", widths)]
+
+
+def _exchange_add(form, slices, widths):
+    """xadd: TEMP <- SRC + DEST; SRC <- DEST; DEST <- TEMP."""
+    dest, source = form.ops
+    if not dest.is_memory:
         return None
-    op = memory[0]
-    if op.base is not None or op.index is not None or op.segment_base is not None:
+    width = dest.width
+    bits, _ = _FLAG_FORMULAS["add"]
+    bits = bits.format(szp=_SZP.format(w8=width - 8), w=width, w1=width - 1, carry_sum="(a + b)")
+    return [f"a = {_read(dest, slices, widths, form)}", f"b = {_read(source, slices, widths, form)}",
+            "f = r.rflags", f"res = (a + b) & {(1 << width) - 1:#x}",
+            *_write(source, slices, "a", widths), *_write(dest, slices, "res", widths, masked=width),
+            f"r.rflags = (f & {~_STATUS & (1 << 64) - 1:#x}) | {bits}"]
+
+
+def _compare_exchange(form, slices, widths):
+    """cmpxchg: equal, DEST <- SRC; else the accumulator <- DEST and DEST is written back."""
+    dest, source = form.ops
+    if not dest.is_memory:
         return None
-    address = op.displacement & op.address_mask
-    if not layout.contains(address, op.size):
+    width = dest.width
+    accumulator = form.accumulator(width)
+    bits, _ = _FLAG_FORMULAS["sub"]
+    bits = bits.format(szp=_SZP.format(w8=width - 8), w=width, w1=width - 1, borrow="b")
+    indent = "    "
+    return [f"a = {_read(accumulator, slices, widths, form)}",
+            f"b = {_read(dest, slices, widths, form)}",
+            f"s = {_read(source, slices, widths, form)}",
+            "f = r.rflags", f"res = (a - b) & {(1 << width) - 1:#x}",
+            f"r.rflags = (f & {~_STATUS & (1 << 64) - 1:#x}) | {bits}",
+            "if a == b:",
+            *(indent + line for line in _write(dest, slices, "s", widths)),
+            "else:",
+            *(indent + line for line in _write(accumulator, slices, "b", widths)),
+            *(indent + line for line in _write(dest, slices, "b", widths))]
+
+
+def _push(form, slices, widths):
+    """push [window]: the stack is real memory, written before any register changes."""
+    source, = form.ops
+    size = source.size
+    return [f"v = {_read(source, slices, widths, form)}",  # push [rsp slot] pushes the old rsp
+            f"sp = (r.rsp - {size}) & {MASK64:#x}",
+            f"m.write_memory(sp, v.to_bytes({size}, 'little'))",
+            "r.rsp = sp"]
+
+
+def _pop(form, slices, widths):
+    """pop [window]: rsp moves first, then the window is written (a pop into rsp's slot wins)."""
+    dest, = form.ops
+    size = dest.size
+    return ["sp = r.rsp",
+            f"v = int.from_bytes(m.read_memory(sp, {size}), 'little')",
+            f"r.rsp = (sp + {size}) & {MASK64:#x}",
+            *_write(dest, slices, "v", widths)]
+
+
+def _jump(form, slices, widths):
+    target, = form.ops
+    if target.size != 8:
         return None
-    try:
-        return address, layout.resolve(address, op.size)
-    except LayoutError:  # a hole: the generic path reports it
+    return [f"r.rip = {_read(target, slices, widths, form)}"]
+
+
+def _call(form, slices, widths):
+    target, = form.ops
+    if target.size != 8:
         return None
+    return [f"t = {_read(target, slices, widths, form)}",
+            f"sp = (r.rsp - 8) & {MASK64:#x}",
+            f"m.write_memory(sp, {form.next_ip:#x}.to_bytes(8, 'little'))",
+            "r.rsp = sp", "r.rip = t"]
+
+
+# Lane-wise operations as whole-register expressions (SWAR): H is the top bit of every lane.
+_PACKED_SWAR = {
+    **{m: "((a & ~H) + (b & ~H)) ^ ((a ^ b) & H)" for m in (M.PADDB, M.PADDW, M.PADDD, M.PADDQ,
+                                                           M.VPADDB, M.VPADDW, M.VPADDD, M.VPADDQ)},
+    **{m: "((a | H) - (b & ~H)) ^ ((a ^ ~b) & H)" for m in (M.PSUBB, M.PSUBW, M.PSUBD, M.PSUBQ,
+                                                           M.VPSUBB, M.VPSUBW, M.VPSUBD, M.VPSUBQ)},
+}
+
+
+def _packed(form, slices, widths):
+    """Packed-integer operations: lane by lane with packed.PACKED's lane function, or SWAR."""
+    if form.instruction.encoding == EncodingKind.LEGACY:
+        dest, second = form.ops
+        first = dest
+    else:
+        dest, first, second = form.ops
+    width = dest.width
+    lane_width, _ = PACKED[form.mnemonic]
+    lane_width = min(lane_width, width)
+    lines = [f"a = {_read(first, slices, widths, form)}", f"b = {_read(second, slices, widths, form)}"]
+    whole = (1 << width) - 1
+    if form.mnemonic in _PACKED_SWAR:
+        top = sum(1 << (shift + lane_width - 1) for shift in range(0, width, lane_width))
+        lines.append(f"res = ({_PACKED_SWAR[form.mnemonic].replace('H', f'{top:#x}')}) & {whole:#x}")
+    else:
+        lane_mask = (1 << lane_width) - 1
+        lines += ["res = 0",
+                  f"for shift in range(0, {width}, {lane_width}):",
+                  f"    res |= LANE[{form.mnemonic}](a >> shift & {lane_mask:#x}, "
+                  f"b >> shift & {lane_mask:#x}, {lane_width}) << shift"]
+    return lines + _write(dest, slices, "res", widths)
+
+
+def _plain_packed(form, address: int) -> bool:
+    """No opmask (EVEX stays generic), and a legacy form's operand 16-byte aligned (#GP)."""
+    if form.instruction.encoding == EncodingKind.EVEX or form.op_mask is not None:
+        return False
+    return form.instruction.encoding != EncodingKind.LEGACY or address % 16 == 0
+
+
+_LANES = {mnemonic: lane for mnemonic, (_, lane) in PACKED.items()}
+_SPECIAL = {M.XCHG: _exchange, M.XADD: _exchange_add, M.CMPXCHG: _compare_exchange, M.PUSH: _push,
+            M.POP: _pop, M.JMP: _jump, M.CALL: _call, **{m: _packed for m in PACKED}}
 
 
 def _plain_vector_move(form, address: int) -> bool:

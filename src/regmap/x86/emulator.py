@@ -10,7 +10,7 @@ from iced_x86 import EncodingKind, Mnemonic, OpCodeInfo, OpKind
 from regmap.errors import (LayoutError, NotWindowAccess, RegisterNotWritable, RegmapError,
                            UnsupportedInstruction)
 from regmap.layout import Layout, load_layout
-from regmap.x86.compiler import compile_form
+from regmap.x86.compiler import Declined, compile_form
 from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
 from regmap.x86.operands import MemoryOperand, OperandFactory
@@ -134,8 +134,11 @@ class Emulator:
         rip = machine.read_register("rip")
         form = self.form_at(rip, machine.fetch(rip))
         if form.fast is not None and not trace:
-            form.fast(register_namespace(machine))
-            return form.result
+            try:
+                form.fast(register_namespace(machine), machine)
+                return form.result
+            except Declined:
+                pass  # not an address its compiled code covers: the generic path decides
         cpu = Cpu(machine, self.layout, form.next_ip, trace)
         if not any(op.in_window(cpu) for op in form.memory):
             raise NotWindowAccess(f"{form.disassembly} at {rip:#x} does not access the window")
