@@ -293,6 +293,50 @@ def vm_transfer(address: int, buffer, size: int, write: bool) -> int:
     return max(done, 0)
 
 
+class SmallTransfer:
+    """`vm_transfer` for a few bytes within one page, with nothing allocated per call.
+
+    One per frame machine (a thread's), so concurrent handlers never share
+    its buffer: the push of ``push [8]``, the pop of ``pop [0x10]``.
+    """
+
+    SIZE = 64
+    __slots__ = ("buffer", "iov", "local", "remote", "view")
+
+    def __init__(self):
+        self.buffer = ctypes.create_string_buffer(self.SIZE)
+        self.iov = (IOVec * 2)()
+        self.iov[0].base = ctypes.addressof(self.buffer)
+        self.local, self.remote = ctypes.addressof(self.iov), ctypes.addressof(self.iov) + ctypes.sizeof(IOVec)
+        self.view = memoryview(self.buffer).cast("B")
+
+    def fits(self, address: int, size: int) -> bool:
+        return 0 < size <= self.SIZE and (address & (PAGE_SIZE - 1)) + size <= PAGE_SIZE
+
+    def read(self, address: int, size: int) -> bytes | None:
+        """The bytes at `address`, or None if they are not readable."""
+        iov = self.iov
+        iov[0].len = iov[1].len = size
+        iov[1].base = address
+        if _vm_readv(_pid(), self.local, 1, self.remote, 1, 0) != size:
+            return None
+        return bytes(self.view[:size])
+
+    def write(self, address: int, data: bytes) -> bool:
+        size = len(data)
+        iov = self.iov
+        iov[0].len = iov[1].len = size
+        iov[1].base = address
+        self.view[:size] = data
+        return _vm_writev(_pid(), self.local, 1, self.remote, 1, 0) == size
+
+
+_vm_readv, _vm_writev = LIBC_HELD.process_vm_readv, LIBC_HELD.process_vm_writev
+for _call in (_vm_readv, _vm_writev):
+    _call.restype = ctypes.c_ssize_t
+    _call.argtypes = (ctypes.c_int, c_void_p, c_ulong, c_void_p, c_ulong, c_ulong)
+
+
 # -- rewriting code ----------------------------------------------------------------------------
 
 _MEM_RW: list = [None, 0]   # [fd of /proc/self/mem opened for writing, the pid it belongs to]

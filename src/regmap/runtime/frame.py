@@ -66,6 +66,9 @@ COMPONENTS = {AVX: (576, 256), 3: (960, 64), 4: (1024, 64), OPMASK: (1088, 64),
 LEGACY_XMM, LEGACY_ST, LEGACY_MXCSR = 160, 32, 24
 
 
+MASK64 = (1 << 64) - 1
+
+
 class XstateLayoutError(RegmapError):
     """The signal frame's XSAVE image is not laid out as regmap expects."""
 
@@ -89,7 +92,7 @@ def _write_int(address: int, size: int, value: int) -> None:
 class Xsave:
     """The FXSAVE/XSAVE image one frame points at."""
 
-    __slots__ = ("base", "xsave", "xfeatures", "size", "trusted")
+    __slots__ = ("base", "xsave", "xfeatures", "size", "trusted", "words")
     _checked: dict[tuple[int, int], bool] = {}
 
     def __init__(self, base: int):
@@ -101,6 +104,9 @@ class Xsave:
         else:
             self.xfeatures, self.size = 0b11, 512
         self.trusted = self._layout_matches(self.xfeatures, self.size)
+        # The image as 64-bit words: a register read is a few plain field reads.
+        self.words = (ctypes.c_uint64 * (max(self.size, 512 + 64 if self.xsave else 512) // 8)
+                      ).from_address(base)
 
     @classmethod
     def _layout_matches(cls, xfeatures: int, size: int) -> bool:
@@ -117,11 +123,19 @@ class Xsave:
             known = cls._checked[key] = end == size or (unknown != 0 and end <= size)
         return known
 
+    def same_header(self) -> bool:
+        """The image at `base` still has the header this object was made from."""
+        words = self.words
+        if (words[SW_MAGIC1 // 8] & 0xFFFF_FFFF == FP_XSTATE_MAGIC1) != self.xsave:
+            return False
+        return not self.xsave or (words[SW_XFEATURES // 8] == self.xfeatures
+                                  and words[SW_XSTATE_SIZE // 8] & 0xFFFF_FFFF == self.size)
+
     def has(self, component: int) -> bool:
         return bool(self.xfeatures >> component & 1)
 
     def _bv(self) -> int:
-        return _u64(self.base + XSTATE_BV) if self.xsave else 0b11
+        return self.words[XSTATE_BV // 8] if self.xsave else 0b11
 
     def live(self, component: int) -> bool:
         """The component holds state (its XSTATE_BV bit is set); otherwise it reads as zeros."""
@@ -153,6 +167,9 @@ class Xsave:
         _set_u64(self.base + XSTATE_BV, bv | 1 << component)
 
 
+XSAVES: dict[int, Xsave] = {}     # image address -> its Xsave (see Frame.xsave)
+MAX_XSAVES = 256
+
 _GREG_NAMES = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
                "rdx", "rax", "rcx", "rsp", "rip", "rflags")
 
@@ -178,22 +195,34 @@ class Frame(ctypes.Structure):
 
     # -- registers outside gregs ------------------------------------------------------------
     def xsave(self) -> "Xsave":
-        if not self.fpregs:
-            raise RegmapError("the signal frame holds no FPU/SSE state")
-        return Xsave(self.fpregs)
+        """The frame's XSAVE image, one `Xsave` per image address: a thread faulting in a loop
+        lands its image at the same address each time (the header's sizes and features are the
+        kernel's, the same for every frame; XSTATE_BV is read afresh on every access)."""
+        base = self.fpregs
+        xs = XSAVES.get(base)
+        if xs is None or not xs.same_header():
+            if not base:
+                raise RegmapError("the signal frame holds no FPU/SSE state")
+            if len(XSAVES) >= MAX_XSAVES:
+                XSAVES.clear()
+            xs = XSAVES[base] = Xsave(base)
+        return xs
 
     def read_zmm(self, n: int) -> int:
         xs = self.xsave()
-        base = xs.base
+        words = xs.words
         if n >= 16:
             if not (xs.has(HI16_ZMM) and xs.live(HI16_ZMM)):
                 return 0
-            return _read_int(base + xs.offset(HI16_ZMM) + 64 * (n - 16), 64)
-        value = _read_int(base + LEGACY_XMM + 16 * n, 16) if xs.live(SSE) else 0
-        if xs.has(AVX) and xs.live(AVX):
-            value |= _read_int(base + COMPONENTS[AVX][0] + 16 * n, 16) << 128
-        if xs.has(ZMM_HI256) and xs.live(ZMM_HI256):
-            value |= _read_int(base + xs.offset(ZMM_HI256) + 32 * n, 32) << 256
+            return _read_int(xs.base + xs.offset(HI16_ZMM) + 64 * (n - 16), 64)
+        bv = words[XSTATE_BV // 8] if xs.xsave else 0b11
+        at = (LEGACY_XMM + 16 * n) // 8
+        value = words[at] | words[at + 1] << 64 if bv & 1 << SSE else 0
+        if bv & 1 << AVX and xs.xfeatures & 1 << AVX:
+            at = (COMPONENTS[AVX][0] + 16 * n) // 8
+            value |= (words[at] | words[at + 1] << 64) << 128
+        if bv & 1 << ZMM_HI256 and xs.xfeatures & 1 << ZMM_HI256:
+            value |= _read_int(xs.base + xs.offset(ZMM_HI256) + 32 * n, 32) << 256
         return value
 
     def write_zmm(self, n: int, value: int) -> None:
@@ -205,12 +234,15 @@ class Frame(ctypes.Structure):
                 _write_int(base + xs.offset(HI16_ZMM) + 64 * (n - 16), 64, value)
             return
         low, ymm_high, zmm_high = value & (1 << 128) - 1, value >> 128 & (1 << 128) - 1, value >> 256
+        words = xs.words
         if low or xs.live(SSE):
             xs.make_live(SSE)
-            _write_int(base + LEGACY_XMM + 16 * n, 16, low)
+            at = (LEGACY_XMM + 16 * n) // 8
+            words[at], words[at + 1] = low & MASK64, low >> 64
         if xs.has(AVX) and (ymm_high or xs.live(AVX)):
             xs.make_live(AVX)
-            _write_int(base + COMPONENTS[AVX][0] + 16 * n, 16, ymm_high)
+            at = (COMPONENTS[AVX][0] + 16 * n) // 8
+            words[at], words[at + 1] = ymm_high & MASK64, ymm_high >> 64
         if xs.has(ZMM_HI256) and (zmm_high or xs.live(ZMM_HI256)):
             xs.make_live(ZMM_HI256)
             _write_int(base + xs.offset(ZMM_HI256) + 32 * n, 32, zmm_high)
@@ -321,7 +353,7 @@ class FrameMachine:
     """
 
     __slots__ = ("ctx", "info", "frame", "namespace", "read_register", "write_register",
-                 "fetch_direct", "window", "site")
+                 "fetch_direct", "window", "site", "small")
 
     def __init__(self, ctx: int, info: int, window: int = 4096):
         self.ctx = ctx
@@ -337,6 +369,7 @@ class FrameMachine:
         self.fetch_direct = False
         self.window = window
         self.site = None
+        self.small = _sys.SmallTransfer()
 
     @property
     def words(self):
@@ -351,6 +384,11 @@ class FrameMachine:
 
     # -- memory ---------------------------------------------------------------------------------
     def read_memory(self, address: int, size: int) -> bytes:
+        small = self.small
+        if small.fits(address, size):
+            data = small.read(address, size)
+            if data is not None:
+                return data      # else the general path finds where the readable bytes end
         buffer = ctypes.create_string_buffer(size)
         done = _sys.vm_transfer(address, buffer, size, write=False)
         if done < size:
@@ -359,6 +397,9 @@ class FrameMachine:
 
     def write_memory(self, address: int, data: bytes) -> None:
         size = len(data)
+        small = self.small
+        if small.fits(address, size) and small.write(address, data):
+            return
         buffer = ctypes.create_string_buffer(bytes(data), size)
         done = _sys.vm_transfer(address, buffer, size, write=True)
         if done < size:
