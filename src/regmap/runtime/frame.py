@@ -195,17 +195,25 @@ class Frame(ctypes.Structure):
 
     # -- registers outside gregs ------------------------------------------------------------
     def xsave(self) -> "Xsave":
-        """The frame's XSAVE image, one `Xsave` per image address: a thread faulting in a loop
-        lands its image at the same address each time (the header's sizes and features are the
-        kernel's, the same for every frame; XSTATE_BV is read afresh on every access)."""
+        """The frame's XSAVE image.  Kept on the frame while its address stays the same: a
+        thread faulting in a loop reuses one frame, and the kernel puts the image at the same
+        place each time, with the same header (the features and size are the kernel's; only
+        XSTATE_BV changes, and it is read afresh on every access)."""
+        xs = self.__dict__.get("xs")
+        if xs is not None and xs.base == self.fpregs:
+            return xs
+        return self._new_xsave()
+
+    def _new_xsave(self) -> "Xsave":
         base = self.fpregs
+        if not base:
+            raise RegmapError("the signal frame holds no FPU/SSE state")
         xs = XSAVES.get(base)
         if xs is None or not xs.same_header():
-            if not base:
-                raise RegmapError("the signal frame holds no FPU/SSE state")
             if len(XSAVES) >= MAX_XSAVES:
                 XSAVES.clear()
             xs = XSAVES[base] = Xsave(base)
+        self.__dict__["xs"] = xs
         return xs
 
     def read_zmm(self, n: int) -> int:
@@ -309,10 +317,56 @@ def _read_only(name: str):
     return refuse
 
 
+def _low_zmm(n: int) -> property:
+    """zmm0-15 as one property each, word indices resolved: the fast paths' vector access."""
+    sse_at, avx_at = (LEGACY_XMM + 16 * n) // 8, (COMPONENTS[AVX][0] + 16 * n) // 8
+    bv_at, sse, avx, hi256 = XSTATE_BV // 8, 1 << SSE, 1 << AVX, 1 << ZMM_HI256
+    mask128 = (1 << 128) - 1
+
+    def get(frame) -> int:
+        xs = frame.__dict__.get("xs")
+        if xs is None or xs.base != frame.fpregs:
+            xs = frame._new_xsave()
+        words = xs.words
+        if not xs.xsave:
+            return words[sse_at] | words[sse_at + 1] << 64
+        bv = words[bv_at] & xs.xfeatures
+        value = words[sse_at] | words[sse_at + 1] << 64 if bv & sse else 0
+        if bv & avx:
+            value |= (words[avx_at] | words[avx_at + 1] << 64) << 128
+        if bv & hi256:
+            value |= _read_int(xs.base + xs.offset(ZMM_HI256) + 32 * n, 32) << 256
+        return value
+
+    def set(frame, value: int) -> None:
+        xs = frame.__dict__.get("xs")
+        if xs is None or xs.base != frame.fpregs:
+            xs = frame._new_xsave()
+        words = xs.words
+        bv = words[bv_at] if xs.xsave else 0b11
+        low, high = value & mask128, value >> 128 & mask128
+        if low or bv & sse:
+            if not bv & sse:
+                xs.make_live(SSE)
+            words[sse_at], words[sse_at + 1] = low & MASK64, low >> 64
+        if xs.xfeatures & avx and (high or bv & avx):
+            if not bv & avx:
+                xs.make_live(AVX)
+            words[avx_at], words[avx_at + 1] = high & MASK64, high >> 64
+        top = value >> 256
+        if xs.xfeatures & hi256 and (top or bv & hi256):
+            xs.make_live(ZMM_HI256)
+            _write_int(xs.base + xs.offset(ZMM_HI256) + 32 * n, 32, top)
+
+    return property(get, set)
+
+
 def _install_properties() -> None:
     def prop(getter, setter):
         return property(getter, setter)
-    for n in range(32):
+    for n in range(16):
+        setattr(Frame, f"zmm{n}", _low_zmm(n))
+    for n in range(16, 32):
         setattr(Frame, f"zmm{n}", prop(lambda self, n=n: self.read_zmm(n),
                                        lambda self, v, n=n: self.write_zmm(n, v)))
     for n in range(8):
