@@ -139,11 +139,11 @@ def test_error_width_mismatch():
     assert e.location == "w.regs:3:1"
     assert str(e) == "w.regs:3:1: def eax: eax is 32 bits but its 2 parts of 8 bits make 16 bits"
     e = error("""
-        reg x : 24; alias a : 8; alias b : 16;
-        def x [reg a; reg b];
+        reg x : 32; alias a : 8; alias b : 16;
+        def x [reg a; unk; reg b];
     """)
-    assert str(e) == ("<string>:2:1: def x: all parts must have one width, but they are "
-                      "reg a (8 bits), reg b (16 bits)")
+    assert str(e) == ("<string>:2:1: def x: its parts have different widths "
+                      "(reg a (8 bits), reg b (16 bits)), so each unk part needs a width of its own")
     e = error("reg x : 8; alias a : 8;\n  def x [bit a]")
     assert e.location == "<string>:2:14"
     assert "bit a is 8 bits wide; a bit part must be 1 bit" in str(e)

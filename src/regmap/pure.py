@@ -102,10 +102,6 @@ def emulate(code: bytes, regs: dict[str, int], *, rip: int = 0x400000,
     machine = PureMachine(values, regions)
     step = emulator_for(layout).step(machine, trace=trace)
     final = {name: registers.read(name, machine.registers) for name in registers.registers
-             if not _is_layout_only(layout, name)}
+             if name != layout.window}
     return Emulation(final, machine.memory_writes, step)
 
-
-def _is_layout_only(layout: Layout, name: str) -> bool:
-    """The window alias itself is not a register a user asks about."""
-    return name == "page"
