@@ -215,8 +215,8 @@ def test_error_lockstep_range_mismatch():
     ("reg : 8;", "1:5", "expected a register name, found ':'"),
     ("reg 8bit : 8;", "1:5", "'8bit' is not a register name (a letter or '_', then letters, "
                              "digits or '_')"),
-    ("reg a : 8;\nfoo a;", "2:1", "expected a statement (include, reg, alias or def), found 'foo'"),
-    ("reg a : 8;\n;", "2:1", "expected a statement (include, reg, alias or def), found ';'"),
+    ("reg a : 8;\nfoo a;", "2:1", "expected a statement (include, reg, alias, def or layout), found 'foo'"),
+    ("reg a : 8;\n;", "2:1", "expected a statement (include, reg, alias, def or layout), found ';'"),
     ("reg a : 8;\ndef a [reg a", "2:13", "expected ';' or ']' after a part, found the end of the file"),
     ("reg a : 8;\ndef a reg a];", "2:7", "expected '[' to start the parts of a, found 'reg'"),
     ("reg a : 8;\ndef a [a];", "2:8", "expected a part (reg NAME, bit NAME or unk), found 'a'"),
