@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 
-from regmap.errors import (AliasError, DivideError, LayoutError, MemoryFault, NotWindowAccess,
-                           RegmapError, UnsupportedInstruction, UnsupportedPlatform)
+from regmap.errors import (AliasError, DecodeError, DivideError, LayoutError, MemoryFault,
+                           NotWindowAccess, RegmapError, UnsupportedInstruction, UnsupportedPlatform)
 
 __version__ = "0.1.0"
 
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 # parts never import the runtimes.
 _LAZY = {
     "emulate": "regmap.pure",
+    "Emulation": "regmap.emulation",
     "load_layout": "regmap.layout",
     "map_registers": "regmap.runtime",
     "unmap_registers": "regmap.runtime",
@@ -28,8 +29,8 @@ _LAZY = {
     "stats": "regmap.runtime",
 }
 
-__all__ = ["AliasError", "DivideError", "LayoutError", "MemoryFault", "NotWindowAccess",
-           "RegmapError", "UnsupportedInstruction", "UnsupportedPlatform", *_LAZY]
+__all__ = ["AliasError", "DecodeError", "DivideError", "LayoutError", "MemoryFault",
+           "NotWindowAccess", "RegmapError", "UnsupportedInstruction", "UnsupportedPlatform", *_LAZY]
 
 
 def __getattr__(name: str):
