@@ -94,8 +94,8 @@ def assemble(source: str) -> bytes:
         done = subprocess.run([assembler, "--64", "-o", object_path, source_path],
                               capture_output=True, text=True, errors="replace")
         if done.returncode != 0:
-            messages = [re.sub(r"^\d+: ", "", line) for line in
-                        done.stderr.replace(source_path + ":", "").splitlines()
+            lines = (line.strip() for line in done.stderr.replace(source_path + ":", "").splitlines())
+            messages = [re.sub(r"^\d+: ", "", line) for line in lines
                         if line and not line.startswith("Assembler messages")]
             raise AssemblyError(f"as cannot assemble {source!r}: " + "; ".join(messages))
         sections = elf_section_contents(object_path)
