@@ -10,6 +10,7 @@ The pure parts (`regmap.alias`, `regmap.layout`, `regmap.x86`, `emulate`) work o
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from regmap.errors import (AliasError, DecodeError, DivideError, LayoutError, MemoryFault,
                            NotWindowAccess, RegmapError, UnsupportedInstruction, UnsupportedPlatform)
@@ -29,11 +30,17 @@ _LAZY = {
     "stats": "regmap.runtime",
 }
 
+if TYPE_CHECKING:     # what the lazy names are, for type checkers
+    from regmap.emulation import Emulation
+    from regmap.layout import load_layout
+    from regmap.pure import emulate
+    from regmap.runtime import map_registers, mapped, registers, stats, unmap_registers
+
 __all__ = ["AliasError", "DecodeError", "DivideError", "LayoutError", "MemoryFault",
            "NotWindowAccess", "RegmapError", "UnsupportedInstruction", "UnsupportedPlatform", *_LAZY]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from regmap.emulation import Emulation, RegisterValues
 from regmap.errors import DecodeError, MemoryFault
 from regmap.layout import Layout, load_layout
-from regmap.x86.emulator import Emulator
+from regmap.x86.emulator import Emulator, Step
 
 __all__ = ["Emulation", "PureMachine", "emulate", "code_bytes", "MAX_STEPS"]
 
@@ -108,7 +108,7 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
     regions[rip] = code
     machine = PureMachine(values, regions)
     emulator, end = emulator_for(layout), rip + len(code)
-    steps = []
+    steps: list[Step] = []
     while len(steps) < max_steps and rip <= machine.registers["rip"] < end:
         steps.append(emulator.step(machine, trace=trace, anywhere=True))
     finished = not rip <= machine.registers["rip"] < end

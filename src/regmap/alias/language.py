@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from regmap.errors import AliasError
-from regmap.alias.model import Bit, Def, Reg, Register, RegisterFile, Unk
+from regmap.alias.model import Bit, Def, Part, Reg, Register, RegisterFile, Unk
 from regmap.alias.placement import Placed, layout_def
 
 __all__ = ["parse", "load", "SHIPPED", "FILES_DIR"]
@@ -61,7 +61,7 @@ class Token(NamedTuple):
 class Pattern(NamedTuple):
     """A name with optional ``{a..b}`` ranges: ``pieces`` are strings and range tuples."""
     pieces: tuple
-    count: int | None    # how many names it expands to; None without a range
+    length: int | None   # how many names it expands to; None without a range
     location: str
 
     def name(self, i: int = 0) -> str:
@@ -75,7 +75,7 @@ class Pattern(NamedTuple):
         return "".join(out).lower()
 
     def names(self) -> list[str]:
-        return [self.name(i) for i in range(self.count or 1)]
+        return [self.name(i) for i in range(self.length or 1)]
 
 
 def _tokenize(text: str, filename: str) -> list[Token]:
@@ -185,7 +185,7 @@ class _Parser:
         if tok.kind != "word":
             self.error(f"expected {what}, found {_describe(tok)}", tok)
         self.next()
-        pieces = []
+        pieces: list[str | tuple[int, int]] = []
         count = None
         pos = 0
         for m in _RANGE_RE.finditer(tok.text):
@@ -270,7 +270,7 @@ class _Parser:
         """``layout NAME : BYTES { ADDRESS: NAMES; ... }`` -- see regmap.alias.placement."""
         layout_tok = self.next()
         target = self.pattern("the name of the layout")
-        if target.count is not None:
+        if target.length is not None:
             raise AliasError(f"a layout's name has no range: {_pattern_text(target)}", target.location)
         name = target.name()
         self.expect(":", f"and the size in bytes after the layout name {name}")
@@ -306,7 +306,7 @@ class _Parser:
     def define(self):
         def_tok = self.next()
         target = self.pattern("the name of the register being defined")
-        self.expect("[", f"to start the parts of {target.name() if target.count is None else 'the def'}")
+        self.expect("[", f"to start the parts of {target.name() if target.length is None else 'the def'}")
         parts = []     # (kind, pattern or None, repeat)
         tok = self.peek()
         if not (tok.kind == "punct" and tok.text == "]"):
@@ -337,11 +337,11 @@ class _Parser:
                 self.error(f"expected ';' or ']' after a part, found {_describe(tok)}", tok)
         self.expect("]", "to end the parts")
         location = self.loc(def_tok)
-        n = target.count
+        n = target.length
         if n is not None:
             for kind, pat, _, _ in parts:
-                if pat is not None and pat.count is not None and pat.count != n:
-                    raise AliasError(f"range in {_pattern_text(pat)} has {pat.count} names but the "
+                if pat is not None and pat.length is not None and pat.length != n:
+                    raise AliasError(f"range in {_pattern_text(pat)} has {pat.length} names but the "
                                      f"def's name has {n}; ranges in a def run in lockstep",
                                      pat.location)
             for i in range(n):
@@ -354,7 +354,7 @@ class _Parser:
         name = target.name(i)
         if name not in self.state.registers:
             raise AliasError(f"def of undeclared register {name}", target.location)
-        out = []
+        out: list[Part] = []
         for kind, pat, repeat, ploc in parts:
             if kind == "unk":
                 out.extend([Unk(ploc)] * repeat)

@@ -331,13 +331,14 @@ class RegisterFile:
     def _origin(self, name: str, sl: tuple[Slice, ...]) -> Origin | None:
         if not self.registers[name].is_alias:
             return None
-        if any(s.basis is None for s in sl):
+        bases = [s.basis for s in sl]
+        if None in bases:
             return sl
+        named = [b for b in bases if b is not None]     # all of them: no hole
         if len(sl) == 1:
-            b, hi, lo = sl[0]
-            return Sub(b, hi, lo, self.registers[b].width)
-        widths = [self.registers[s.basis].width for s in sl]
+            return Sub(named[0], sl[0].hi, sl[0].lo, self.registers[named[0]].width)
+        widths = [self.registers[b].width for b in named]
         if all(s.lo == 0 and s.hi == w - 1 for s, w in zip(sl, widths)):
-            regs = tuple(s.basis for s in sl)
+            regs = tuple(named)
             return Set(regs) if all(w == 1 for w in widths) else Sup(regs)
         return sl

@@ -19,7 +19,7 @@ from bisect import bisect_right
 from typing import Mapping, Sequence
 
 from regmap.errors import AliasError
-from regmap.alias.model import Bit, Def, Reg, Register, Slice, Unk
+from regmap.alias.model import Bit, Def, Part, Reg, Register, Slice, Unk
 
 __all__ = ["solve"]
 
@@ -44,7 +44,7 @@ def _check(regs: Mapping[str, Register], equations: Sequence[Def]):
         parts = tuple(eq.parts)
         if not parts:
             raise AliasError(f"def {x} has no parts; a def needs at least one part", loc)
-        norm = []
+        norm: list[Part] = []
         for p in parts:
             if isinstance(p, Unk):
                 norm.append(p)
@@ -73,8 +73,7 @@ def _part_widths(x: str, parts: Sequence, regs: Mapping[str, Register],
     evenly.
     """
     width = regs[x].width
-    sizes = [None if isinstance(p, Unk) and p.width is None else _part_width(p, regs)
-             for p in parts]
+    sizes = [_part_width(p, regs) for p in parts]
     if any(w is not None and w <= 0 for w in sizes):
         raise AliasError(f"def {x}: an unk part must have a positive width", loc)
     known = {w for w in sizes if w is not None}
@@ -92,7 +91,8 @@ def _part_widths(x: str, parts: Sequence, regs: Mapping[str, Register],
     return widths
 
 
-def _part_width(part, regs: Mapping[str, Register]) -> int:
+def _part_width(part: Part, regs: Mapping[str, Register]) -> int | None:
+    """A part's width in bits; None for an ``unk`` that takes the width of the others."""
     return part.width if isinstance(part, Unk) else regs[part.name].width
 
 
@@ -109,8 +109,8 @@ def solve(regs: Mapping[str, Register], equations: Sequence[Def],
 
     # Equations as (x, n, parts LSB first as register indices, -1 for unk).
     system = []
-    lhs = [[] for _ in range(nregs)]     # equations where the register is the left side
-    occ = [[] for _ in range(nregs)]     # (x, lo) where the register is a part of x at bit lo
+    lhs: list[list[int]] = [[] for _ in range(nregs)]     # equations where the register is the left side
+    occ: list[list[tuple[int, int]]] = [[] for _ in range(nregs)]     # (x, lo) where the register is a part of x at bit lo
     for e, eq in enumerate(eqs):
         x = index[eq.name]
         parts = [(-1 if isinstance(p, Unk) else index[p.name]) for p in reversed(eq.parts)]
