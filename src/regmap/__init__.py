@@ -13,7 +13,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 from regmap.errors import (AliasError, DecodeError, DivideError, LayoutError, MemoryFault,
-                           NotWindowAccess, RegmapError, UnsupportedInstruction, UnsupportedPlatform)
+                           NotWindowAccess, RegmapError, UnsupportedInstruction,
+                           UnsupportedPlatform)
 
 __version__ = "0.1.0"
 
@@ -37,7 +38,8 @@ if TYPE_CHECKING:     # what the lazy names are, for type checkers
     from regmap.runtime import map_registers, mapped, registers, stats, unmap_registers
 
 __all__ = ["AliasError", "DecodeError", "DivideError", "LayoutError", "MemoryFault",
-           "NotWindowAccess", "RegmapError", "UnsupportedInstruction", "UnsupportedPlatform", *_LAZY]
+           "NotWindowAccess", "RegmapError", "UnsupportedInstruction", "UnsupportedPlatform",
+           *_LAZY]
 
 
 def __getattr__(name: str) -> object:

@@ -94,7 +94,8 @@ def _tokenize(text: str, filename: str) -> list[Token]:
             line_start = m.end()
         elif kind == "word":
             tokens.append(Token("number" if _NUMBER_RE.fullmatch(s) else "word", s, line, col))
-        elif kind == "punct" and s == "{" and pos and (text[pos - 1].isalnum() or text[pos - 1] == "_"):
+        elif s == "{" and pos and (text[pos - 1].isalnum() or text[pos - 1] == "_"):
+            # a brace glued to a name is a range that did not match, not a layout's block
             raise AliasError("malformed range: write {FIRST..LAST} with two numbers",
                              f"{filename}:{line}:{col}")
         elif kind in ("string", "punct"):
@@ -271,7 +272,8 @@ class _Parser:
         layout_tok = self.next()
         target = self.pattern("the name of the layout")
         if target.length is not None:
-            raise AliasError(f"a layout's name has no range: {_pattern_text(target)}", target.location)
+            raise AliasError(f"a layout's name has no range: {_pattern_text(target)}",
+                             target.location)
         name = target.name()
         self.expect(":", f"and the size in bytes after the layout name {name}")
         size = self.number("the layout's size in bytes")
@@ -299,7 +301,8 @@ class _Parser:
             raise AliasError(f"layout {layout} places undeclared register {register}", location)
         width = self.state.registers[register][0]
         if width % 8:
-            raise AliasError(f"layout {layout} cannot place {register}: it is {width} bit{'s' if width != 1 else ''} wide, "
+            bits = f"{width} bit{'s' if width != 1 else ''}"
+            raise AliasError(f"layout {layout} cannot place {register}: it is {bits} wide, "
                              f"and a layout places whole bytes", location)
         return width // 8
 

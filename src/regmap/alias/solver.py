@@ -107,10 +107,11 @@ def solve(regs: Mapping[str, Register], equations: Sequence[Def],
     widths = [regs[n].width for n in names]
     nregs = len(names)
 
-    # Equations as (x, n, parts LSB first as register indices, -1 for unk).
+    # Equations as (x, part offsets, parts LSB first as register indices, -1 for unk).
     system = []
-    lhs: list[list[int]] = [[] for _ in range(nregs)]     # equations where the register is the left side
-    occ: list[list[tuple[int, int]]] = [[] for _ in range(nregs)]     # (x, lo) where the register is a part of x at bit lo
+    # per register: the equations it is the left side of; the (x, lo) where it is a part of x
+    lhs: list[list[int]] = [[] for _ in range(nregs)]
+    occ: list[list[tuple[int, int]]] = [[] for _ in range(nregs)]
     for e, eq in enumerate(eqs):
         x = index[eq.name]
         parts = [(-1 if isinstance(p, Unk) else index[p.name]) for p in reversed(eq.parts)]
