@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from regmap import alias
 from regmap.alias import Reg, Slice, Unk
@@ -165,3 +166,35 @@ def test_check_reports_file_line_col(tmp_path):
     assert f"{path}:4:10: rax at 0x4..0xb overlaps rdi at 0x0..0x7" in done.stderr
     missing = regmap_cli("layout", "--check", str(tmp_path / "nosuch.regs"))
     assert missing.returncode == 1 and "nosuch.regs" in missing.stderr
+
+
+# -- any placement: each register resolves to itself, every other byte is a hole ----------------
+
+POOL = ("al", "bh", "cx", "r9w", "edx", "r12d", "rsi", "r15", "rip", "xmm2", "ymm5", "mxcsr")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(POOL), st.integers(0, 24)), min_size=0, max_size=8),
+       st.integers(0, 16))
+def test_any_placement_resolves_each_register_and_leaves_holes(items, tail):
+    rf = alias.load("amd64")
+    spots, address = [], 0
+    for name, gap in items:                      # registers in order, with gaps between them
+        address += gap
+        spots.append((address, name, rf.width(name) // 8))
+        address += rf.width(name) // 8
+    size = max(address + tail, 1)
+    lines = "".join(f"  {a:#x}: {name};\n" for a, name, _ in reversed(spots))   # any line order
+    layout = placed(f"layout any : {size} {{\n{lines}}}")
+    covered = set()
+    for a, name, nbytes in spots:
+        assert layout.resolve(a, nbytes) == rf.slices(name)
+        covered.update(range(a, a + nbytes))
+    for byte in set(range(size)) - covered:
+        with pytest.raises(LayoutError, match="hole"):
+            layout.resolve(byte, 1)
+    if spots:                                     # and one more register on top of the last is an error
+        a, name, _ = spots[-1]
+        with pytest.raises(AliasError, match=f"overlaps {name} at {a:#x}"):
+            alias.parse(f"include amd64; layout any : {size} {{{a:#x}: {name}; {a:#x}: al; }}")
+
