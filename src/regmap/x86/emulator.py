@@ -17,6 +17,8 @@ from regmap.x86.operands import MemoryOperand, OperandFactory
 from regmap.x86.semantics import EVEX_READY, SEMANTICS, STRING_SEMANTICS
 
 _FORMATTER = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL)
+_FORMATTER.branch_leading_zeros = False     # a relative branch shows `jne 400000h`
+_FORMATTER.show_branch_size = False
 _MNEMONIC_NAMES = {value: name.lower() for name, value in vars(Mnemonic).items()
                    if isinstance(value, int) and not name.startswith("_")}
 _ACCUMULATORS = {8: "al", 16: "ax", 32: "eax", 64: "rax"}
