@@ -21,7 +21,8 @@ from regmap.errors import UnsupportedPlatform
 from regmap.runtime.registers import RegisterHandle, Registers, registers
 
 __all__ = ["map_registers", "unmap_registers", "mapped", "is_mapped", "registers", "stats",
-           "reset_stats", "set_trace", "RegisterHandle", "Registers", "current_layout"]
+           "reset_stats", "set_trace", "set_cache_limits", "RegisterHandle", "Registers",
+           "current_layout"]
 
 
 def _check_platform() -> None:
@@ -145,3 +146,22 @@ def set_trace(target=None) -> None:
     _check_platform()
     from regmap.runtime import handler
     handler.set_trace(target)
+
+
+def set_cache_limits(*, sites: int | None = None, forms: int | None = None) -> None:
+    """Bound the runtime's caches: `sites` instruction addresses in the site cache (default
+    131072, about 0.3 KiB each) and `forms` decoded instructions in the emulator's form cache
+    (default 8192, about 1.5 KiB each; a site with a fast path does not need its form).  Both evict with CLOCK (the least recently faulting
+    first, a fraction at a time): past the bound a program pays a decode per site it comes
+    back to, never a cliff.  None leaves a limit as it is."""
+    _check_platform()
+    from regmap.runtime import frame, handler
+    if sites is not None:
+        frame.MAX_SITES = max(16, int(sites))
+        if len(frame.CODE_SITES) > frame.MAX_SITES:
+            frame.evict_sites(frame.MAX_SITES)
+    if forms is not None:
+        handler.RUNTIME_FORMS = max(16, int(forms))
+        state = handler.ACTIVE
+        if state is not None and hasattr(state.emulator, "max_forms"):
+            state.emulator.max_forms = handler.RUNTIME_FORMS

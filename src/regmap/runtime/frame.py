@@ -464,7 +464,7 @@ class FrameMachine:
 
         For the faulting instruction itself (`fetch_direct`, set when the fault
         was a data access, so the CPU has just fetched these bytes), the bytes
-        on rip's page are read directly through a per-site cached view; only
+        on rip's page are read directly (`Site.direct` of them); only
         an instruction that may run into the next page pays for a syscall.
         """
         if self.fetch_direct and address == self.frame.rip:
@@ -473,8 +473,9 @@ class FrameMachine:
                 site = new_site(address)
             self.site = site
             if site.tail:
-                return site.view.raw + read_partial(address + site.direct, 15 - site.direct)
-            return site.view.raw
+                return (ctypes.string_at(address, site.direct)
+                        + read_partial(address + site.direct, 15 - site.direct))
+            return ctypes.string_at(address, site.direct)
         return read_partial(address, 15)
 
 
@@ -488,7 +489,7 @@ def read_partial(address: int, size: int) -> bytes:
 class Site:
     """One instruction address that faulted into the window: its code view, fast path, counters.
 
-    `view` covers the bytes from the instruction to the end of its page (at
+    `direct` counts the bytes from the instruction to the end of its page (at
     most 15); `tail` is true while an instruction there may be longer than
     that.  Once the emulator has decoded the instruction, `code` holds its
     bytes, `check` is a view of exactly those bytes in memory and `fast` the
@@ -498,17 +499,16 @@ class Site:
     memory form) or the `regmap.x86.translate.Translation` written there.
     """
 
-    __slots__ = ("address", "view", "direct", "tail", "count", "mnemonic", "code", "check", "fast",
-                 "translation")
+    __slots__ = ("address", "direct", "tail", "count", "mnemonic", "code", "check", "fast",
+                 "translation", "seen")
 
     def __init__(self, address: int):
         self.address = address
         self.direct = min(15, _sys.PAGE_SIZE - (address & (_sys.PAGE_SIZE - 1)))
         if not readable(address):
             self.direct = 0  # execute-only code: every byte through the safe path, no fast path
-        self.view = (ctypes.c_char * self.direct).from_address(address)
         self.tail = self.direct < 15
-        self.count = 0
+        self.count = self.seen = 0     # seen: the count at the last eviction sweep
         self.mnemonic = None
         self.code = b""
         self.check = None
@@ -557,24 +557,55 @@ def readable(address: int) -> bool:
     return True
 
 
+# The site cache: instruction address -> Site.  Bounded by MAX_SITES with CLOCK eviction over
+# insertion order (`evict_sites`): a site that faulted since the last sweep (its count moved)
+# gets a second chance at the back, the others are retired, an eighth of the cache at a time.
 CODE_SITES: dict[int, Site] = {}
-MAX_SITES = 1 << 16
+MAX_SITES = 1 << 17
 
 
 def new_site(address: int) -> Site:
     if len(CODE_SITES) >= MAX_SITES:
-        retire_sites()
+        evict_sites()
     site = CODE_SITES[address] = Site(address)
     return site
 
 
+# Counts of sites no longer cached: per address while there is room, past that per mnemonic.
 RETIRED: dict[str, int] = {}
 RETIRED_SITES: dict[int, tuple[int, str | None]] = {}
 
 
+def evict_sites(keep: int | None = None) -> None:
+    """Retire sites until at most `keep` remain (default: seven eighths of MAX_SITES)."""
+    if keep is None:
+        keep = MAX_SITES - max(1, MAX_SITES // 8)
+    for sweep in range(2):      # after one sweep every survivor is unreferenced
+        for address in list(CODE_SITES):
+            if len(CODE_SITES) <= keep:
+                return
+            site = CODE_SITES[address]
+            if sweep == 0 and site.count != site.seen:
+                site.seen = site.count
+                del CODE_SITES[address]      # a second chance, at the back
+                CODE_SITES[address] = site
+            else:
+                del CODE_SITES[address]
+                retire(address, site)
+
+
+def retire(address: int, site: Site) -> None:
+    count, mnemonic = RETIRED_SITES.pop(address, (0, None))
+    count, mnemonic = count + site.count, site.mnemonic or mnemonic
+    if len(RETIRED_SITES) >= MAX_SITES:
+        # No room to remember it by address: its faults still count, per mnemonic.
+        RETIRED[mnemonic or "?"] = RETIRED.get(mnemonic or "?", 0) + count
+    else:
+        RETIRED_SITES[address] = (count, mnemonic)
+
+
 def retire_sites() -> None:
-    """Forget the code views (keeping the counts) when too many sites were seen."""
+    """Forget every code view (keeping the counts)."""
     for address, site in list(CODE_SITES.items()):
-        count, mnemonic = RETIRED_SITES.get(address, (0, None))
-        RETIRED_SITES[address] = (count + site.count, site.mnemonic or mnemonic)
+        retire(address, site)
     CODE_SITES.clear()

@@ -66,6 +66,9 @@ class State:
 ACTIVE: State | None = None
 FRAMES: dict[int, FrameMachine] = {}
 MAX_FRAMES = 4096
+# The runtime's emulator keeps few decoded forms: a site with a fast path keeps its function
+# in the site cache and needs its form again only on the generic path.
+RUNTIME_FORMS = 8192
 TRACE = None            # None, or a callable taking one TraceEvent per window access
 TRANSLATE_AT = 0        # faults at a site before it is translated (regmap.runtime.patch); 0: never
 _CALLBACKS: list = []   # every callback ever installed stays alive: a thread may still be in one
@@ -161,7 +164,8 @@ def fast_path(state: State, step):
 def new_frame(ctx: int, info: int) -> FrameMachine:
     """The first fault with a frame at `ctx`: make its machine, give the thread an altstack."""
     if len(FRAMES) >= MAX_FRAMES:
-        FRAMES.clear()
+        for old in list(FRAMES)[:MAX_FRAMES // 4]:   # the oldest quarter: no cliff for the rest
+            del FRAMES[old]
     state = ACTIVE
     machine = FrameMachine(ctx, info, state.window if state is not None else 4096)
     if machine.frame.ss_flags & _sys.SS_DISABLE:
@@ -245,7 +249,7 @@ def install(emulator, layout) -> State:
                 return ACTIVE
             if emulator is None:
                 from regmap.x86 import Emulator
-                emulator = Emulator(layout)
+                emulator = Emulator(layout, max_forms=RUNTIME_FORMS)
             patch.restore_all()   # translations name the old layout's registers
             state = State(emulator, layout, ACTIVE.previous)
             state.installed, state.altstack = ACTIVE.installed, ACTIVE.altstack
@@ -256,7 +260,7 @@ def install(emulator, layout) -> State:
             return state
         if emulator is None:
             from regmap.x86 import Emulator
-            emulator = Emulator(layout)
+            emulator = Emulator(layout, max_forms=RUNTIME_FORMS)
         callback = HANDLER_TYPE(on_signal)
         _CALLBACKS.append(callback)
         genuine.find_interpreter_code()
@@ -346,6 +350,7 @@ class Stats(NamedTuple):
 def snapshot() -> Stats:
     by_site: dict[int, int] = {}
     by_mnemonic: dict[str, int] = {}
+    by_mnemonic.update(_frame.RETIRED)     # sites forgotten even by address
     for address, (count, mnemonic) in list(RETIRED_SITES.items()):
         if count:
             by_site[address] = by_site.get(address, 0) + count
@@ -356,14 +361,15 @@ def snapshot() -> Stats:
             name = site.mnemonic or "?"
             by_mnemonic[name] = by_mnemonic.get(name, 0) + site.count
     c = genuine.COUNTERS
-    return Stats(sum(by_site.values()), c.forwarded, c.sent, c.divide_errors, c.unsupported,
+    return Stats(sum(by_mnemonic.values()), c.forwarded, c.sent, c.divide_errors, c.unsupported,
                  c.internal_errors, by_mnemonic, by_site, patch.translated())
 
 
 def reset() -> None:
     for site in list(CODE_SITES.values()):
-        site.count = 0
+        site.count = site.seen = 0
     RETIRED_SITES.clear()
+    _frame.RETIRED.clear()
     genuine.COUNTERS.clear()
 
 

@@ -16,6 +16,8 @@ mxcsr slots, or that write the rip slot partially stay on the generic path.
 """
 from __future__ import annotations
 
+from types import CodeType, FunctionType
+
 from iced_x86 import EncodingKind, Mnemonic as M
 
 from regmap.errors import LayoutError
@@ -132,7 +134,9 @@ def _compile_at(form, layout, address: int):
     lines = _lines_at(form, layout, address)
     if lines is None:
         return None
-    return _function("fast", "r, m", lines, f"{form.disassembly} @ {address:#x}")
+    code = _code("def fast(r, m, next_ip=0):\n    " + "\n    ".join(lines) + "\n",
+                 form.disassembly)
+    return FunctionType(code, _GLOBALS, "fast", (form.next_ip,))
 
 
 def _lines_at(form, layout, address: int):
@@ -154,17 +158,29 @@ def _lines_at(form, layout, address: int):
         return None
     lines = [line for line in body if line]
     if not any(line.lstrip().startswith("r.rip =") for line in lines):
-        lines.append(f"r.rip = {form.next_ip:#x}")
+        lines.append("r.rip = next_ip")
     return lines
 
 
-def _function(name: str, parameters: str, lines: list[str], label: str, **names):
-    source = f"def {name}({parameters}):\n    " + "\n    ".join(lines) + "\n"
-    namespace = {"PARITY": flags.PARITY, "LANE": _LANES, **names}
-    exec(compile(source, f"<regmap fast path: {label}>", "exec"), namespace)
-    function = namespace[name]
-    function.source = source
-    return function
+# The generated functions' globals, shared by all of them.
+_GLOBALS: dict = {"__builtins__": __builtins__}
+# Generated source -> the code object of the function it defines.  Code depends on the form's
+# bytes and window address only (the instruction's own address is the `next_ip` argument's
+# default), so every site of the same instruction shares one code object.  Bounded: past
+# MAX_CODES the oldest half is forgotten (its functions keep their code).
+CODES: dict[str, CodeType] = {}
+MAX_CODES = 4096
+
+
+def _code(source: str, label: str) -> CodeType:
+    code = CODES.get(source)
+    if code is None:
+        if len(CODES) >= MAX_CODES:
+            for old in list(CODES)[:MAX_CODES // 2]:
+                del CODES[old]
+        module = compile(source, f"<regmap fast path: {label}>", "exec")
+        code = CODES[source] = next(c for c in module.co_consts if isinstance(c, CodeType))
+    return code
 
 
 def _dispatcher(form, layout, op):
@@ -190,8 +206,9 @@ def _dispatcher(form, layout, op):
              "if body is None:",
              "    body = specialise(ea)",
              "body(r, m)"]
-    fast = _function("fast", "r, m", lines, f"{form.disassembly} (dispatch)",
-                     bodies=bodies, specialise=specialise)
+    source = ("def make(bodies, specialise):\n    def fast(r, m):\n        "
+              + "\n        ".join(lines) + "\n    return fast\n")
+    fast = FunctionType(_code(source, f"{form.disassembly} (dispatch)"), _GLOBALS)(bodies, specialise)
     fast.bodies = bodies
     return fast
 
@@ -206,7 +223,7 @@ def _body(form, slices, widths):
         dest, source = ops
         if dest.is_memory:
             return [f"r.rip = {_read(source, slices, widths, form)}"]
-        return _write(dest, slices, f"{form.next_ip:#x}", widths)
+        return _write(dest, slices, "next_ip", widths)
     if mnemonic in vector.MOVES:
         return _arithmetic(form, slices, widths, "b", None, True, ("a", "b"))
     if mnemonic in _BINARY and len(ops) == 2:
@@ -335,7 +352,7 @@ def _call(form, slices, widths):
         return None
     return [f"t = {_read(target, slices, widths, form)}",
             f"sp = (r.rsp - 8) & {MASK64:#x}",
-            f"m.write_memory(sp, {form.next_ip:#x}.to_bytes(8, 'little'))",
+            "m.write_memory(sp, next_ip.to_bytes(8, 'little'))",
             "r.rsp = sp", "r.rip = t"]
 
 
@@ -380,6 +397,7 @@ def _plain_packed(form, address: int) -> bool:
 
 
 _LANES = {mnemonic: lane for mnemonic, (_, lane) in PACKED.items()}
+_GLOBALS.update(PARITY=flags.PARITY, LANE=_LANES)
 _SPECIAL = {M.XCHG: _exchange, M.XADD: _exchange_add, M.CMPXCHG: _compare_exchange, M.PUSH: _push,
             M.POP: _pop, M.JMP: _jump, M.CALL: _call, **{m: _packed for m in PACKED}}
 
@@ -398,7 +416,7 @@ def _read(op, slices, widths, form) -> str:
         return _bits(op.basis, op.width + op.lo - 1, op.lo, widths)
     parts, shift = [], 0
     for basis, hi, lo in reversed(slices):
-        bits = f"{form.next_ip:#x}" if basis == "rip" else _bits(basis, hi, lo, widths)
+        bits = "next_ip" if basis == "rip" else _bits(basis, hi, lo, widths)
         parts.append(f"({bits} << {shift})" if shift else bits)
         shift += hi - lo + 1
     return " | ".join(parts)

@@ -30,10 +30,11 @@ class Form:
 
     __slots__ = ("address", "code", "instruction", "mnemonic", "ops", "memory", "next_ip",
                  "condition_code", "disassembly", "execute", "_factory", "__weakref__",
-                 "repeat", "op_mask", "zeroing", "fast", "result")
+                 "repeat", "op_mask", "zeroing", "fast", "result", "hits")
 
     def __init__(self, address: int, code: bytes, instruction, factory: OperandFactory):
         self.address, self.code, self.instruction = address, code, instruction
+        self.hits = 0
         self.mnemonic = instruction.mnemonic
         self.next_ip = instruction.next_ip
         self.condition_code = instruction.condition_code
@@ -114,17 +115,26 @@ class Step(NamedTuple):
 class Emulator:
     """Executes instructions whose memory operands fall in the layout's window."""
 
-    def __init__(self, layout: Layout | None = None):
+    MAX_FORMS = 1 << 16     # the default bound of the form cache
+
+    def __init__(self, layout: Layout | None = None, max_forms: int | None = None):
         self.layout = layout if layout is not None else load_layout()
         self.registers = self.layout.registers
         self._factory = OperandFactory(self.registers, self.layout)
         self._forms: dict[int, Form] = {}
+        self.max_forms = max_forms or self.MAX_FORMS
 
     def form_at(self, address: int, code: bytes) -> Form:
-        """The decoded form of the instruction at `address`, cached per (address, bytes)."""
+        """The decoded form of the instruction at `address`, cached per (address, bytes).
+
+        The cache holds at most `max_forms` forms, with CLOCK eviction (`_evict`).
+        """
         form = self._forms.get(address)
         if form is not None and code.startswith(form.code):
+            form.hits += 1
             return form
+        if len(self._forms) >= self.max_forms:
+            self._evict()
         decoder = iced_x86.Decoder(64, code, ip=address)
         instruction = decoder.decode()
         if instruction.is_invalid:
@@ -132,6 +142,19 @@ class Emulator:
         form = Form(address, code[:instruction.len], instruction, self._factory)
         self._forms[address] = form
         return form
+
+    def _evict(self) -> None:
+        """Forget an eighth of the forms: the oldest not used since the last sweep (the used
+        ones get a second chance at the back)."""
+        forms, keep = self._forms, self.max_forms - max(1, self.max_forms // 8)
+        for sweep in range(2):
+            for address in list(forms):
+                if len(forms) <= keep:
+                    return
+                form = forms.pop(address)
+                if sweep == 0 and form.hits:
+                    form.hits = 0
+                    forms[address] = form
 
     def step(self, machine, trace: bool = False, anywhere: bool = False) -> Step:
         """Execute the instruction at rip.  It must access the window (else `NotWindowAccess`)
