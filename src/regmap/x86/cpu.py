@@ -119,6 +119,11 @@ class Cpu:
     def memory_write(self, address: int, size: int, value: int) -> None:
         self.memory_writes.append((address, value.to_bytes(size, "little")))
 
+    def memory_write_now(self, address: int, data: bytes) -> None:
+        """Store to real memory at once, not at the commit: a bulk string store, whose elements
+        before a fault stay done as the CPU's do (`MemoryFault` if the range is not writable)."""
+        self.machine.write_memory(address, data)
+
     # the end of the instruction ----------------------------------------------
     def commit(self) -> None:
         if "rip" not in self.dirty:

@@ -6,11 +6,22 @@ instruction sees the register image as it began plus its own stores (an
 overlapping copy replicates, as memmove would not), and its stores land on
 the registers last, after the pointers and count: the rule of every
 instruction (`regmap.x86.cpu`).  The whole repeat runs as one step.
+
+A forward ``rep movs``/``rep stos`` whose source and destination each lie
+wholly in the window or wholly outside it, and do not overlap, runs in bulk
+(`_bulk`): one window read or one real-memory read per page for the whole
+run, one write per page.  A real-memory access that fails part-way stops the
+run where the CPU would stop it: the elements before the failing page are
+done, rcx, rsi and rdi count them, and rip stays on the instruction, which the
+CPU then restarts (and faults on, genuinely, if the page is still missing).
 """
 from iced_x86 import Mnemonic as M
 
+from regmap.errors import LayoutError, MemoryFault
 from regmap.x86 import flags
 from regmap.x86.semantics import semantics
+
+PAGE = 4096
 
 _COUNTERS = {64: "rcx", 32: "ecx"}
 
@@ -43,6 +54,8 @@ def _backwards(cpu) -> bool:
 @semantics(M.MOVSB, M.MOVSW, M.MOVSD, M.MOVSQ, string_instruction=True)
 def movs(cpu, form):
     dest, source = form.ops
+    if _bulk(cpu, form, dest, source):
+        return
 
     def element():
         dest.write(cpu, source.read(cpu))
@@ -55,6 +68,8 @@ def movs(cpu, form):
 @semantics(M.STOSB, M.STOSW, M.STOSD, M.STOSQ, string_instruction=True)
 def stos(cpu, form):
     dest, value = form.ops
+    if _bulk(cpu, form, dest, None, value):
+        return
 
     def element():
         dest.write(cpu, value.read(cpu))
@@ -86,3 +101,91 @@ def compare_string(cpu, form):
                 op.advance(cpu, backwards)
         return a == b
     _repeat(cpu, form, element)
+
+
+# -- bulk runs ----------------------------------------------------------------------------------
+
+def _bulk(cpu, form, dest, source, value=None) -> bool:
+    """Run a whole forward ``rep movs`` (`source`) or ``rep stos`` (`value`) in blocks; False
+    when the element loop must run instead (see the module's docstring)."""
+    if form.repeat is None or _address_width(form) != 64 or _backwards(cpu):
+        return False
+    if dest.segment_base is not None or (source is not None and source.segment_base is not None):
+        return False
+    count = form.register("rcx").read(cpu)
+    size = dest.size
+    total = count * size
+    if count < 2 or total >= 1 << 40:
+        return False
+    window = cpu.layout.size
+    to = dest.address(cpu)
+    start = source.address(cpu) if source is not None else None
+    ranges = [to] + ([start] if start is not None else [])
+    if any(a + total > 1 << 64 or (a < window < a + total) for a in ranges):
+        return False        # wraps, or runs from the window into real memory
+    if start is not None and start < to + total and to < start + total:
+        return False        # overlapping: the element order matters
+    try:
+        if start is None:
+            data = (value.read(cpu) & ((1 << 8 * size) - 1)).to_bytes(size, "little") * count
+        elif start < window:
+            data = cpu.window_read(start, total).to_bytes(total, "little")
+        else:
+            data = _read_pages(cpu, start, total)
+            data = data[:len(data) // size * size]     # no part of an element the CPU cannot read
+    except LayoutError:
+        return False        # a hole: the element loop reports it where it is met
+    if to < window:
+        cpu.window_write(to, len(data), int.from_bytes(data, "little"))
+        done = len(data)
+    else:
+        done = _write_pages(cpu, to, data)
+    elements = done // size
+    if elements == 0:
+        raise MemoryFault(to if len(data) else start, len(data) > 0)
+    _advance(cpu, form, dest, source, elements, count)
+    return True
+
+
+def _advance(cpu, form, dest, source, elements: int, count: int) -> None:
+    """`elements` elements done: rcx and the pointers move past them; short of `count`, rip stays
+    on the instruction so that it restarts from there."""
+    moved = elements * dest.size
+    form.register("rcx").write(cpu, count - elements)
+    for op in (dest, source):
+        if op is not None:
+            op.pointer.write(cpu, op.pointer.read(cpu) + moved)
+    if elements < count:
+        cpu.jump(form.address)
+
+
+def _pages(address: int, size: int):
+    """(address, size) pieces of the range, cut at page boundaries."""
+    end = address + size
+    while address < end:
+        step = min(end, (address | (PAGE - 1)) + 1) - address
+        yield address, step
+        address += step
+
+
+def _read_pages(cpu, address: int, size: int) -> bytes:
+    """The readable bytes of the range, page by page, up to the first page that is not."""
+    pieces = []
+    for at, length in _pages(address, size):
+        try:
+            pieces.append(cpu.machine.read_memory(at, length))
+        except MemoryFault:
+            break
+    return b"".join(pieces)
+
+
+def _write_pages(cpu, address: int, data: bytes) -> int:
+    """Write now (the CPU's stores before a fault stay done), page by page; the bytes written."""
+    done = 0
+    for at, length in _pages(address, len(data)):
+        try:
+            cpu.memory_write_now(at, data[done:done + length])
+        except MemoryFault:
+            break
+        done += length
+    return done
