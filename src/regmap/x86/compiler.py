@@ -20,7 +20,7 @@ from types import CodeType, FunctionType
 
 from iced_x86 import EncodingKind, Mnemonic as M
 
-from regmap.errors import LayoutError
+from regmap.errors import GeneralProtection, LayoutError
 from regmap.x86 import flags
 from regmap.x86.operands import ImmediateOperand, MemoryOperand, RegisterOperand, SelectorOperand
 from regmap.x86.semantics import vector
@@ -151,8 +151,11 @@ def _lines_at(form, layout, address: int):
         return None
     if form.mnemonic in vector.MOVES and not _plain_vector_move(form, address):
         return None
-    if form.mnemonic in PACKED and not _plain_packed(form, address):
+    if form.mnemonic in PACKED and not _plain_packed(form):
         return None
+    misaligned = _misaligned(form, address, op.size)
+    if misaligned:
+        return [f"raise GeneralProtection({misaligned!r})"]   # as the generic path, from here
     body = _body(form, slices, layout.registers.width)
     if body is None:
         return None
@@ -389,24 +392,30 @@ def _packed(form, slices, widths):
     return lines + _write(dest, slices, "res", widths)
 
 
-def _plain_packed(form, address: int) -> bool:
-    """No opmask (EVEX stays generic), and a legacy form's operand 16-byte aligned (#GP)."""
-    if form.instruction.encoding == EncodingKind.EVEX or form.op_mask is not None:
-        return False
-    return form.instruction.encoding != EncodingKind.LEGACY or address % 16 == 0
+def _plain_packed(form) -> bool:
+    """No opmask: EVEX forms stay generic."""
+    return form.instruction.encoding != EncodingKind.EVEX and form.op_mask is None
+
+
+def _misaligned(form, address: int, size: int) -> str | None:
+    """The #GP message of the generic path for a misaligned operand of this form, or None."""
+    if form.mnemonic in vector.ALIGNED and address % size:
+        return f"{form.disassembly}: operand not {size}-byte aligned"
+    if (form.mnemonic in PACKED and form.instruction.encoding == EncodingKind.LEGACY
+            and address % 16):
+        return f"{form.disassembly}: a legacy SSE memory operand must be 16-byte aligned"
+    return None
 
 
 _LANES = {mnemonic: lane for mnemonic, (_, lane) in PACKED.items()}
-_GLOBALS.update(PARITY=flags.PARITY, LANE=_LANES)
+_GLOBALS.update(PARITY=flags.PARITY, LANE=_LANES, GeneralProtection=GeneralProtection)
 _SPECIAL = {M.XCHG: _exchange, M.XADD: _exchange_add, M.CMPXCHG: _compare_exchange, M.PUSH: _push,
             M.POP: _pop, M.JMP: _jump, M.CALL: _call, **{m: _packed for m in PACKED}}
 
 
 def _plain_vector_move(form, address: int) -> bool:
-    """A vector move is a plain move without an opmask and, for the aligned forms, when its
-    constant address is aligned (a misaligned one raises #GP on the generic path)."""
-    memory, = (op for op in form.ops if op.is_memory)
-    return form.op_mask is None and (form.mnemonic not in vector.ALIGNED or address % memory.size == 0)
+    """A vector move without an opmask (a misaligned aligned form raises #GP: `_misaligned`)."""
+    return form.op_mask is None
 
 
 def _read(op, slices, widths, form) -> str:
