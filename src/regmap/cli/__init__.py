@@ -16,19 +16,28 @@ COMMAND_MODULES = (
     "regmap.cli.execute",   # run, exec
     "regmap.cli.emulate",   # emulate
 )
+# subcommand -> its module: a command line that names one imports only that module (a traced
+# program's start-up does not pay for the emulate and alias commands' imports)
+COMMANDS = {"alias": "regmap.cli.alias", "layout": "regmap.cli.layout",
+            "explain": "regmap.cli.layout", "run": "regmap.cli.execute",
+            "exec": "regmap.cli.execute", "emulate": "regmap.cli.emulate"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with a known `command`, only that subcommand's (help and errors for anything
+    else come from the full parser)."""
     parser = argparse.ArgumentParser(
         prog="regmap", description="Memory-mapped amd64 registers on page 0.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
+    modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
+    for module_name in modules:
         importlib.import_module(module_name).add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(words[0] if words else None).parse_args(argv)
     try:
         return args.func(args)
     except BrokenPipeError:
