@@ -262,3 +262,57 @@ def test_in_process_rep_movsb_out_of_the_window(library):
     words = [int.from_bytes(out.raw[i:i + 8], "little") for i in range(0, 64, 8)]
     assert rcx == 0
     assert words[:5] == [0x1000, 0x1008, base, 0x1122334455667788, M64]
+
+
+CHECKER = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+typedef void pair(uint64_t *);
+%(declarations)s
+static struct { const char *name; pair *window, *native; } pairs[] = { %(table)s };
+static uint64_t next(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s; }
+int main(void) {
+    uint64_t seed = 88172645463325252ULL, mask[10] = {~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL,
+                                                      ~0ULL, 0x8d5, ~0ULL, ~0ULL};
+    int bad = 0;
+    for (unsigned p = 0; p < sizeof pairs / sizeof *pairs; p++)
+        for (int round = 0; round < 20; round++) {
+            uint64_t w[10], n[10];
+            for (int i = 0; i < 10; i++) w[i] = next(&seed);
+            w[7] = (w[7] & 0x8d5) | 2;
+            if (round %% 3 == 0) w[2] = w[0];
+            memcpy(n, w, sizeof w);
+            pairs[p].window(w);
+            pairs[p].native(n);
+            if (!strcmp(pairs[p].name, "call")) { w[1] = w[6] = n[1] = n[6] = 0; }
+            for (int i = 0; i < 10; i++)
+                if ((w[i] & mask[i]) != (n[i] & mask[i])) {
+                    printf("%%s: word %%d: %%llx != %%llx\n", pairs[p].name, i,
+                           (unsigned long long)w[i], (unsigned long long)n[i]);
+                    bad = 1;
+                }
+        }
+    return bad;
+}
+"""
+
+
+def test_traced_against_the_cpu(tmp_path):
+    """The same pairs in a program under ``regmap exec``: the fast paths over the tracer's
+    register namespace (PTRACE_GETREGS buffer, XSAVE area) against the CPU."""
+    import subprocess
+    reason = why_not_native()
+    if reason is not None:
+        pytest.skip(reason)
+    from regmap.trace import run_traced
+    names = list(PAIRS)
+    source = tmp_path / "checker.c"
+    source.write_text(CHECKER % {
+        "declarations": "\n".join(f"pair {n}_window, {n}_native;" for n in names),
+        "table": ", ".join(f'{{"{n}", {n}_window, {n}_native}}' for n in names)})
+    assembly = tmp_path / "pairs.s"
+    assembly.write_text(_source())
+    program = tmp_path / "checker"
+    subprocess.run(["gcc", "-O1", "-o", str(program), str(source), str(assembly)], check=True)
+    assert run_traced([str(program)]) == 0

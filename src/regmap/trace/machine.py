@@ -21,6 +21,30 @@ _raw_ptrace = ptrace.raw_ptrace
 _GETREGS, _SETREGS = ptrace.PTRACE_GETREGS, ptrace.PTRACE_SETREGS
 
 
+class TracedRegisters(ptrace.UserRegs):
+    """The PTRACE_GETREGS buffer as the machine's register namespace: ``regs.rax`` is a plain
+    field, ``regs.rflags`` is eflags, a vector register or mxcsr goes to the thread's XSAVE
+    area (`XState`, loaded on first use).  The compiled fast paths run on it directly."""
+
+    @property
+    def rflags(self) -> int:
+        return self.eflags
+
+    @rflags.setter
+    def rflags(self, value: int) -> None:
+        self.eflags = value
+
+
+def _xstate_property(name: str) -> property:
+    return property(lambda regs: regs.__dict__["xstate"].read(name),
+                    lambda regs, value: regs.__dict__["xstate"].write(name, value))
+
+
+for _name in XSTATE_NAMES:
+    setattr(TracedRegisters, _name, _xstate_property(_name))
+del _name
+
+
 class TracedMachine:
     """Registers of thread ``tid`` (general ones from one PTRACE_GETREGS, vector ones lazily
     from NT_X86_XSTATE) and the memory of its process.
@@ -30,16 +54,21 @@ class TracedMachine:
     ``regs``; after a successful step ``store`` writes back what changed.
     """
 
-    __slots__ = ("tid", "regs", "memory", "xstate", "regs_dirty", "regs_address")
+    __slots__ = ("tid", "regs", "memory", "xstate", "regs_dirty", "regs_address", "namespace")
 
     def __init__(self, regs: ptrace.UserRegs | None = None, memory: ptrace.RemoteMemory | None = None,
                  xstate: XState | None = None):
         self.tid = 0
-        self.regs = regs if regs is not None else ptrace.UserRegs()
+        self.regs = regs if regs is not None else TracedRegisters()
         self.memory = memory if memory is not None else ptrace.RemoteMemory()
         self.xstate = xstate if xstate is not None else XState()
         self.regs_dirty = False
         self.regs_address = ctypes.addressof(self.regs)
+        # `namespace` only over a TracedRegisters buffer (a fast path writes it directly: rip
+        # at least, so `store` after a step always writes the general registers back)
+        self.namespace = self.regs if isinstance(self.regs, TracedRegisters) else None
+        if self.namespace is not None:
+            self.regs.__dict__["xstate"] = self.xstate
 
     def reset(self, tid: int) -> None:
         self.tid = tid
@@ -56,8 +85,9 @@ class TracedMachine:
         ptrace.check(_raw_ptrace(_GETREGS, tid, 0, self.regs_address), _GETREGS, tid)
 
     def store(self) -> None:
-        """Write back the registers that changed (PTRACE_SETREGS, NT_X86_XSTATE)."""
-        if self.regs_dirty:
+        """Write back the registers that changed (PTRACE_SETREGS, NT_X86_XSTATE).  Called after
+        a step, which moves rip at least; a fast path writes the namespace without marking it."""
+        if self.regs_dirty or self.namespace is not None:
             ptrace.check(_raw_ptrace(_SETREGS, self.tid, 0, self.regs_address), _SETREGS, self.tid)
             self.regs_dirty = False
         if self.xstate.dirty:
