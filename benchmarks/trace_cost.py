@@ -1,12 +1,13 @@
-"""The cost of one traced, emulated page-0 fault beside the bare ptrace round trip.
+"""The cost of one traced, emulated page-0 fault beside a bare ptrace tracer written in C.
 
 A C program times N executions of ``add rax, [8]`` (rax += rcx through the
 window), each one individually with clock_gettime, and prints the median and
 the mean in nanoseconds.  It runs twice, in this one process:
 
-- bare: under a minimal ptrace loop that does what any tracer must do per
-  fault -- wait for the stop, PTRACE_GETREGS, skip the 8-byte instruction,
-  PTRACE_SETREGS, PTRACE_CONT -- and nothing else (rax is left unchanged);
+- bare: under ``bare_tracer.c``, a tracer written in C (built here with the
+  system compiler) that does what any tracer must do per fault and nothing
+  else -- wait for the stop, PTRACE_GETREGS, the add (rax += rcx, with the
+  flags), rip += 8, PTRACE_SETREGS, PTRACE_CONT;
 - regmap: under ``regmap.trace.run_traced`` with the real emulator (siginfo
   check, GETREGS, fetch, decode-cache lookup, emulation, SETREGS, CONT).
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -64,38 +64,10 @@ int main(int argc, char **argv) {
 """
 
 
-def bare_round_trips(executable: str, n: int) -> str:
-    """Run the program under the minimal loop; return its output line."""
-    from regmap.trace import ptrace
-    read_fd, write_fd = os.pipe()
-    go_read, go_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        os.close(go_write)
-        os.dup2(write_fd, 1)
-        os.read(go_read, 1)
-        os.execv(executable, [executable, str(n)])
-    os.close(write_fd)
-    os.close(go_read)
-    ptrace.seize(pid, ptrace.PTRACE_O_EXITKILL)
-    os.write(go_write, b"x")
-    os.close(go_write)
-    regs = ptrace.UserRegs()
-    while True:
-        tid, status = os.waitpid(pid, ptrace.WALL)
-        if not os.WIFSTOPPED(status):
-            break
-        sig = os.WSTOPSIG(status)
-        if status >> 16 == 0 and sig == signal.SIGSEGV:
-            ptrace.getregs(tid, regs)
-            regs.rip += 8                     # add rax, [8] is 8 bytes long
-            ptrace.setregs(tid, regs)
-            ptrace.cont(tid, 0)
-        else:
-            ptrace.cont(tid, sig if status >> 16 == 0 else 0)
-    with os.fdopen(read_fd) as output:
-        return output.read()
+def bare_round_trips(tracer: str, executable: str, n: int) -> str:
+    """Run the program under the bare C tracer (bare_tracer.c); return its output line."""
+    return subprocess.run([tracer, executable, str(n)], check=True, capture_output=True,
+                          text=True).stdout
 
 
 def regmap_faults(executable: str, n: int) -> str:
@@ -140,9 +112,15 @@ def main() -> int:
         with open(source, "w") as file:
             file.write(PROGRAM)
         subprocess.run([compiler, "-O2", "-o", executable, source], check=True)
+        tracer = os.path.join(directory, "bare_tracer")
+        subprocess.run([compiler, "-O2", "-o", tracer,
+                        os.path.join(os.path.dirname(os.path.abspath(__file__)), "bare_tracer.c")],
+                       check=True)
         bare, emulated = [], []
         for _ in range(options.repeat):
-            median, mean, rax = bare_round_trips(executable, options.n).split()
+            median, mean, rax = bare_round_trips(tracer, executable, options.n).split()
+            if int(rax) != options.n:
+                raise SystemExit(f"wrong result under the bare tracer: rax = {rax}")
             bare.append((float(median), float(mean)))
             median, mean, rax = regmap_faults(executable, options.n).split()
             if int(rax) != options.n:
@@ -154,7 +132,7 @@ def main() -> int:
     emulated_mean = statistics.median(m for _, m in emulated) / 1000
     print(f"faults per run: {options.n}, runs of each: {options.repeat}, {placement}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"bare ptrace round trip (stop, GETREGS, SETREGS, CONT): "
+    print(f"bare C tracer (stop, GETREGS, add, SETREGS, CONT):     "
           f"median {bare_median:7.2f} us  (mean {bare_mean:.2f})")
     print(f"regmap traced fault (add rax,[8] emulated):          "
           f"median {emulated_median:7.2f} us  (mean {emulated_mean:.2f})")
