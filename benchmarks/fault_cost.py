@@ -10,8 +10,12 @@ Measured, interleaved repeat by repeat so that machine noise hits every row alik
   (the same two updates, from Python): what any Python handler pays;
 - native: the loop with ``add rax, rcx``.
 
-It then breaks regmap's cost down: the handler's Python body (called directly
-on a synthetic frame, no signal), and within it the emulator's fast function.
+It then breaks regmap's cost down, each part measured directly: the kernel with
+a C handler for the same work in this process on regmap's alternate stack
+(``form_cost_floor.c`` swapped in over regmap's handler), the ctypes entry and
+exit (that C handler calling an empty ctypes callback), the handler's Python
+body (called on a synthetic frame, no signal) and within it the emulator's
+fast function; what remains is the rest.
 
 Times are the faulting thread's CPU time (user + system, ``CLOCK_THREAD_CPUTIME_ID``), so
 other processes competing for the CPUs do not inflate them; the handler body is timed the
@@ -37,6 +41,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LOOP_SOURCE = HERE / "fault_cost_loop_inprocess.s"
 FLOOR_SOURCE = HERE / "fault_cost_floor.c"
+IN_PROCESS_FLOORS = HERE / "form_cost_floor.c"   # C handlers swapped in over regmap's
+ADD_FLOOR, CALLBACK_FLOOR = 0, 7
 
 PYTHON_FLOOR = r"""
 import ctypes, sys, time
@@ -69,7 +75,8 @@ def build(directory: Path) -> tuple[Path, Path]:
         sys.exit("fault_cost: gcc is needed to build the loops and the C floor")
     library = directory / "libfaultcost.so"
     floor = directory / "fault_cost_floor"
-    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", library, LOOP_SOURCE], check=True)
+    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", library, LOOP_SOURCE, IN_PROCESS_FLOORS],
+                   check=True)
     subprocess.run([gcc, "-O2", "-o", floor, FLOOR_SOURCE, LOOP_SOURCE], check=True)
     return library, floor
 
@@ -95,8 +102,9 @@ def handler_body_cost(library, count: int = 20000) -> tuple[float, float]:
 
     one()
     one()
-    body = min(timeit.repeat(one, number=count, repeat=5, timer=time.thread_time)) / count
-    overhead = min(timeit.repeat(reset_only, number=count, repeat=5, timer=time.thread_time)) / count
+    body = statistics.median(timeit.repeat(one, number=count, repeat=7, timer=time.thread_time)) / count
+    overhead = statistics.median(timeit.repeat(reset_only, number=count, repeat=7,
+                                               timer=time.thread_time)) / count
     site = frames.CODE_SITES.get(add)
     fast = site.fast if site is not None else None
     machine = handler.FRAMES.get(ctx)
@@ -105,7 +113,8 @@ def handler_body_cost(library, count: int = 20000) -> tuple[float, float]:
         def run_fast():
             fake.rip = add
             fast(machine.namespace, machine)
-        fast_cost = (min(timeit.repeat(run_fast, number=count, repeat=5, timer=time.thread_time))
+        fast_cost = (statistics.median(timeit.repeat(run_fast, number=count, repeat=7,
+                                                     timer=time.thread_time))
                      / count - overhead) * 1e9
     return (body - overhead) * 1e9, fast_cost
 
@@ -127,7 +136,12 @@ def main(argv=None) -> int:
             getattr(library, name).restype = ctypes.c_long
             getattr(library, name).argtypes = [ctypes.c_long, ctypes.c_long]
         n = args.faults
-        rows: dict[str, list[float]] = {"regmap": [], "floor": [], "python floor": [], "native": []}
+        rows: dict[str, list[float]] = {"regmap": [], "floor": [], "python floor": [], "native": [],
+                                        "C handler here": [], "C handler + empty callback": []}
+        callback = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(
+            lambda signo, info, ctx: None)
+        library.floor_set_callback.argtypes = [ctypes.c_void_p]
+        library.floor_set_callback(callback)
         regmap.map_registers()
         try:
             library.fault_loop(100, 3)  # decode and compile the site once
@@ -141,6 +155,15 @@ def main(argv=None) -> int:
                 out = subprocess.run([sys.executable, "-c", PYTHON_FLOOR, str(library_path), str(n)],
                                      check=True, capture_output=True, text=True)
                 rows["python floor"].append(float(out.stdout.split()[0]))
+                for name, index in (("C handler here", ADD_FLOOR),
+                                    ("C handler + empty callback", CALLBACK_FLOOR)):
+                    library.floor_install(index)    # over regmap's, on the same alternate stack
+                    try:
+                        start = time.thread_time()
+                        assert library.fault_loop(n, 3) == 3 * n
+                        rows[name].append((time.thread_time() - start) / n * 1e9)
+                    finally:
+                        library.floor_restore()
                 iterations = 2_000_000
                 start = time.thread_time()
                 library.native_loop(iterations, 3)
@@ -156,21 +179,25 @@ def main(argv=None) -> int:
         "regmap_over_floor": median["regmap"] / median["floor"],
         "python_floor_over_floor": median["python floor"] / median["floor"],
         "regmap_over_native": median["regmap"] / median["native"],
+        # every row measured directly, in this process, on regmap's alternate stack
         "breakdown_ns": {
-            "kernel (floor)": median["floor"],
-            "ctypes callback entry/exit": median["python floor"] - median["floor"],
-            "handler body (Python)": body,
+            "kernel + C handler (this process)": median["C handler here"],
+            "ctypes entry/exit (empty callback)":
+                median["C handler + empty callback"] - median["C handler here"],
+            "handler body (Python, no signal)": body,
             "  of which emulator fast function": fast,
-            "unaccounted": median["regmap"] - median["python floor"] - body,
+            "rest (regmap - the rows above)":
+                median["regmap"] - median["C handler + empty callback"] - body,
         },
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"one fault, median of {args.repeats} loops of {n} faults (ns per iteration):")
-    for name in ("native", "floor", "python floor", "regmap"):
+    for name in ("native", "floor", "python floor", "C handler here", "C handler + empty callback",
+                 "regmap"):
         spread = f"(min {min(rows[name]):.1f}, max {max(rows[name]):.1f})"
-        print(f"  {name:14s} {median[name]:10.1f}  {spread}")
+        print(f"  {name:28s} {median[name]:10.1f}  {spread}")
     print(f"regmap / floor (bare C handler): {report['regmap_over_floor']:.2f}x   (target: 2x)")
     print(f"python floor / floor:            {report['python_floor_over_floor']:.2f}x")
     print(f"regmap / native add rax, rcx:    {report['regmap_over_native']:.0f}x")
