@@ -7,7 +7,6 @@ except the hot-path helpers documented otherwise.  Numbers come from
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # requests
@@ -62,7 +61,8 @@ FPE_INTDIV = 1
 # the 64-bit user-mode code segment selector (a 32-bit compat task runs with 0x23)
 USER_CS_64 = 0x33
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library the interpreter itself is linked with (find_library would run ldconfig: ms)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 _ptrace = _libc.ptrace
 _ptrace.restype = ctypes.c_long

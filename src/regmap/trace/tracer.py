@@ -392,6 +392,19 @@ def _make_emulator(layout):
     return Emulator(layout)
 
 
+class _FirstFault:
+    """The default emulator, made at the first fault: a program that never touches page 0
+    does not pay for importing the x86 layer (iced-x86, the semantics) at start-up."""
+
+    def __init__(self, layout):
+        self.layout = layout
+
+    def step(self, machine, trace: bool = False):
+        emulator = _make_emulator(self.layout)
+        self.step = emulator.step           # every later fault calls it directly
+        return emulator.step(machine, trace=trace)
+
+
 def _load_layout(layout):
     if layout is None or isinstance(layout, (str, os.PathLike)):
         from regmap.layout import load_layout
@@ -428,7 +441,7 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, strea
         raise UnsupportedPlatform("regmap exec needs Linux on x86-64")
     layout = _load_layout(layout) if emulator is None else getattr(emulator, "layout", None)
     if emulator is None:
-        emulator = _make_emulator(layout)
+        emulator = _make_emulator(layout) if translate else _FirstFault(layout)
     reporter = Reporter(stream, trace=trace, stats=stats, json=json)
     tracer = Tracer(emulator, reporter)
     if translate and layout is not None:
