@@ -179,11 +179,19 @@ class OperandFactory:
     def __init__(self, registers: alias.RegisterFile, layout=None):
         self.registers = registers
         self.layout = layout
+        self._named: dict[tuple[str, bool], RegisterOperand] = {}
 
     def register(self, reg: int, vex: bool = False) -> RegisterOperand:
         return self.named(REGISTER_NAMES[reg], vex)
 
     def named(self, name: str, vex: bool = False) -> RegisterOperand:
+        """The operand for register `name` (operands hold no state: one per name is shared)."""
+        operand = self._named.get((name, vex))
+        if operand is None:
+            operand = self._named[(name, vex)] = self._new_named(name, vex)
+        return operand
+
+    def _new_named(self, name: str, vex: bool) -> RegisterOperand:
         if name == "rip":
             raise KeyError("rip as an operand")
         if name.startswith("mm"):
