@@ -64,6 +64,11 @@ FORMS = [
     ("c5 f5 fd 04 25 00 01 00 00", {}),                # vpaddw ymm0, ymm1, [0x100]
     ("66 0f fe 0c 25 08 00 00 00", {}),                # paddd xmm1, [8]: misaligned, #GP
     ("f3 0f 6f 04 25 00 01 00 00", {}),                # movdqu xmm0, [0x100]
+    ("f3 a4", {"rsi": 0x40, "rdi": STACK - 0x100, "rcx": 64}),        # rep movsb out
+    ("f3 48 a5", {"rsi": 0x0, "rdi": STACK - 0xF8, "rcx": 20}),       # rep movsq out
+    ("f3 a4", {"rsi": 0x30, "rdi": STACK - 0x100, "rcx": 0x60}),      # over the rip slot
+    ("f3 a4", {"rsi": 0x40, "rdi": STACK - 0x100, "rcx": 64, "rflags": 0x400}),  # backwards
+    ("f3 a4", {"rsi": 0x40, "rdi": STACK + 0xF0, "rcx": 64}),         # runs off the memory
 ]
 
 

@@ -20,7 +20,7 @@ from types import CodeType, FunctionType
 
 from iced_x86 import EncodingKind, Mnemonic as M
 
-from regmap.errors import GeneralProtection, LayoutError
+from regmap.errors import GeneralProtection, LayoutError, MemoryFault
 from regmap.x86 import flags
 from regmap.x86.operands import ImmediateOperand, MemoryOperand, RegisterOperand, SelectorOperand
 from regmap.x86.semantics import vector
@@ -29,6 +29,7 @@ from regmap.x86.semantics.packed import PACKED
 MASK64 = (1 << 64) - 1
 
 _GENERIC_ONLY_SLOTS = frozenset({"rflags", "mxcsr"})
+_SLOTS_OF_GENERIC_PATH = _GENERIC_ONLY_SLOTS | {"rip"}
 _STATUS = flags.STATUS
 
 # mnemonic -> (result expression over a, b and the carry c; flag formula; writes the destination)
@@ -105,6 +106,8 @@ def compile_form(form, layout):
     code and raises `Declined` (having changed nothing) for an address its
     compiled body does not cover.
     """
+    if form.mnemonic in _MOVS:
+        return _rep_movs_out(form, layout)
     op = _window_candidate(form)
     if op is None or any(isinstance(other, SelectorOperand) for other in form.ops):
         return None  # a selector load can #GP
@@ -117,6 +120,53 @@ def compile_form(form, layout):
                range(0, min(layout.size, 64 * op.size), op.size)):
         return None  # no body at any address: the form itself is not compiled
     return _dispatcher(form, layout, op)
+
+
+_MOVS = frozenset((M.MOVSB, M.MOVSW, M.MOVSD, M.MOVSQ))
+
+
+def _rep_movs_out(form, layout):
+    """``rep movs`` copying out of the window into real memory, in one write.
+
+    The source bytes are the register image as the instruction began (read
+    before anything changes), written to memory in one call; then rcx, rsi,
+    rdi and rip.  Anything else -- another direction, a source running past
+    the window or over the rip, rflags or mxcsr slot, a destination in the
+    window -- is `Declined`, as is a write that fails: the generic path then
+    copies again (the same bytes: nothing it reads has changed) and stops
+    where the CPU stops.
+    """
+    if form.repeat != "rep" or len(form.ops) != 2:
+        return None
+    dest, source = form.ops
+    if (source.segment_base is not None or dest.segment_base is not None
+            or source.pointer.width != 64 or dest.pointer.width != 64):
+        return None
+    size, window, next_ip, resolve = source.size, layout.size, form.next_ip, layout.resolve
+    direction = flags.DF
+
+    def fast(r, m):
+        count, start, to = r.rcx, r.rsi, r.rdi
+        total = count * size
+        if (r.rflags & direction or not 0 < total <= window or start + total > window
+                or to < window or to + total > MASK64):
+            raise Declined
+        try:
+            slices = resolve(start, total)
+        except LayoutError:
+            raise Declined from None
+        value = 0
+        for basis, hi, lo in slices:
+            if basis in _SLOTS_OF_GENERIC_PATH:
+                raise Declined
+            width = hi - lo + 1
+            value = value << width | getattr(r, basis) >> lo & (1 << width) - 1
+        try:
+            m.write_memory(to, value.to_bytes(total, "little"))
+        except MemoryFault:
+            raise Declined from None
+        r.rcx, r.rsi, r.rdi, r.rip = 0, start + total, to + total, next_ip
+    return fast
 
 
 def _window_candidate(form):
