@@ -310,27 +310,31 @@ class SmallTransfer:
         self.local, self.remote = ctypes.addressof(self.iov), ctypes.addressof(self.iov) + ctypes.sizeof(IOVec)
         self.view = memoryview(self.buffer).cast("B")
 
-    def fits(self, address: int, size: int) -> bool:
-        return 0 < size <= self.SIZE and (address & (PAGE_SIZE - 1)) + size <= PAGE_SIZE
-
     def read(self, address: int, size: int) -> bytes | None:
-        """The bytes at `address`, or None if they are not readable."""
+        """The bytes at `address`; None if they are not readable or not a small transfer
+        (more than SIZE bytes, or across a page boundary: `vm_transfer` finds where they end)."""
+        if not 0 < size <= self.SIZE or (address & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
+            return None
         iov = self.iov
         iov[0].len = iov[1].len = size
         iov[1].base = address
-        if _vm_readv(_pid(), self.local, 1, self.remote, 1, 0) != size:
+        if _vm_readv(_getpid(), self.local, 1, self.remote, 1, 0) != size:
             return None
         return bytes(self.view[:size])
 
     def write(self, address: int, data: bytes) -> bool:
+        """Whether `data` was written at `address` (False: not writable, or not small)."""
         size = len(data)
+        if not 0 < size <= self.SIZE or (address & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
+            return False
         iov = self.iov
         iov[0].len = iov[1].len = size
         iov[1].base = address
         self.view[:size] = data
-        return _vm_writev(_pid(), self.local, 1, self.remote, 1, 0) == size
+        return _vm_writev(_getpid(), self.local, 1, self.remote, 1, 0) == size
 
 
+_getpid = os.getpid     # each time: after a fork the child reads its own memory
 _vm_readv, _vm_writev = LIBC_HELD.process_vm_readv, LIBC_HELD.process_vm_writev
 for _call in (_vm_readv, _vm_writev):
     _call.restype = ctypes.c_ssize_t

@@ -438,11 +438,9 @@ class FrameMachine:
 
     # -- memory ---------------------------------------------------------------------------------
     def read_memory(self, address: int, size: int) -> bytes:
-        small = self.small
-        if small.fits(address, size):
-            data = small.read(address, size)
-            if data is not None:
-                return data      # else the general path finds where the readable bytes end
+        data = self.small.read(address, size)
+        if data is not None:
+            return data          # else the general path finds where the readable bytes end
         buffer = ctypes.create_string_buffer(size)
         done = _sys.vm_transfer(address, buffer, size, write=False)
         if done < size:
@@ -451,8 +449,7 @@ class FrameMachine:
 
     def write_memory(self, address: int, data: bytes) -> None:
         size = len(data)
-        small = self.small
-        if small.fits(address, size) and small.write(address, data):
+        if self.small.write(address, data):
             return
         buffer = ctypes.create_string_buffer(bytes(data), size)
         done = _sys.vm_transfer(address, buffer, size, write=True)
