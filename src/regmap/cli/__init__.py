@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from regmap import __version__
+
 # subcommand module -> the subcommands it registers
 COMMAND_MODULES = (
     "regmap.cli.alias",     # alias
@@ -20,6 +22,7 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regmap", description="Memory-mapped amd64 registers on page 0.")
+    parser.add_argument("--version", action="version", version=f"regmap {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_parser(subparsers)
