@@ -80,7 +80,7 @@ def _traced(argv, args, **extra) -> int:
     from regmap.trace import TraceError, run_traced
     layout = _load_layout(args)
     if layout is None:
-        return 2
+        return 1                 # as `regmap layout` says of the same layout
     try:
         return run_traced(argv, layout, **_options(args), **extra)
     except TraceError as error:
