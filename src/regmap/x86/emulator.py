@@ -7,7 +7,8 @@ from typing import NamedTuple
 import iced_x86
 from iced_x86 import EncodingKind, Mnemonic, OpCodeInfo, OpKind
 
-from regmap.errors import LayoutError, NotWindowAccess, RegmapError, UnsupportedInstruction
+from regmap.errors import (LayoutError, NotWindowAccess, RegmapError, UnsupportedInstruction,
+                           WindowHole)
 from regmap.layout import Layout, load_layout
 from regmap.x86.compiler import compile_form
 from regmap.x86.cpu import Access, Cpu
@@ -143,7 +144,7 @@ class Emulator:
         try:
             form.execute(cpu, form)
         except LayoutError as hole:  # no register there: the access faults as on the CPU
-            raise NotWindowAccess(f"{form.disassembly} at {rip:#x}: {hole}") from None
+            raise WindowHole(f"{form.disassembly} at {rip:#x}: {hole}", str(hole)) from None
         except RegmapError:
             raise
         except Exception as error:  # a semantic function met an operand shape it does not know
