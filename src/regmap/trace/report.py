@@ -86,7 +86,7 @@ class Reporter:
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
+        except (OSError, ValueError):     # a closed pipe, a hung-up terminal: nothing to say to
             pass
 
     def message(self, text: str, **record) -> None:

@@ -215,6 +215,7 @@ class Tracer:
                         self._exec_failed()
 
     def _pass_on(self, tid: int, sig: int) -> None:
+        """A signal that is no page fault: the program gets it unchanged."""
         rip, source = 0, ""
         if self._trace:                                    # where the thread was, who sent it
             ptrace.check(_raw_ptrace(_GETSIGINFO, tid, 0, self._siginfo_address), _GETSIGINFO, tid)
