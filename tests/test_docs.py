@@ -21,7 +21,6 @@ def vex_memory_forms(mnemonic: str) -> dict[str, int]:
             and any(MEMORY_OPERAND.fullmatch(part) for part in name[len(head):].split("_"))}
 
 
-
 def test_the_moves_said_to_be_emulated_with_their_vex_forms_are():
     text = " ".join((DOCS / "emulator.md").read_text().split())
     listed = re.search(r"the SSE/AVX data moves (.+?) with their VEX forms", text)
