@@ -12,9 +12,10 @@ EXEC_DESCRIPTION = """\
 Run an unmodified x86-64 Linux program with the register file memory-mapped
 onto page 0: each access to page 0 faults, regmap emulates the instruction
 against the thread's registers and the program goes on.  Threads and child
-processes are followed.  regmap exits with the program's status, and when
-signal N killed the program regmap dies of signal N too (as the shell sees it:
-128+N).  Its own messages go to stderr, the trace and stats there or to -o."""
+processes are followed.  regmap exits with the program's exit code; when signal
+N kills the program, regmap says so (unless -q, or N is SIGINT or SIGPIPE) and
+dies of signal N too, as a shell sees it: 128+N.  Its messages, the trace and
+the stats go to stderr, or to -o FILE."""
 
 RUN_DESCRIPTION = """\
 Build FILE (.c with the system C compiler, .s/.S with the assembler) into a
@@ -27,9 +28,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", metavar="NAME|FILE",
                         help="the page-0 layout: a shipped name or a .regs file (default: default)")
     parser.add_argument("--trace", action="store_true",
-                        help="print every emulated access on stderr")
+                        help="print every emulated access and every signal passed on (stderr or -o)")
     parser.add_argument("--stats", action="store_true",
-                        help="print a summary at exit on stderr (faults per mnemonic and site, time)")
+                        help="print a summary at exit (faults per mnemonic and site, time)")
     parser.add_argument("--json", action="store_true",
                         help="print trace and stats as JSON lines (alone: both)")
     parser.add_argument("-q", "--quiet", action="store_true",
