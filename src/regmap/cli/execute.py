@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import signal
 import sys
 import tempfile
@@ -142,6 +141,7 @@ def _die_of(signo: int) -> None:
     """Kill regmap with ``signo``, as strace does: the parent's waitpid then sees the
     program's death (a shell stops its loop at ^C, Python sees returncode -N).  Without a
     core: the program dumped its own if it was to."""
+    import resource                        # POSIX only: imported here, not with the CLI
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
