@@ -79,7 +79,7 @@ def handler_body_cost(library, count: int = 20000) -> tuple[float, float]:
     from regmap.runtime import frame as frames
     from regmap.runtime import handler
     add = ctypes.cast(library.fault_loop, ctypes.c_void_p).value
-    code = ctypes.string_at(add, 32)
+    code = ctypes.string_at(add, 64)   # the loop starts on a 32-byte boundary
     add += code.index(bytes.fromhex("48 03 04 25 08 00 00 00"))
     buffer = ctypes.create_string_buffer(1024)
     ctx = (ctypes.addressof(buffer) + 63) & ~63

@@ -9,6 +9,7 @@ fault_loop:
     xor eax, eax
     test rdi, rdi
     jz 2f
+    .p2align 5                      # both loops start on a 32-byte boundary: same fetch layout
 1:  add rax, qword ptr [8]          # 48 03 04 25 08 00 00 00: 8 bytes, the floor handler skips 8
     dec rdi
     jnz 1b
@@ -22,6 +23,7 @@ native_loop:
     xor eax, eax
     test rdi, rdi
     jz 2f
+    .p2align 5
 1:  add rax, rcx
     dec rdi
     jnz 1b

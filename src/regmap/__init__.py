@@ -26,6 +26,8 @@ _LAZY = {
     "mapped": "regmap.runtime",
     "registers": "regmap.runtime",
     "stats": "regmap.runtime",
+    "reset_stats": "regmap.runtime",
+    "set_trace": "regmap.runtime",
 }
 
 __all__ = ["AliasError", "DivideError", "LayoutError", "MemoryFault", "NotWindowAccess",

@@ -30,6 +30,10 @@ class UnsupportedInstruction(RegmapError):
             f"unsupported instruction at {address:#x}: {code.hex(' ')}  {disassembly}  ({reason})")
 
 
+class RegisterNotWritable(RegmapError):
+    """The machine cannot set this register (the in-process runtime and segment selectors)."""
+
+
 class NotWindowAccess(RegmapError):
     """The instruction at rip does not access the window: the fault is genuine."""
 

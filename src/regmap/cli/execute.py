@@ -39,12 +39,30 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="write the trace, stats and messages to FILE, not stderr")
     output.add_argument("--output-fd", metavar="N", type=int,
                         help="write them to the open file descriptor N")
+    parser.add_argument("--translate", metavar="N", nargs="?", default=0, const=TRANSLATE_AFTER,
+                        help="rewrite a window instruction into its exact register form once it "
+                             f"has faulted N times (--translate=N; alone N is {TRANSLATE_AFTER}; "
+                             "0 or no option: never)")
+
+
+TRANSLATE_AFTER = 3   # as map_registers(translate=True): about what one rewrite costs in faults
+
+
+def _translate_option(args, command: list[str]) -> None:
+    """``--translate PROGRAM``: the optional N took the program; give it back to the command."""
+    value = getattr(args, "translate", 0)
+    if isinstance(value, str):
+        if value.isdigit():
+            args.translate = int(value)
+        else:
+            command.insert(0, value)
+            args.translate = TRANSLATE_AFTER
 
 
 def add_parser(subparsers) -> None:
     run = subparsers.add_parser(
         "run", help="build a .c/.s/.S file and run it with page 0 mapped",
-        usage="%(prog)s [-h] [OPTIONS] FILE [ARGS...]",
+        usage="%(prog)s [-h] [OPTIONS] [--translate[=N]] FILE [ARGS...]",
         description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(run)
     run.add_argument("command", metavar="FILE [ARGS...]", nargs=argparse.REMAINDER,
@@ -53,7 +71,7 @@ def add_parser(subparsers) -> None:
 
     execute = subparsers.add_parser(
         "exec", help="run a program with page 0 mapped onto its registers",
-        usage="%(prog)s [-h] [OPTIONS] PROGRAM [ARGS...]",
+        usage="%(prog)s [-h] [OPTIONS] [--translate[=N]] PROGRAM [ARGS...]",
         description=EXEC_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(execute)
     execute.add_argument("command", metavar="PROGRAM [ARGS...]", nargs=argparse.REMAINDER,
@@ -72,7 +90,8 @@ def _options(args) -> dict:
     trace, stats = args.trace, args.stats
     if args.json and not trace and not stats:
         trace = stats = True
-    return {"trace": trace, "stats": stats, "json": args.json, "quiet": args.quiet}
+    return {"trace": trace, "stats": stats, "json": args.json, "quiet": args.quiet,
+            "translate": args.translate}
 
 
 def _open_output(args):
@@ -158,6 +177,7 @@ def _die_of(signo: int) -> None:
 
 def _command(args, what: str) -> list[str] | None:
     command = list(args.command)
+    _translate_option(args, command)
     if command and command[0] == "--":
         command.pop(0)
     if not command:

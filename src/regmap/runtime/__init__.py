@@ -42,19 +42,46 @@ def _resolve_layout(layout):
     return load_layout(layout)
 
 
-def map_registers(layout=None, *, emulator=None) -> Registers:
+TRANSLATE_AFTER = 3   # faults at a site before ``translate=True`` rewrites it (~ the rewrite's cost)
+
+
+def map_registers(layout=None, *, emulator=None, translate=False) -> Registers:
     """Map the register file onto page 0 for every thread of this process.
 
     `layout` is a `regmap.layout.Layout`, a shipped layout's name or a path
     (None: the default layout).  Calling it again is harmless; with another
     layout it switches to that layout.  `emulator` replaces the x86 emulator
     (anything with ``step(machine, trace=False)``), for testing.
+    Calling it again also puts regmap's handler back in front of any handler installed over
+    it (docs/runtime.md, "faulthandler and other handlers").
+    `translate`: False (the default) or 0 never rewrites code; N > 0 rewrites
+    a site into its exact register form (``add rax, [8]`` -> ``add rax, rcx``)
+    once it has faulted N times; True is N = `TRANSLATE_AFTER`.  See
+    docs/runtime.md, "Hot-site translation".
     Returns `regmap.registers`.
     """
     _check_platform()
-    from regmap.runtime import handler
-    handler.install(emulator, _resolve_layout(layout))
+    from regmap.runtime import guard, handler
+    after = _translate_after(translate)
+    state = handler.install(emulator, _resolve_layout(layout))
+    guard.keep_first()              # a handler installed over regmap's since: regmap goes first
+    guard.watch_faulthandler()      # and faulthandler.enable() from now on leaves it first
+    if after:
+        from regmap.x86.translate import warm_up
+        warm_up(state.layout, state.emulator)   # not at the program's first hot site
+    handler.set_translate(after)
     return registers
+
+
+def _translate_after(translate) -> int:
+    if translate is True:
+        return TRANSLATE_AFTER
+    if translate is False or translate is None:
+        return 0
+    if isinstance(translate, int) and translate >= 0:
+        return translate
+    raise ValueError(f"map_registers(translate={translate!r}): expected True, False or a number "
+                     "of faults >= 0")
 
 
 def unmap_registers() -> bool:
@@ -74,10 +101,10 @@ def is_mapped() -> bool:
 
 
 @contextlib.contextmanager
-def mapped(layout=None, *, emulator=None):
+def mapped(layout=None, *, emulator=None, translate=False):
     """``with regmap.mapped(): ...`` maps the registers for the block (if they were not already)."""
     already = is_mapped()
-    map_registers(layout, emulator=emulator)
+    map_registers(layout, emulator=emulator, translate=translate)
     try:
         yield registers
     finally:
@@ -95,7 +122,7 @@ def current_layout():
 
 def stats():
     """Counters of the in-process runtime (`regmap.runtime.handler.Stats`): faults emulated, per
-    mnemonic and per site, and the signals forwarded as genuine."""
+    mnemonic and per site, the signals forwarded as genuine, and the sites translated."""
     _check_platform()
     from regmap.runtime import handler
     return handler.snapshot()

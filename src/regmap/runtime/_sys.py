@@ -24,7 +24,7 @@ import os
 c_long, c_ulong, c_int, c_void_p, c_size_t = (ctypes.c_long, ctypes.c_ulong, ctypes.c_int,
                                               ctypes.c_void_p, ctypes.c_size_t)
 
-SIGBUS, SIGFPE, SIGSEGV = 7, 8, 11
+SIGTRAP, SIGBUS, SIGFPE, SIGSEGV = 5, 7, 8, 11
 SIG_DFL, SIG_IGN = 0, 1
 SA_SIGINFO = 0x00000004
 SA_RESTORER = 0x04000000
@@ -37,7 +37,7 @@ SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
 FPE_INTDIV = 1
 SI_KERNEL = 0x80
 
-PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 MAP_PRIVATE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_STACK = 0x02, 0x20, 0x4000, 0x20000
 MAP_FAILED = ctypes.c_void_p(-1).value
 
@@ -52,6 +52,11 @@ SYS_gettid = 186
 SYS_rt_tgsigqueueinfo = 297
 SYS_process_vm_readv = 310
 SYS_process_vm_writev = 311
+SYS_membarrier = 324
+
+# membarrier(2) commands (Linux >= 4.16)
+MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE = 1 << 5
+MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE = 1 << 6
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -286,3 +291,36 @@ def vm_transfer(address: int, buffer, size: int, write: bool) -> int:
     done = _held_syscall(c_long(number), c_long(_pid()), ctypes.byref(local), c_ulong(1),
                          remote, c_ulong(len(pieces)), c_ulong(0))
     return max(done, 0)
+
+
+# -- rewriting code ----------------------------------------------------------------------------
+
+_MEM_RW: list = [None, 0]   # [fd of /proc/self/mem opened for writing, the pid it belongs to]
+
+
+def write_code(address: int, data: bytes) -> bool:
+    """Store `data` into this process's code at `address`, leaving page protections as they are.
+
+    Through /proc/self/mem, as a debugger plants a breakpoint: the kernel
+    writes even a read-only private mapping, copying the page on write, so a
+    file's pages are never changed.  Returns False if the kernel refuses.
+    """
+    pid = os.getpid()
+    if _MEM_RW[0] is None or _MEM_RW[1] != pid:
+        try:
+            _MEM_RW[0], _MEM_RW[1] = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC), pid
+        except OSError:
+            return False
+    try:
+        return os.pwrite(_MEM_RW[0], data, address) == len(data)
+    except OSError:
+        return False
+
+
+def mprotect(address: int, size: int, prot: int) -> None:
+    if _held_syscall(c_long(SYS_mprotect), c_void_p(address), c_size_t(size), c_long(prot)):
+        raise errno_error("mprotect")
+
+
+def membarrier(command: int) -> bool:
+    return _held_syscall(c_long(SYS_membarrier), c_long(command), c_long(0), c_long(0)) == 0

@@ -27,7 +27,7 @@ from __future__ import annotations
 import ctypes
 import functools
 
-from regmap.errors import MemoryFault, RegmapError
+from regmap.errors import MemoryFault, RegisterNotWritable, RegmapError
 from regmap.runtime import _sys
 
 # word indices into the frame
@@ -273,7 +273,7 @@ class Frame(ctypes.Structure):
 
 def _read_only(name: str):
     def refuse(self, value):
-        raise RegmapError(f"the in-process runtime cannot set {name} from a signal handler")
+        raise RegisterNotWritable(f"the in-process runtime cannot set {name} from a signal handler")
     return refuse
 
 
@@ -399,9 +399,12 @@ class Site:
     bytes, `check` is a view of exactly those bytes in memory and `fast` the
     emulator's straight-line function for it (None when it has none): the
     next fault there runs `fast` as soon as ``check.raw == code``.
+    `translation` is None until the site is hot, then False (it stays in
+    memory form) or the `regmap.x86.translate.Translation` written there.
     """
 
-    __slots__ = ("address", "view", "direct", "tail", "count", "mnemonic", "code", "check", "fast")
+    __slots__ = ("address", "view", "direct", "tail", "count", "mnemonic", "code", "check", "fast",
+                 "translation")
 
     def __init__(self, address: int):
         self.address = address
@@ -415,6 +418,7 @@ class Site:
         self.code = b""
         self.check = None
         self.fast = None
+        self.translation = None
 
     def decoded(self, code: bytes, mnemonic: str, fast=None) -> None:
         """The emulator decoded `code` here (its `fast` function, if it has one)."""

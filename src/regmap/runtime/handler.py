@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from regmap.errors import (DivideError, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
-from regmap.runtime import _sys
+from regmap.runtime import _sys, patch
 from regmap.runtime import frame as _frame
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
 
@@ -62,6 +62,11 @@ class State:
         self.previous = previous
         self.installed: dict[int, tuple] = {}
         self.altstack: tuple[int, _sys.StackT, int] | None = None   # (thread ident, old, base)
+        self.address = 0                # the callback's address, for re-installing it (guard.py)
+        # What the first installation replaced, and the signals already handed over to
+        # `previous` (see `forward`).
+        self.beneath: dict[int, _sys.KernelSigaction] = dict(previous)
+        self.handed_over: set[int] = set()
 
 
 class Counters:
@@ -81,6 +86,7 @@ COUNTERS = Counters()
 FRAMES: dict[int, FrameMachine] = {}
 MAX_FRAMES = 4096
 TRACE = None            # None, or a callable taking one TraceEvent per window access
+TRANSLATE_AT = 0        # faults at a site before it is translated (regmap.runtime.patch); 0: never
 _CALLBACKS: list = []   # every callback ever installed stays alive: a thread may still be in one
 _LOCK = threading.Lock()
 
@@ -108,6 +114,8 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
             if fast is not None and site.check.raw == site.code and TRACE is None:
                 fast(frame)
                 site.count += 1
+                if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
+                    patch.hot_site(site, state.layout, TRACE)
                 return
         emulate(signo, info, machine, state)
     except MemoryFault:
@@ -126,6 +134,8 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     """The general path: the emulator's `step`, then what the site should remember."""
     machine.fetch_direct = True
     machine.site = None
+    if (patch.PATCHES or patch.BUSY) and patch.settle(machine.frame):
+        return
     try:
         if TRACE is None:
             step = state.step(machine)
@@ -142,6 +152,8 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     site.count += 1
     if site.code != step.code:
         site.decoded(step.code, step.mnemonic, fast_path(state, step))
+    if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
+        patch.hot_site(site, state.layout, TRACE)
 
 
 def fast_path(state: State, step):
@@ -214,19 +226,26 @@ def forward(signo: int, info: int, machine: FrameMachine, state: State | None) -
     """
     COUNTERS.forwarded += 1
     COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
-    previous = (state.previous if state is not None else PREVIOUS)[signo]
+    if state is None:
+        previous = PREVIOUS[signo]
+    elif signo in state.handed_over:
+        # The handler regmap handed this signal to put regmap back and raised it again
+        # (faulthandler does, when it was enabled over regmap): on to what regmap replaced.
+        previous = state.beneath[signo]
+    else:
+        previous = state.previous[signo]
     code = machine.si_code()
     from_cpu = 0 < code <= _sys.SI_KERNEL
     if not from_cpu:
         COUNTERS.sent += 1
     handler = previous.handler
     if from_cpu and (handler in (_sys.SIG_DFL, _sys.SIG_IGN) or is_interpreter_code(handler)):
-        _sys.set_action(signo, previous)
+        hand_over(signo, previous, state)
         return
     if handler == _sys.SIG_IGN:
         return
     if handler == _sys.SIG_DFL:
-        _sys.set_action(signo, previous)
+        hand_over(signo, previous, state)
         _sys.queue_to_self(signo, machine.siginfo())
         return
     if previous.flags & _sys.SA_RESETHAND:
@@ -243,6 +262,13 @@ def forward(signo: int, info: int, machine: FrameMachine, state: State | None) -
         PREVIOUS_TYPE(handler)(signo, machine.info, machine.ctx)
     finally:
         _sys.set_thread_mask(old_mask)
+
+
+def hand_over(signo: int, previous: _sys.KernelSigaction, state: State | None) -> None:
+    """Put `previous` back in regmap's place for `signo`: the process is about to die of it."""
+    _sys.set_action(signo, previous)
+    if state is not None:
+        state.handed_over.add(signo)
 
 
 INTERPRETER_CODE: list[tuple[int, int]] = []
@@ -485,8 +511,11 @@ def install(emulator, layout) -> State:
             if emulator is None:
                 from regmap.x86 import Emulator
                 emulator = Emulator(layout)
+            patch.restore_all()   # translations name the old layout's registers
             state = State(emulator, layout, ACTIVE.previous)
             state.installed, state.altstack = ACTIVE.installed, ACTIVE.altstack
+            state.address, state.beneath, state.handed_over = (ACTIVE.address, ACTIVE.beneath,
+                                                               ACTIVE.handed_over)
             forget_fast_paths()
             ACTIVE = state
             return state
@@ -498,14 +527,14 @@ def install(emulator, layout) -> State:
         find_interpreter_code()
         address = ctypes.cast(callback, ctypes.c_void_p).value
         state = State(emulator, layout, {})
+        state.address = address
         forget_fast_paths()
         ensure_altstack(state)
         ACTIVE = state  # before the handler can run
         try:
             for signo in SIGNALS:
-                state.previous[signo] = _sys.install_handler(signo, address, HANDLER_FLAGS, HANDLER_MASK)
-                state.installed[signo] = _sys.get_action(signo).key()
-                PREVIOUS[signo] = state.previous[signo]
+                install_on_top(state, signo)
+            state.beneath = dict(state.previous)
         except BaseException:
             for signo, previous in state.previous.items():
                 _sys.set_action(signo, previous)
@@ -515,6 +544,14 @@ def install(emulator, layout) -> State:
         return state
 
 
+def install_on_top(state: State, signo: int) -> None:
+    """Install regmap's handler for `signo` over whatever is there, which becomes `previous`."""
+    state.previous[signo] = _sys.install_handler(signo, state.address, HANDLER_FLAGS, HANDLER_MASK)
+    state.installed[signo] = _sys.get_action(signo).key()
+    state.handed_over.discard(signo)
+    PREVIOUS[signo] = state.previous[signo]
+
+
 def uninstall() -> bool:
     """Put back the dispositions (and the mapping thread's altstack) regmap replaced."""
     global ACTIVE
@@ -522,6 +559,7 @@ def uninstall() -> bool:
         state = ACTIVE
         if state is None:
             return False
+        patch.restore_all()       # while the handler is there for the sites that fault again
         for signo, previous in state.previous.items():
             current = _sys.get_action(signo)
             if current.key() != state.installed[signo] and current.handler != previous.handler:
@@ -530,6 +568,7 @@ def uninstall() -> bool:
                 continue
             _sys.set_action(signo, previous)
         restore_altstack(state)
+        patch.uninstall_trap_handler()
         ACTIVE = None
         FRAMES.clear()
         return True
@@ -551,6 +590,7 @@ class Stats(NamedTuple):
     internal_errors: int
     by_mnemonic: dict[str, int]
     by_site: dict[int, int]       # instruction address -> faults served there
+    translated: tuple = ()        # regmap.x86.translate.Translation of each rewritten site
 
     @property
     def faults(self) -> int:
@@ -563,6 +603,8 @@ class Stats(NamedTuple):
             lines.append(f"  {mnemonic:12s} {count}")
         for address, count in sorted(self.by_site.items(), key=lambda kv: -kv[1])[:20]:
             lines.append(f"  {address:#018x} {count}")
+        for translation in self.translated:
+            lines.append(f"  translated {translation}")
         return "\n".join(lines)
 
 
@@ -580,7 +622,7 @@ def snapshot() -> Stats:
             by_mnemonic[name] = by_mnemonic.get(name, 0) + site.count
     c = COUNTERS
     return Stats(sum(by_site.values()), c.forwarded, c.sent, c.divide_errors, c.unsupported,
-                 c.internal_errors, by_mnemonic, by_site)
+                 c.internal_errors, by_mnemonic, by_site, patch.translated())
 
 
 def reset() -> None:
@@ -589,6 +631,12 @@ def reset() -> None:
         site.count = 0
     RETIRED_SITES.clear()
     COUNTERS = Counters()
+
+
+def set_translate(after: int) -> None:
+    """Translate a site once it has faulted `after` times (0: never)."""
+    global TRANSLATE_AT
+    TRANSLATE_AT = max(0, int(after))
 
 
 def set_trace(target) -> None:

@@ -79,6 +79,7 @@ class Reporter:
         self.mnemonics: Counter = Counter()
         self.sites: Counter = Counter()
         self.site_text: dict[int, str] = {}
+        self.translations: list[tuple[int, object]] = []   # (tid, Translation) of each rewrite
 
     # -- output ------------------------------------------------------------------------------
     def _emit(self, record: dict, text: str) -> None:
@@ -131,6 +132,16 @@ class Reporter:
                 f"regmap: [{tid}] {step.address:#x}  {step.disassembly}  "
                 f"{'write' if access.write else 'read'} [{access.address:#x},{access.size}] "
                 f"{joined} {change}")
+
+    def translated(self, tid: int, translation) -> None:
+        """A site rewritten into its register form (shown with ``--trace``, listed by ``--stats``)."""
+        self.translations.append((tid, translation))
+        if self.trace:
+            t = translation
+            self._emit({"event": "translate", "tid": tid, "rip": t.address,
+                        "instruction": t.old_text, "translation": t.new_text,
+                        "old_bytes": t.old.hex(), "new_bytes": t.new.hex()},
+                       f"regmap: [{tid}] {t.address:#x}  {t.old_text}  translated to {t.new_text}")
 
     def delivered_signal(self, tid: int, signo: int, rip: int, reason: str) -> None:
         """A signal regmap passed on to the program unchanged (only shown with ``--trace``)."""
@@ -187,7 +198,10 @@ class Reporter:
                         "tracer_seconds": self.tracer_ns / 1e9, "per_fault_us": each_us,
                         "wall_seconds": wall, "mnemonics": dict(self.mnemonics.most_common()),
                         "sites": [{"rip": rip, "instruction": self.site_text[rip], "count": count}
-                                  for rip, count in sites]}, "")
+                                  for rip, count in sites],
+                        "translated": [{"tid": tid, "rip": t.address, "instruction": t.old_text,
+                                        "translation": t.new_text}
+                                       for tid, t in self.translations]}, "")
             return
         plural = "" if self.faults == 1 else "s"
         self._emit({}, f"regmap: stats: {self.faults} fault{plural} emulated, "
@@ -203,3 +217,12 @@ class Reporter:
                 self._emit({}, f"regmap: stats: {count:7d}  {rip:#x}  {self.site_text[rip]}")
             if len(sites) > 20:
                 self._emit({}, f"regmap: stats:          ({len(sites) - 20} more sites)")
+        self._summary_translations()
+
+    def _summary_translations(self) -> None:
+        if not self.translations:
+            return
+        self._emit({}, f"regmap: stats: {len(self.translations)} site"
+                       f"{'' if len(self.translations) == 1 else 's'} translated")
+        for tid, t in self.translations:
+            self._emit({}, f"regmap: stats:   [{tid}] {t.address:#x}  {t.old_text}  ->  {t.new_text}")

@@ -86,6 +86,7 @@ class Tracer:
         self._error_pipe = -1
         self._saved_dispositions: dict[int, object] = {}
         self.program = ""
+        self.patcher = None        # a regmap.trace.patch.Patcher when sites are translated
 
     # -- spawning ------------------------------------------------------------------------------
     def spawn(self, path: str, argv: list[str], env: dict | None = None) -> int:
@@ -203,12 +204,16 @@ class Tracer:
                     else:
                         if event == ptrace.PTRACE_EVENT_EXEC:
                             self._exec_event(tid)
+                        if self.patcher is not None:
+                            self._patcher_event(tid, event)
                         cont(tid, 0)
                 except OSError as error:
                     if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
                         raise
             else:                                          # exited or killed
                 self.machine.memory.forget(tid)
+                if self.patcher is not None:
+                    self.patcher.exited(tid)
                 if tid == self.main:
                     self.main_status = status
                     if not self.exec_seen:
@@ -271,6 +276,23 @@ class Tracer:
             os.close(self._error_pipe)
             self._error_pipe = -1
 
+    def _patcher_event(self, tid: int, event: int) -> None:
+        """Keep the translation records with the address spaces they describe."""
+        patcher = self.patcher
+        if event == ptrace.PTRACE_EVENT_EXEC:
+            patcher.execed(tid)
+            return
+        try:
+            child = ptrace.geteventmsg(tid)
+        except OSError:
+            return
+        if event == ptrace.PTRACE_EVENT_FORK:
+            patcher.forked(tid, child)
+        elif event == ptrace.PTRACE_EVENT_VFORK:
+            patcher.vforked(child)
+        elif event == ptrace.PTRACE_EVENT_CLONE:
+            patcher.cloned(tid, child)
+
     def _exec_failed(self) -> None:
         data = b""
         if self._error_pipe >= 0:
@@ -329,8 +351,12 @@ class Tracer:
             # would have faulted as well
             self._deliver(tid, sig, f"cannot set registers: {os.strerror(error.errno)}", regs.rip)
             return
+        # the thread is stopped: a hot site may be rewritten now, before it runs on
+        translation = self.patcher.fault(tid, step) if self.patcher is not None else None
         check(_raw_ptrace(_CONT, tid, 0, 0), _CONT, tid)
         self.reporter.emulated(tid, step, _now() - started)
+        if translation is not None:
+            self.reporter.translated(tid, translation)
 
     def _deliver(self, tid: int, sig: int, reason: str, rip: int) -> None:
         ptrace.cont(tid, sig)
@@ -395,8 +421,8 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, **option
 
 
 def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, stream=None,
-                  quiet=False, emulator=None, env=None, executable=None,
-                  name=None) -> ProgramExit:
+                  quiet=False, emulator=None, env=None, executable=None, name=None,
+                  translate=0) -> ProgramExit:
     """Run ``argv`` under the tracer with page 0 mapped by ``layout``; return how it ended
     (``.code``, or ``.signal`` and ``.core_dumped``; ``.status`` is the shell's number).
 
@@ -406,6 +432,8 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
     object with ``step(machine, trace=...)``; by default ``regmap.x86.Emulator(layout)``.
     ``executable``: the file to run (default: ``argv[0]`` looked up on PATH); ``name``: the
     program's name in messages (default ``argv[0]``).  ``env``: its environment.
+    ``translate``: N > 0 rewrites a site into its exact register form once it has faulted N
+    times in a process (``regmap.trace.patch``); 0 never does.
 
     Raises ``TraceError`` (with ``.status``: 127 not found, 126 not executable or not x86-64,
     1 otherwise) for a program that cannot be run.  While it runs, ``trace_program`` reaps any
@@ -421,10 +449,16 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
     if sys.platform != "linux" or os.uname().machine != "x86_64":
         from regmap.errors import UnsupportedPlatform
         raise UnsupportedPlatform("regmap exec needs Linux on x86-64")
+    layout = _load_layout(layout) if emulator is None else getattr(emulator, "layout", None)
     if emulator is None:
-        emulator = _make_emulator(_load_layout(layout))
+        emulator = _make_emulator(layout)
     reporter = Reporter(stream, trace=trace, stats=stats, json=json, quiet=quiet)
     tracer = Tracer(emulator, reporter)
+    if translate and layout is not None:
+        from regmap.trace.patch import Patcher
+        from regmap.x86.translate import warm_up
+        tracer.patcher = Patcher(layout, translate, Tracer._tgid)
+        warm_up(layout, emulator)
     tracer.program = name or ""
     tracer.spawn(path, argv, env)
     status = tracer.wait()

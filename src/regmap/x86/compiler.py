@@ -11,7 +11,7 @@ whose attribute ``rax`` is the basis register rax — with the layout, operand
 widths, zero-extension rules and flag formulas (those of `regmap.x86.flags`,
 inlined) all resolved when the form is compiled.
 
-Forms that can fail (divides, real memory, #GP), that touch the rflags or
+Forms that can fail (divides, real memory, #GP, selector loads), that touch the rflags or
 mxcsr slots, or that write the rip slot partially stay on the generic path.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from iced_x86 import Mnemonic as M
 
 from regmap.errors import LayoutError
 from regmap.x86 import flags
-from regmap.x86.operands import ImmediateOperand, MemoryOperand, RegisterOperand
+from regmap.x86.operands import ImmediateOperand, MemoryOperand, RegisterOperand, SelectorOperand
 from regmap.x86.semantics import vector
 
 _GENERIC_ONLY_SLOTS = frozenset({"rflags", "mxcsr"})
@@ -91,6 +91,8 @@ def compile_form(form, layout):
         return None
     if form.mnemonic in vector.MOVES and not _plain_vector_move(form, address):
         return None
+    if any(isinstance(op, SelectorOperand) for op in form.ops):
+        return None  # a selector load can #GP
     body = _body(form, slices, layout.registers.width)
     if body is None:
         return None

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from regmap.errors import GeneralProtection, MemoryFault
+from regmap.errors import GeneralProtection, MemoryFault, RegmapError
+from regmap.x86 import flags
 
 # MXCSR bits software may set (flags, masks, rounding, FZ, DAZ); the rest are reserved.
 MXCSR_WRITABLE = 0xFFFF
-from regmap.x86 import flags
 
 
 class Access(NamedTuple):
@@ -85,10 +85,13 @@ class Cpu:
         return value
 
     def _window_reg(self, basis: str) -> int:
-        # Reading the rip slot gives the address of the next instruction, as RIP-relative addressing does.
+        # Reading the rip slot gives the address of the next instruction, as RIP-relative addressing
+        # does; reading the rflags slot gives what PUSHFQ would (no RF from the kernel's frame).
         if basis == "rip":
             return self.next_ip
         self.reg(basis)
+        if basis == "rflags":
+            return self.originals[basis] & ~flags.PUSHFQ_HIDDEN
         return self.originals[basis]
 
     def _with_own_stores(self, address: int, size: int, value: int) -> int:
@@ -134,8 +137,17 @@ class Cpu:
             raise GeneralProtection(f"mxcsr {self.regs['mxcsr']:#x} sets reserved bits")
         for address, data in self.memory_writes:
             self.machine.write_memory(address, data)
-        for basis in self.dirty:
-            self.machine.write_register(basis, self.regs[basis])
+        written = []
+        try:
+            for basis in self.dirty:
+                self.machine.write_register(basis, self.regs[basis])
+                written.append(basis)
+        except RegmapError:
+            # A register the machine refuses (a selector in a signal frame): put back the ones
+            # already written (rip among them), so the fault is seen where it happened.
+            for basis in written:
+                self.machine.write_register(basis, self.originals[basis])
+            raise
 
     def _peek_window(self, address: int, size: int) -> int:
         value = 0

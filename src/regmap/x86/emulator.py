@@ -7,8 +7,8 @@ from typing import NamedTuple
 import iced_x86
 from iced_x86 import EncodingKind, Mnemonic, OpCodeInfo, OpKind
 
-from regmap.errors import (LayoutError, NotWindowAccess, RegmapError, UnsupportedInstruction,
-                           WindowHole)
+from regmap.errors import (LayoutError, NotWindowAccess, RegisterNotWritable, RegmapError,
+                           UnsupportedInstruction, WindowHole)
 from regmap.layout import Layout, load_layout
 from regmap.x86.compiler import compile_form
 from regmap.x86.cpu import Access, Cpu
@@ -149,7 +149,10 @@ class Emulator:
             raise
         except Exception as error:  # a semantic function met an operand shape it does not know
             raise UnsupportedInstruction(rip, form.code, form.disassembly, f"{type(error).__name__}: {error}") from error
-        cpu.commit()
+        try:
+            cpu.commit()
+        except RegisterNotWritable as refusal:
+            raise UnsupportedInstruction(rip, form.code, form.disassembly, str(refusal)) from None
         return Step(rip, form.code, form.mnemonic_name, form.disassembly, cpu.accesses)
 
 

@@ -21,6 +21,8 @@ IF = 1 << 9
 DF = 1 << 10
 OF = 1 << 11
 NT = 1 << 14
+RF = 1 << 16
+VM = 1 << 17
 AC = 1 << 18
 ID = 1 << 21
 
@@ -29,6 +31,10 @@ STATUS = CF | PF | AF | ZF | SF | OF
 USER_WRITABLE = STATUS | TF | DF | NT | AC | ID
 # Bit 1 of RFLAGS always reads as 1.
 RESERVED_ONE = 1 << 1
+# What PUSHFQ never shows: the kernel sets RF in a faulting instruction's saved rflags, and VM is
+# clear in 64-bit mode.  A read of the rflags slot is a PUSHFQ; the saved value itself is kept
+# (sigreturn and PTRACE_SETREGS restore RF as the kernel left it).
+PUSHFQ_HIDDEN = RF | VM
 
 # PF is set when the low byte of the result has an even number of 1 bits.
 PARITY = tuple(PF if bin(byte).count("1") % 2 == 0 else 0 for byte in range(256))

@@ -10,6 +10,7 @@ import iced_x86
 from iced_x86 import MemorySizeInfo, OpKind, Register
 
 from regmap import alias
+from regmap.x86.selectors import check_load
 
 MASK64 = (1 << 64) - 1
 
@@ -48,6 +49,18 @@ class RegisterOperand:
 
     def __repr__(self) -> str:
         return self.name
+
+
+class SelectorOperand(RegisterOperand):
+    """A segment register: a write is a selector load, which refuses what the CPU refuses."""
+    __slots__ = ()
+
+    def write(self, cpu, value: int) -> None:
+        check_load(self.name, value & self.mask)
+        super().write(cpu, value)
+
+
+SEGMENT_REGISTERS = frozenset(("cs", "ds", "es", "fs", "gs", "ss"))
 
 
 class ImmediateOperand:
@@ -113,8 +126,13 @@ class MemoryOperand(_MemoryAccess):
             address = cpu.addresses[self] = self._effective_address(cpu)
             return address
 
-    def _effective_address(self, cpu) -> int:
-        ea = self.displacement
+    def address_beyond(self, cpu, distance: int) -> int:
+        """The address `distance` bytes (signed) past the operand's, wrapped as the operand's own
+        is: with a 67h prefix the sum wraps at 32 bits (`bt [r12d], r10`'s bit string)."""
+        return self._effective_address(cpu, distance)
+
+    def _effective_address(self, cpu, distance: int = 0) -> int:
+        ea = self.displacement + distance
         if self.base is not None:
             ea += self.base.read(cpu)
         if self.index is not None:
@@ -175,7 +193,8 @@ class OperandFactory:
             extend = 64
         elif vex and basis.startswith("zmm"):
             extend = self.registers.width(basis)
-        return RegisterOperand(name, basis, lo, width, extend)
+        kind = SelectorOperand if name in SEGMENT_REGISTERS else RegisterOperand
+        return kind(name, basis, lo, width, extend)
 
     def memory(self, ins: iced_x86.Instruction) -> MemoryOperand:
         size = MemorySizeInfo(ins.memory_size).size

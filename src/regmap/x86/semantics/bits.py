@@ -20,6 +20,7 @@ def bit_test(cpu, form):
     With a register offset and a memory base the operand is a bit string:
     the offset is signed and may reach units before or after the one
     addressed, so `bt [0], rcx` with rcx = 64 tests bit 0 of the rcx slot.
+    The unit's address wraps as the operand's does (at 32 bits under 67h).
     """
     base, offset_operand = form.ops
     width, size = base.width, base.width // 8
@@ -27,7 +28,7 @@ def bit_test(cpu, form):
     address = None
     if base.is_memory and not isinstance(offset_operand, ImmediateOperand):
         offset = sign(offset, offset_operand.width)
-        address = (base.address(cpu) + (offset >> (width.bit_length() - 1)) * size) & mask(64)
+        address = base.address_beyond(cpu, (offset >> (width.bit_length() - 1)) * size)
     bit = 1 << (offset & (width - 1))
     unit = base.read(cpu) if address is None else base.read_at(cpu, address, size)
     cpu.set_flags((flags.CF, flags.CF if unit & bit else 0))
@@ -109,7 +110,8 @@ def bextr(cpu, form):
     dest, source, control = form.ops
     width, ctl = dest.width, control.read(cpu)
     start, length = ctl & 0xFF, ctl >> 8 & 0xFF
-    result = (source.read(cpu) >> start) & mask(min(length, width)) if start < width else 0
+    value = source.read(cpu)  # read whatever the start: a source in a hole faults
+    result = (value >> start) & mask(min(length, width)) if start < width else 0
     dest.write(cpu, result)
     cpu.set_flags((flags.ZF | flags.CF | flags.OF, 0 if result else flags.ZF))
 

@@ -23,4 +23,10 @@ def stmxcsr(cpu, form):
 
 @semantics(M.CLFLUSH, M.CLFLUSHOPT, M.CLWB)
 def cache_line_control(cpu, form):
-    """Flushing a cache line of the window flushes nothing: registers have no cache lines."""
+    """Flushing a cache line of the window flushes nothing: registers have no cache lines.
+
+    The address is still checked as a one-byte read would be: an address in a
+    hole of the layout faults, as on unmapped memory.
+    """
+    line, = form.ops
+    cpu.layout.resolve(line.address(cpu), line.size)  # LayoutError for a hole: a genuine fault

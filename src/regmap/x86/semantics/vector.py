@@ -39,14 +39,36 @@ def vector_move(cpu, form):
         memory = dest if dest.is_memory else source
         if memory.address(cpu) % memory.size:
             raise GeneralProtection(f"{form.disassembly}: operand not {memory.size}-byte aligned")
-    value = source.read(cpu)
-    if selector is not None:
-        value = _masked(form, selector, value, dest.read(cpu), width)
-    dest.write(cpu, value)
+    if selector is None:
+        dest.write(cpu, source.read(cpu))
+    elif dest.is_memory:
+        _store_selected(cpu, form, dest, source.read(cpu), selector, width)
+    else:
+        value = _load_selected(cpu, form, source, selector, width) if source.is_memory \
+            else source.read(cpu)
+        dest.write(cpu, _masked(form, selector, value, dest.read(cpu), width))
 
 
 def _element_width(form) -> int:
     return MemorySizeInfo(form.instruction.memory_size).element_size * 8
+
+
+def _selected(form, selector: int, width: int):
+    """(byte offset, byte size) of each element the opmask selects."""
+    size = _element_width(form) // 8
+    return ((index * size, size) for index in range(width // (8 * size)) if selector >> index & 1)
+
+
+# A masked-off element is never accessed: it cannot fault (a hole, an unmapped page), so memory
+# is read and written element by element.
+def _load_selected(cpu, form, memory, selector: int, width: int) -> int:
+    return sum(memory.read_at(cpu, memory.address_beyond(cpu, offset), size) << 8 * offset
+               for offset, size in _selected(form, selector, width))
+
+
+def _store_selected(cpu, form, memory, value: int, selector: int, width: int) -> None:
+    for offset, size in _selected(form, selector, width):
+        memory.write_at(cpu, memory.address_beyond(cpu, offset), size, value >> 8 * offset)
 
 
 def _masked(form, selector: int, new: int, old: int, width: int) -> int:

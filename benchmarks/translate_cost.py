@@ -1,0 +1,207 @@
+"""Hot-site translation: a 10-million-iteration ``add rax, [8]`` loop, four ways, two runtimes.
+
+In one run, interleaved repeat by repeat:
+
+in-process (``map_registers``), the loop of ``fault_cost_loop_inprocess.s`` called through ctypes:
+- native: the same loop with ``add rax, rcx`` (``native_loop``);
+- translated: ``map_registers(translate=3)``: three faults, then the site is ``add rax, rcx``;
+- emulated: ``map_registers(translate=0)``, every iteration a fault;
+- floor: the bare C SIGSEGV handler of ``fault_cost_floor.c`` (the kernel's delivery and sigreturn);
+
+under the tracer (``regmap exec``), a C program running the same loop, timing itself:
+- native: the program's ``native_loop``, no tracer;
+- translated: ``run_traced(..., translate=3)`` (``regmap exec --translate=3``);
+- emulated: ``run_traced(...)`` (plain ``regmap exec``);
+- floor: the bare ptrace round trip of ``trace_cost.py`` (stop, GETREGS, skip, SETREGS, CONT).
+
+The emulated and floor rows fault on every iteration: they run ``--faults`` iterations (20 000
+by default) and the figure for 10 million is that cost per iteration times 10 million
+(extrapolated, marked ``*``).  The native and translated rows run all 10 million.  In-process
+times are the thread's CPU time; the traced program's are CLOCK_MONOTONIC wall time (its
+faults are served by another process).  Tracer and program share one CPU (``--cpu``).
+
+    .venv/bin/python benchmarks/translate_cost.py [--iterations N] [--faults F] [--repeats R]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import trace_cost  # noqa: E402  (its bare ptrace loop is the tracer's floor)
+
+LOOP_SOURCE = HERE / "fault_cost_loop_inprocess.s"
+FLOOR_SOURCE = HERE / "fault_cost_floor.c"
+
+# The traced program: the same loops, timed from inside.  ``prog N`` runs the window loop
+# (what trace_cost's bare tracer expects), ``prog native N`` the native one.  Prints
+# "nanoseconds rax".
+TRACED_MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+long fault_loop(long n, long rcx);
+long native_loop(long n, long rcx);
+static long now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+int main(int argc, char **argv) {
+    int native = argc > 2 && strcmp(argv[1], "native") == 0;
+    long n = atol(argv[argc - 1]);
+    long start = now();
+    long rax = native ? native_loop(n, 3) : fault_loop(n, 3);
+    long elapsed = now() - start;
+    printf("%ld %ld\n", elapsed, rax);
+    return 0;
+}
+"""
+
+
+def build(directory: Path) -> dict[str, Path]:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        sys.exit("translate_cost: gcc is needed to build the loops and the floors")
+    built = {"library": directory / "libloop.so", "floor": directory / "floor",
+             "traced": directory / "traced"}
+    main = directory / "traced_main.c"
+    main.write_text(TRACED_MAIN)
+    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", built["library"], LOOP_SOURCE], check=True)
+    subprocess.run([gcc, "-O2", "-o", built["floor"], FLOOR_SOURCE, LOOP_SOURCE], check=True)
+    subprocess.run([gcc, "-O2", "-o", built["traced"], main, LOOP_SOURCE], check=True)
+    return built
+
+
+def in_process(library, iterations: int, faults: int, floor: Path) -> dict[str, float]:
+    """One repeat of the four in-process rows: nanoseconds for `iterations` iterations."""
+    import regmap
+    import regmap.runtime
+    row = {}
+    start = time.thread_time()
+    assert library.native_loop(iterations, 3) == 3 * iterations
+    row["native"] = (time.thread_time() - start) * 1e9
+
+    regmap.runtime.reset_stats()
+    regmap.map_registers(translate=3)
+    try:
+        start = time.thread_time()
+        assert library.fault_loop(iterations, 3) == 3 * iterations
+        row["translated"] = (time.thread_time() - start) * 1e9
+        assert regmap.stats().emulated == 3, regmap.stats().emulated
+    finally:
+        regmap.unmap_registers()              # the original bytes go back
+
+    regmap.map_registers(translate=0)
+    try:
+        library.fault_loop(100, 3)            # decode the site once, as fault_cost.py does
+        start = time.thread_time()
+        assert library.fault_loop(faults, 3) == 3 * faults
+        row["emulated"] = (time.thread_time() - start) / faults * iterations * 1e9
+    finally:
+        regmap.unmap_registers()
+
+    out = subprocess.run([floor, str(faults), "1"], check=True, capture_output=True, text=True)
+    row["floor"] = float(out.stdout.split()[0]) * iterations
+    return row
+
+
+def traced_run(argv: list[str], translate: int) -> tuple[int, int]:
+    """Run argv under run_traced, its stdout captured: (nanoseconds, rax)."""
+    from regmap.trace import run_traced
+    read_fd, write_fd = os.pipe()
+    saved = os.dup(1)
+    os.dup2(write_fd, 1)
+    os.close(write_fd)
+    try:
+        status = run_traced(argv, translate=translate)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    with os.fdopen(read_fd) as output:
+        text = output.read()
+    if status != 0:
+        raise SystemExit(f"the traced program failed (status {status}): {text}")
+    elapsed, rax = text.split()
+    return int(elapsed), int(rax)
+
+
+def traced(program: Path, iterations: int, faults: int) -> dict[str, float]:
+    row = {}
+    out = subprocess.run([program, "native", str(iterations)], check=True, capture_output=True,
+                         text=True)
+    row["native"] = float(out.stdout.split()[0])
+    elapsed, rax = traced_run([str(program), str(iterations)], translate=3)
+    assert rax == 3 * iterations, rax
+    row["translated"] = float(elapsed)
+    elapsed, rax = traced_run([str(program), str(faults)], translate=0)
+    assert rax == 3 * faults, rax
+    row["emulated"] = elapsed / faults * iterations
+    elapsed, _rax = trace_cost.bare_round_trips(str(program), faults).split()
+    row["floor"] = float(elapsed) / faults * iterations
+    return row
+
+
+def summarize(name: str, rows: list[dict[str, float]], iterations: int) -> dict:
+    medians = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+    print(f"{name}: {iterations:,} iterations of add rax, [8], median of {len(rows)} "
+          f"(min .. max), milliseconds")
+    for key in ("native", "translated", "emulated", "floor"):
+        values = [r[key] / 1e6 for r in rows]
+        mark = "*" if key in ("emulated", "floor") else " "
+        print(f"  {key:11s}{mark} {medians[key] / 1e6:12.2f}   ({min(values):.2f} .. {max(values):.2f})"
+              f"   {medians[key] / iterations:10.2f} ns/iteration")
+    ratios = {"translated / native": medians["translated"] / medians["native"],
+              "emulated / translated": medians["emulated"] / medians["translated"],
+              "floor / translated": medians["floor"] / medians["translated"]}
+    fastest = {key: min(r[key] for r in rows) for key in rows[0]}
+    print(f"  translated / native:    {ratios['translated / native']:8.2f}x   (target: <= 2x; "
+          f"of the fastest runs {fastest['translated'] / fastest['native']:.2f}x)")
+    print(f"  emulated / translated:  {ratios['emulated / translated']:8.0f}x   (target: >= 1000x)")
+    print(f"  floor / translated:     {ratios['floor / translated']:8.0f}x")
+    return ratios
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=10_000_000)
+    parser.add_argument("--faults", type=int, default=20_000,
+                        help="iterations of the rows that fault every time (extrapolated)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cpu", default=None,
+                        help="CPU to run on (default: the last allowed one; 'all' to leave it)")
+    args = parser.parse_args(argv)
+    if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
+        sys.exit("translate_cost: needs Linux on x86-64")
+    if args.cpu != "all":
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {allowed[-1] if args.cpu is None else int(args.cpu)})
+    with tempfile.TemporaryDirectory(prefix="regmap-translate-") as tmp:
+        built = build(Path(tmp))
+        library = ctypes.CDLL(str(built["library"]))
+        for name in ("fault_loop", "native_loop"):
+            getattr(library, name).restype = ctypes.c_long
+            getattr(library, name).argtypes = [ctypes.c_long, ctypes.c_long]
+        local, remote = [], []
+        for _ in range(args.repeats):
+            local.append(in_process(library, args.iterations, args.faults, built["floor"]))
+            remote.append(traced(built["traced"], args.iterations, args.faults))
+    print(f"load average {os.getloadavg()[0]:.2f}; * = {args.faults:,} faulting iterations, "
+          f"extrapolated to {args.iterations:,}")
+    summarize("in-process (map_registers)", local, args.iterations)
+    summarize("traced (regmap exec)", remote, args.iterations)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Hot-site translation in-process: writing register forms into live code, and taking them out.
+
+`regmap.x86.translate` decides what a site becomes; this module writes it,
+records it and puts the old bytes back at `unmap_registers()`.
+
+Writing.  Through /proc/self/mem (`_sys.write_code`), as a debugger plants a
+breakpoint: page protections are never changed, and a read-only private
+file mapping gets a private copy of the page (copy on write), never the
+file's own.  Only private executable mappings are patched.
+
+Threads.  A thread must never execute a torn instruction: half old bytes,
+half new.  With the faulting thread the only one in the process (it is
+inside regmap's handler, not executing the site) the new bytes are written
+at once.  Otherwise regmap follows the kernel's own protocol for live code
+(text_poke_bp, arch/x86/kernel/alternative.c), with membarrier(2)'s
+PRIVATE_EXPEDITED_SYNC_CORE (Linux >= 4.16) as the "sync" that makes every
+other running thread execute a core-serializing instruction:
+
+1. write int3 over the first byte; sync;
+2. write the rest of the new bytes; sync;
+3. write the new first byte; sync.
+
+A thread reaching the site meanwhile executes int3 (never the tail): regmap's
+SIGTRAP handler sees a trap just after a site being patched, puts rip back
+on the site and returns, and the thread tries again.  A thread that had
+already fetched the old instruction faults as before; the SIGSEGV handler
+sees a site being (or already) rewritten and likewise resumes there
+(`settle`).  Without membarrier SYNC_CORE a multi-threaded process is not
+patched: its sites keep faulting.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from typing import NamedTuple
+
+from regmap.procmaps import private_code
+from regmap.runtime import _sys
+from regmap.runtime.frame import CODE_SITES, Frame
+from regmap.x86.translate import Translation, translate
+
+INT3 = 0xCC
+TRAP_FLAGS = _sys.SA_SIGINFO | _sys.SA_ONSTACK | _sys.SA_RESTART
+TRAP_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+PREVIOUS_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+PATCHES: dict[int, Translation] = {}   # site address -> what was written there
+BUSY: set[int] = set()                 # sites whose bytes are being rewritten right now
+PLANTED: set[int] = set()              # every site where regmap ever wrote an int3
+
+
+class Trap(NamedTuple):
+    previous: _sys.KernelSigaction
+    callback: object
+
+
+TRAP: list[Trap] = []          # the SIGTRAP handler while installed
+_LOCK = threading.Lock()       # one thread rewrites code at a time
+_SYNC_CORE: list[bool] = []    # [whether membarrier SYNC_CORE is registered] once tried
+
+
+class TranslationEvent(NamedTuple):
+    """A site rewritten into its register form (given to the trace sink, as TraceEvents are)."""
+    thread: int
+    translation: Translation
+
+    def __str__(self) -> str:
+        t = self.translation
+        return f"[{self.thread}] {t.address:#x}  translated: {t.old_text} -> {t.new_text}"
+
+
+# -- deciding ---------------------------------------------------------------------------------
+
+def hot_site(site, layout, trace=None) -> None:
+    """The site has faulted often enough: translate it, and tell the trace sink if it was."""
+    translation = translate_site(site, layout)
+    if translation is not None and trace is not None:
+        try:
+            trace(TranslationEvent(threading.get_native_id(), translation))
+        except Exception as error:  # noqa: BLE001 - a broken trace sink must not stop emulation
+            os.write(2, f"regmap: trace callback failed: {type(error).__name__}: {error}\n"
+                     .encode("utf-8", "replace"))
+
+
+def translate_site(site, layout) -> Translation | None:
+    """Rewrite the site once it is hot, if its register form is exact; at most one try per site.
+
+    One thread at a time: another thread's hot site waits for its next fault (its handler
+    must not block on a thread that may be waiting for the GIL it holds)."""
+    if not _LOCK.acquire(blocking=False):
+        return None
+    try:
+        if site.translation is not None:
+            return None
+        site.translation = False
+        if site.check is None or not site.code:
+            return None         # bytes not viewable in place (execute-only, or across a page)
+        translation = translate(site.address, site.code, layout)
+        if translation is None or not apply(translation):
+            return None
+        site.translation = translation
+        return translation
+    finally:
+        _LOCK.release()
+
+
+def translated() -> tuple[Translation, ...]:
+    return tuple(PATCHES.values())
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+def apply(translation: Translation) -> bool:
+    """Write `translation.new` over `translation.old` if the old bytes are still there."""
+    # recorded first: a thread that faulted on the old bytes must find it when its handler runs
+    PATCHES[translation.address] = translation
+    if _swap(translation.address, translation.old, translation.new):
+        return True
+    del PATCHES[translation.address]
+    return False
+
+
+def restore_all() -> int:
+    """Put every site's original bytes back (where they are still the translation's); count them."""
+    restored = 0
+    with _LOCK:
+        for address, translation in list(PATCHES.items()):
+            restored += _restore(address, translation)
+    return restored
+
+
+def _restore(address: int, translation: Translation) -> bool:
+    restored = _swap(address, translation.new, translation.old)
+    del PATCHES[address]
+    site = CODE_SITES.get(address)
+    if site is not None:
+        site.translation = None
+    return restored
+
+
+def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
+    """Replace `expected` (still in memory, or nothing is done) by `replacement` at `address`."""
+    if _sys.read_code(address, len(expected)) != expected \
+            or not private_code("self", address, len(expected)):
+        return False
+    if len(os.listdir("/proc/self/task")) == 1:
+        return _sys.write_code(address, replacement)
+    if not sync_core_available():
+        return False
+    install_trap_handler()
+    BUSY.add(address)
+    PLANTED.add(address)
+    try:
+        if not _sys.write_code(address, bytes([INT3])):
+            return False
+        _sync()
+        if not _sys.write_code(address + 1, replacement[1:]):
+            _sys.write_code(address, expected[:1])     # the old instruction is whole again
+            _sync()
+            return False
+        _sync()
+        _sys.write_code(address, replacement[:1])
+        _sync()
+        return True
+    finally:
+        BUSY.discard(address)
+
+
+def sync_core_available() -> bool:
+    if not _SYNC_CORE:
+        _SYNC_CORE.append(_sys.membarrier(_sys.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE))
+    return _SYNC_CORE[0]
+
+
+def _sync() -> None:
+    if not _sys.membarrier(_sys.MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE):
+        # registration is per address space: a forked child registers again
+        _sys.membarrier(_sys.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE)
+        _sys.membarrier(_sys.MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)
+
+
+# -- threads that meet a site being rewritten ---------------------------------------------------
+
+def settle(frame) -> bool:
+    """A fault at a site being rewritten, or rewritten since the thread fetched it: run it again.
+
+    (The thread had fetched the old instruction; it faulted without effect.
+    Returning with rip unchanged executes whatever the site holds now.)
+    """
+    rip = frame.rip
+    if rip in BUSY:
+        return True
+    translation = PATCHES.get(rip)
+    return translation is not None and _sys.read_code(rip, len(translation.new)) == translation.new
+
+
+def on_trap(signo: int, info: int, ctx: int) -> None:
+    try:
+        frame = Frame.from_address(ctx)
+        site = frame.rip - 1
+        if site in BUSY or (site in PLANTED and _sys.read_code(site, 1) != bytes([INT3])):
+            frame.rip = site        # the int3 regmap planted (maybe gone by now): try again
+            return
+        forward_trap(signo, info, ctx)
+    except BaseException:  # noqa: BLE001 - nothing may escape a signal handler
+        _sys.set_action(signo, TRAP[0].previous if TRAP else _sys.KernelSigaction())
+
+
+def forward_trap(signo: int, info: int, ctx: int) -> None:
+    """A SIGTRAP that is not regmap's: to the previous handler, or re-raised under the default."""
+    previous = TRAP[0].previous
+    if previous.handler in (_sys.SIG_DFL, _sys.SIG_IGN):
+        # int3 and single steps are traps (rip is past them): re-queue the same siginfo, which
+        # the default action receives as soon as this handler returns (the kernel forces a
+        # trap's SIGTRAP through SIG_IGN as well)
+        default = _sys.KernelSigaction.from_buffer_copy(previous)
+        default.handler = _sys.SIG_DFL
+        _sys.set_action(signo, default)
+        _sys.queue_to_self(signo, ctypes.string_at(info, 128))
+        return
+    frame = Frame.from_address(ctx)
+    mask = frame.sigmask | previous.mask
+    mask = mask & ~(1 << signo - 1) if previous.flags & _sys.SA_NODEFER else mask | 1 << signo - 1
+    old_mask = _sys.set_thread_mask(mask)
+    try:
+        PREVIOUS_TYPE(previous.handler)(signo, info, ctx)
+    finally:
+        _sys.set_thread_mask(old_mask)
+
+
+def install_trap_handler() -> None:
+    if TRAP:
+        return
+    callback = TRAP_TYPE(on_trap)
+    address = ctypes.cast(callback, ctypes.c_void_p).value
+    previous = _sys.install_handler(_sys.SIGTRAP, address, TRAP_FLAGS, (_sys.SIGTRAP,))
+    TRAP.append(Trap(previous, callback))
+    _KEEP_ALIVE.append(callback)
+
+
+def uninstall_trap_handler() -> None:
+    if TRAP:
+        _sys.set_action(_sys.SIGTRAP, TRAP.pop().previous)
+
+
+_KEEP_ALIVE: list = []     # callbacks stay alive: a thread may still be inside one

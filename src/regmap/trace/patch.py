@@ -1,0 +1,125 @@
+"""Hot-site translation under the tracer: register forms written into the tracee's code.
+
+`regmap.x86.translate` decides what a site becomes (``add rax, [8]`` ->
+``add rax, rcx``); the `Patcher` counts faults per site and process, and once
+a site has faulted `after` times writes the new bytes through
+``/proc/PID/mem``, which (like PTRACE_POKEDATA, as a debugger's breakpoints
+are written) copies a read-only private page on write and leaves its
+protection as it was.  Only private executable mappings are written.
+
+Threads: the faulting thread is stopped in its signal-delivery-stop while the
+bytes are written.  A process is patched only when that thread is its only
+one and no other process shares its memory (a vfork child before its exec,
+a clone without CLONE_THREAD); otherwise its sites keep faulting, correctly:
+from outside, the tracer has no way to serialize the cores that run other
+threads (see docs/tracer.md).
+
+Bookkeeping per process (thread-group id): the sites written and their
+original bytes.  A fork child inherits the patched pages, so it inherits the
+records; exec replaces the address space, so the records go.
+"""
+from __future__ import annotations
+
+import os
+
+from regmap.procmaps import private_code
+from regmap.x86.translate import Translation, translate
+
+
+class Patcher:
+    """The translation records of every traced process; `fault` is called for each emulated fault.
+
+    `tgid_of(tid)` is the thread-group id of a thread (the tracer's own lookup).  A site is
+    considered once, at its `after`-th fault in a process.
+    """
+
+    def __init__(self, layout, after: int, tgid_of):
+        self.layout = layout
+        self.after = after
+        self.tgid_of = tgid_of
+        self.counts: dict[tuple[int, int], int] = {}          # (tgid, site) -> faults
+        self.patches: dict[int, dict[int, Translation]] = {}  # tgid -> site -> translation
+        self.shared: set[int] = set()     # processes whose memory another process shares
+        self.tgids: dict[int, int] = {}   # tid -> tgid
+
+    # -- faults -------------------------------------------------------------------------------
+    def fault(self, tid: int, step) -> Translation | None:
+        """Thread `tid` (stopped) just had the window instruction `step` emulated."""
+        tgid = self.tgid(tid)
+        key = (tgid, step.address)
+        count = self.counts.get(key, 0) + 1
+        self.counts[key] = count
+        if count != self.after:
+            return None
+        translation = translate(step.address, step.code, self.layout)
+        if translation is None or not self._write(tid, tgid, translation):
+            return None
+        self.patches.setdefault(tgid, {})[step.address] = translation
+        return translation
+
+    def _write(self, tid: int, tgid: int, translation: Translation) -> bool:
+        if tgid in self.shared or not self._alone(tid, tgid):
+            return False
+        address, old = translation.address, translation.old
+        if not private_code(tgid, address, len(old)):
+            return False
+        try:
+            fd = os.open(f"/proc/{tgid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            if os.pread(fd, len(old), address) != old:
+                return False            # the code changed since it was decoded
+            return os.pwrite(fd, translation.new, address) == len(translation.new)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _alone(tid: int, tgid: int) -> bool:
+        try:
+            return os.listdir(f"/proc/{tgid}/task") == [str(tid)]
+        except OSError:
+            return False
+
+    def tgid(self, tid: int) -> int:
+        tgid = self.tgids.get(tid)
+        if tgid is None:
+            tgid = self.tgids[tid] = self.tgid_of(tid)
+        return tgid
+
+    # -- process events -----------------------------------------------------------------------
+    def forked(self, parent_tid: int, child: int) -> None:
+        """A fork child: its pages are a copy of the parent's, patched sites included."""
+        parent = self.tgid(parent_tid)
+        if parent in self.patches:
+            self.patches[child] = dict(self.patches[parent])
+
+    def vforked(self, child: int) -> None:
+        """A vfork child runs in its parent's memory until it execs: never patched before."""
+        self.shared.add(child)
+
+    def cloned(self, parent_tid: int, child: int) -> None:
+        """A clone that is not a thread may share memory with its parent (CLONE_VM): neither is
+        patched from then on (there is no cheap way to tell)."""
+        parent = self.tgid(parent_tid)
+        if self.tgid(child) != parent:
+            self.shared.update((parent, self.tgid(child)))
+
+    def execed(self, tid: int) -> None:
+        """A new address space: the records of the old one go."""
+        tgid = self.tgid(tid)
+        self.patches.pop(tgid, None)
+        self.shared.discard(tgid)
+        for other in [t for t, group in self.tgids.items() if group == tgid and t != tgid]:
+            del self.tgids[other]      # exec ended the other threads without exit reports
+        for key in [key for key in self.counts if key[0] == tgid]:
+            del self.counts[key]
+
+    def exited(self, tid: int) -> None:
+        self.tgids.pop(tid, None)
+
+    def translated(self) -> list[tuple[int, Translation]]:
+        """(pid, translation) of every site patched, in every process seen."""
+        return [(pid, t) for pid, sites in self.patches.items() for t in sites.values()]
