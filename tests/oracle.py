@@ -314,8 +314,10 @@ def _emulate(placed, instr, values, stack: bytes, lay):
     step (rip stays on it) is stepped again until it is done, as the CPU would go on."""
     import regmap
     from regmap import alias
+    # One instruction, as the CPU ran one (a jump into the code's own bytes would run on).
+    # trace=False: the compiled fast paths run, and are compared with the CPU too.
     emu = regmap.emulate(placed.code, dict(values), rip=placed.emulator_rip, layout=lay,
-                         memory={N.STACK_BASE: stack})
+                         memory={N.STACK_BASE: stack}, trace=False, max_steps=1)
     if not (instr.has_rep_prefix or instr.has_repne_prefix):
         return emu
     basis = set(alias.load("amd64").basis)
@@ -328,7 +330,7 @@ def _emulate(placed, instr, values, stack: bytes, lay):
             memory[address - N.STACK_BASE:address - N.STACK_BASE + len(data)] = data
         regs = {k: v for k, v in emu.regs.items() if k in basis}
         emu = regmap.emulate(placed.code, regs, rip=placed.emulator_rip, layout=lay,
-                             memory={N.STACK_BASE: bytes(memory)})
+                             memory={N.STACK_BASE: bytes(memory)}, trace=False, max_steps=1)
         writes += emu.memory_writes
     emu.memory_writes = writes
     return emu

@@ -139,11 +139,11 @@ def test_error_width_mismatch():
     assert e.location == "w.regs:3:1"
     assert str(e) == "w.regs:3:1: def eax: eax is 32 bits but its 2 parts of 8 bits make 16 bits"
     e = error("""
-        reg x : 24; alias a : 8; alias b : 16;
-        def x [reg a; reg b];
+        reg x : 32; alias a : 8; alias b : 16;
+        def x [reg a; unk; reg b];
     """)
-    assert str(e) == ("<string>:2:1: def x: all parts must have one width, but they are "
-                      "reg a (8 bits), reg b (16 bits)")
+    assert str(e) == ("<string>:2:1: def x: its parts have different widths "
+                      "(reg a (8 bits), reg b (16 bits)), so each unk part needs a width of its own")
     e = error("reg x : 8; alias a : 8;\n  def x [bit a]")
     assert e.location == "<string>:2:14"
     assert "bit a is 8 bits wide; a bit part must be 1 bit" in str(e)
@@ -215,8 +215,8 @@ def test_error_lockstep_range_mismatch():
     ("reg : 8;", "1:5", "expected a register name, found ':'"),
     ("reg 8bit : 8;", "1:5", "'8bit' is not a register name (a letter or '_', then letters, "
                              "digits or '_')"),
-    ("reg a : 8;\nfoo a;", "2:1", "expected a statement (include, reg, alias or def), found 'foo'"),
-    ("reg a : 8;\n;", "2:1", "expected a statement (include, reg, alias or def), found ';'"),
+    ("reg a : 8;\nfoo a;", "2:1", "expected a statement (include, reg, alias, def or layout), found 'foo'"),
+    ("reg a : 8;\n;", "2:1", "expected a statement (include, reg, alias, def or layout), found ';'"),
     ("reg a : 8;\ndef a [reg a", "2:13", "expected ';' or ']' after a part, found the end of the file"),
     ("reg a : 8;\ndef a reg a];", "2:7", "expected '[' to start the parts of a, found 'reg'"),
     ("reg a : 8;\ndef a [a];", "2:8", "expected a part (reg NAME, bit NAME or unk), found 'a'"),

@@ -227,9 +227,13 @@ def test_case_insensitive_and_unknown_names():
 def test_width_mismatch():
     with pytest.raises(AliasError, match=r"def eax: eax is 32 bits but its 2 parts of 8 bits make 16 bits"):
         RegisterFile.build(regs("eax:32 ah:8a al:8a"), [("eax", [Reg("ah"), Reg("al")])])
-    with pytest.raises(AliasError, match=r"def x: all parts must have one width, but they are "
-                                         r"reg a \(8 bits\), reg b \(16 bits\)"):
-        RegisterFile.build(regs("x:24 a:8a b:16a"), [("x", [Reg("a"), Reg("b")])])
+    with pytest.raises(AliasError, match=r"def x: its parts have different widths "
+                                         r"\(reg a \(8 bits\), reg b \(16 bits\)\), so each unk"):
+        RegisterFile.build(regs("x:32 a:8a b:16a"), [("x", [Reg("a"), UNK, Reg("b")])])
+    with pytest.raises(AliasError, match=r"def x: x is 32 bits but its 2 parts make 24 bits"):
+        RegisterFile.build(regs("x:32 a:8a b:16a"), [("x", [Reg("a"), Reg("b")])])
+    with pytest.raises(AliasError, match=r"an unk part must have a positive width"):
+        RegisterFile.build(regs("x:8"), [("x", [Unk(width=0), Unk(width=8)])])
     with pytest.raises(AliasError, match=r"bit a is 8 bits wide"):
         RegisterFile.build(regs("x:8 a:8a"), [("x", [Bit("a")])])
 
@@ -314,3 +318,16 @@ def test_wide_window_with_many_parts():
     values = {}
     rf.write("page", int.from_bytes(bytes(range(256)) * 16, "little"), values)
     assert values["q0"] == int.from_bytes(bytes(range(0, 16, 2)), "little")
+
+
+def test_parts_of_different_widths_concatenate():
+    # x = a . gap . b: b is bits 15..0, a 12-bit gap, then a at bits 35..28
+    rf = RegisterFile.build(regs("a:8 b:16 x:36a y:12a"),
+                            [("x", [Reg("a"), Unk(width=12), Reg("b")]),
+                             ("y", [Unk(width=4), Reg("a")])])
+    assert rf.slices("x") == (Slice("a", 7, 0), Slice(None, 27, 16), Slice("b", 15, 0))
+    assert rf.sub_slices("x", 31, 12) == (Slice("a", 3, 0), Slice(None, 27, 16), Slice("b", 15, 12))
+    values = {}
+    rf.write("x", (0xAB << 28) | 0xFFF0000 | 0x1234, values)
+    assert values == {"a": 0xAB, "b": 0x1234}
+    assert rf.slices("y") == (Slice(None, 11, 8), Slice("a", 7, 0))

@@ -130,10 +130,16 @@ def test_divide_errors():
 
 
 def test_an_access_outside_the_window_is_not_ours():
-    with pytest.raises(NotWindowAccess):
-        run("48 8b 04 25 00 10 00 00")  # mov rax, [0x1000]
-    with pytest.raises(NotWindowAccess):
-        run("48 8b 03", {"rbx": 0xDEAD0000})  # mov rax, [rbx]
+    from regmap.pure import PureMachine
+    from regmap.x86 import Emulator
+    for code, regs in (("48 8b 04 25 00 10 00 00", {}),              # mov rax, [0x1000]
+                       ("48 8b 03", {"rbx": 0xDEAD0000})):            # mov rax, [rbx]
+        machine = PureMachine({"rip": 0x400000, **regs}, {0x400000: bytes.fromhex(code)})
+        with pytest.raises(NotWindowAccess):
+            Emulator().step(machine)
+        # emulate runs any instruction; memory it was not given faults as an unmapped page would
+        with pytest.raises(regmap.MemoryFault):
+            run(code, regs)
     with pytest.raises(NotWindowAccess, match="hole"):
         run("8b 04 25 94 00 00 00")  # the hole after mxcsr
 

@@ -10,9 +10,11 @@ The pure parts (`regmap.alias`, `regmap.layout`, `regmap.x86`, `emulate`) work o
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from regmap.errors import (AliasError, DivideError, LayoutError, MemoryFault, NotWindowAccess,
-                           RegmapError, UnsupportedInstruction, UnsupportedPlatform)
+from regmap.errors import (AliasError, DecodeError, DivideError, LayoutError, MemoryFault,
+                           NotWindowAccess, RegmapError, UnsupportedInstruction,
+                           UnsupportedPlatform)
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,7 @@ __version__ = "0.1.0"
 # parts never import the runtimes.
 _LAZY = {
     "emulate": "regmap.pure",
+    "Emulation": "regmap.emulation",
     "load_layout": "regmap.layout",
     "map_registers": "regmap.runtime",
     "unmap_registers": "regmap.runtime",
@@ -30,11 +33,18 @@ _LAZY = {
     "set_trace": "regmap.runtime",
 }
 
-__all__ = ["AliasError", "DivideError", "LayoutError", "MemoryFault", "NotWindowAccess",
-           "RegmapError", "UnsupportedInstruction", "UnsupportedPlatform", *_LAZY]
+if TYPE_CHECKING:     # what the lazy names are, for type checkers
+    from regmap.emulation import Emulation
+    from regmap.layout import load_layout
+    from regmap.pure import emulate
+    from regmap.runtime import map_registers, mapped, registers, stats, unmap_registers
+
+__all__ = ["AliasError", "DecodeError", "DivideError", "LayoutError", "MemoryFault",
+           "NotWindowAccess", "RegmapError", "UnsupportedInstruction", "UnsupportedPlatform",
+           *_LAZY]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

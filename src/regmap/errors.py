@@ -38,6 +38,26 @@ class NotWindowAccess(RegmapError):
     """The instruction at rip does not access the window: the fault is genuine."""
 
 
+class DecodeError(NotWindowAccess):
+    """No instruction can be decoded from the bytes (empty, invalid, or cut short).
+
+    A `NotWindowAccess` too: at a fault site, bytes regmap cannot decode are the
+    program's own fault, not a window access.
+    """
+
+    def __init__(self, address: int | None, code: bytes, truncated: bool = False,
+                 reason: str = "", text: str | None = None):
+        self.address, self.code, self.truncated = address, bytes(code), truncated
+        if not reason:
+            reason = ("there are no bytes" if not code else
+                      "the bytes end in the middle of an instruction" if truncated else
+                      "not a valid x86-64 instruction")
+        shown = repr(text) if text is not None else \
+            "[" + self.code[:15].hex(" ") + (" .." if len(self.code) > 15 else "") + "]"
+        where = f" at {address:#x}" if address is not None else ""
+        super().__init__(f"cannot decode an instruction{where} from {shown}: {reason}")
+
+
 class DivideError(RegmapError):
     """#DE: the program divided by zero or the quotient overflowed (SIGFPE on the CPU)."""
 

@@ -1,9 +1,10 @@
 """Page-0 layouts: which register bytes each window address is.
 
-A layout is a register file (see `regmap.alias`) with one extra alias,
-``page``, 4096 bytes wide, whose parts are the placed registers.  Window byte
-``a`` is bits ``8a+7 .. 8a`` of ``page``: resolving an access is `sub_slices`
-of the page.
+A layout is a register file (see `regmap.alias`) with one extra alias, the
+*window*, whose parts are the placed registers: the register of the file's
+last ``layout NAME : BYTES { ... }`` statement, or else an alias named
+``page`` defined by hand.  Window byte ``a`` is bits ``8a+7 .. 8a`` of the
+window: resolving an access is `sub_slices` of it.
 """
 from __future__ import annotations
 
@@ -28,13 +29,16 @@ class Layout:
     """A solved layout: `resolve` maps a window range to basis-register slices."""
 
     def __init__(self, registers: alias.RegisterFile, name: str):
-        if WINDOW_NAME not in registers.registers:
-            raise AliasError(f"layout {name!r} defines no alias {WINDOW_NAME!r} (the window)")
-        bits = registers.width(WINDOW_NAME)
+        window = registers.layouts[-1] if registers.layouts else WINDOW_NAME
+        if window not in registers.registers:
+            raise AliasError(f"layout {name!r} has no layout statement and defines no alias "
+                             f"{WINDOW_NAME!r} (the window)")
+        bits = registers.width(window)
         if bits % 8:
-            raise AliasError(f"layout {name!r}: the window {WINDOW_NAME!r} is {bits} bits, not whole bytes")
+            raise AliasError(f"layout {name!r}: the window {window!r} is {bits} bits, not whole bytes")
         self.registers = registers
-        self.name = name
+        self.window = window
+        self.name = window if registers.layouts else name
         self.size = bits // 8
         self._resolve = functools.lru_cache(maxsize=4096)(self._resolve_uncached)
 
@@ -52,7 +56,7 @@ class Layout:
     def _resolve_uncached(self, address: int, size: int) -> tuple[alias.Slice, ...]:
         if size <= 0 or not self.contains(address, size):
             raise LayoutError(f"{address:#x}+{size} is outside the {self.size}-byte window")
-        slices = self.registers.sub_slices(WINDOW_NAME, 8 * (address + size) - 1, 8 * address)
+        slices = self.registers.sub_slices(self.window, 8 * (address + size) - 1, 8 * address)
         for piece in slices:
             if piece.basis is None:
                 hole = piece.lo // 8
@@ -91,7 +95,7 @@ class Layout:
     @functools.cached_property
     def _placements(self) -> tuple[Placement, ...]:
         placed, position = [], self.size * 8
-        for basis, hi, lo in self.registers.slices(WINDOW_NAME):
+        for basis, hi, lo in self.registers.slices(self.window):
             position -= hi - lo + 1
             if basis is not None:
                 name = describe_slices(self.registers, [(basis, hi, lo)])

@@ -5,11 +5,16 @@ want to ask "what would this instruction do to these registers?".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
-from regmap.errors import MemoryFault
+from regmap.emulation import Emulation, RegisterValues
+from regmap.errors import DecodeError, MemoryFault
 from regmap.layout import Layout, load_layout
 from regmap.x86.emulator import Emulator, Step
+
+__all__ = ["Emulation", "PureMachine", "emulate", "code_bytes", "MAX_STEPS"]
+
+MAX_STEPS = 10_000      # emulate's default bound on the instructions one call runs
 
 _EMULATORS: dict[int, Emulator] = {}
 
@@ -64,14 +69,6 @@ class PureMachine:
         return b""
 
 
-@dataclass
-class Emulation:
-    """The outcome of `emulate`: every register by name, and what reached real memory."""
-    regs: dict[str, int]
-    memory_writes: list[tuple[int, bytes]] = field(default_factory=list)
-    step: Step | None = None
-
-
 def emulator_for(layout: Layout) -> Emulator:
     emulator = _EMULATORS.get(id(layout))
     if emulator is None or emulator.layout is not layout:
@@ -79,33 +76,59 @@ def emulator_for(layout: Layout) -> Emulator:
     return emulator
 
 
-def emulate(code: bytes, regs: dict[str, int], *, rip: int = 0x400000,
-            layout: Layout | str | None = None, memory: dict[int, bytes] | None = None,
-            trace: bool = False) -> Emulation:
-    """Execute one instruction on a copy of `regs` and return every register's final value.
+def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: int = 0x400000,
+            layout: Layout | str | None = None, memory: Mapping[int, bytes] | None = None,
+            trace: bool = True, max_steps: int = MAX_STEPS) -> Emulation:
+    """Run the instructions in `code` on a copy of `regs`; return the registers before and after.
 
-    `regs` maps register names, basis or alias (``rax``, ``eax``, ``xmm0``,
-    ``rflags``...), to values; registers not given are zero (rflags bit 1 is
-    always set).  `memory` maps addresses to the bytes of real memory the
-    instruction may touch.
+    `code` is bytes or hex text (``"48 03 04 25 08 00 00 00"``), placed at `rip`.  Its
+    instructions run in order, branches included, until rip leaves the code or
+    `max_steps` instructions have run.  Instructions that touch the window and those
+    that do not both run (with the emulator's semantics; one it has none for raises
+    `UnsupportedInstruction`).
+
+    `regs` maps register names, basis or alias (``rax``, ``eax``, ``xmm0``, ``cf``...),
+    to values; registers not given are zero (rflags bit 1 is always set).  `memory`
+    maps addresses to the bytes of real memory the code may touch; any other access
+    outside the window raises `MemoryFault`.  With `trace` (the default) each step
+    lists its window accesses.
     """
+    code = code_bytes(code)
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, not {max_steps}")
     if not isinstance(layout, Layout):
         layout = load_layout(layout)
     registers = layout.registers
     values: dict[str, int] = {}
-    for name, value in regs.items():
-        registers.write(name.lower(), value & ((1 << registers.width(name.lower())) - 1), values)
+    for name, value in (regs or {}).items():
+        registers.write(name, value & ((1 << registers.width(name)) - 1), values)
     registers.write("rip", rip, values)
     values["rflags"] = values.get("rflags", 0) | 2
     regions = dict(memory or {})
-    regions[rip] = bytes(code)
+    regions[rip] = code
     machine = PureMachine(values, regions)
-    step = emulator_for(layout).step(machine, trace=trace)
-    final = {name: registers.read(name, machine.registers) for name in registers.registers
-             if not _is_layout_only(layout, name)}
-    return Emulation(final, machine.memory_writes, step)
+    emulator, end = emulator_for(layout), rip + len(code)
+    steps: list[Step] = []
+    while len(steps) < max_steps and rip <= machine.registers["rip"] < end:
+        steps.append(emulator.step(machine, trace=trace, anywhere=True))
+    finished = not rip <= machine.registers["rip"] < end
+    return Emulation(RegisterValues(registers, machine.registers, layout.window),
+                     RegisterValues(registers, values, layout.window), layout,
+                     steps, machine.memory_writes, finished)
 
 
-def _is_layout_only(layout: Layout, name: str) -> bool:
-    """The window alias itself is not a register a user asks about."""
-    return name == "page"
+def code_bytes(code: bytes | bytearray | memoryview | str) -> bytes:
+    """Instruction bytes from bytes or hex text (whitespace ignored); `DecodeError` if empty."""
+    if isinstance(code, str):
+        try:
+            data = bytes.fromhex("".join(code.split()))
+        except ValueError:
+            raise DecodeError(None, b"", text=code,
+                              reason="not hex text (write bytes as '48 03 04 25 08 00 00 00')") from None
+    elif isinstance(code, (bytes, bytearray, memoryview)):
+        data = bytes(code)
+    else:
+        raise TypeError(f"code must be bytes or hex text, not {type(code).__name__}")
+    if not data:
+        raise DecodeError(None, data, text=code if isinstance(code, str) else None)
+    return data

@@ -12,6 +12,10 @@
     def zmm{0..31} [unk; reg ymm{0..31}];
     def page [unk * 208; reg xmm15];    # unk * N: N unknown parts
     def x [reg r{3..0}]                 # = [reg r3; reg r2; reg r1; reg r0]
+    layout mine : 4096 {                # a page layout: registers placed at byte addresses
+      0x000: rdi;                       #   (see regmap.alias.placement)
+      0x800: rax, rcx;                  #   consecutive: rcx at 0x808
+    }
 
 Every error is an :class:`AliasError` whose location is ``file:line:col``.
 """
@@ -24,7 +28,8 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from regmap.errors import AliasError
-from regmap.alias.model import Bit, Def, Reg, Register, RegisterFile, Unk
+from regmap.alias.model import Bit, Def, Part, Reg, Register, RegisterFile, Unk
+from regmap.alias.placement import Placed, layout_def
 
 __all__ = ["parse", "load", "SHIPPED", "FILES_DIR"]
 
@@ -38,12 +43,12 @@ _TOKEN_RE = re.compile(r"""
   | (?P<comment>\#[^\n]*)
   | (?P<string>"[^"\n]*")
   | (?P<word>(?:[A-Za-z0-9_]+|\{[ \t]*\d+[ \t]*\.\.[ \t]*\d+[ \t]*\})+)
-  | (?P<punct>[;,:\[\]*])
+  | (?P<punct>[;,:\[\]*{}])
   | (?P<unclosed>"[^"\n]*)
-  | (?P<brace>\{)
 """, re.VERBOSE)
 _RANGE_RE = re.compile(r"\{[ \t]*(\d+)[ \t]*\.\.[ \t]*(\d+)[ \t]*\}")
-KEYWORDS = ("include", "reg", "alias", "def", "unk", "bit")
+_NUMBER_RE = re.compile(r"\d+|0[xX][0-9a-fA-F]+")
+KEYWORDS = ("include", "reg", "alias", "def", "unk", "bit", "layout")
 
 
 class Token(NamedTuple):
@@ -56,7 +61,7 @@ class Token(NamedTuple):
 class Pattern(NamedTuple):
     """A name with optional ``{a..b}`` ranges: ``pieces`` are strings and range tuples."""
     pieces: tuple
-    count: int | None    # how many names it expands to; None without a range
+    length: int | None   # how many names it expands to; None without a range
     location: str
 
     def name(self, i: int = 0) -> str:
@@ -70,7 +75,7 @@ class Pattern(NamedTuple):
         return "".join(out).lower()
 
     def names(self) -> list[str]:
-        return [self.name(i) for i in range(self.count or 1)]
+        return [self.name(i) for i in range(self.length or 1)]
 
 
 def _tokenize(text: str, filename: str) -> list[Token]:
@@ -88,14 +93,15 @@ def _tokenize(text: str, filename: str) -> list[Token]:
             line += 1
             line_start = m.end()
         elif kind == "word":
-            tokens.append(Token("number" if s.isdigit() else "word", s, line, col))
+            tokens.append(Token("number" if _NUMBER_RE.fullmatch(s) else "word", s, line, col))
+        elif s == "{" and pos and (text[pos - 1].isalnum() or text[pos - 1] == "_"):
+            # a brace glued to a name is a range that did not match, not a layout's block
+            raise AliasError("malformed range: write {FIRST..LAST} with two numbers",
+                             f"{filename}:{line}:{col}")
         elif kind in ("string", "punct"):
             tokens.append(Token(kind, s, line, col))
         elif kind == "unclosed":
             raise AliasError("unterminated string (a quoted path ends at the same line's \")",
-                             f"{filename}:{line}:{col}")
-        elif kind == "brace":
-            raise AliasError("malformed range: write {FIRST..LAST} with two numbers",
                              f"{filename}:{line}:{col}")
         pos = m.end()
     tokens.append(Token("eof", "", line, pos - line_start + 1))
@@ -114,6 +120,7 @@ class _State:
         self.registers: dict[str, list] = {}      # name -> [width, is_alias]
         self.locations: dict[str, str] = {}
         self.defs: list[Def] = []
+        self.layouts: list[str] = []
         self.stack: list[Path] = []
         self.done: set[Path] = set()
 
@@ -160,13 +167,17 @@ class _Parser:
             return
         self.expect(";", f"after {what}")
 
-    def number(self, what: str) -> int:
+    def at(self, punct: str) -> bool:
+        tok = self.peek()
+        return tok.kind == "punct" and tok.text == punct
+
+    def number(self, what: str, minimum: int = 1) -> int:
         tok = self.peek()
         if tok.kind != "number":
             self.error(f"expected {what} (a number), found {_describe(tok)}", tok)
         self.next()
-        value = int(tok.text)
-        if value <= 0:
+        value = int(tok.text, 0) if tok.text[1:2] in ("x", "X") else int(tok.text)
+        if value < minimum:
             self.error(f"{what} must be positive, not {value}", tok)
         return value
 
@@ -175,7 +186,7 @@ class _Parser:
         if tok.kind != "word":
             self.error(f"expected {what}, found {_describe(tok)}", tok)
         self.next()
-        pieces = []
+        pieces: list[str | tuple[int, int]] = []
         count = None
         pos = 0
         for m in _RANGE_RE.finditer(tok.text):
@@ -219,25 +230,23 @@ class _Parser:
                 self.declare(alias=True)
             elif kw == "def":
                 self.define()
+            elif kw == "layout":
+                self.layout()
             else:
-                self.error(f"expected a statement (include, reg, alias or def), found {_describe(tok)}",
-                           tok)
+                self.error(f"expected a statement (include, reg, alias, def or layout), found "
+                           f"{_describe(tok)}", tok)
 
     def declare(self, alias: bool):
         kw = self.next().text.lower()
         pats = self.pattern_list("a register name")
         tok = self.peek()
-        regs, locs = self.state.registers, self.state.locations
+        regs = self.state.registers
         if tok.kind == "punct" and tok.text == ":":
             self.next()
             width = self.number("a width in bits")
             for p in pats:
                 for name in p.names():
-                    if name in regs:
-                        raise AliasError(f"register {name} is already declared at {locs[name]}",
-                                         p.location)
-                    regs[name] = [width, alias]
-                    locs[name] = p.location
+                    self.declare_name(name, width, alias, p.location)
         elif alias:
             # `alias x, y;` re-marks declared registers (typically from an included file) as aliases
             for p in pats:
@@ -251,10 +260,56 @@ class _Parser:
                        tok)
         self.end_statement(f"the {kw} declaration")
 
+    def declare_name(self, name: str, width: int, alias: bool, location: str):
+        if name in self.state.registers:
+            raise AliasError(f"register {name} is already declared at "
+                             f"{self.state.locations[name]}", location)
+        self.state.registers[name] = [width, alias]
+        self.state.locations[name] = location
+
+    def layout(self):
+        """``layout NAME : BYTES { ADDRESS: NAMES; ... }`` -- see regmap.alias.placement."""
+        layout_tok = self.next()
+        target = self.pattern("the name of the layout")
+        if target.length is not None:
+            raise AliasError(f"a layout's name has no range: {_pattern_text(target)}",
+                             target.location)
+        name = target.name()
+        self.expect(":", f"and the size in bytes after the layout name {name}")
+        size = self.number("the layout's size in bytes")
+        self.expect("{", f"to start the placements of layout {name}")
+        placed: list[Placed] = []
+        while not self.at("}"):
+            address = self.number("an address (a byte offset in the layout)", minimum=0)
+            self.expect(":", "after the address")
+            for pattern in self.pattern_list("a register name to place"):
+                for register in pattern.names():
+                    size_of = self.placed_size(register, name, pattern.location)
+                    placed.append(Placed(register, address, size_of, pattern.location))
+                    address += size_of
+            if not self.at("}"):
+                self.expect(";", "or '}' after a placement")
+        self.expect("}", f"to end layout {name}")
+        self.declare_name(name, 8 * size, True, target.location)
+        self.state.defs.append(layout_def(name, size, placed, self.loc(layout_tok)))
+        self.state.layouts.append(name)
+        if self.at(";"):
+            self.next()
+
+    def placed_size(self, register: str, layout: str, location: str) -> int:
+        if register not in self.state.registers:
+            raise AliasError(f"layout {layout} places undeclared register {register}", location)
+        width = self.state.registers[register][0]
+        if width % 8:
+            bits = f"{width} bit{'s' if width != 1 else ''}"
+            raise AliasError(f"layout {layout} cannot place {register}: it is {bits} wide, "
+                             f"and a layout places whole bytes", location)
+        return width // 8
+
     def define(self):
         def_tok = self.next()
         target = self.pattern("the name of the register being defined")
-        self.expect("[", f"to start the parts of {target.name() if target.count is None else 'the def'}")
+        self.expect("[", f"to start the parts of {target.name() if target.length is None else 'the def'}")
         parts = []     # (kind, pattern or None, repeat)
         tok = self.peek()
         if not (tok.kind == "punct" and tok.text == "]"):
@@ -285,11 +340,11 @@ class _Parser:
                 self.error(f"expected ';' or ']' after a part, found {_describe(tok)}", tok)
         self.expect("]", "to end the parts")
         location = self.loc(def_tok)
-        n = target.count
+        n = target.length
         if n is not None:
             for kind, pat, _, _ in parts:
-                if pat is not None and pat.count is not None and pat.count != n:
-                    raise AliasError(f"range in {_pattern_text(pat)} has {pat.count} names but the "
+                if pat is not None and pat.length is not None and pat.length != n:
+                    raise AliasError(f"range in {_pattern_text(pat)} has {pat.length} names but the "
                                      f"def's name has {n}; ranges in a def run in lockstep",
                                      pat.location)
             for i in range(n):
@@ -302,7 +357,7 @@ class _Parser:
         name = target.name(i)
         if name not in self.state.registers:
             raise AliasError(f"def of undeclared register {name}", target.location)
-        out = []
+        out: list[Part] = []
         for kind, pat, repeat, ploc in parts:
             if kind == "unk":
                 out.extend([Unk(ploc)] * repeat)
@@ -363,7 +418,7 @@ def _parse_file(path: Path, state: _State):
 
 def _solve(state: _State) -> RegisterFile:
     regs = [Register(n, w, a) for n, (w, a) in state.registers.items()]
-    return RegisterFile.build(regs, state.defs, locations=state.locations)
+    return RegisterFile.build(regs, state.defs, locations=state.locations, layouts=state.layouts)
 
 
 def parse(text: str, filename: str = "<string>", include_dirs: Iterable = ()) -> RegisterFile:

@@ -44,8 +44,12 @@ class Bit:
 
 @dataclass(frozen=True, slots=True)
 class Unk:
-    """``unk``: an unnamed part; its bits are not constrained by the equation."""
+    """``unk``: an unnamed part; its bits are not constrained by the equation.
+
+    Without a ``width`` it is as wide as the equation's other parts (which must then
+    share one width); ``Unk(width=96)`` is a gap of 96 bits in any equation."""
     location: str | None = field(default=None, compare=False, repr=False)
+    width: int | None = None
 
 
 UNK = Unk()
@@ -147,12 +151,13 @@ class RegisterFile:
     Every name argument is case-insensitive; unknown names raise :class:`AliasError`.
     """
 
-    __slots__ = ("registers", "basis", "equations", "_slices", "_steps", "_los",
+    __slots__ = ("registers", "basis", "equations", "layouts", "_slices", "_steps", "_los",
                  "_origins", "_names", "_locations")
 
-    def __init__(self, registers, equations, slices, locations=None):
+    def __init__(self, registers, equations, slices, locations=None, layouts=()):
         self.registers: dict[str, Register] = registers
         self.equations: tuple[Def, ...] = tuple(equations)
+        self.layouts: tuple[str, ...] = tuple(layouts)    # registers that `layout` statements made
         self.basis: tuple[str, ...] = tuple(n for n, r in registers.items() if not r.is_alias)
         self._locations = dict(locations or {})
         self._slices: dict[str, tuple[Slice, ...]] = slices
@@ -184,12 +189,14 @@ class RegisterFile:
 
     @classmethod
     def build(cls, registers: Iterable, equations: Iterable = (), *,
-              locations: Mapping[str, str] | None = None) -> "RegisterFile":
+              locations: Mapping[str, str] | None = None,
+              layouts: Iterable[str] = ()) -> "RegisterFile":
         """Solve a register file given programmatically.
 
         ``registers`` are :class:`Register` (or ``(name, width, is_alias)`` tuples),
         ``equations`` are :class:`Def` or ``(name, parts)`` pairs.  ``locations`` maps
         register names to the ``file:line:col`` of their declaration, for messages.
+        ``layouts`` names the registers that are page layouts (see :mod:`regmap.layout`).
         """
         from regmap.alias.solver import solve
         regs: dict[str, Register] = {}
@@ -212,7 +219,7 @@ class RegisterFile:
                 eq = Def(name, tuple(parts))
             eqs.append(eq)
         defs, slices = solve(regs, eqs, locations or {})
-        return cls(regs, defs, slices, locations)
+        return cls(regs, defs, slices, locations, layouts)
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -324,13 +331,14 @@ class RegisterFile:
     def _origin(self, name: str, sl: tuple[Slice, ...]) -> Origin | None:
         if not self.registers[name].is_alias:
             return None
-        if any(s.basis is None for s in sl):
+        bases = [s.basis for s in sl]
+        if None in bases:
             return sl
+        named = [b for b in bases if b is not None]     # all of them: no hole
         if len(sl) == 1:
-            b, hi, lo = sl[0]
-            return Sub(b, hi, lo, self.registers[b].width)
-        widths = [self.registers[s.basis].width for s in sl]
+            return Sub(named[0], sl[0].hi, sl[0].lo, self.registers[named[0]].width)
+        widths = [self.registers[b].width for b in named]
         if all(s.lo == 0 and s.hi == w - 1 for s, w in zip(sl, widths)):
-            regs = tuple(s.basis for s in sl)
+            regs = tuple(named)
             return Set(regs) if all(w == 1 for w in widths) else Sup(regs)
         return sl

@@ -1,7 +1,8 @@
 """Solving a system of aliasing equations down to basis registers.
 
-Each equation ``x = p[k-1] . ... . p[0]`` (parts of width n) says that bits
-``i*n .. i*n+n-1`` of ``x`` are the bits of part ``p[i]``.  The solution is the
+Each equation ``x = p[k-1] . ... . p[0]`` says that bits ``o[i] .. o[i+1]-1`` of
+``x`` are the bits of part ``p[i]``, where ``o[i]`` is the sum of the widths of
+the parts below it.  The solution is the
 closure of these equalities (what BAP's fixpoint of reduce / invert / substitute
 reaches): two register bits are the same bit when a chain of equations links
 them, and a bit is known when its class holds a bit of a basis register.
@@ -14,17 +15,18 @@ a union-find over cells gives the classes.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Mapping, Sequence
 
 from regmap.errors import AliasError
-from regmap.alias.model import Bit, Def, Reg, Register, Slice, Unk
+from regmap.alias.model import Bit, Def, Part, Reg, Register, Slice, Unk
 
 __all__ = ["solve"]
 
 
 def _part_desc(part, regs) -> str:
     if isinstance(part, Unk):
-        return "unk"
+        return "unk" if part.width is None else f"unk ({part.width} bits)"
     kind = "bit" if isinstance(part, Bit) else "reg"
     return f"{kind} {part.name} ({regs[part.name].width} bits)"
 
@@ -42,7 +44,7 @@ def _check(regs: Mapping[str, Register], equations: Sequence[Def]):
         parts = tuple(eq.parts)
         if not parts:
             raise AliasError(f"def {x} has no parts; a def needs at least one part", loc)
-        norm = []
+        norm: list[Part] = []
         for p in parts:
             if isinstance(p, Unk):
                 norm.append(p)
@@ -56,25 +58,42 @@ def _check(regs: Mapping[str, Register], equations: Sequence[Def]):
                 raise AliasError(f"def {x}: bit {name} is {regs[name].width} bits wide; "
                                  f"a bit part must be 1 bit", p.location or loc)
             norm.append(type(p)(name, p.location))
-        width = regs[x].width
-        named = [p for p in norm if not isinstance(p, Unk)]
-        sizes = {regs[p.name].width for p in named}
-        if len(sizes) > 1:
-            first = {}
-            for p in named:                 # the first part of each width
-                first.setdefault(regs[p.name].width, p)
-            listed = ", ".join(_part_desc(p, regs) for p in first.values())
-            raise AliasError(f"def {x}: all parts must have one width, but they are {listed}", loc)
-        if sizes:
-            n = sizes.pop()
-        else:
-            n = width // len(norm)
-        if n * len(norm) != width:
-            raise AliasError(f"def {x}: {x} is {width} bits but its {len(norm)} part"
-                             f"{'s' if len(norm) != 1 else ''} of {n} bits make "
-                             f"{n * len(norm)} bits", loc)
+        _part_widths(x, norm, regs, loc)
         out.append(Def(x, tuple(norm), loc, eq.name_location))
     return out
+
+
+def _part_widths(x: str, parts: Sequence, regs: Mapping[str, Register],
+                 loc: str | None) -> list[int]:
+    """The width of each part of ``def x parts``; they must add up to ``x``'s width.
+
+    A register part is as wide as its register and ``Unk(width=w)`` is ``w`` bits.  A
+    bare ``unk`` is as wide as the other parts when they share one width (BAP's form,
+    where every part has one width); with no sized part at all the parts split ``x``
+    evenly.
+    """
+    width = regs[x].width
+    sizes = [_part_width(p, regs) for p in parts]
+    if any(w is not None and w <= 0 for w in sizes):
+        raise AliasError(f"def {x}: an unk part must have a positive width", loc)
+    known = {w for w in sizes if w is not None}
+    if len(known) > 1 and None in sizes:
+        listed = ", ".join(_part_desc(p, regs) for p, w in zip(parts, sizes) if w is not None)
+        raise AliasError(f"def {x}: its parts have different widths ({listed}), "
+                         f"so each unk part needs a width of its own", loc)
+    bare = known.pop() if len(known) == 1 else max(width // len(parts), 1)
+    widths = [bare if w is None else w for w in sizes]
+    if sum(widths) != width:
+        k = len(parts)
+        made = (f"{k} part{'s' if k != 1 else ''} of {widths[0]} bits" if len(set(widths)) == 1
+                else f"{k} parts")
+        raise AliasError(f"def {x}: {x} is {width} bits but its {made} make {sum(widths)} bits", loc)
+    return widths
+
+
+def _part_width(part: Part, regs: Mapping[str, Register]) -> int | None:
+    """A part's width in bits; None for an ``unk`` that takes the width of the others."""
+    return part.width if isinstance(part, Unk) else regs[part.name].width
 
 
 def solve(regs: Mapping[str, Register], equations: Sequence[Def],
@@ -88,20 +107,22 @@ def solve(regs: Mapping[str, Register], equations: Sequence[Def],
     widths = [regs[n].width for n in names]
     nregs = len(names)
 
-    # Equations as (x, n, parts LSB first as register indices, -1 for unk).
+    # Equations as (x, part offsets, parts LSB first as register indices, -1 for unk).
     system = []
-    lhs = [[] for _ in range(nregs)]     # equations where the register is the left side
-    occ = [[] for _ in range(nregs)]     # (x, lo) where the register is a part of x at bit lo
+    # per register: the equations it is the left side of; the (x, lo) where it is a part of x
+    lhs: list[list[int]] = [[] for _ in range(nregs)]
+    occ: list[list[tuple[int, int]]] = [[] for _ in range(nregs)]
     for e, eq in enumerate(eqs):
         x = index[eq.name]
-        k = len(eq.parts)
-        n = widths[x] // k
         parts = [(-1 if isinstance(p, Unk) else index[p.name]) for p in reversed(eq.parts)]
-        system.append((x, n, parts))
+        offsets = [0]                   # bit position of each part, LSB first, then the width
+        for w in reversed(_part_widths(eq.name, eq.parts, regs, eq.location)):
+            offsets.append(offsets[-1] + w)
+        system.append((x, offsets, parts))
         lhs[x].append(e)
         for j, p in enumerate(parts):
             if p >= 0:
-                occ[p].append((x, j * n))
+                occ[p].append((x, offsets[j]))
 
     # 1. Cut points, propagated to a fixpoint.
     cuts = [{0, w} for w in widths]
@@ -113,18 +134,17 @@ def solve(regs: Mapping[str, Register], equations: Sequence[Def],
             c.add(p)
             work.append((r, p))
 
-    for x, n, parts in system:
-        for j in range(1, len(parts)):
-            add(x, j * n)
+    for x, offsets, parts in system:
+        for offset in offsets[1:-1]:
+            add(x, offset)
     while work:
         r, p = work.pop()
         for e in lhs[r]:
-            _, n, parts = system[e]
-            off = p % n
-            if off:
-                part = parts[p // n]
-                if part >= 0:
-                    add(part, off)
+            _, offsets, parts = system[e]
+            j = bisect_right(offsets, p) - 1
+            off = p - offsets[j]
+            if off and parts[j] >= 0:
+                add(parts[j], off)
         for x, lo in occ[r]:
             add(x, lo + p)
 
@@ -169,12 +189,12 @@ def solve(regs: Mapping[str, Register], equations: Sequence[Def],
         hi = (starts[r][t + 1] if t + 1 < len(starts[r]) else widths[r]) - 1
         return f"{names[r]}[{hi}:{lo}]" if hi != lo else f"{names[r]}[{lo}]"
 
-    for e, (x, n, parts) in enumerate(system):
+    for e, (x, offsets, parts) in enumerate(system):
         xs = start_index[x]
         for j, part in enumerate(parts):
-            first = base[x] + xs[j * n]
+            first = base[x] + xs[offsets[j]]
             if part < 0:
-                last = base[x] + xs.get((j + 1) * n, len(starts[x]))
+                last = base[x] + xs.get(offsets[j + 1], len(starts[x]))
                 for c in range(first, last):
                     hole[c] = True
                 continue

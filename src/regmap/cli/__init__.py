@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "regmap.cli.alias",     # alias
     "regmap.cli.layout",    # layout, explain
     "regmap.cli.execute",   # run, exec
+    "regmap.cli.emulate",   # emulate
 )
 
 

@@ -11,6 +11,8 @@ def add_parser(subparsers) -> None:
     layout = subparsers.add_parser("layout", help="print a page-0 layout as a table")
     layout.add_argument("layout", nargs="?", default=None, metavar="NAME|FILE",
                         help="a shipped layout (default) or a layout file")
+    layout.add_argument("--check", metavar="FILE", default=None,
+                        help="only check that FILE is a valid layout (errors as file:line:col)")
     layout.set_defaults(func=show_layout)
 
     explain = subparsers.add_parser("explain", help="say which registers a window access is")
@@ -28,6 +30,8 @@ def _number(text: str, what: str) -> int:
 
 
 def show_layout(args) -> int:
+    if args.check is not None:
+        return check_layout(args.check)
     try:
         layout = load_layout(args.layout)
     except (AliasError, LayoutError) as error:
@@ -37,6 +41,20 @@ def show_layout(args) -> int:
     print(f"{'address':>9}  {'size':>4}  register")
     for place in layout.placements():
         print(f"{place.address:#9x}  {place.size:>4}  {place.name}")
+    return 0
+
+
+def check_layout(path: str) -> int:
+    """`regmap layout --check FILE`: exit 0 with a one-line summary, or 1 with the error."""
+    try:
+        layout = load_layout(path if "/" in path or path.endswith(".regs") else f"./{path}")
+    except (AliasError, LayoutError) as error:
+        print(f"regmap layout: {error}", file=sys.stderr)
+        return 1
+    placed = layout.placements()
+    used = sum(place.size for place in placed)
+    print(f"{path}: ok (layout {layout.name}, {layout.size} bytes, {len(placed)} registers "
+          f"placed in {used} bytes)")
     return 0
 
 

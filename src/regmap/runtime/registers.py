@@ -65,7 +65,7 @@ def handles_for(layout) -> dict[str, RegisterHandle]:
             where.setdefault(basis, []).append((lo, hi, address))
     found: dict[str, RegisterHandle] = {}
     for name in registers.registers:
-        if name == "page":
+        if name == layout.window:
             continue
         slices = registers.slices(name)
         if len(slices) != 1 or slices[0].basis is None:

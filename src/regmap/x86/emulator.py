@@ -5,10 +5,10 @@ import functools
 from typing import NamedTuple
 
 import iced_x86
-from iced_x86 import EncodingKind, Mnemonic, OpCodeInfo, OpKind
+from iced_x86 import DecoderError, EncodingKind, Mnemonic, OpCodeInfo, OpKind
 
-from regmap.errors import (LayoutError, NotWindowAccess, RegisterNotWritable, RegmapError,
-                           UnsupportedInstruction, WindowHole)
+from regmap.errors import (DecodeError, LayoutError, NotWindowAccess, RegisterNotWritable,
+                           RegmapError, UnsupportedInstruction, WindowHole)
 from regmap.layout import Layout, load_layout
 from regmap.x86.compiler import compile_form
 from regmap.x86.cpu import Access, Cpu
@@ -17,6 +17,8 @@ from regmap.x86.operands import MemoryOperand, OperandFactory
 from regmap.x86.semantics import EVEX_READY, SEMANTICS, STRING_SEMANTICS
 
 _FORMATTER = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL)
+_FORMATTER.branch_leading_zeros = False     # a relative branch shows `jne 400000h`
+_FORMATTER.show_branch_size = False
 _MNEMONIC_NAMES = {value: name.lower() for name, value in vars(Mnemonic).items()
                    if isinstance(value, int) and not name.startswith("_")}
 _ACCUMULATORS = {8: "al", 16: "ax", 32: "eax", 64: "rax"}
@@ -125,19 +127,21 @@ class Emulator:
         decoder = iced_x86.Decoder(64, code, ip=address)
         instruction = decoder.decode()
         if instruction.is_invalid:
-            raise NotWindowAccess(f"no valid instruction at {address:#x}: {code.hex(' ')}")
+            raise DecodeError(address, code, decoder.last_error == DecoderError.NO_MORE_BYTES)
         form = Form(address, code[:instruction.len], instruction, self._factory)
         self._forms[address] = form
         return form
 
-    def step(self, machine, trace: bool = False) -> Step:
+    def step(self, machine, trace: bool = False, anywhere: bool = False) -> Step:
+        """Execute the instruction at rip.  It must access the window (else `NotWindowAccess`)
+        unless `anywhere`: then any instruction with semantics runs (the pure backend's snippets)."""
         rip = machine.read_register("rip")
         form = self.form_at(rip, machine.fetch(rip))
         if form.fast is not None and not trace:
             form.fast(register_namespace(machine))
             return form.result
         cpu = Cpu(machine, self.layout, form.next_ip, trace)
-        if not any(op.in_window(cpu) for op in form.memory):
+        if not anywhere and not any(op.in_window(cpu) for op in form.memory):
             raise NotWindowAccess(f"{form.disassembly} at {rip:#x} does not access the window")
         if form.execute is None:
             raise UnsupportedInstruction(rip, form.code, form.disassembly)
@@ -187,7 +191,8 @@ def supported_codes() -> frozenset[int]:
             continue
         info = OpCodeInfo(code)
         if (_semantics_of(_is_string(info), info.mnemonic, info.encoding) and info.mode64
-                and code not in _UNSUPPORTED_FORMS and _emulated_operands(info)):
+                and code not in _UNSUPPORTED_FORMS and info.mnemonic != Mnemonic.NOP
+                and _emulated_operands(info)):
             codes.add(code)
     return frozenset(codes)
 

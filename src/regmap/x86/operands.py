@@ -23,6 +23,8 @@ _IMMEDIATE_KINDS = frozenset({
     OpKind.IMMEDIATE8, OpKind.IMMEDIATE8_2ND, OpKind.IMMEDIATE16, OpKind.IMMEDIATE32,
     OpKind.IMMEDIATE64, OpKind.IMMEDIATE8TO16, OpKind.IMMEDIATE8TO32, OpKind.IMMEDIATE8TO64,
     OpKind.IMMEDIATE32TO64})
+# A relative branch's operand is its target address (iced-x86 has added next_ip already).
+_NEAR_BRANCH_KINDS = frozenset({OpKind.NEAR_BRANCH16, OpKind.NEAR_BRANCH32, OpKind.NEAR_BRANCH64})
 
 
 class RegisterOperand:
@@ -229,6 +231,8 @@ class OperandFactory:
                 op = StringOperand(self.named(pointer), MemorySizeInfo(ins.memory_size).size, base)
             elif kind in _IMMEDIATE_KINDS:
                 op = None  # sized below, from the other operands
+            elif kind in _NEAR_BRANCH_KINDS:
+                op = ImmediateOperand(ins.near_branch_target, 64)
             else:
                 raise KeyError(f"operand kind {kind}")
             result.append(op)

@@ -1,0 +1,169 @@
+"""``regmap emulate CODE [REG=VALUE...]``: what instructions do to the registers, on the pure backend.
+
+::
+
+    regmap emulate 'adc al, [9]' rax=0xff rcx=0x100 cf=1
+    regmap emulate --hex '12 04 25 09 00 00 00' rax=0xff cf=1 --json
+    regmap emulate 'l: add rax, [8]; dec rcx; jnz l' rcx=3 --random --seed 7
+
+CODE is Intel syntax assembled with the system assembler (GNU ``as``,
+``.intel_syntax noprefix``; ``;`` separates instructions), or hex with ``--hex``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from regmap.emulation import Emulation, format_access, format_change
+from regmap.errors import RegmapError
+
+STEPS_PRINTED = 100          # text output lists at most this many instructions
+# What --random fills: the general registers, ymm0..15 and the status flags (each a basis
+# register or bits of one).  rip, rsp's stack, segments, mxcsr and x87 stay as given or zero.
+RANDOM_REGISTERS = (*(f"r{n}" for n in ("ax", "cx", "dx", "bx", "sp", "bp", "si", "di")),
+                    *(f"r{n}" for n in range(8, 16)), *(f"ymm{n}" for n in range(16)),
+                    "cf", "pf", "af", "zf", "sf", "of")
+
+DESCRIPTION = """\
+Run instructions on the pure backend (no process, any OS) and print what they did:
+each instruction with its page-0 window accesses, then every register and flag
+that changed, before -> after.  CODE is Intel syntax, assembled with the system
+assembler (as; separate instructions with ';'), or hex bytes with --hex.
+Registers not given are zero (or random with --random)."""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "emulate", help="run instructions on given registers and show what changed",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("code", metavar="CODE", help="instructions in Intel syntax, or hex with --hex")
+    p.add_argument("values", nargs="*", metavar="REG=VALUE",
+                   help="initial register values: rax=0xff ah=1 xmm0=0x... cf=1")
+    p.add_argument("--hex", action="store_true", help="CODE is hex bytes, not assembly")
+    p.add_argument("--random", action="store_true",
+                   help="registers not given are random (general, ymm0-15, status flags)")
+    p.add_argument("--seed", type=int, default=None, help="seed for --random")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--layout", default=None, metavar="NAME|FILE", help="the page-0 layout")
+    p.add_argument("--rip", default="0x400000", metavar="ADDR", help="where the code sits")
+    p.add_argument("--max-steps", type=int, default=10_000, metavar="N",
+                   help="stop after N instructions (default 10000)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from regmap.layout import load_layout
+    from regmap.pure import code_bytes, emulate
+    try:
+        code = code_bytes(args.code) if args.hex else assemble(args.code)
+        layout = load_layout(args.layout)
+        regs = _initial_values(args, layout)
+        result = emulate(code, regs, rip=_integer(args.rip, "--rip"), layout=layout,
+                         max_steps=args.max_steps)
+    except (RegmapError, ValueError) as error:
+        print(f"regmap emulate: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(as_json(result), indent=2) if args.json else "\n".join(as_text(result)))
+    return 0
+
+
+# -- input -------------------------------------------------------------------------------------
+
+class AssemblyError(RegmapError):
+    """No assembler, or the assembler refused the code."""
+
+
+def assemble(source: str) -> bytes:
+    """Machine code for Intel-syntax `source`, assembled with the system ``as``."""
+    assembler = shutil.which("as")
+    if assembler is None:
+        raise AssemblyError("no assembler: 'as' (GNU binutils) is not on PATH; install binutils, "
+                            "or give the instruction bytes with --hex")
+    from regmap.trace.build import elf_section_contents
+    with tempfile.TemporaryDirectory(prefix="regmap-emulate-") as directory:
+        source_path, object_path = (os.path.join(directory, name) for name in ("code.s", "code.o"))
+        with open(source_path, "w") as file:
+            file.write(f".intel_syntax noprefix\n.text\n{source}\n")
+        done = subprocess.run([assembler, "--64", "-o", object_path, source_path],
+                              capture_output=True, text=True, errors="replace")
+        if done.returncode != 0:
+            lines = (line.strip() for line in done.stderr.replace(source_path + ":", "").splitlines())
+            messages = [re.sub(r"^\d+: ", "", line) for line in lines
+                        if line and not line.startswith("Assembler messages")]
+            raise AssemblyError(f"as cannot assemble {source!r}: " + "; ".join(messages))
+        sections = elf_section_contents(object_path)
+    if sections.get(".rela.text"):
+        raise AssemblyError(f"{source!r} refers to a symbol outside the code (the assembler left a "
+                            "relocation); emulate runs code on its own")
+    return sections.get(".text", b"")
+
+
+def _integer(text: str, what: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not a number (write 0xff, 255 or 0b11)") from None
+
+
+def _initial_values(args, layout) -> dict[str, int]:
+    registers = layout.registers
+    values: dict[str, int] = {}
+    if args.random:
+        chooser = random.Random(args.seed)
+        for name in RANDOM_REGISTERS:
+            if name in registers:
+                values[name] = chooser.getrandbits(registers.width(name))
+    for item in args.values:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise ValueError(f"{item!r}: give initial values as REG=VALUE (rax=0xff, cf=1)")
+        if name not in registers or name.lower() == layout.window:
+            raise ValueError(f"{item!r}: no register {name!r} in the register file")
+        values[name.lower()] = _integer(value, name)
+    return values
+
+
+# -- output ------------------------------------------------------------------------------------
+
+def as_text(result: Emulation) -> list[str]:
+    lines = []
+    for step in result.steps[:STEPS_PRINTED]:
+        lines.append(f"{step.address:#x}  {step.code.hex(' '):<24} {step.disassembly}")
+        lines.extend(f"    {format_access(access)}" for access in step.accesses or ())
+    if len(result.steps) > STEPS_PRINTED:
+        lines.append(f"... {len(result.steps) - STEPS_PRINTED} more instructions")
+    if not result.finished:
+        lines.append(f"stopped after {len(result.steps)} instructions (--max-steps); "
+                     "rip is still in the code")
+    changes = [(name, format_change(*values)) for name, values in result.changed.items()]
+    changes += [(name, f"{before} → {after}") for name, (before, after) in result.changed_flags.items()]
+    width = max((len(name) for name, _ in changes), default=0)
+    lines.append("")
+    lines.extend(f"{name:<{width}}  {change}" for name, change in changes)
+    if not changes:
+        lines.append("no register changed")
+    return lines
+
+
+def as_json(result: Emulation) -> dict:
+    return {
+        "steps": [{"address": step.address, "bytes": step.code.hex(), "disassembly": step.disassembly,
+                   "accesses": [{"address": a.address, "size": a.size, "write": a.write,
+                                 "before": hex(a.before),
+                                 "after": hex(a.after) if a.after is not None else None,
+                                 "registers": a.names} for a in step.accesses or ()]}
+                  for step in result.steps],
+        "finished": result.finished,
+        "changed": {name: [hex(before), hex(after)] for name, (before, after) in result.changed.items()},
+        "flags_changed": {name: list(values) for name, values in result.changed_flags.items()},
+        "flags": result.flags,
+        "memory_writes": [{"address": address, "bytes": data.hex()}
+                          for address, data in result.memory_writes],
+    }
