@@ -52,7 +52,14 @@ def test_unknown_register(capsys):
 
 def test_unknown_target(capsys):
     assert run(["sparc"]) == 1
-    assert "no register file 'sparc'" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("regmap alias: no register file 'sparc'")
+
+
+def test_not_a_file(capsys):
+    assert run(["/dev/null"]) == 1
+    assert capsys.readouterr().err == "regmap alias: /dev/null: not a register file (not a regular file)\n"
+    assert run(["--check", "/"]) == 1
+    assert capsys.readouterr().err == "regmap alias: /: not a register file (a directory)\n"
 
 
 def test_check_ok(tmp_path, capsys):
@@ -74,7 +81,7 @@ def test_check_errors(tmp_path, capsys, text, where, message):
     assert run(["--check", str(f)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith(f"{f}:{where}: {message}")
+    assert captured.err.startswith(f"regmap alias: {f}:{where}: {message}")
 
 
 def test_usage_errors(capsys):

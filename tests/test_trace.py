@@ -148,7 +148,7 @@ def test_genuine_segfault_kills_as_without_regmap(built, mode):
     native = subprocess.run([built["faults"], mode], capture_output=True, text=True)
     traced = regmap("exec", built["faults"], mode)
     assert native.returncode == -11
-    assert traced.returncode == 128 + 11
+    assert traced.returncode == -11                 # regmap dies of it too
     assert traced.stdout == native.stdout
     assert re.fullmatch(r"regmap: \S*faults killed by SIGSEGV( \(core dumped\))?\n", traced.stderr)
 
@@ -178,7 +178,7 @@ def test_divide_error_is_sigfpe_at_the_instruction(built):
 
 def test_unhandled_divide_error_kills_with_sigfpe(built):
     result = regmap("exec", built["faults"], "divide-dies")
-    assert result.returncode == 128 + 8
+    assert result.returncode == -8
     assert "killed by SIGFPE" in result.stderr
 
 
@@ -260,7 +260,7 @@ def test_layout_option(tmp_path):
     result = regmap("run", "--layout", "default", "examples/example.s")
     assert result.returncode == 0 and result.stdout == "memory-mapped registers work!\n"
     result = regmap("run", "--layout", "no-such-layout", "examples/example.s")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.startswith("regmap: --layout no-such-layout:")
     assert len(result.stderr.splitlines()) == 1
 

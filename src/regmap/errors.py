@@ -76,3 +76,13 @@ class UnsupportedPlatform(RegmapError):
 
 class GeneralProtection(NotWindowAccess):
     """#GP: the CPU refuses the access (a misaligned SSE operand, say); the fault is genuine."""
+
+
+class WindowHole(NotWindowAccess):
+    """The access touches a byte of the window no register is mapped to: it faults, as on the CPU.
+
+    ``hole`` says which byte (the layout's own message)."""
+
+    def __init__(self, message: str, hole: str):
+        self.hole = hole
+        super().__init__(message)

@@ -126,4 +126,7 @@ def load_layout(name_or_path: str | None = None) -> Layout:
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in LAYOUT_DIR.glob("*.regs")))
         raise LayoutError(f"no layout {name!r}: not a shipped layout ({known}) nor an existing file")
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise LayoutError(f"{name}: not a layout ({kind})")
     return Layout(alias.load(str(path)), path.stem)

@@ -450,6 +450,9 @@ def load(name_or_path) -> RegisterFile:
     if isinstance(name_or_path, str) and name_or_path.lower() in SHIPPED:
         return _load_shipped(name_or_path.lower())
     path = Path(name_or_path)
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise AliasError(f"{name_or_path}: not a register file ({kind})")
     if not path.is_file():
         raise AliasError(f"no register file {str(name_or_path)!r}: not a shipped name "
                          f"({', '.join(SHIPPED)}) and no such file")

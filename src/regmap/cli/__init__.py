@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from regmap import __version__
+
 # subcommand module -> the subcommands it registers
 COMMAND_MODULES = (
     "regmap.cli.alias",     # alias
@@ -28,6 +30,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     else come from the full parser)."""
     parser = argparse.ArgumentParser(
         prog="regmap", description="Memory-mapped amd64 registers on page 0.")
+    parser.add_argument("--version", action="version", version=f"regmap {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
     for module_name in modules:

@@ -43,7 +43,7 @@ def check(path: str) -> int:
     try:
         rf = load(path)
     except AliasError as e:
-        print(e, file=sys.stderr)
+        print(f"regmap alias: {e}", file=sys.stderr)
         return 1
     print(f"{path}: ok ({len(rf.registers)} registers, {len(rf.basis)} basis)")
     return 0
@@ -63,7 +63,7 @@ def run(args) -> int:
     try:
         rf = load(args.target)
     except AliasError as e:
-        print(e, file=sys.stderr)
+        print(f"regmap alias: {e}", file=sys.stderr)
         return 1
     unknown = [r for r in args.registers if r not in rf]
     if unknown:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 
@@ -10,8 +11,10 @@ EXEC_DESCRIPTION = """\
 Run an unmodified x86-64 Linux program with the register file memory-mapped
 onto page 0: each access to page 0 faults, regmap emulates the instruction
 against the thread's registers and the program goes on.  Threads and child
-processes are followed.  regmap exits with the program's status (128+N when
-signal N killed it); its own messages go to stderr."""
+processes are followed.  regmap exits with the program's exit code; when signal
+N kills the program, regmap says so (unless -q, or N is SIGINT or SIGPIPE) and
+dies of signal N too, as a shell sees it: 128+N.  Its messages, the trace and
+the stats go to stderr, or to -o FILE."""
 
 RUN_DESCRIPTION = """\
 Build FILE (.c with the system C compiler, .s/.S with the assembler) into a
@@ -24,11 +27,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", metavar="NAME|FILE",
                         help="the page-0 layout: a shipped name or a .regs file (default: default)")
     parser.add_argument("--trace", action="store_true",
-                        help="print every emulated access on stderr")
+                        help="print every emulated access and every signal passed on (stderr or -o)")
     parser.add_argument("--stats", action="store_true",
-                        help="print a summary at exit on stderr (faults per mnemonic and site, time)")
+                        help="print a summary at exit (faults per mnemonic and site, time)")
     parser.add_argument("--json", action="store_true",
                         help="print trace and stats as JSON lines (alone: both)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no 'killed by' line when a signal kills the program")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("-o", "--output", metavar="FILE",
+                        help="write the trace, stats and messages to FILE, not stderr")
+    output.add_argument("--output-fd", metavar="N", type=int,
+                        help="write them to the open file descriptor N")
     parser.add_argument("--translate", metavar="N", nargs="?", default=0, const=TRANSLATE_AFTER,
                         help="rewrite a window instruction into its exact register form once it "
                              f"has faulted N times (--translate=N; alone N is {TRANSLATE_AFTER}; "
@@ -52,8 +62,7 @@ def _translate_option(args, command: list[str]) -> None:
 def add_parser(subparsers) -> None:
     run = subparsers.add_parser(
         "run", help="build a .c/.s/.S file and run it with page 0 mapped",
-        usage="%(prog)s [-h] [--layout NAME|FILE] [--trace] [--stats] [--json] [--translate[=N]] "
-              "FILE [ARGS...]",
+        usage="%(prog)s [-h] [OPTIONS] [--translate[=N]] FILE [ARGS...]",
         description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(run)
     run.add_argument("command", metavar="FILE [ARGS...]", nargs=argparse.REMAINDER,
@@ -62,8 +71,7 @@ def add_parser(subparsers) -> None:
 
     execute = subparsers.add_parser(
         "exec", help="run a program with page 0 mapped onto its registers",
-        usage="%(prog)s [-h] [--layout NAME|FILE] [--trace] [--stats] [--json] [--translate[=N]] "
-              "PROGRAM [ARGS...]",
+        usage="%(prog)s [-h] [OPTIONS] [--translate[=N]] PROGRAM [ARGS...]",
         description=EXEC_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(execute)
     execute.add_argument("command", metavar="PROGRAM [ARGS...]", nargs=argparse.REMAINDER,
@@ -82,7 +90,24 @@ def _options(args) -> dict:
     trace, stats = args.trace, args.stats
     if args.json and not trace and not stats:
         trace = stats = True
-    return {"trace": trace, "stats": stats, "json": args.json, "translate": args.translate}
+    return {"trace": trace, "stats": stats, "json": args.json, "quiet": args.quiet,
+            "translate": args.translate}
+
+
+def _open_output(args):
+    """The stream for the trace, stats and messages, or None for stderr.  The program does
+    not inherit it: Python opens files close-on-exec, and fd N is made so (or, for 0-2, which
+    the program needs, duplicated)."""
+    if args.output is not None:
+        return open(args.output, "w", encoding="utf-8", errors="replace")
+    if args.output_fd is None:
+        return None
+    fd = args.output_fd
+    if fd <= 2:
+        fd = os.dup(fd)
+    else:
+        os.set_inheritable(fd, False)
+    return os.fdopen(fd, "w", encoding="utf-8", errors="replace")
 
 
 def _load_layout(args):
@@ -95,20 +120,59 @@ def _load_layout(args):
         return None
 
 
-def _traced(argv, args, **extra) -> int:
+def _traced(argv, args, **extra):
+    """Run the program; return how it ended (a ``ProgramExit``), or regmap's exit status if
+    it could not run."""
     from regmap.errors import RegmapError
-    from regmap.trace import TraceError, run_traced
+    from regmap.trace import TraceError, trace_program
     layout = _load_layout(args)
     if layout is None:
-        return 2
+        return 1                 # as `regmap layout` says of the same layout
     try:
-        return run_traced(argv, layout, **_options(args), **extra)
+        stream = _open_output(args)
+    except OSError as error:
+        where = f"-o {args.output}" if args.output is not None else f"--output-fd {args.output_fd}"
+        _error(f"{where}: {error.strerror}")
+        return 1
+    try:
+        return trace_program(argv, layout, **_options(args), stream=stream, **extra)
     except TraceError as error:
         _error(str(error), error.detail)
         return error.status
     except RegmapError as error:
         _error(str(error))
         return 1
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def _end_as(end) -> int:
+    """regmap's own end: the program's exit code, or death by the signal that killed it."""
+    if isinstance(end, int):
+        return end
+    if end.signal is not None:
+        _die_of(end.signal)
+    return end.status
+
+
+def _die_of(signo: int) -> None:
+    """Kill regmap with ``signo``, as strace does: the parent's waitpid then sees the
+    program's death (a shell stops its loop at ^C, Python sees returncode -N).  Without a
+    core: the program dumped its own if it was to."""
+    import resource                        # POSIX only: imported here, not with the CLI
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        signal.signal(signo, signal.SIG_DFL)
+    except (OSError, ValueError):          # SIGKILL: its action cannot be changed
+        pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signo})
+    signal.raise_signal(signo)
 
 
 def _command(args, what: str) -> list[str] | None:
@@ -129,7 +193,7 @@ def exec_command(args) -> int:
     command = _command(args, "PROGRAM")
     if command is None:
         return 2
-    return _traced(command, args)
+    return _end_as(_traced(command, args))
 
 
 def run_command(args) -> int:
@@ -145,8 +209,9 @@ def run_command(args) -> int:
         except TraceError as error:
             _error(str(error), error.detail)
             return error.status
-        return _traced([executable, *arguments], args, executable=executable,
-                       name=os.path.splitext(source)[0] or source)
+        end = _traced([executable, *arguments], args, executable=executable,
+                      name=os.path.splitext(source)[0] or source)
+    return _end_as(end)                # the directory is gone before regmap may die
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,8 @@ def explain_access(args) -> int:
     try:
         layout = load_layout(args.layout)
         address, size = _number(args.address, "address"), _number(args.size, "size")
+        if size < 1:
+            raise LayoutError(f"size {args.size}: an access is at least 1 byte")
         slices = layout.resolve(address, size)
     except (AliasError, LayoutError) as error:
         print(f"regmap explain: {error}", file=sys.stderr)

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import struct
 import subprocess
+from typing import NamedTuple
 
 from regmap.trace.program import FAILURE, NOT_FOUND, TraceError
 
@@ -27,6 +28,7 @@ C_FLAGS = ("-O2", "-g", "-pthread",
            # a constant pointer into page 0 is a window access, not undefined behaviour
            "-fno-delete-null-pointer-checks")
 
+STB_LOCAL = 0                   # an ELF symbol's binding, st_info >> 4
 STUB_SYMBOLS = ("map_registers",)
 STUB = """\
 # Provided by regmap run: under the tracer the registers are already mapped,
@@ -82,12 +84,19 @@ def elf_section_contents(path: str) -> dict[str, bytes]:
     return contents
 
 
-def elf_symbols(path: str) -> tuple[set[str], set[str]]:
-    """(defined, undefined) symbol names of an ELF64 little-endian object file."""
+class Symbols(NamedTuple):
+    """The symbol names of an object file."""
+    defined: set[str]          # global, weak or local
+    undefined: set[str]
+    local: set[str]            # defined but not visible to the linker (a label without .globl)
+
+
+def elf_symbols(path: str) -> Symbols:
+    """The symbol names of an ELF64 little-endian object file."""
     with open(path, "rb") as file:
         data = file.read()
     sections = _elf_sections(data)
-    defined, undefined = set(), set()
+    defined, undefined, local = set(), set(), set()
     for _name, kind, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
         if kind != 2 or not entsize:                 # SHT_SYMTAB
             continue
@@ -102,7 +111,20 @@ def elf_symbols(path: str) -> tuple[set[str], set[str]]:
             if not name or st_info & 0xF in (3, 4):   # sections and file names
                 continue
             (undefined if st_shndx == 0 else defined).add(name)
-    return defined, undefined
+            if st_shndx != 0 and st_info >> 4 == STB_LOCAL:
+                local.add(name)
+    return Symbols(defined, undefined, local)
+
+
+def _check_entry(symbols: Symbols, source: str) -> None:
+    """A program starts at ``_start`` or, through the C library, at ``main``: refuse, in one
+    line, a source with neither rather than show the linker's complaint."""
+    if "_start" in symbols.defined or "main" in symbols.defined - symbols.local:
+        return
+    if "main" in symbols.local:
+        raise TraceError(f"{source}: its main is local, the C library cannot call it "
+                         "(add .globl main)", FAILURE)
+    raise TraceError(f"{source} defines neither main nor _start: nothing to run", FAILURE)
 
 
 def _run(command: list[str], source: str) -> None:
@@ -144,7 +166,7 @@ def build(source: str, directory: str) -> str:
             raise TraceError("no C compiler on PATH (looked for $CC, cc, gcc, clang); "
                              "install one (e.g. apt-get install gcc) or set CC", FAILURE)
         _run([assembler, "-o", obj, absolute], source)
-        defined, undefined = elf_symbols(obj)
+        defined, undefined, _local = elf_symbols(obj)
         if "_start" not in defined:
             raise TraceError(f"cannot build {source}: it has no _start and there is no C compiler "
                              "on PATH to link it with the C library (install gcc or set CC)",
@@ -158,7 +180,9 @@ def build(source: str, directory: str) -> str:
 
     flags = list(C_FLAGS) if suffix in C_SUFFIXES else []
     _run([*compiler, *flags, "-c", "-o", obj, absolute], source)
-    defined, undefined = elf_symbols(obj)
+    symbols = elf_symbols(obj)
+    _check_entry(symbols, source)
+    defined, undefined, _local = symbols
     objects = [obj]
     if undefined & set(STUB_SYMBOLS) and not defined & set(STUB_SYMBOLS):
         _run([*compiler, "-c", "-o", stub_obj, stub_source], source)

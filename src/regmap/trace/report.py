@@ -6,10 +6,38 @@ with ``json=True`` every line is one JSON object with an ``"event"`` key.
 from __future__ import annotations
 
 import json as jsonlib
+import os
 import signal
 import sys
 import time
 from collections import Counter
+from typing import NamedTuple
+
+# deaths a shell does not report (bash says nothing for ^C, nor for a pipe's reader gone)
+SILENT_DEATHS = frozenset({signal.SIGINT, signal.SIGPIPE})
+
+# si_code of a signal sent by a process (kill, sigqueue, tgkill) and of the other senders
+SENT_BY_PROCESS = frozenset({0, -1, -6})
+SIGNAL_SOURCES = {-2: "a POSIX timer", -3: "a message queue", -4: "asynchronous I/O",
+                  -5: "queued SIGIO"}
+
+
+class ProgramExit(NamedTuple):
+    """How the main program ended: an exit ``code``, or the ``signal`` that killed it."""
+    code: int | None
+    signal: int | None = None
+    core_dumped: bool = False
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ProgramExit:
+        if os.WIFSIGNALED(status):
+            return cls(None, os.WTERMSIG(status), os.WCOREDUMP(status))
+        return cls(os.WEXITSTATUS(status))
+
+    @property
+    def status(self) -> int:
+        """The status a shell gives it: the exit code, or 128 + the signal."""
+        return self.code if self.signal is None else 128 + self.signal
 
 
 def signal_name(number: int) -> str:
@@ -21,6 +49,13 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def signal_source(code: int, pid: int) -> str:
+    """Who sent a signal, from its siginfo's ``si_code`` (and ``si_pid``)."""
+    if code in SENT_BY_PROCESS:
+        return f"sent by pid {pid}"
+    return SIGNAL_SOURCES.get(code, "from the kernel" if code > 0 else f"si_code {code}")
+
+
 def _names(names) -> list[str]:
     if names is None:
         return []
@@ -30,11 +65,13 @@ def _names(names) -> list[str]:
 
 
 class Reporter:
-    def __init__(self, stream=None, *, trace: bool = False, stats: bool = False, json: bool = False):
+    def __init__(self, stream=None, *, trace: bool = False, stats: bool = False, json: bool = False,
+                 quiet: bool = False):
         self.stream = stream if stream is not None else sys.stderr
         self.trace = trace
         self.stats = stats
         self.json = json
+        self.quiet = quiet          # no "killed by" line
         self.faults = 0
         self.delivered = 0
         self.tracer_ns = 0
@@ -50,7 +87,7 @@ class Reporter:
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
+        except (OSError, ValueError):     # a closed pipe, a hung-up terminal: nothing to say to
             pass
 
     def message(self, text: str, **record) -> None:
@@ -130,21 +167,25 @@ class Reporter:
                    f"regmap: internal error emulating the instruction at {rip:#x} in thread {tid}: "
                    f"{type(error).__name__}: {error}; {signal_name(signo)} delivered")
 
-    def exited(self, program: str, status: int) -> int:
-        """Report how the main program ended; return regmap's own exit status."""
-        import os
-        if os.WIFSIGNALED(status):
-            signo = os.WTERMSIG(status)
-            core = os.WCOREDUMP(status)
-            name = signal_name(signo)
-            self._emit({"event": "exit", "program": program, "signal": name, "core_dumped": core,
-                        "status": 128 + signo},
-                       f"regmap: {program} killed by {name}{' (core dumped)' if core else ''}")
-            return 128 + signo
-        code = os.WEXITSTATUS(status)
-        if self.json:
-            self._emit({"event": "exit", "program": program, "code": code, "status": code}, "")
-        return code
+    def exited(self, program: str, status: int) -> ProgramExit:
+        """Report how the main program ended (``status``: its wait status).
+
+        A death by signal gets one line, as a shell would print it: none for the deaths a
+        shell keeps quiet about, nor with ``quiet``.  With ``json`` the exit record is
+        always written: it is part of the stream asked for."""
+        end = ProgramExit.from_wait_status(status)
+        if end.signal is None:
+            if self.json:
+                self._emit({"event": "exit", "program": program, "code": end.code,
+                            "status": end.status}, "")
+            return end
+        name = signal_name(end.signal)
+        if self.json or not (self.quiet or end.signal in SILENT_DEATHS):
+            self._emit({"event": "exit", "program": program, "signal": name,
+                        "core_dumped": end.core_dumped, "status": end.status},
+                       f"regmap: {program} killed by {name}"
+                       f"{' (core dumped)' if end.core_dumped else ''}")
+        return end
 
     def summary(self) -> None:
         if not self.stats:

@@ -30,11 +30,12 @@ import struct
 import sys
 import time
 
-from regmap.errors import DivideError, MemoryFault, NotWindowAccess, UnsupportedInstruction
+from regmap.errors import (DivideError, MemoryFault, NotWindowAccess, UnsupportedInstruction,
+                           WindowHole)
 from regmap.trace import ptrace
 from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
-from regmap.trace.report import Reporter
+from regmap.trace.report import ProgramExit, Reporter, signal_source
 
 _raw_ptrace = ptrace.raw_ptrace
 _GETSIGINFO, _CONT = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_CONT
@@ -197,7 +198,7 @@ class Tracer:
                         if sig == SIGSEGV or sig == SIGBUS:
                             fault(tid, sig)
                         else:
-                            cont(tid, sig)                 # any other signal, unchanged
+                            self._pass_on(tid, sig)        # any other signal, unchanged
                     elif event == ptrace.PTRACE_EVENT_STOP:
                         self._event_stop(tid, sig)
                     else:
@@ -217,6 +218,17 @@ class Tracer:
                     self.main_status = status
                     if not self.exec_seen:
                         self._exec_failed()
+
+    def _pass_on(self, tid: int, sig: int) -> None:
+        """A signal that is no page fault: the program gets it unchanged."""
+        rip, source = 0, ""
+        if self._trace:                                    # where the thread was, who sent it
+            ptrace.check(_raw_ptrace(_GETSIGINFO, tid, 0, self._siginfo_address), _GETSIGINFO, tid)
+            source = signal_source(self.siginfo.si_code, self.siginfo.si_pid)
+            self.machine.load(tid)
+            rip = self.machine.regs.rip
+        ptrace.cont(tid, sig)
+        self.reporter.delivered_signal(tid, sig, rip, source)
 
     def _event_stop(self, tid: int, sig: int) -> None:
         if sig in STOP_SIGNALS:
@@ -312,6 +324,9 @@ class Tracer:
             return
         try:
             step = self.emulator.step(machine, trace=self._trace)
+        except WindowHole as error:
+            self._deliver(tid, sig, error.hole, regs.rip)
+            return
         except (NotWindowAccess, MemoryFault) as error:
             reason = "not a window access" if isinstance(error, NotWindowAccess) else str(error)
             self._deliver(tid, sig, reason, regs.rip)
@@ -412,13 +427,21 @@ def _load_layout(layout):
     return layout
 
 
-def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, stream=None,
-               emulator=None, env=None, executable=None, name=None, translate=0) -> int:
-    """Run ``argv`` under the tracer with page 0 mapped by ``layout``; return regmap's exit status
-    (the program's exit code, or 128 + the signal that killed it).
+def run_traced(argv, layout=None, trace=False, stats=False, json=False, **options) -> int:
+    """Run ``argv`` under the tracer (see ``trace_program``); return the program's exit code,
+    or 128 + the signal that killed it.  (``regmap exec`` instead dies of that signal.)"""
+    return trace_program(argv, layout, trace, stats, json, **options).status
+
+
+def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, stream=None,
+                  quiet=False, emulator=None, env=None, executable=None, name=None,
+                  translate=0) -> ProgramExit:
+    """Run ``argv`` under the tracer with page 0 mapped by ``layout``; return how it ended
+    (``.code``, or ``.signal`` and ``.core_dumped``; ``.status`` is the shell's number).
 
     ``layout``: a ``Layout``, a layout name or file, or ``None`` for the default.  ``trace``,
-    ``stats``, ``json``: what to print on ``stream`` (stderr by default).  ``emulator``: any
+    ``stats``, ``json``: what to print on ``stream`` (stderr by default); ``quiet``: no
+    "killed by" line (a death by SIGINT or SIGPIPE never gets one).  ``emulator``: any
     object with ``step(machine, trace=...)``; by default ``regmap.x86.Emulator(layout)``.
     ``executable``: the file to run (default: ``argv[0]`` looked up on PATH); ``name``: the
     program's name in messages (default ``argv[0]``).  ``env``: its environment.
@@ -426,7 +449,7 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, strea
     times in a process (``regmap.trace.patch``); 0 never does.
 
     Raises ``TraceError`` (with ``.status``: 127 not found, 126 not executable or not x86-64,
-    1 otherwise) for a program that cannot be run.  While it runs, ``run_traced`` reaps any
+    1 otherwise) for a program that cannot be run.  While it runs, ``trace_program`` reaps any
     child of the calling process (it waits with ``waitpid(-1)``), ignores SIGINT, SIGQUIT and
     the terminal stop signals and forwards SIGTERM and SIGHUP to the program.
     """
@@ -442,7 +465,7 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, strea
     layout = _load_layout(layout) if emulator is None else getattr(emulator, "layout", None)
     if emulator is None:
         emulator = _make_emulator(layout) if translate else _FirstFault(layout)
-    reporter = Reporter(stream, trace=trace, stats=stats, json=json)
+    reporter = Reporter(stream, trace=trace, stats=stats, json=json, quiet=quiet)
     tracer = Tracer(emulator, reporter)
     if translate and layout is not None:
         from regmap.trace.patch import Patcher
@@ -452,6 +475,6 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, *, strea
     tracer.program = name or ""
     tracer.spawn(path, argv, env)
     status = tracer.wait()
-    result = reporter.exited(tracer.program, status)
+    end = reporter.exited(tracer.program, status)
     reporter.summary()
-    return result
+    return end

@@ -8,8 +8,7 @@ import iced_x86
 from iced_x86 import DecoderError, EncodingKind, Mnemonic, OpCodeInfo, OpKind
 
 from regmap.errors import (DecodeError, LayoutError, NotWindowAccess, RegisterNotWritable,
-                           RegmapError,
-                           UnsupportedInstruction)
+                           RegmapError, UnsupportedInstruction, WindowHole)
 from regmap.layout import Layout, load_layout
 from regmap.x86.compiler import Declined, compile_form
 from regmap.x86.cpu import Access, Cpu
@@ -175,7 +174,7 @@ class Emulator:
         try:
             form.execute(cpu, form)
         except LayoutError as hole:  # no register there: the access faults as on the CPU
-            raise NotWindowAccess(f"{form.disassembly} at {rip:#x}: {hole}") from None
+            raise WindowHole(f"{form.disassembly} at {rip:#x}: {hole}", str(hole)) from None
         except RegmapError:
             raise
         except Exception as error:  # a semantic function met an operand shape it does not know

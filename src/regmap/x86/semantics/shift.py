@@ -3,9 +3,11 @@
 A masked count of zero changes nothing, flags included.  For shifts the SDM
 defines OF only for a count of 1; otherwise, like AF, it is left unchanged.
 Rotates set OF for every count from the result (ROL/RCL: MSB xor CF; ROR/RCR:
-the two top bits), which is the count-1 rule applied to the final state and
-what Intel CPUs do; a whole-turn RCL/RCR (8- and 16-bit counts that are
-multiples of 9 and 17) changes nothing.
+the two top bits), the count-1 rule applied to the final state.  For counts
+above 1 the SDM leaves OF undefined and CPUs disagree (Intel matches this rule
+only in part, AMD differently): this is regmap's choice, not a CPU's.  A
+whole-turn RCL/RCR (8- and 16-bit counts that are multiples of 9 and 17)
+changes nothing.
 """
 from iced_x86 import Mnemonic as M
 
