@@ -155,11 +155,12 @@ def set_cache_limits(*, sites: int | None = None, forms: int | None = None) -> N
     first, a fraction at a time): past the bound a program pays a decode per site it comes
     back to, never a cliff.  None leaves a limit as it is."""
     _check_platform()
-    from regmap.runtime import frame, handler
+    from regmap.runtime import handler
+    from regmap.runtime import sites as site_cache
     if sites is not None:
-        frame.MAX_SITES = max(16, int(sites))
-        if len(frame.CODE_SITES) > frame.MAX_SITES:
-            frame.evict_sites(frame.MAX_SITES)
+        site_cache.MAX_SITES = max(16, int(sites))
+        if len(site_cache.CODE_SITES) > site_cache.MAX_SITES:
+            site_cache.evict_sites(site_cache.MAX_SITES)
     if forms is not None:
         handler.RUNTIME_FORMS = max(16, int(forms))
         state = handler.ACTIVE

@@ -30,8 +30,7 @@ from typing import NamedTuple
 
 from regmap.errors import (DivideError, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
-from regmap.runtime import _sys, genuine, patch
-from regmap.runtime import frame as _frame
+from regmap.runtime import _sys, genuine, patch, sites
 from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altstack,  # noqa: F401
                                      restore_altstack)
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
@@ -136,7 +135,7 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
         return
     site = machine.site
     if site is None or site.address != step.address:
-        site = CODE_SITES.get(step.address) or _frame.new_site(step.address)
+        site = CODE_SITES.get(step.address) or sites.new_site(step.address)
     site.count += 1
     if site.code != step.code:
         site.decoded(step.code, step.mnemonic, fast_path(state, step))
@@ -350,7 +349,7 @@ class Stats(NamedTuple):
 def snapshot() -> Stats:
     by_site: dict[int, int] = {}
     by_mnemonic: dict[str, int] = {}
-    by_mnemonic.update(_frame.RETIRED)     # sites forgotten even by address
+    by_mnemonic.update(sites.RETIRED)     # sites forgotten even by address
     for address, (count, mnemonic) in list(RETIRED_SITES.items()):
         if count:
             by_site[address] = by_site.get(address, 0) + count
@@ -369,7 +368,7 @@ def reset() -> None:
     for site in list(CODE_SITES.values()):
         site.count = site.seen = 0
     RETIRED_SITES.clear()
-    _frame.RETIRED.clear()
+    sites.RETIRED.clear()
     genuine.COUNTERS.clear()
 
 

@@ -2,17 +2,25 @@
 
 The generic path builds a `Cpu`, buffers every write and dispatches through
 operand objects: right for every instruction, but many calls more than an
-`add rax, [8]` needs.  For a form whose window operand has a constant
-address (``[8]``, the way programs name mapped registers) and whose semantics
-are a move (general or vector, without an opmask), an ALU or unary operation,
-a conditional move or set, this module
-writes a small function over the machine's register *namespace* — an object
-whose attribute ``rax`` is the basis register rax — with the layout, operand
-widths, zero-extension rules and flag formulas (those of `regmap.x86.flags`,
-inlined) all resolved when the form is compiled.
+`add rax, [8]` needs.  For a form whose semantics are a move (general or
+vector, without an opmask), an ALU or unary operation, a conditional move or
+set, xadd, xchg, cmpxchg, push, pop, call or jmp through the window, or a
+packed-integer operation, this module writes a small function over the
+machine's register *namespace* — an object whose attribute ``rax`` is the
+basis register rax — with the layout, operand widths, zero-extension rules and
+flag formulas (those of `regmap.x86.flags`, inlined) all resolved when the
+form is compiled.  ``rep movs`` out of the window into memory has a hand-written
+one (`_rep_movs_out`).
 
-Forms that can fail (divides, real memory, #GP, selector loads), that touch the rflags or
-mxcsr slots, or that write the rip slot partially stay on the generic path.
+The window address may be a constant (``[8]``, the way programs name mapped
+registers) or computed from registers (``[rdi]``): then the compiled code
+computes it, and keeps one compiled body per window address seen
+(`_dispatcher`).  A function that cannot finish the instruction exactly raises
+`Declined` before it changes anything, and the generic path runs; a form that
+faults raises what the generic path raises (#GP for a misaligned operand,
+`MemoryFault` from the machine for a stack that is not there).  Divides,
+selector loads, the rflags and mxcsr slots and partial writes of the rip slot
+stay on the generic path.
 """
 from __future__ import annotations
 

@@ -1,0 +1,139 @@
+"""The site cache: one `Site` per instruction address that faulted into the window.
+
+A site remembers the instruction's bytes as last decoded there, a view of
+those bytes in place (compared on every fault: a changed instruction is
+decoded again), the emulator's compiled function for it and its fault count.
+The cache is bounded (`MAX_SITES`) with CLOCK eviction over insertion order
+(`evict_sites`); a retired site's count stays in the stats (`RETIRED_SITES`,
+then per mnemonic in `RETIRED` when even the addresses no longer fit).
+"""
+from __future__ import annotations
+
+import ctypes
+
+from regmap.runtime import _sys
+
+
+class Site:
+    """One instruction address that faulted into the window: its code view, fast path, counters.
+
+    `direct` counts the bytes from the instruction to the end of its page (at
+    most 15); `tail` is true while an instruction there may be longer than
+    that.  Once the emulator has decoded the instruction, `code` holds its
+    bytes, `check` is a view of exactly those bytes in memory and `fast` the
+    emulator's straight-line function for it (None when it has none): the
+    next fault there runs `fast` as soon as ``check.raw == code``.
+    `translation` is None until the site is hot, then False (it stays in
+    memory form) or the `regmap.x86.translate.Translation` written there.
+    """
+
+    __slots__ = ("address", "direct", "tail", "count", "mnemonic", "code", "check", "fast",
+                 "translation", "seen")
+
+    def __init__(self, address: int):
+        self.address = address
+        self.direct = min(15, _sys.PAGE_SIZE - (address & (_sys.PAGE_SIZE - 1)))
+        if not readable(address):
+            self.direct = 0  # execute-only code: every byte through the safe path, no fast path
+        self.tail = self.direct < 15
+        self.count = self.seen = 0     # seen: the count at the last eviction sweep
+        self.mnemonic = None
+        self.code = b""
+        self.check = None
+        self.fast = None
+        self.translation = None
+
+    def decoded(self, code: bytes, mnemonic: str, fast=None) -> None:
+        """The emulator decoded `code` here (its `fast` function, if it has one)."""
+        if code == self.code and mnemonic == self.mnemonic and fast is self.fast:
+            return
+        self.mnemonic = mnemonic
+        length = len(code)
+        if length <= self.direct:
+            self.tail = False
+            self.fast = None
+            self.check = (ctypes.c_char * length).from_address(self.address)
+            self.code = bytes(code)
+            self.fast = fast
+        else:
+            self.fast, self.check, self.code = None, None, bytes(code)
+
+
+MAPPINGS: list[tuple[int, int, bool]] = []   # (start, end, readable) from /proc/self/maps
+
+
+def readable(address: int) -> bool:
+    """Whether the page holding `address` may be read by a plain load (not execute-only).
+
+    Consulted once per new site: a page the CPU executes from is readable
+    unless it is execute-only (PROT_EXEC alone, which protection keys make
+    real on CPUs that have them).
+    """
+    for refresh in (False, True):
+        if refresh:
+            try:
+                with open("/proc/self/maps") as maps:
+                    MAPPINGS[:] = [
+                        (int(fields[0].split("-")[0], 16), int(fields[0].split("-")[1], 16),
+                         fields[1][0] == "r")
+                        for fields in (line.split(None, 2) for line in maps)]
+            except (OSError, ValueError, IndexError):
+                return True  # no /proc: assume the usual readable code
+        for start, end, can_read in MAPPINGS:
+            if start <= address < end:
+                return can_read
+    return True
+
+
+# The site cache: instruction address -> Site.  Bounded by MAX_SITES with CLOCK eviction over
+# insertion order (`evict_sites`): a site that faulted since the last sweep (its count moved)
+# gets a second chance at the back, the others are retired, an eighth of the cache at a time.
+CODE_SITES: dict[int, Site] = {}
+MAX_SITES = 1 << 17
+
+
+def new_site(address: int) -> Site:
+    if len(CODE_SITES) >= MAX_SITES:
+        evict_sites()
+    site = CODE_SITES[address] = Site(address)
+    return site
+
+
+# Counts of sites no longer cached: per address while there is room, past that per mnemonic.
+RETIRED: dict[str, int] = {}
+RETIRED_SITES: dict[int, tuple[int, str | None]] = {}
+
+
+def evict_sites(keep: int | None = None) -> None:
+    """Retire sites until at most `keep` remain (default: seven eighths of MAX_SITES)."""
+    if keep is None:
+        keep = MAX_SITES - max(1, MAX_SITES // 8)
+    for sweep in range(2):      # after one sweep every survivor is unreferenced
+        for address in list(CODE_SITES):
+            if len(CODE_SITES) <= keep:
+                return
+            site = CODE_SITES[address]
+            if sweep == 0 and site.count != site.seen:
+                site.seen = site.count
+                del CODE_SITES[address]      # a second chance, at the back
+                CODE_SITES[address] = site
+            else:
+                del CODE_SITES[address]
+                retire(address, site)
+
+
+def retire(address: int, site: Site) -> None:
+    count, mnemonic = RETIRED_SITES.pop(address, (0, None))
+    count, mnemonic = count + site.count, site.mnemonic or mnemonic
+    if len(RETIRED_SITES) >= MAX_SITES:
+        # No room to remember it by address: its faults still count, per mnemonic.
+        RETIRED[mnemonic or "?"] = RETIRED.get(mnemonic or "?", 0) + count
+    else:
+        RETIRED_SITES[address] = (count, mnemonic)
+
+
+def retire_sites() -> None:
+    """Forget every code view (keeping the counts)."""
+    for address, site in list(CODE_SITES.items()):
+        retire(address, site)
+    CODE_SITES.clear()
