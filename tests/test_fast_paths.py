@@ -105,14 +105,18 @@ def test_register_address_outside_the_window_is_left_to_the_generic_path():
     assert STACK - 0x100 not in form.fast.bodies        # declined, not cached
 
 
-def test_one_compiled_body_per_instruction_not_per_site():
+def test_one_compiled_function_per_instruction_not_per_site():
     layout = regmap.layout.load_layout()
     emulator = emulator_for(layout)
     first = emulator.form_at(0x500000, bytes.fromhex("48 03 04 25 08 00 00 00"))
     second = emulator.form_at(0x600000, bytes.fromhex("48 03 04 25 08 00 00 00"))
-    assert first.fast.__code__ is second.fast.__code__
-    assert first.fast.__defaults__ != second.fast.__defaults__     # each its own next rip
-    assert compile_form(first, layout).__code__ is first.fast.__code__
+    assert first.fast is second.fast                   # the next rip is rip + the length
+    assert compile_form(first, layout) is first.fast
+    regs = {"rax": 1, "rcx": 2}
+    for rip in (0x500000, 0x600000):                   # and each lands after its own copy
+        emu = regmap.emulate("48 03 04 25 08 00 00 00", regs, rip=rip, trace=False,
+                             max_steps=1)
+        assert emu.regs["rip"] == rip + 8 and emu.regs["rax"] == 3
 
 
 # -- bulk string runs ---------------------------------------------------------------------------

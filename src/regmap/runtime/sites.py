@@ -89,7 +89,7 @@ def readable(address: int) -> bool:
 # insertion order (`evict_sites`): a site that faulted since the last sweep (its count moved)
 # gets a second chance at the back, the others are retired, an eighth of the cache at a time.
 CODE_SITES: dict[int, Site] = {}
-MAX_SITES = 1 << 17
+MAX_SITES = 1 << 18
 
 
 def new_site(address: int) -> Site:

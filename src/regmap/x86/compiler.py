@@ -192,9 +192,10 @@ def _compile_at(form, layout, address: int):
     lines = _lines_at(form, layout, address)
     if lines is None:
         return None
-    code = _code("def fast(r, m, next_ip=0):\n    " + "\n    ".join(lines) + "\n",
-                 form.disassembly)
-    return FunctionType(code, _GLOBALS, "fast", (form.next_ip,))
+    if any("next_ip" in line for line in lines):
+        # the instruction's own address is rip: the code does not depend on where it is
+        lines.insert(0, f"next_ip = r.rip + {len(form.code)}")
+    return _function("def fast(r, m):\n    " + "\n    ".join(lines) + "\n", form.disassembly)
 
 
 def _lines_at(form, layout, address: int):
@@ -225,23 +226,24 @@ def _lines_at(form, layout, address: int):
 
 # The generated functions' globals, shared by all of them.
 _GLOBALS: dict = {"__builtins__": __builtins__}
-# Generated source -> the code object of the function it defines.  Code depends on the form's
-# bytes and window address only (the instruction's own address is the `next_ip` argument's
-# default), so every site of the same instruction shares one code object.  Bounded: past
-# MAX_CODES the oldest half is forgotten (its functions keep their code).
-CODES: dict[str, CodeType] = {}
-MAX_CODES = 4096
+# Generated source -> the function it defines.  A function depends on the form's bytes and
+# window address only (the next rip is rip + the length), so every site of the same
+# instruction shares one function.  Bounded: past MAX_FUNCTIONS the oldest half is forgotten
+# (the sites that hold them keep them).
+FUNCTIONS: dict[str, FunctionType] = {}
+MAX_FUNCTIONS = 4096
 
 
-def _code(source: str, label: str) -> CodeType:
-    code = CODES.get(source)
-    if code is None:
-        if len(CODES) >= MAX_CODES:
-            for old in list(CODES)[:MAX_CODES // 2]:
-                del CODES[old]
+def _function(source: str, label: str) -> FunctionType:
+    function = FUNCTIONS.get(source)
+    if function is None:
+        if len(FUNCTIONS) >= MAX_FUNCTIONS:
+            for old in list(FUNCTIONS)[:MAX_FUNCTIONS // 2]:
+                del FUNCTIONS[old]
         module = compile(source, f"<regmap fast path: {label}>", "exec")
-        code = CODES[source] = next(c for c in module.co_consts if isinstance(c, CodeType))
-    return code
+        code = next(c for c in module.co_consts if isinstance(c, CodeType))
+        function = FUNCTIONS[source] = FunctionType(code, _GLOBALS)
+    return function
 
 
 def _dispatcher(form, layout, op):
@@ -269,7 +271,7 @@ def _dispatcher(form, layout, op):
              "body(r, m)"]
     source = ("def make(bodies, specialise):\n    def fast(r, m):\n        "
               + "\n        ".join(lines) + "\n    return fast\n")
-    fast = FunctionType(_code(source, f"{form.disassembly} (dispatch)"), _GLOBALS)(bodies, specialise)
+    fast = _function(source, f"{form.disassembly} (dispatch)")(bodies, specialise)
     fast.bodies = bodies
     return fast
 
