@@ -1,0 +1,91 @@
+"""What the native engine loads into the CPU and saves back: `NativeState` and its state block."""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import struct
+
+from regmap.x86.native import host
+from regmap.x86.native.region import (B_FX, B_GPR, B_K, B_MXCSR, B_RFLAGS, B_ZMM, GPRS, LOADED_RFLAGS,
+                                      RFLAGS_FIXED, SHADOW_SIZE, STACK_SIZE, Region)
+
+M64 = (1 << 64) - 1
+FNINIT_FCW = 0x037F
+DEFAULT_MXCSR = 0x1F80
+# FXSAVE area: FCW 0, FSW 2, abridged FTW 4, FOP 6, FIP 8, FDP 16, MXCSR 24, ST(i) at 32 + 16 i
+FX_FCW, FX_FSW, FX_FTW, FX_FOP, FX_FIP, FX_FDP, FX_MXCSR, FX_ST = 0, 2, 4, 6, 8, 16, 24, 32
+
+
+@dataclasses.dataclass
+class NativeState:
+    """Everything an instruction run natively may read or change.
+
+    ``st`` is in stack order (``st[i]`` is ST(i), as FXSAVE stores it); ``ftw``
+    is the abridged tag byte (bit i set: physical register i holds a value);
+    TOP is ``fsw`` bits 13:11.  ``stack`` (the scratch stack's bytes) is only
+    loaded and saved when not None.
+    """
+
+    gpr: dict[str, int] = dataclasses.field(default_factory=lambda: {r: 0 for r in GPRS})
+    rflags: int = RFLAGS_FIXED
+    zmm: list[int] = dataclasses.field(default_factory=lambda: [0] * 32)
+    k: list[int] = dataclasses.field(default_factory=lambda: [0] * 8)
+    mxcsr: int = DEFAULT_MXCSR
+    shadow: bytes = bytes(SHADOW_SIZE)
+    stack: bytes | None = dataclasses.field(default_factory=lambda: bytes(STACK_SIZE))
+    st: list[int] = dataclasses.field(default_factory=lambda: [0] * 8)
+    fcw: int = FNINIT_FCW
+    fsw: int = 0
+    ftw: int = 0
+    fop: int = 0
+    fip: int = 0
+    fdp: int = 0
+
+    def copy(self) -> "NativeState":
+        return dataclasses.replace(self, gpr=dict(self.gpr), zmm=list(self.zmm), k=list(self.k),
+                                   st=list(self.st))
+
+
+def write_state(region: Region, state: NativeState) -> None:
+    block = bytearray(0x1000)
+    for i, name in enumerate(GPRS):
+        struct.pack_into("<Q", block, B_GPR + 8 * i, state.gpr.get(name, 0) & M64)
+    struct.pack_into("<Q", block, B_RFLAGS, (state.rflags & LOADED_RFLAGS) | RFLAGS_FIXED)
+    struct.pack_into("<I", block, B_MXCSR, state.mxcsr & 0xFFFF)
+    struct.pack_into("<8Q", block, B_K, *(k & M64 for k in state.k))
+    zmm = b"".join((v & ((1 << 512) - 1)).to_bytes(64, "little") for v in state.zmm)
+    block[B_ZMM:B_ZMM + len(zmm)] = zmm
+    fx = B_FX
+    struct.pack_into("<HHBxHQQI", block, fx, state.fcw & 0xFFFF, state.fsw & 0xFFFF, state.ftw & 0xFF,
+                     state.fop & 0x7FF, state.fip & M64, state.fdp & M64, state.mxcsr & 0xFFFF)
+    for i in range(8):
+        start = fx + FX_ST + 16 * i
+        block[start:start + 10] = (state.st[i] & ((1 << 80) - 1)).to_bytes(10, "little")
+    ctypes.memmove(region.block, bytes(block), 0x1000)
+    # the block's other fields (host slots, fault record, chain) are the stub's, rewritten per call
+    assert len(state.shadow) == SHADOW_SIZE
+    ctypes.memmove(region.shadow, bytes(state.shadow), SHADOW_SIZE)
+    if state.stack is not None:
+        assert len(state.stack) == STACK_SIZE
+        ctypes.memmove(region.stack, bytes(state.stack), STACK_SIZE)
+
+
+def read_state(region: Region, template: NativeState) -> NativeState:
+    block = ctypes.string_at(region.block, 0x1000)
+    out = template.copy()
+    out.gpr = dict(zip(GPRS, struct.unpack_from("<16Q", block, B_GPR)))
+    out.rflags = struct.unpack_from("<Q", block, B_RFLAGS)[0]
+    out.mxcsr = struct.unpack_from("<I", block, B_MXCSR)[0]
+    width = host.vector_width()
+    if width == 512:
+        kmask = M64 if host.wide_opmasks() else 0xFFFF
+        out.k = [k & kmask for k in struct.unpack_from("<8Q", block, B_K)]
+    for i in range(host.vector_count()):     # the bits the host lacks read as zero
+        out.zmm[i] = int.from_bytes(block[B_ZMM + 64 * i:B_ZMM + 64 * i + width // 8], "little")
+    out.fcw, out.fsw, out.ftw, out.fop, out.fip, out.fdp = struct.unpack_from("<HHBxHQQ", block, B_FX)
+    out.st = [int.from_bytes(block[B_FX + FX_ST + 16 * i:B_FX + FX_ST + 16 * i + 10], "little")
+              for i in range(8)]
+    out.shadow = ctypes.string_at(region.shadow, SHADOW_SIZE)
+    if template.stack is not None:
+        out.stack = ctypes.string_at(region.stack, STACK_SIZE)
+    return out
