@@ -12,6 +12,8 @@ from regmap.layout import Layout, load_layout
 from regmap.x86.emulator import Emulator, Step
 
 _EMULATORS: dict[int, Emulator] = {}
+# SSE and x87 control as after FNINIT / at process start: every exception masked
+_POWER_ON = {"mxcsr": 0x1F80, "fcw": 0x037F}
 
 
 class _Registers:
@@ -86,7 +88,8 @@ def emulate(code: bytes, regs: dict[str, int], *, rip: int = 0x400000,
 
     `regs` maps register names, basis or alias (``rax``, ``eax``, ``xmm0``,
     ``rflags``...), to values; registers not given are zero (rflags bit 1 is
-    always set).  `memory` maps addresses to the bytes of real memory the
+    always set), except mxcsr (0x1f80) and fcw (0x37f), which start as in
+    every process.  `memory` maps addresses to the bytes of real memory the
     instruction may touch.
     """
     if not isinstance(layout, Layout):
@@ -97,6 +100,9 @@ def emulate(code: bytes, regs: dict[str, int], *, rip: int = 0x400000,
         registers.write(name.lower(), value & ((1 << registers.width(name.lower())) - 1), values)
     registers.write("rip", rip, values)
     values["rflags"] = values.get("rflags", 0) | 2
+    for name, value in _POWER_ON.items():     # what every process starts with, unless given
+        if name in registers.registers:
+            values.setdefault(name, value)
     regions = dict(memory or {})
     regions[rip] = bytes(code)
     machine = PureMachine(values, regions)

@@ -12,6 +12,7 @@ from regmap.layout import Layout, load_layout
 from regmap.x86.compiler import compile_form
 from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
+from regmap.x86.native import family as native_family
 from regmap.x86.operands import MemoryOperand, OperandFactory
 from regmap.x86.semantics import EVEX_READY, SEMANTICS, STRING_SEMANTICS
 
@@ -26,7 +27,7 @@ class Form:
 
     __slots__ = ("address", "code", "instruction", "mnemonic", "ops", "memory", "next_ip",
                  "condition_code", "disassembly", "execute", "_factory", "__weakref__",
-                 "repeat", "op_mask", "zeroing", "fast", "result")
+                 "repeat", "op_mask", "zeroing", "fast", "result", "native")
 
     def __init__(self, address: int, code: bytes, instruction, factory: OperandFactory):
         self.address, self.code, self.instruction = address, code, instruction
@@ -37,6 +38,7 @@ class Form:
         self.execute = None if _is_far_branch(instruction) else _semantics_of(
             instruction.is_string_instruction, self.mnemonic, instruction.encoding)
         self._factory = factory
+        self.native = None          # the native engine's plan, for a form without Python semantics
         # REP/REPE/REPNE of a string instruction (F3 on others is an opcode prefix, not a repeat)
         self.repeat = ("repne" if instruction.has_repne_prefix else "rep" if instruction.has_rep_prefix
                        else None) if instruction.is_string_instruction else None
@@ -46,11 +48,15 @@ class Form:
             self.ops = factory.operands(instruction, instruction.encoding != EncodingKind.LEGACY)
         except KeyError as unknown:
             self.ops, self.execute = (), None
-            self.memory = self._explicit_memory(instruction, factory)
-            self.disassembly += f"  [{unknown.args[0]}]"
             self.fast, self.result = None, None
+            if not native_family.prepare(self, instruction, factory):
+                self.memory = self._explicit_memory(instruction, factory)
+                self.disassembly += f"  [{unknown.args[0]}]"
             return
         self.memory = tuple(op for op in self.ops if op.is_memory)
+        if self.execute is None and native_family.prepare(self, instruction, factory):
+            self.fast, self.result = None, None
+            return
         self.fast = compile_form(self, factory.layout) if self.execute is not None else None
         self.result = Step(address, self.code, self.mnemonic_name, self.disassembly, None)
 

@@ -85,14 +85,6 @@ _RT_SIGACTION = 13
 LOADED_RFLAGS = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x40000
 RFLAGS_FIXED = 0x2
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_long)
-_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-
-
 class SigSet(ctypes.Structure):
     _fields_ = [("val", ctypes.c_ulong * 16)]
 
@@ -120,16 +112,32 @@ def _arm(seconds: float) -> None:
     _libc.setitimer(1, ctypes.byref(timer), None)      # ITIMER_VIRTUAL
 
 
-_libc.setitimer.argtypes = (ctypes.c_int, ctypes.POINTER(_ITimerVal), ctypes.POINTER(_ITimerVal))
-_libc.sigaction.argtypes = (ctypes.c_int, ctypes.POINTER(SigAction), ctypes.POINTER(SigAction))
-_libc.sigaltstack.argtypes = (ctypes.POINTER(Stack), ctypes.POINTER(Stack))
-_libc.pthread_sigmask.argtypes = (ctypes.c_int, ctypes.POINTER(SigSet), ctypes.POINTER(SigSet))
+_libc = None
+
+
+def _load_libc():
+    """The C library, its prototypes set (Linux only: the region is never made elsewhere)."""
+    global _libc
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long)
+        libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        libc.setitimer.argtypes = (ctypes.c_int, ctypes.POINTER(_ITimerVal), ctypes.POINTER(_ITimerVal))
+        libc.sigaction.argtypes = (ctypes.c_int, ctypes.POINTER(SigAction), ctypes.POINTER(SigAction))
+        libc.sigaltstack.argtypes = (ctypes.POINTER(Stack), ctypes.POINTER(Stack))
+        libc.pthread_sigmask.argtypes = (ctypes.c_int, ctypes.POINTER(SigSet), ctypes.POINTER(SigSet))
+        _libc = libc
+    return _libc
 
 
 class Region:
     """The mapped region and its addresses."""
 
     def __init__(self):
+        _load_libc()
         self.base = _map()
         for guard in GUARD_OFFS:
             if _libc.mprotect(self.base + guard, 0x1000, 0) != 0:

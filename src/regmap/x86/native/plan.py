@@ -1,0 +1,179 @@
+"""How the native engine runs one form: where its window bytes are, how it is placed, or why not.
+
+A `Plan` is made once per decoded form (`plan_for`).  Per execution, `locate`
+gives the window ranges the instruction reads (each must be a register, not a
+hole) and writes (committed through the layout afterwards), and the machine
+code to run: the form re-encoded with its operand at the shadow page.
+"""
+from __future__ import annotations
+
+from iced_x86 import (Code, EncodingKind, FlowControl, InstructionInfoFactory, MemorySizeExt, OpAccess,
+                      OpCodeInfo, OpKind, Register, RegisterExt)
+
+from regmap.errors import UnsupportedInstruction
+from regmap.x86.native import engine
+from regmap.x86.native.unsupported import refusal_of_code
+
+M64 = (1 << 64) - 1
+_info_factory = InstructionInfoFactory()
+_ALWAYS = {OpAccess.WRITE, OpAccess.READ_WRITE}
+_MAYBE = {OpAccess.COND_WRITE, OpAccess.READ_COND_WRITE}
+_STACK_POINTERS = {Register.RSP, Register.ESP, Register.SP, Register.SPL}
+_SEGMENTS = {Register.ES, Register.CS, Register.SS, Register.DS, Register.FS, Register.GS}
+# implicit memory operands addressed by one register: the engine biases it onto the shadow page
+_POINTER_KINDS = {OpKind.MEMORY_SEG_RDI: Register.RDI, OpKind.MEMORY_SEG_EDI: Register.EDI,
+                  OpKind.MEMORY_SEG_DI: Register.DI}
+_STRING_KINDS = {OpKind.MEMORY_SEG_RSI, OpKind.MEMORY_SEG_ESI, OpKind.MEMORY_SEG_SI, OpKind.MEMORY_ESRDI,
+                 OpKind.MEMORY_ESEDI, OpKind.MEMORY_ESDI}
+_GPR64 = {Register.RAX: "rax", Register.RCX: "rcx", Register.RDX: "rdx", Register.RBX: "rbx",
+          Register.RSP: "rsp", Register.RBP: "rbp", Register.RSI: "rsi", Register.RDI: "rdi",
+          **{Register.R8 + i: f"r{8 + i}" for i in range(8)}}
+
+
+def static_refusal(instr) -> str | None:
+    """Why the engine cannot run this decoded instruction on a window operand, or None."""
+    reason = refusal_of_code(instr.code)
+    if reason:
+        return reason
+    info = OpCodeInfo(instr.code)
+    if info.encoding not in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX, EncodingKind.XOP,
+                             EncodingKind.D3NOW):
+        return "an encoding the host's user mode does not run"
+    if instr.flow_control != FlowControl.NEXT:
+        return "changes rip (branches keep Python semantics)"
+    if info.is_stack_instruction:
+        return "implicit stack operand (push/pop forms keep Python semantics)"
+    kinds = [instr.op_kind(i) for i in range(instr.op_count)]
+    if any(kind in _STRING_KINDS for kind in kinds):
+        return "string instruction (string forms keep Python semantics)"
+    if instr.is_ip_rel_memory_operand:
+        return "RIP-relative operand (no window address is RIP-relative)"
+    for i, kind in enumerate(kinds):
+        if kind == OpKind.REGISTER:
+            reg = instr.op_register(i)
+            if reg in _STACK_POINTERS:
+                return "rsp as a data operand (the engine runs on its own stack)"
+            if reg in _SEGMENTS and i == 0:
+                return "loads a segment register"
+    if instr.is_vsib and instr.memory_base in _STACK_POINTERS:
+        return "VSIB with rsp as base"
+    return None
+
+
+class Plan:
+    """The static part: the decoded instruction, its kind, its memory accesses relative to the
+    operand's address."""
+
+    __slots__ = ("instruction", "code", "refusal", "kind", "accesses", "pointer", "size")
+
+    def __init__(self, instruction, code: bytes):
+        self.instruction, self.code = instruction, code
+        self.refusal = static_refusal(instruction)
+        kinds = [instruction.op_kind(i) for i in range(instruction.op_count)]
+        pointer = next((_POINTER_KINDS[k] for k in kinds if k in _POINTER_KINDS), None)
+        self.pointer = pointer
+        if instruction.code == Code.XLAT_M8:
+            self.kind, self.pointer = "bias", Register.RBX
+        elif pointer is not None:
+            self.kind = "bias"
+        elif instruction.is_vsib:
+            self.kind = "vsib"
+        else:
+            self.kind = "explicit"
+        self.size = max(MemorySizeExt.size(instruction.memory_size), 1)
+        # (offset from the operand's address, size or 0 if unknown, read, always written, maybe written)
+        accesses = []
+        for m in _info_factory.info(instruction).used_memory():
+            if m.access == OpAccess.NO_MEM_ACCESS:
+                continue
+            offset = (m.displacement - instruction.memory_displacement) & M64
+            if offset >= 1 << 63:
+                offset -= 1 << 64
+            accesses.append((offset, MemorySizeExt.size(m.memory_size),
+                             m.access in _ALWAYS, m.access in _MAYBE))
+        if self.kind == "explicit" and not any(self._explicit(m, instruction)
+                                               for m in _info_factory.info(instruction).used_memory()):
+            accesses = accesses[:1]
+        self.accesses = tuple(accesses)
+
+    @staticmethod
+    def _explicit(m, instruction) -> bool:
+        return m.base == instruction.memory_base and m.index == instruction.memory_index
+
+    # -- per execution ---------------------------------------------------------------------------
+    def address(self, cpu, operand) -> int:
+        """The window address the instruction's memory operand starts at (VSIB: its first element)."""
+        if self.kind == "explicit":
+            return operand.address(cpu)
+        if self.kind == "bias":
+            return self._pointer_address(cpu)
+        return min(self.elements(cpu))
+
+    def in_window(self, cpu, operand) -> bool:
+        if self.kind == "vsib":
+            return any(cpu.layout.contains(a, self.size) for a in self.elements(cpu))
+        return cpu.layout.contains(self.address(cpu, operand), self.size)
+
+    def _pointer_address(self, cpu) -> int:
+        full = _GPR64[RegisterExt.full_register(self.pointer)]
+        bits = RegisterExt.size(self.pointer) * 8
+        address = cpu.reg(full) & ((1 << bits) - 1)
+        if self.instruction.code == Code.XLAT_M8:
+            address = (address + (cpu.reg("rax") & 0xFF)) & ((1 << bits) - 1)
+        return address
+
+    def elements(self, cpu) -> list[int]:
+        """The address of every element of a gather or scatter (masked-off ones included)."""
+        instr = self.instruction
+        index_bits = 32 if instr.is_vsib32 else 64
+        data = [instr.op_register(i) for i in range(instr.op_count)
+                if instr.op_kind(i) == OpKind.REGISTER and RegisterExt.is_vector_register(instr.op_register(i))]
+        index_reg_bits = RegisterExt.size(instr.memory_index) * 8
+        count = min(RegisterExt.size(data[0]) * 8 // (self.size * 8), index_reg_bits // index_bits)
+        vector = cpu.reg(f"zmm{RegisterExt.number(instr.memory_index)}")
+        base = 0
+        if instr.memory_base != Register.NONE:
+            full = _GPR64[RegisterExt.full_register(instr.memory_base)]
+            base = cpu.reg(full) & ((1 << RegisterExt.size(instr.memory_base) * 8) - 1)
+        out = []
+        for i in range(count):
+            index = (vector >> (index_bits * i)) & ((1 << index_bits) - 1)
+            if index >> (index_bits - 1):
+                index -= 1 << index_bits
+            out.append((base + index * instr.memory_index_scale + instr.memory_displacement) & M64)
+        return out
+
+    def locate(self, cpu, operand, r, form):
+        """(read ranges, write ranges, machine code, bias) for this execution.  Ranges are
+        ``(address, size, always)``: ``always`` writes land whole, others only where bytes changed."""
+        window = cpu.layout.size
+        if self.kind == "vsib":
+            elements = self.elements(cpu)
+            if not all(cpu.layout.contains(a, self.size) for a in elements):
+                raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                             "gather/scatter elements both in the window and outside it")
+            ranges = [(a, self.size, False) for a in elements]
+            writes = ranges if any(always or maybe for _, _, always, maybe in self.accesses) else []
+            return ranges, writes, engine.place(self.code).native, {}
+        address = self.address(cpu, operand)
+        reads, writes = [], []
+        for offset, size, always, maybe in self.accesses:
+            start = address + offset
+            if size == 0:                  # variable size (xsave and friends): to the window's end
+                if always or maybe:
+                    writes.append((start, window - start, False))
+                continue
+            if not 0 <= start <= window - size:
+                raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                             "memory accesses both in the window and outside it")
+            reads.append((start, size, always))
+            if always or maybe:
+                writes.append((start, size, always))
+        if self.kind == "bias":
+            name = _GPR64[RegisterExt.full_register(self.pointer)]
+            return reads, writes, self.code, {name: r.shadow}
+        return reads, writes, engine.place_at(self.code, address), {}
+
+
+def plan_for(instruction, code: bytes) -> Plan:
+    return Plan(instruction, code)
