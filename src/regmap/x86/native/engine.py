@@ -120,6 +120,20 @@ def place_at(code: bytes, address: int) -> bytes:
     return _encode(moved, r.insn)
 
 
+@lru_cache(maxsize=4096)
+def place_vsib(code: bytes, origin: int) -> bytes:
+    """A gather or scatter re-encoded with no base register and displacement ``origin`` (its base's
+    value plus its displacement plus the shadow page's address): each element is then
+    ``shadow + base + disp + index * scale`` whatever register the base was."""
+    r = _region.ensure()
+    moved = decode(code, r.insn)
+    moved.memory_base = Register.NONE
+    moved.segment_prefix = Register.NONE
+    moved.memory_displacement = origin & M64
+    moved.memory_displ_size = 4
+    return _encode(moved, r.insn)
+
+
 def execute(native: bytes, state: NativeState, describe=lambda: "", watchdog: float = 0.0) -> NativeState:
     """Run ``native`` (already placed) from ``state``; the state after it, or `NativeFault`."""
     r = _region.ensure()

@@ -34,20 +34,24 @@ def execute(cpu, form) -> None:
     if plan.refusal:
         raise UnsupportedInstruction(form.address, form.code, form.disassembly, plan.refusal)
     r = _region.ensure()
-    reads, writes, code, bias = plan.locate(cpu, form.memory[0].operand, r, form)
+    reads, writes, code, bias = plan.locate(cpu, form.memory[0].operand, r, form)  # noqa: E501
     layout = cpu.layout
     for start, size, _ in reads:
         layout.resolve(start, size)          # a hole faults (LayoutError) before anything runs
-    before = gather(cpu, r)
-    run = before
-    if bias:
-        run = before.copy()
-        for name, amount in bias.items():
-            run.gpr[name] = (run.gpr[name] + amount) & M64
+    before = gather(cpu)
+    run = before.copy()
+    run.gpr["rsp"] = r.stack_top             # the engine's own stack: a signal frame always fits
+    if plan.swap:
+        run.gpr[plan.swap] = before.gpr["rsp"]
+    for name, amount in bias.items():
+        run.gpr[name] = (run.gpr[name] + amount) & M64
     try:
         after = engine.execute(code, run, lambda: f"{form.code.hex(' ')} ({form.disassembly})")
     except engine.NativeFault as fault:
         raise _delivered(fault, form, r) from None
+    after.gpr["rsp"] = after.gpr[plan.swap] if plan.swap else before.gpr["rsp"]
+    if plan.swap:
+        after.gpr[plan.swap] = before.gpr[plan.swap]
     for name in bias:
         after.gpr[name] = before.gpr[name]      # the pointer is only an address (xlat, maskmovq)
     commit(cpu, before, after, writes)
@@ -80,15 +84,13 @@ def prepare(form, instruction, factory) -> bool:
     return True
 
 
-def gather(cpu, r) -> NativeState:
-    """The thread's state as the engine loads it; rsp points at the scratch stack (native forms
-    never use rsp: `plan` refuses them), so a signal frame always has room."""
+def gather(cpu) -> NativeState:
+    """The thread's state, as the engine loads it."""
     registers = cpu.layout.registers
     state = NativeState(stack=None)
     gpr = state.gpr
     for name in gpr:
         gpr[name] = cpu.reg(name)
-    gpr["rsp"] = r.stack_top
     state.rflags = cpu.reg("rflags")
     for i in range(host.vector_count()):
         state.zmm[i] = cpu.reg(f"zmm{i}")
@@ -114,7 +116,7 @@ def _window_basis(layout) -> tuple[str, ...]:
 def commit(cpu, before: NativeState, after: NativeState, ranges) -> None:
     """Stage the instruction's effect in `cpu`: changed registers, then its window stores."""
     for name, value in after.gpr.items():
-        if name != "rsp" and value != before.gpr[name]:
+        if value != before.gpr[name]:
             cpu.set_reg(name, value)
     if (after.rflags ^ before.rflags) & RESULT_FLAGS:
         cpu.set_reg("rflags", (before.rflags & ~RESULT_FLAGS) | (after.rflags & RESULT_FLAGS))

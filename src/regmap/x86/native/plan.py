@@ -12,7 +12,7 @@ from iced_x86 import (Code, EncodingKind, FlowControl, InstructionInfoFactory, M
 
 from regmap.errors import UnsupportedInstruction
 from regmap.x86.native import engine
-from regmap.x86.native.unsupported import refusal_of_code
+from regmap.x86.native.unsupported import form_refusal
 
 M64 = (1 << 64) - 1
 _info_factory = InstructionInfoFactory()
@@ -32,16 +32,16 @@ _GPR64 = {Register.RAX: "rax", Register.RCX: "rcx", Register.RDX: "rdx", Registe
 
 def static_refusal(instr) -> str | None:
     """Why the engine cannot run this decoded instruction on a window operand, or None."""
-    reason = refusal_of_code(instr.code)
+    reason = form_refusal(instr.code)
     if reason:
         return reason
     info = OpCodeInfo(instr.code)
     if info.encoding not in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX, EncodingKind.XOP,
                              EncodingKind.D3NOW):
         return "an encoding the host's user mode does not run"
-    if instr.flow_control != FlowControl.NEXT:
+    if instr.flow_control not in (FlowControl.NEXT, FlowControl.EXCEPTION):
         return "changes rip (branches keep Python semantics)"
-    if info.is_stack_instruction:
+    if info.is_stack_instruction or _implicit_rsp(instr):
         return "implicit stack operand (push/pop forms keep Python semantics)"
     kinds = [instr.op_kind(i) for i in range(instr.op_count)]
     if any(kind in _STRING_KINDS for kind in kinds):
@@ -49,22 +49,25 @@ def static_refusal(instr) -> str | None:
     if instr.is_ip_rel_memory_operand:
         return "RIP-relative operand (no window address is RIP-relative)"
     for i, kind in enumerate(kinds):
-        if kind == OpKind.REGISTER:
-            reg = instr.op_register(i)
-            if reg in _STACK_POINTERS:
-                return "rsp as a data operand (the engine runs on its own stack)"
-            if reg in _SEGMENTS and i == 0:
-                return "loads a segment register"
-    if instr.is_vsib and instr.memory_base in _STACK_POINTERS:
-        return "VSIB with rsp as base"
+        if kind == OpKind.REGISTER and instr.op_register(i) in _SEGMENTS and i == 0:
+            return "loads a segment register"
     return None
+
+
+def _implicit_rsp(instr) -> bool:
+    """Whether the instruction uses rsp other than as an operand or an address register."""
+    explicit = {instr.op_register(i) for i in range(instr.op_count) if instr.op_kind(i) == OpKind.REGISTER}
+    explicit |= {instr.memory_base, instr.memory_index}
+    explicit = {RegisterExt.full_register(r) for r in explicit if r != Register.NONE}
+    return any(RegisterExt.full_register(r.register) == Register.RSP and Register.RSP not in explicit
+               for r in _info_factory.info(instr).used_registers())
 
 
 class Plan:
     """The static part: the decoded instruction, its kind, its memory accesses relative to the
     operand's address."""
 
-    __slots__ = ("instruction", "code", "refusal", "kind", "accesses", "pointer", "size")
+    __slots__ = ("instruction", "code", "refusal", "kind", "accesses", "pointer", "size", "swap")
 
     def __init__(self, instruction, code: bytes):
         self.instruction, self.code = instruction, code
@@ -81,6 +84,9 @@ class Plan:
         else:
             self.kind = "explicit"
         self.size = max(MemorySizeExt.size(instruction.memory_size), 1)
+        self.swap = None
+        if self.refusal is None:
+            self._stand_in_for_rsp()
         # (offset from the operand's address, size or 0 if unknown, read, always written, maybe written)
         accesses = []
         for m in _info_factory.info(instruction).used_memory():
@@ -95,6 +101,29 @@ class Plan:
                                                for m in _info_factory.info(instruction).used_memory()):
             accesses = accesses[:1]
         self.accesses = tuple(accesses)
+
+    def _stand_in_for_rsp(self) -> None:
+        """The engine runs on its own stack: an rsp (esp, sp, spl) operand becomes a register the
+        instruction does not use, loaded with rsp's value (``swap``: that register's name)."""
+        instr = self.instruction
+        operands = [i for i in range(instr.op_count)
+                    if instr.op_kind(i) == OpKind.REGISTER and instr.op_register(i) in _STACK_POINTERS]
+        if not operands:
+            return
+        used = {RegisterExt.full_register(r.register) for r in _info_factory.info(instr).used_registers()}
+        stand_in = next(r for r in (Register.R15, Register.R14, Register.R13, Register.R12, Register.R11)
+                        if r not in used)
+        moved = instr.copy()
+        for i in operands:
+            size = RegisterExt.size(instr.op_register(i))
+            moved.set_op_register(i, {8: stand_in, 4: stand_in + (Register.R15D - Register.R15),
+                                      2: stand_in + (Register.R15W - Register.R15),
+                                      1: stand_in + (Register.R15L - Register.R15)}[size])
+        decoded = engine.decode(engine._encode(moved, instr.ip), instr.ip)
+        self.code = decoded_code = engine._encode(moved, instr.ip)
+        self.instruction = decoded
+        self.swap = _GPR64[stand_in]
+        _ = decoded_code
 
     @staticmethod
     def _explicit(m, instruction) -> bool:
@@ -154,7 +183,16 @@ class Plan:
                                              "gather/scatter elements both in the window and outside it")
             ranges = [(a, self.size, False) for a in elements]
             writes = ranges if any(always or maybe for _, _, always, maybe in self.accesses) else []
-            return ranges, writes, engine.place(self.code).native, {}
+            base = 0
+            if self.instruction.memory_base != Register.NONE:
+                base = cpu.reg(_GPR64[RegisterExt.full_register(self.instruction.memory_base)])
+            origin = (base + self.instruction.memory_displacement + r.shadow) & M64
+            if origin >= 1 << 63:
+                origin -= 1 << 64
+            if not -2**31 <= origin < 2**31:
+                raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                             "gather/scatter base and displacement too far from the window")
+            return ranges, writes, engine.place_vsib(self.code, origin), {}
         address = self.address(cpu, operand)
         reads, writes = [], []
         for offset, size, always, maybe in self.accesses:
@@ -173,6 +211,9 @@ class Plan:
             name = _GPR64[RegisterExt.full_register(self.pointer)]
             return reads, writes, self.code, {name: r.shadow}
         return reads, writes, engine.place_at(self.code, address), {}
+
+    def __repr__(self) -> str:
+        return f"Plan({self.kind}, {self.code.hex(' ')}, refusal={self.refusal!r}, swap={self.swap})"
 
 
 def plan_for(instruction, code: bytes) -> Plan:

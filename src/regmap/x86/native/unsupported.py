@@ -24,5 +24,6 @@ UNSUPPORTED: dict[int, str] = {getattr(Code, name): reason
                                if hasattr(Code, name)}
 
 
-def refusal_of_code(code: int) -> str | None:
+def form_refusal(code: int) -> str | None:
+    """Why no engine runs form ``code`` on a window operand, or None."""
     return UNSUPPORTED.get(code)
