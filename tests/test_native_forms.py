@@ -22,7 +22,7 @@ import oracle  # noqa: E402
 from forms import Impossible, code_name, form_info, random_form  # noqa: E402
 from test_oracle import verify  # noqa: E402
 
-from regmap.x86.coverage import coverage  # noqa: E402
+from regmap.x86.support import coverage  # noqa: E402
 
 NATIVE = [entry.code for entry in coverage().entries if entry.status == "native"]
 FORMS_PER_CODE = 2

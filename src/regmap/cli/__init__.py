@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "regmap.cli.alias",     # alias
     "regmap.cli.layout",    # layout, explain
     "regmap.cli.execute",   # run, exec
+    "regmap.cli.coverage",  # coverage
 )
 
 

@@ -13,6 +13,7 @@ from regmap.x86.compiler import compile_form
 from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
 from regmap.x86.native import family as native_family
+from regmap.x86.native.unsupported import form_refusal
 from regmap.x86.operands import MemoryOperand, OperandFactory
 from regmap.x86.semantics import EVEX_READY, SEMANTICS, STRING_SEMANTICS
 
@@ -35,7 +36,8 @@ class Form:
         self.next_ip = instruction.next_ip
         self.condition_code = instruction.condition_code
         self.disassembly = _FORMATTER.format(instruction)
-        self.execute = None if _is_far_branch(instruction) else _semantics_of(
+        # the unsupported table overrides Python semantics too (a far jmp is a jmp to them)
+        self.execute = None if form_refusal(instruction.code) else _semantics_of(
             instruction.is_string_instruction, self.mnemonic, instruction.encoding)
         self._factory = factory
         self.native = None          # the native engine's plan, for a form without Python semantics
@@ -158,26 +160,12 @@ class Emulator:
         return Step(rip, form.code, form.mnemonic_name, form.disassembly, cpu.accesses)
 
 
-def _is_far_branch(instruction) -> bool:
-    """jmp far [m16:64] and call far load a code segment selector: not for user-mode emulation."""
-    return instruction.is_jmp_far_indirect or instruction.is_call_far_indirect
-
-
 def _semantics_of(string: bool, mnemonic: int, encoding: int):
     if encoding not in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX):
         return None
     if encoding == EncodingKind.EVEX and mnemonic not in EVEX_READY:
         return None
     return (STRING_SEMANTICS if string else SEMANTICS).get(mnemonic)
-
-
-_C = iced_x86.Code
-_UNSUPPORTED_FORMS = {
-    # A 66h prefix on a near branch is ignored by Intel CPUs in 64-bit mode but honoured by AMD.
-    _C.JMP_RM16, _C.CALL_RM16,
-    # Far indirect branches load a code segment selector (see _is_far_branch).
-    _C.JMP_M1616, _C.JMP_M1632, _C.JMP_M1664, _C.CALL_M1616, _C.CALL_M1632, _C.CALL_M1664,
-}
 
 
 @functools.lru_cache(maxsize=None)
@@ -189,7 +177,7 @@ def supported_codes() -> frozenset[int]:
             continue
         info = OpCodeInfo(code)
         if (_semantics_of(_is_string(info), info.mnemonic, info.encoding) and info.mode64
-                and code not in _UNSUPPORTED_FORMS and _emulated_operands(info)):
+                and not form_refusal(code) and _emulated_operands(info)):
             codes.add(code)
     return frozenset(codes)
 
