@@ -18,6 +18,7 @@ from regmap.x86.native import region as _region
 from regmap.x86.native.engine import NativeFault, Placed, decode, memory_operand_index, place, run
 from regmap.x86.native.region import GPRS, SHADOW_SIZE, STACK_SIZE
 from regmap.x86.native.state import NativeState, write_state
+from regmap.x86.native.stub import GPR_REGISTERS
 
 __all__ = [
     "GPRS", "SHADOW_BASE", "SHADOW_SIZE", "STACK_BASE", "STACK_SIZE", "STACK_TOP", "INSN_ADDRESS",
@@ -35,7 +36,7 @@ USER_RFLAGS = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800
 WATCHDOG_SECONDS = 2.0      # an instruction that has not finished by then (a branch gone astray) is stopped
 cpu_flags, vector_width, vector_count = host.cpu_flags, host.vector_width, host.vector_count
 
-_GPR_OF_REGISTER = dict(zip(_region.GPR_REGISTERS, GPRS))
+_GPR_OF_REGISTER = dict(zip(GPR_REGISTERS, GPRS))
 
 
 def run_native(code: bytes, state: NativeState, *, bias: dict[str, int] | None = None) -> NativeState:
@@ -81,6 +82,9 @@ def run_in_child(code: bytes, state: NativeState, **kw) -> int:
         try:
             for sig in _region.FAULT_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
+            # the stub installs its action for the fault signals: make that action SIG_DFL
+            import struct
+            struct.pack_into("<Q", REGION.view, _region.B_ACTION, 0)
             placed = place(code)
             body = placed.native + REGION.jump_to_epilogue(placed.after)
             import ctypes
@@ -89,7 +93,7 @@ def run_in_child(code: bytes, state: NativeState, **kw) -> int:
             for name, amount in (kw.get("bias") or {}).items():
                 run.gpr[name] = (run.gpr[name] + amount) & (2**64 - 1)
             write_state(REGION, run)
-            _region._arm(WATCHDOG_SECONDS)
+            _region.arm_watchdog(WATCHDOG_SECONDS)
             REGION.stub()
         finally:
             os._exit(0)

@@ -6,7 +6,7 @@ import dataclasses
 import struct
 
 from regmap.x86.native import host
-from regmap.x86.native.region import (B_FX, B_GPR, B_K, B_MXCSR, B_RFLAGS, B_ZMM, GPRS, LOADED_RFLAGS,
+from regmap.x86.native.region import (B_FX, B_GPR, B_K, B_RFLAGS, B_ZMM, GPRS, LOADED_RFLAGS,
                                       RFLAGS_FIXED, SHADOW_SIZE, STACK_SIZE, Region)
 
 M64 = (1 << 64) - 1
@@ -47,45 +47,40 @@ class NativeState:
 
 
 def write_state(region: Region, state: NativeState) -> None:
-    block = bytearray(0x1000)
-    for i, name in enumerate(GPRS):
-        struct.pack_into("<Q", block, B_GPR + 8 * i, state.gpr.get(name, 0) & M64)
-    struct.pack_into("<Q", block, B_RFLAGS, (state.rflags & LOADED_RFLAGS) | RFLAGS_FIXED)
-    struct.pack_into("<I", block, B_MXCSR, state.mxcsr & 0xFFFF)
-    struct.pack_into("<8Q", block, B_K, *(k & M64 for k in state.k))
-    zmm = b"".join((v & ((1 << 512) - 1)).to_bytes(64, "little") for v in state.zmm)
-    block[B_ZMM:B_ZMM + len(zmm)] = zmm
-    fx = B_FX
-    struct.pack_into("<HHBxHQQI", block, fx, state.fcw & 0xFFFF, state.fsw & 0xFFFF, state.ftw & 0xFF,
+    """Put ``state`` in the block and the shadow page (in place: the block's other fields are the
+    stub's)."""
+    v = region.view
+    struct.pack_into("<16Q", v, B_GPR, *(state.gpr.get(name, 0) & M64 for name in GPRS))
+    struct.pack_into("<QI", v, B_RFLAGS, (state.rflags & LOADED_RFLAGS) | RFLAGS_FIXED, state.mxcsr & 0xFFFF)
+    struct.pack_into("<8Q", v, B_K, *(k & M64 for k in state.k))
+    for i in range(host.vector_count()):
+        v[B_ZMM + 64 * i:B_ZMM + 64 * i + 64] = (state.zmm[i] & ((1 << 512) - 1)).to_bytes(64, "little")
+    struct.pack_into("<HHBxHQQI", v, B_FX, state.fcw & 0xFFFF, state.fsw & 0xFFFF, state.ftw & 0xFF,
                      state.fop & 0x7FF, state.fip & M64, state.fdp & M64, state.mxcsr & 0xFFFF)
     for i in range(8):
-        start = fx + FX_ST + 16 * i
-        block[start:start + 10] = (state.st[i] & ((1 << 80) - 1)).to_bytes(10, "little")
-    ctypes.memmove(region.block, bytes(block), 0x1000)
-    # the block's other fields (host slots, fault record, chain) are the stub's, rewritten per call
+        start = B_FX + FX_ST + 16 * i
+        v[start:start + 10] = (state.st[i] & ((1 << 80) - 1)).to_bytes(10, "little")
     assert len(state.shadow) == SHADOW_SIZE
-    ctypes.memmove(region.shadow, bytes(state.shadow), SHADOW_SIZE)
+    region.shadow_view[:] = state.shadow
     if state.stack is not None:
         assert len(state.stack) == STACK_SIZE
         ctypes.memmove(region.stack, bytes(state.stack), STACK_SIZE)
 
 
 def read_state(region: Region, template: NativeState) -> NativeState:
-    block = ctypes.string_at(region.block, 0x1000)
+    v = region.view
     out = template.copy()
-    out.gpr = dict(zip(GPRS, struct.unpack_from("<16Q", block, B_GPR)))
-    out.rflags = struct.unpack_from("<Q", block, B_RFLAGS)[0]
-    out.mxcsr = struct.unpack_from("<I", block, B_MXCSR)[0]
+    out.gpr = dict(zip(GPRS, struct.unpack_from("<16Q", v, B_GPR)))
+    out.rflags, out.mxcsr = struct.unpack_from("<QI", v, B_RFLAGS)
     width = host.vector_width()
     if width == 512:
         kmask = M64 if host.wide_opmasks() else 0xFFFF
-        out.k = [k & kmask for k in struct.unpack_from("<8Q", block, B_K)]
+        out.k = [k & kmask for k in struct.unpack_from("<8Q", v, B_K)]
     for i in range(host.vector_count()):     # the bits the host lacks read as zero
-        out.zmm[i] = int.from_bytes(block[B_ZMM + 64 * i:B_ZMM + 64 * i + width // 8], "little")
-    out.fcw, out.fsw, out.ftw, out.fop, out.fip, out.fdp = struct.unpack_from("<HHBxHQQ", block, B_FX)
-    out.st = [int.from_bytes(block[B_FX + FX_ST + 16 * i:B_FX + FX_ST + 16 * i + 10], "little")
-              for i in range(8)]
-    out.shadow = ctypes.string_at(region.shadow, SHADOW_SIZE)
+        out.zmm[i] = int.from_bytes(v[B_ZMM + 64 * i:B_ZMM + 64 * i + width // 8], "little")
+    out.fcw, out.fsw, out.ftw, out.fop, out.fip, out.fdp = struct.unpack_from("<HHBxHQQ", v, B_FX)
+    out.st = [int.from_bytes(v[B_FX + FX_ST + 16 * i:B_FX + FX_ST + 16 * i + 10], "little") for i in range(8)]
+    out.shadow = bytes(region.shadow_view)
     if template.stack is not None:
         out.stack = ctypes.string_at(region.stack, STACK_SIZE)
     return out
