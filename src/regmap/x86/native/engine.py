@@ -134,8 +134,11 @@ def place_vsib(code: bytes, origin: int) -> bytes:
     return _encode(moved, r.insn)
 
 
-def execute(native: bytes, state: NativeState, describe=lambda: "", watchdog: float = 0.0) -> NativeState:
-    """Run ``native`` (already placed) from ``state``; the state after it, or `NativeFault`."""
+def execute(native: bytes, state: NativeState, describe=lambda: "", watchdog: float = 0.0,
+            vectors=None, x87: bool = True) -> NativeState:
+    """Run ``native`` (already placed) from ``state``; the state after it, or `NativeFault`.
+    ``vectors`` and ``x87`` say which of the vector and x87 state to load and save (see
+    `write_state`)."""
     r = _region.ensure()
     body = native + r.jump_to_epilogue(r.insn + len(native))
     if _OWNER[0] == threading.get_ident():
@@ -143,12 +146,12 @@ def execute(native: bytes, state: NativeState, describe=lambda: "", watchdog: fl
     with LOCK:
         _OWNER[0] = threading.get_ident()
         try:
-            write_state(r, state)
+            write_state(r, state, vectors, x87)
             fault = r.call(body, watchdog)
         finally:
             _OWNER[0] = None
         if fault is None:
-            return read_state(r, state)
+            return read_state(r, state, vectors, x87)
     signo, si_code, si_addr, rip = fault
     in_instruction = r.insn <= rip < r.insn + len(native)
     raise NativeFault(signo, si_code, si_addr, rip, describe(), in_instruction)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from iced_x86 import OpKind
 
-from regmap.errors import InstructionFault, UnsupportedInstruction
+from regmap.errors import InstructionFault, LayoutError, UnsupportedInstruction
 from regmap.x86.native import engine, host, region as _region
 from regmap.x86.native.plan import Plan, plan_for
 from regmap.x86.native.state import NativeState
@@ -22,6 +22,7 @@ M64 = (1 << 64) - 1
 # rflags bits an instruction may change: CF PF AF ZF SF DF OF (AC, ID are not a data instruction's)
 RESULT_FLAGS = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800
 _X87 = ("fcw", "fsw", "ftw")
+_GPRS = _region.GPRS
 _WINDOW_BASIS: dict[int, tuple[str, ...]] = {}
 
 
@@ -34,11 +35,11 @@ def execute(cpu, form) -> None:
     if plan.refusal:
         raise UnsupportedInstruction(form.address, form.code, form.disassembly, plan.refusal)
     r = _region.ensure()
-    reads, writes, code, bias = plan.locate(cpu, form.memory[0].operand, r, form)  # noqa: E501
+    reads, writes, code, bias = plan.locate(cpu, form.memory[0].operand, r, form)
     layout = cpu.layout
     for start, size, _ in reads:
         layout.resolve(start, size)          # a hole faults (LayoutError) before anything runs
-    before = gather(cpu)
+    before = gather(cpu, plan, reads, writes)
     run = before.copy()
     run.gpr["rsp"] = r.stack_top             # the engine's own stack: a signal frame always fits
     if plan.swap:
@@ -46,7 +47,8 @@ def execute(cpu, form) -> None:
     for name, amount in bias.items():
         run.gpr[name] = (run.gpr[name] + amount) & M64
     try:
-        after = engine.execute(code, run, lambda: f"{form.code.hex(' ')} ({form.disassembly})")
+        after = engine.execute(code, run, lambda: f"{form.code.hex(' ')} ({form.disassembly})",
+                               vectors=plan.vectors, x87=plan.x87)
     except engine.NativeFault as fault:
         raise _delivered(fault, form, r) from None
     after.gpr["rsp"] = after.gpr[plan.swap] if plan.swap else before.gpr["rsp"]
@@ -54,7 +56,86 @@ def execute(cpu, form) -> None:
         after.gpr[plan.swap] = before.gpr[plan.swap]
     for name in bias:
         after.gpr[name] = before.gpr[name]      # the pointer is only an address (xlat, maskmovq)
-    commit(cpu, before, after, writes)
+    for name in _GPRS:
+        if name not in plan.gprs:
+            after.gpr[name] = before.gpr[name]  # not the instruction's: whatever the block held
+    commit(cpu, plan, before, after, writes)
+
+
+def gather(cpu, plan: Plan, reads, writes) -> NativeState:
+    """The part of the thread's state the instruction may use, and the window bytes it accesses."""
+    state = NativeState(stack=None)
+    gpr = state.gpr
+    for name in plan.gprs:
+        gpr[name] = cpu.reg(name)
+    state.rflags = cpu.reg("rflags")
+    state.mxcsr = cpu.reg("mxcsr")
+    for i in plan.vectors:
+        state.zmm[i] = cpu.reg(f"zmm{i}")
+    if host.vector_width() == 512:
+        for i in plan.opmasks:
+            state.k[i] = cpu.reg(f"k{i}")
+    if plan.x87 and "fcw" in cpu.layout.registers.registers:
+        state.fcw, state.fsw, state.ftw = (cpu.reg(name) for name in _X87)
+        state.st = [cpu.reg(f"st{i}") for i in range(8)]
+    if plan.whole:
+        state.shadow = cpu.layout.image({b: cpu._window_reg(b) for b in _window_basis(cpu.layout)})
+        for start, size, _ in reads:
+            cpu.window_read(start, size)        # for a trace
+        return state
+    shadow = bytearray(len(state.shadow))
+    for start, size, _ in reads:
+        shadow[start:start + size] = cpu.window_read(start, size).to_bytes(size, "little")
+    for start, size, _ in writes:
+        try:
+            shadow[start:start + size] = cpu._peek_window(start, size).to_bytes(size, "little")
+        except LayoutError:
+            pass                                # a hole: a store there faults when committed
+    state.shadow = bytes(shadow)
+    return state
+
+
+def _window_basis(layout) -> tuple[str, ...]:
+    names = _WINDOW_BASIS.get(id(layout))
+    if names is None:
+        from regmap.layout import WINDOW_NAME
+        names = tuple(dict.fromkeys(s.basis for s in layout.registers.slices(WINDOW_NAME) if s.basis))
+        _WINDOW_BASIS[id(layout)] = names
+    return names
+
+
+def commit(cpu, plan: Plan, before: NativeState, after: NativeState, ranges) -> None:
+    """Stage the instruction's effect in `cpu`: changed registers, then its window stores."""
+    for name, value in after.gpr.items():
+        if value != before.gpr[name]:
+            cpu.set_reg(name, value)
+    if (after.rflags ^ before.rflags) & RESULT_FLAGS:
+        cpu.set_reg("rflags", (before.rflags & ~RESULT_FLAGS) | (after.rflags & RESULT_FLAGS))
+    if after.mxcsr != before.mxcsr:
+        cpu.set_reg("mxcsr", after.mxcsr)
+    for i in plan.vectors:
+        if after.zmm[i] != before.zmm[i]:
+            cpu.set_reg(f"zmm{i}", after.zmm[i])
+    if host.vector_width() == 512:
+        for i in plan.opmasks:
+            if after.k[i] != before.k[i]:
+                cpu.set_reg(f"k{i}", after.k[i])
+    if plan.x87 and "fcw" in cpu.layout.registers.registers:
+        for name in _X87:
+            if getattr(after, name) != getattr(before, name):
+                cpu.set_reg(name, getattr(after, name))
+        for i in range(8):
+            if after.st[i] != before.st[i]:
+                cpu.set_reg(f"st{i}", after.st[i])
+    for start, size, always in ranges:
+        new = after.shadow[start:start + size]
+        if always:
+            cpu.window_write(start, size, int.from_bytes(new, "little"))
+            continue
+        old = before.shadow[start:start + size]
+        for run_start, run_end in _changed_runs(old, new):
+            cpu.window_write(start + run_start, run_end - run_start,
+                             int.from_bytes(new[run_start:run_end], "little"))
 
 
 class NativeOperand:
@@ -82,69 +163,6 @@ def prepare(form, instruction, factory) -> bool:
     form.memory = (NativeOperand(plan, operand),)
     form.execute = execute
     return True
-
-
-def gather(cpu) -> NativeState:
-    """The thread's state, as the engine loads it."""
-    registers = cpu.layout.registers
-    state = NativeState(stack=None)
-    gpr = state.gpr
-    for name in gpr:
-        gpr[name] = cpu.reg(name)
-    state.rflags = cpu.reg("rflags")
-    for i in range(host.vector_count()):
-        state.zmm[i] = cpu.reg(f"zmm{i}")
-    if host.vector_width() == 512:
-        state.k = [cpu.reg(f"k{i}") for i in range(8)]
-    state.mxcsr = cpu.reg("mxcsr")
-    if "fcw" in registers.registers:
-        state.fcw, state.fsw, state.ftw = (cpu.reg(name) for name in _X87)
-        state.st = [cpu.reg(f"st{i}") for i in range(8)]
-    state.shadow = cpu.layout.image({basis: cpu._window_reg(basis) for basis in _window_basis(cpu.layout)})
-    return state
-
-
-def _window_basis(layout) -> tuple[str, ...]:
-    names = _WINDOW_BASIS.get(id(layout))
-    if names is None:
-        from regmap.layout import WINDOW_NAME
-        names = tuple(dict.fromkeys(s.basis for s in layout.registers.slices(WINDOW_NAME) if s.basis))
-        _WINDOW_BASIS[id(layout)] = names
-    return names
-
-
-def commit(cpu, before: NativeState, after: NativeState, ranges) -> None:
-    """Stage the instruction's effect in `cpu`: changed registers, then its window stores."""
-    for name, value in after.gpr.items():
-        if value != before.gpr[name]:
-            cpu.set_reg(name, value)
-    if (after.rflags ^ before.rflags) & RESULT_FLAGS:
-        cpu.set_reg("rflags", (before.rflags & ~RESULT_FLAGS) | (after.rflags & RESULT_FLAGS))
-    for i in range(host.vector_count()):
-        if after.zmm[i] != before.zmm[i]:
-            cpu.set_reg(f"zmm{i}", after.zmm[i])
-    if host.vector_width() == 512:
-        for i in range(8):
-            if after.k[i] != before.k[i]:
-                cpu.set_reg(f"k{i}", after.k[i])
-    if after.mxcsr != before.mxcsr:
-        cpu.set_reg("mxcsr", after.mxcsr)
-    if "fcw" in cpu.layout.registers.registers:
-        for name in _X87:
-            if getattr(after, name) != getattr(before, name):
-                cpu.set_reg(name, getattr(after, name))
-        for i in range(8):
-            if after.st[i] != before.st[i]:
-                cpu.set_reg(f"st{i}", after.st[i])
-    for start, size, always in ranges:
-        new = after.shadow[start:start + size]
-        if always:
-            cpu.window_write(start, size, int.from_bytes(new, "little"))
-            continue
-        old = before.shadow[start:start + size]
-        for run_start, run_end in _changed_runs(old, new):
-            cpu.window_write(start + run_start, run_end - run_start,
-                             int.from_bytes(new[run_start:run_end], "little"))
 
 
 def _changed_runs(old: bytes, new: bytes):

@@ -65,6 +65,7 @@ def missing_features(code: int, flags: frozenset[str] | None = None) -> tuple[st
     return tuple(sorted(needed - have))
 
 
+@functools.lru_cache(maxsize=None)
 def vector_width() -> int:
     """Bits of vector state the host has: 512, 256 or 128."""
     flags = cpu_flags()
@@ -75,10 +76,12 @@ def vector_width() -> int:
     return 128
 
 
+@functools.lru_cache(maxsize=None)
 def vector_count() -> int:
     return 32 if vector_width() == 512 else 16
 
 
+@functools.lru_cache(maxsize=None)
 def wide_opmasks() -> bool:
     """64-bit opmask registers (AVX512BW); without it k0..k7 are 16 bits."""
     return "avx512bw" in cpu_flags()

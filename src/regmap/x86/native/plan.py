@@ -67,7 +67,8 @@ class Plan:
     """The static part: the decoded instruction, its kind, its memory accesses relative to the
     operand's address."""
 
-    __slots__ = ("instruction", "code", "refusal", "kind", "accesses", "pointer", "size", "swap")
+    __slots__ = ("instruction", "code", "refusal", "kind", "accesses", "pointer", "size", "swap",
+                 "vectors", "opmasks", "x87", "whole", "gprs")
 
     def __init__(self, instruction, code: bytes):
         self.instruction, self.code = instruction, code
@@ -84,6 +85,7 @@ class Plan:
         else:
             self.kind = "explicit"
         self.size = max(MemorySizeExt.size(instruction.memory_size), 1)
+        self._registers_used(instruction)
         self.swap = None
         if self.refusal is None:
             self._stand_in_for_rsp()
@@ -101,6 +103,24 @@ class Plan:
                                                for m in _info_factory.info(instruction).used_memory()):
             accesses = accesses[:1]
         self.accesses = tuple(accesses)
+
+    def _registers_used(self, instr) -> None:
+        """Which vector, opmask and x87 state the engine loads and commits: what iced-x86 says the
+        instruction uses (implicit registers included), everything for a state save or restore."""
+        info = OpCodeInfo(instr.code)
+        used = [r.register for r in _info_factory.info(instr).used_registers()]
+        if instr.op_mask != Register.NONE:
+            used.append(instr.op_mask)
+        self.whole = info.is_save_restore or instr.is_vsib
+        everything = info.is_save_restore
+        full = {RegisterExt.full_register(r) for r in used}
+        self.gprs = tuple(name for reg, name in _GPR64.items() if everything or reg in full)
+        self.vectors = tuple(range(32)) if everything else tuple(sorted(
+            {RegisterExt.number(r) for r in used if RegisterExt.is_vector_register(r)}))
+        self.opmasks = tuple(range(8)) if everything else tuple(sorted(
+            {r - Register.K0 for r in used if Register.K0 <= r <= Register.K7}))
+        x87_escape = info.encoding == EncodingKind.LEGACY and info.table == 0 and 0xD8 <= info.op_code <= 0xDF
+        self.x87 = everything or x87_escape or any(RegisterExt.is_st(r) or RegisterExt.is_mm(r) for r in used)
 
     def _stand_in_for_rsp(self) -> None:
         """The engine runs on its own stack: an rsp (esp, sp, spl) operand becomes a register the
@@ -123,6 +143,7 @@ class Plan:
         self.code = decoded_code = engine._encode(moved, instr.ip)
         self.instruction = decoded
         self.swap = _GPR64[stand_in]
+        self.gprs = tuple(dict.fromkeys(self.gprs + ("rsp", self.swap)))
         _ = decoded_code
 
     @staticmethod

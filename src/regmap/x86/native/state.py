@@ -42,24 +42,36 @@ class NativeState:
     fdp: int = 0
 
     def copy(self) -> "NativeState":
-        return dataclasses.replace(self, gpr=dict(self.gpr), zmm=list(self.zmm), k=list(self.k),
-                                   st=list(self.st))
+        new = object.__new__(NativeState)
+        new.__dict__.update(self.__dict__)
+        new.gpr, new.zmm, new.k, new.st = dict(self.gpr), list(self.zmm), list(self.k), list(self.st)
+        return new
 
 
-def write_state(region: Region, state: NativeState) -> None:
+def write_state(region: Region, state: NativeState, vectors=None, x87: bool = True) -> None:
     """Put ``state`` in the block and the shadow page (in place: the block's other fields are the
-    stub's)."""
+    stub's).  ``vectors``: the numbers of the vector and opmask registers to load (None: all);
+    ``x87``: whether to load the x87 state.  What is not loaded keeps whatever the block held."""
     v = region.view
     struct.pack_into("<16Q", v, B_GPR, *(state.gpr.get(name, 0) & M64 for name in GPRS))
     struct.pack_into("<QI", v, B_RFLAGS, (state.rflags & LOADED_RFLAGS) | RFLAGS_FIXED, state.mxcsr & 0xFFFF)
+    struct.pack_into("<I", v, B_FX + FX_MXCSR, state.mxcsr & 0xFFFF)        # FXRSTOR loads it too
     struct.pack_into("<8Q", v, B_K, *(k & M64 for k in state.k))
-    for i in range(host.vector_count()):
-        v[B_ZMM + 64 * i:B_ZMM + 64 * i + 64] = (state.zmm[i] & ((1 << 512) - 1)).to_bytes(64, "little")
+    count = host.vector_count()
+    for i in (range(count) if vectors is None else vectors):
+        if i < count:
+            v[B_ZMM + 64 * i:B_ZMM + 64 * i + 64] = (state.zmm[i] & ((1 << 512) - 1)).to_bytes(64, "little")
+    if not x87:
+        return _write_memory(region, state)
     struct.pack_into("<HHBxHQQI", v, B_FX, state.fcw & 0xFFFF, state.fsw & 0xFFFF, state.ftw & 0xFF,
                      state.fop & 0x7FF, state.fip & M64, state.fdp & M64, state.mxcsr & 0xFFFF)
     for i in range(8):
         start = B_FX + FX_ST + 16 * i
         v[start:start + 10] = (state.st[i] & ((1 << 80) - 1)).to_bytes(10, "little")
+    _write_memory(region, state)
+
+
+def _write_memory(region: Region, state: NativeState) -> None:
     assert len(state.shadow) == SHADOW_SIZE
     region.shadow_view[:] = state.shadow
     if state.stack is not None:
@@ -67,7 +79,8 @@ def write_state(region: Region, state: NativeState) -> None:
         ctypes.memmove(region.stack, bytes(state.stack), STACK_SIZE)
 
 
-def read_state(region: Region, template: NativeState) -> NativeState:
+def read_state(region: Region, template: NativeState, vectors=None, x87: bool = True) -> NativeState:
+    """The state after the stub ran: what `write_state` loaded, from the block."""
     v = region.view
     out = template.copy()
     out.gpr = dict(zip(GPRS, struct.unpack_from("<16Q", v, B_GPR)))
@@ -76,8 +89,13 @@ def read_state(region: Region, template: NativeState) -> NativeState:
     if width == 512:
         kmask = M64 if host.wide_opmasks() else 0xFFFF
         out.k = [k & kmask for k in struct.unpack_from("<8Q", v, B_K)]
-    for i in range(host.vector_count()):     # the bits the host lacks read as zero
-        out.zmm[i] = int.from_bytes(v[B_ZMM + 64 * i:B_ZMM + 64 * i + width // 8], "little")
+    count = host.vector_count()
+    for i in (range(count) if vectors is None else vectors):     # the bits the host lacks read as zero
+        if i < count:
+            out.zmm[i] = int.from_bytes(v[B_ZMM + 64 * i:B_ZMM + 64 * i + width // 8], "little")
+    if not x87:
+        out.shadow = bytes(region.shadow_view)
+        return out
     out.fcw, out.fsw, out.ftw, out.fop, out.fip, out.fdp = struct.unpack_from("<HHBxHQQ", v, B_FX)
     out.st = [int.from_bytes(v[B_FX + FX_ST + 16 * i:B_FX + FX_ST + 16 * i + 10], "little") for i in range(8)]
     out.shadow = bytes(region.shadow_view)
