@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import signal
 import struct
+import threading
 
 from regmap.x86.native import host
 
@@ -194,14 +195,20 @@ def _map() -> int:
 
 
 _REGION: Region | None = None
+_MAKING = threading.Lock()
 
 
 def ensure() -> Region:
-    """The region, mapped and its code generated on first use."""
+    """The region, mapped and its code generated on first use (once: threads that fault at the
+    same moment must not make two)."""
     global _REGION
-    if _REGION is None:
-        problem = host.platform_problem()
-        if problem:
-            raise OSError(problem)
-        _REGION = Region()
-    return _REGION
+    region = _REGION
+    if region is None:
+        with _MAKING:
+            if _REGION is None:
+                problem = host.platform_problem()
+                if problem:
+                    raise OSError(problem)
+                _REGION = Region()
+            region = _REGION
+    return region
