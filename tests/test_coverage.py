@@ -73,3 +73,15 @@ def test_cli_json_is_the_same_census():
     assert data["total"] == len(result.entries) == len(data["forms"])
     assert data["python"] + data["native"] + data["unsupported"] == data["total"]
     assert {f["name"]: f["status"] for f in data["forms"]} == {e.name: e.status for e in result.entries}
+
+
+def test_off_linux_x86_64_native_forms_are_unsupported_and_say_why(monkeypatch):
+    import regmap
+    from regmap.errors import UnsupportedInstruction
+    from regmap.x86.native import host as native_host
+    reason = "the native engine needs Linux (this is darwin)"
+    monkeypatch.setattr(native_host, "platform_problem", lambda: reason)
+    with pytest.raises(UnsupportedInstruction) as raised:
+        regmap.emulate(bytes.fromhex("f2 0f 58 04 25 08 00 00 00"), {})          # addsd xmm0, [8]
+    assert raised.value.reason == reason
+    assert regmap.emulate(bytes.fromhex("48 03 04 25 08 00 00 00"), {"rcx": 2}).regs["rax"] == 2

@@ -69,7 +69,7 @@ class Placed:
         return len(self.code)
 
 
-def _encode(instr: Instruction, at: int) -> bytes:
+def encode(instr: Instruction, at: int) -> bytes:
     encoder = Encoder(64)
     encoder.encode(instr, at)
     return encoder.take_buffer()
@@ -102,7 +102,7 @@ def place(code: bytes) -> Placed:
         moved.memory_displ_size = 1             # [rcx] gains a displacement: the encoder widens it
     if not registers and instr.memory_displacement >= 2**31 and instr.memory_displ_size == 8:
         raise ValueError(f"{instr}: absolute address outside the window")
-    return _placed(code, _encode(moved, r.insn), r.insn)
+    return _placed(code, encode(moved, r.insn), r.insn)
 
 
 @lru_cache(maxsize=4096)
@@ -117,7 +117,7 @@ def place_at(code: bytes, address: int) -> bytes:
     moved.segment_prefix = Register.NONE
     moved.memory_displacement = r.shadow + address
     moved.memory_displ_size = 4
-    return _encode(moved, r.insn)
+    return encode(moved, r.insn)
 
 
 @lru_cache(maxsize=4096)
@@ -131,7 +131,7 @@ def place_vsib(code: bytes, origin: int) -> bytes:
     moved.segment_prefix = Register.NONE
     moved.memory_displacement = origin & M64
     moved.memory_displ_size = 4
-    return _encode(moved, r.insn)
+    return encode(moved, r.insn)
 
 
 def execute(native: bytes, state: NativeState, describe=lambda: "", watchdog: float = 0.0,

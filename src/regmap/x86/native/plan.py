@@ -139,12 +139,10 @@ class Plan:
             moved.set_op_register(i, {8: stand_in, 4: stand_in + (Register.R15D - Register.R15),
                                       2: stand_in + (Register.R15W - Register.R15),
                                       1: stand_in + (Register.R15L - Register.R15)}[size])
-        decoded = engine.decode(engine._encode(moved, instr.ip), instr.ip)
-        self.code = decoded_code = engine._encode(moved, instr.ip)
-        self.instruction = decoded
+        self.code = engine.encode(moved, instr.ip)
+        self.instruction = engine.decode(self.code, instr.ip)
         self.swap = _GPR64[stand_in]
         self.gprs = tuple(dict.fromkeys(self.gprs + ("rsp", self.swap)))
-        _ = decoded_code
 
     @staticmethod
     def _explicit(m, instruction) -> bool:
