@@ -113,9 +113,11 @@ def commit(cpu, plan: Plan, before: NativeState, after: NativeState, ranges) -> 
         cpu.set_reg("rflags", (before.rflags & ~RESULT_FLAGS) | (after.rflags & RESULT_FLAGS))
     if after.mxcsr != before.mxcsr:
         cpu.set_reg("mxcsr", after.mxcsr)
+    beyond = -1 << host.vector_width()     # bits this CPU lacks: kept, unless a VEX write zeroes them
     for i in plan.vectors:
-        if after.zmm[i] != before.zmm[i]:
-            cpu.set_reg(f"zmm{i}", after.zmm[i])
+        value = after.zmm[i] if i in plan.zeroed else after.zmm[i] | (before.zmm[i] & beyond)
+        if value != before.zmm[i]:
+            cpu.set_reg(f"zmm{i}", value)
     if host.vector_width() == 512:
         for i in plan.opmasks:
             if after.k[i] != before.k[i]:

@@ -7,8 +7,8 @@ code to run: the form re-encoded with its operand at the shadow page.
 """
 from __future__ import annotations
 
-from iced_x86 import (Code, EncodingKind, FlowControl, InstructionInfoFactory, MemorySizeExt, OpAccess,
-                      OpCodeInfo, OpKind, Register, RegisterExt)
+from iced_x86 import (Code, EncodingKind, FlowControl, InstructionInfoFactory, MemorySizeExt, Mnemonic,
+                      OpAccess, OpCodeInfo, OpKind, Register, RegisterExt)
 
 from regmap.errors import UnsupportedInstruction
 from regmap.x86.native import engine
@@ -17,7 +17,12 @@ from regmap.x86.native.unsupported import form_refusal
 M64 = (1 << 64) - 1
 _info_factory = InstructionInfoFactory()
 _ALWAYS = {OpAccess.WRITE, OpAccess.READ_WRITE}
+_WRITES = {OpAccess.WRITE, OpAccess.READ_WRITE, OpAccess.COND_WRITE, OpAccess.READ_COND_WRITE}
 _MAYBE = {OpAccess.COND_WRITE, OpAccess.READ_COND_WRITE}
+# iced-x86 calls their store conditional, but the SDM has them write the destination back when the
+# comparison fails: the window bytes land whole, after the register writes
+_STORE_ALWAYS = {Mnemonic.CMPXCHG, Mnemonic.CMPXCHG8B, Mnemonic.CMPXCHG16B}
+_BIT_TESTS = {Mnemonic.BT, Mnemonic.BTS, Mnemonic.BTR, Mnemonic.BTC}
 _STACK_POINTERS = {Register.RSP, Register.ESP, Register.SP, Register.SPL}
 _SEGMENTS = {Register.ES, Register.CS, Register.SS, Register.DS, Register.FS, Register.GS}
 # implicit memory operands addressed by one register: the engine biases it onto the shadow page
@@ -48,6 +53,8 @@ def static_refusal(instr) -> str | None:
         return "string instruction (string forms keep Python semantics)"
     if instr.is_ip_rel_memory_operand:
         return "RIP-relative operand (no window address is RIP-relative)"
+    if instr.mnemonic in _BIT_TESTS and instr.op_count > 1 and instr.op_kind(1) == OpKind.REGISTER:
+        return "a register bit offset moves the operand anywhere (bt forms keep Python semantics)"
     for i, kind in enumerate(kinds):
         if kind == OpKind.REGISTER and instr.op_register(i) in _SEGMENTS and i == 0:
             return "loads a segment register"
@@ -68,7 +75,7 @@ class Plan:
     operand's address."""
 
     __slots__ = ("instruction", "code", "refusal", "kind", "accesses", "pointer", "size", "swap",
-                 "vectors", "opmasks", "x87", "whole", "gprs")
+                 "vectors", "opmasks", "x87", "whole", "gprs", "zeroed")
 
     def __init__(self, instruction, code: bytes):
         self.instruction, self.code = instruction, code
@@ -97,8 +104,8 @@ class Plan:
             offset = (m.displacement - instruction.memory_displacement) & M64
             if offset >= 1 << 63:
                 offset -= 1 << 64
-            accesses.append((offset, MemorySizeExt.size(m.memory_size),
-                             m.access in _ALWAYS, m.access in _MAYBE))
+            always = m.access in _ALWAYS or (m.access in _MAYBE and instruction.mnemonic in _STORE_ALWAYS)
+            accesses.append((offset, MemorySizeExt.size(m.memory_size), always, m.access in _MAYBE))
         if self.kind == "explicit" and not any(self._explicit(m, instruction)
                                                for m in _info_factory.info(instruction).used_memory()):
             accesses = accesses[:1]
@@ -108,7 +115,14 @@ class Plan:
         """Which vector, opmask and x87 state the engine loads and commits: what iced-x86 says the
         instruction uses (implicit registers included), everything for a state save or restore."""
         info = OpCodeInfo(instr.code)
-        used = [r.register for r in _info_factory.info(instr).used_registers()]
+        usage = _info_factory.info(instr).used_registers()
+        used = [r.register for r in usage]
+        # a VEX or EVEX write zeroes the destination up to the architecture's width (512 bits),
+        # the bits this CPU lacks included (the Python semantics' model too)
+        self.zeroed = frozenset(
+            RegisterExt.number(r.register) for r in usage
+            if RegisterExt.is_vector_register(r.register) and r.access in _WRITES
+            and info.encoding in (EncodingKind.VEX, EncodingKind.EVEX))
         if instr.op_mask != Register.NONE:
             used.append(instr.op_mask)
         self.whole = info.is_save_restore or instr.is_vsib
