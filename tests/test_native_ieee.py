@@ -188,3 +188,15 @@ def test_fnsave_stores_the_state_then_resets_it():
     assert struct.unpack_from("<H", image, 4)[0] == 0x3800            # FSW, TOP 7
     assert struct.unpack_from("<H", image, 8)[0] == 0x3FFF            # full tag word: only r7 valid
     assert image[28:38] == ((0x3FFF << 64) | 1 << 63).to_bytes(10, "little")   # ST(0)
+
+
+def test_fxsave_and_xsave_store_the_state_into_the_window():
+    # fxsave [0x100]: the 512-byte image lands on ymm0..ymm15's slots, after the register writes
+    saved = regmap.emulate(bytes.fromhex("0f ae 04 25 00 01 00 00"), {"fcw": 0x27F, "mxcsr": 0x3F80})
+    image = b"".join(saved.regs[f"ymm{i}"].to_bytes(32, "little") for i in range(16))
+    assert struct.unpack_from("<H", image, 0)[0] == 0x27F and struct.unpack_from("<I", image, 24)[0] == 0x3F80
+    # xsave [0x100]: its header (+512) would be at 0x300, a hole of the default layout: the store
+    # faults as a store to unmapped memory does, and nothing changes
+    from regmap.errors import NotWindowAccess
+    with pytest.raises(NotWindowAccess, match="hole"):
+        regmap.emulate(bytes.fromhex("0f ae 24 25 00 01 00 00"), {"rax": 3, "rdx": 0})
