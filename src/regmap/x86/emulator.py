@@ -193,6 +193,18 @@ _EXCLUDED_KINDS = frozenset({_K.SEG_REG, _K.MM_OR_MEM, _K.MM_REG, _K.MEM_MPX, _K
                              _K.MEM_VSIB32Z, _K.MEM_VSIB64Z, _K.SIBMEM})
 
 
+@functools.lru_cache(maxsize=None)
+def has_python_semantics(code: int) -> bool:
+    """Whether a decoded form of ``code`` runs on Python semantics (as `Form` decides): it has a
+    semantic function and operands the factory builds.  A superset of `supported_codes`, which
+    also leaves out the segment-register operands the oracle cannot drive."""
+    info = OpCodeInfo(code)
+    kinds = set(info.op_kinds())
+    return (info.mode64 and not form_refusal(code)
+            and _semantics_of(_is_string(info), info.mnemonic, info.encoding) is not None
+            and not kinds & (_EXCLUDED_KINDS - {_K.SEG_REG}))
+
+
 def _is_string(info) -> bool:
     return bool(set(info.op_kinds()) & _STRING_KINDS)
 

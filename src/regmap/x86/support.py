@@ -77,11 +77,11 @@ def in_universe(code: int, flags: frozenset[str] | None = None) -> bool:
 
 
 def status_of(code: int) -> tuple[str, str]:
-    from regmap.x86.emulator import supported_codes
+    from regmap.x86.emulator import has_python_semantics
     reason = form_refusal(code)
     if reason:
         return "unsupported", reason
-    if code in supported_codes():
+    if has_python_semantics(code):
         return "python", ""
     problem = host.platform_problem()
     if problem:
