@@ -24,6 +24,7 @@ RESULT_FLAGS = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800
 _X87 = ("fcw", "fsw", "ftw")
 _GPRS = _region.GPRS
 _WINDOW_BASIS: dict[int, tuple[str, ...]] = {}
+_BLANK = NativeState(stack=None)       # what an instruction does not use: copied, not rebuilt
 
 
 def execute(cpu, form) -> None:
@@ -64,7 +65,7 @@ def execute(cpu, form) -> None:
 
 def gather(cpu, plan: Plan, reads, writes) -> NativeState:
     """The part of the thread's state the instruction may use, and the window bytes it accesses."""
-    state = NativeState(stack=None)
+    state = _BLANK.copy()
     gpr = state.gpr
     for name in plan.gprs:
         gpr[name] = cpu.reg(name)

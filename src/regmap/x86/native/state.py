@@ -16,7 +16,7 @@ DEFAULT_MXCSR = 0x1F80
 FX_FCW, FX_FSW, FX_FTW, FX_FOP, FX_FIP, FX_FDP, FX_MXCSR, FX_ST = 0, 2, 4, 6, 8, 16, 24, 32
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class NativeState:
     """Everything an instruction run natively may read or change.
 
@@ -42,10 +42,8 @@ class NativeState:
     fdp: int = 0
 
     def copy(self) -> "NativeState":
-        new = object.__new__(NativeState)
-        new.__dict__.update(self.__dict__)
-        new.gpr, new.zmm, new.k, new.st = dict(self.gpr), list(self.zmm), list(self.k), list(self.st)
-        return new
+        return NativeState(dict(self.gpr), self.rflags, list(self.zmm), list(self.k), self.mxcsr, self.shadow,
+                           self.stack, list(self.st), self.fcw, self.fsw, self.ftw, self.fop, self.fip, self.fdp)
 
 
 def write_state(region: Region, state: NativeState, vectors=None, x87: bool = True) -> None:
