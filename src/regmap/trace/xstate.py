@@ -26,6 +26,7 @@ import ctypes
 import struct
 
 from regmap.trace import ptrace
+from regmap.x86.cpu import MXCSR_WRITABLE
 
 MXCSR_OFFSET = 24
 XMM_OFFSET = 160
@@ -35,7 +36,7 @@ HEADER_OFFSET = 512
 SSE, YMM, OPMASK, ZMM_HI256, HI16_ZMM = 1, 2, 5, 6, 7
 COMPONENT_OFFSET = {YMM: 576, OPMASK: 1088, ZMM_HI256: 1152, HI16_ZMM: 1664}
 COMPONENT_SIZE = {SSE: 256, YMM: 256, OPMASK: 64, ZMM_HI256: 512, HI16_ZMM: 1024}
-MXCSR_MASK = 0xFFFF          # the architecturally defined MXCSR bits (checked by the kernel too)
+MXCSR_MASK = MXCSR_WRITABLE  # the MXCSR bits this CPU defines (checked by the kernel too)
 
 BUFFER_SIZE = 16384          # larger than any user xstate the kernel exposes without AMX tiles
 
