@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "regmap.cli.layout",    # layout, explain
     "regmap.cli.execute",   # run, exec
     "regmap.cli.emulate",   # emulate
+    "regmap.cli.coverage",  # coverage
 )
 
 

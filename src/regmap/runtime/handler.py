@@ -29,7 +29,7 @@ import sys
 import threading
 from typing import NamedTuple
 
-from regmap.errors import (DivideError, MemoryFault, NotWindowAccess, RegmapError,
+from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
 from regmap.runtime import _sys, patch
 from regmap.runtime import frame as _frame
@@ -126,6 +126,8 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
         forward(signo, info, machine, ACTIVE)
     except DivideError:
         deliver_divide_error(machine)
+    except InstructionFault as fault:
+        deliver_fault(signo, info, machine, fault)
     except BaseException as error:  # noqa: BLE001 - nothing may escape a signal handler
         internal_error(signo, info, ctx, error)
 
@@ -319,6 +321,30 @@ def deliver_divide_error(machine: FrameMachine) -> None:
     info = (_sys.SIGFPE.to_bytes(4, "little") + bytes(4) + _sys.FPE_INTDIV.to_bytes(4, "little")
             + bytes(4) + rip.to_bytes(8, "little")).ljust(128, b"\0")
     _sys.queue_to_self(_sys.SIGFPE, info)
+
+
+def deliver_fault(signo: int, info: int, machine: FrameMachine, fault: InstructionFault) -> None:
+    """An exception of the instruction itself (the native engine's #GP, #XM, #MF, #UD, #AC), as
+    the kernel would deliver it: the frame untouched (rip at the instruction), the fault's signal
+    with its si_code and si_addr.  A SIGSEGV or SIGBUS is the very signal being handled: its
+    siginfo is rewritten and it goes where a genuine fault goes (`forward`); another signal is
+    queued to this thread, as for a divide error."""
+    frame = machine.frame
+    address = frame.rip if fault.si_addr is None else fault.si_addr
+    if fault.signo == signo:
+        frame.si_code = fault.si_code
+        frame.si_addr = address
+        forward(signo, info, machine, ACTIVE)
+        return
+    bit = 1 << (fault.signo - 1)
+    action = _sys.get_action(fault.signo)
+    if action.handler == _sys.SIG_IGN or frame.sigmask & bit:
+        action.handler = _sys.SIG_DFL
+        _sys.set_action(fault.signo, action)
+        frame.sigmask &= ~bit
+    siginfo = (fault.signo.to_bytes(4, "little") + bytes(4) + (fault.si_code & 0xFFFFFFFF).to_bytes(4, "little")
+               + bytes(4) + address.to_bytes(8, "little")).ljust(128, b"\0")
+    _sys.queue_to_self(fault.signo, siginfo)
 
 
 # -- messages ---------------------------------------------------------------------------------------
