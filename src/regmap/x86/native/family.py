@@ -99,8 +99,7 @@ def gather(cpu, plan: Plan, reads, writes) -> NativeState:
 def _window_basis(layout) -> tuple[str, ...]:
     names = _WINDOW_BASIS.get(id(layout))
     if names is None:
-        from regmap.layout import WINDOW_NAME
-        names = tuple(dict.fromkeys(s.basis for s in layout.registers.slices(WINDOW_NAME) if s.basis))
+        names = tuple(dict.fromkeys(s.basis for s in layout.registers.slices(layout.window) if s.basis))
         _WINDOW_BASIS[id(layout)] = names
     return names
 
