@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from hypothesis import strategies as st
 from iced_x86 import (
-    Code, CpuidFeature, Decoder, Encoder, EncodingKind, FlowControl, Instruction, InstructionInfoFactory,
+    Code, Decoder, Encoder, EncodingKind, FlowControl, Instruction, InstructionInfoFactory,
     MemorySizeExt, Mnemonic, OpCodeInfo, RegisterExt, OpCodeOperandKind as K, OpKind, Register,
 )
 
@@ -193,26 +193,11 @@ def form_info(code: int) -> FormInfo:
                     far)
 
 
-_CPUID_FLAGS = {  # iced CpuidFeature name -> /proc/cpuinfo flag ("" = every x86-64 CPU has it)
-    "INTEL8086": "", "INTEL186": "", "INTEL286": "", "INTEL386": "", "INTEL486": "", "X64": "lm",
-    "CPUID": "", "MULTIBYTENOP": "", "PAUSE": "", "FPU": "fpu", "FPU287": "fpu", "FPU387": "fpu",
-    "CMOV": "cmov", "CX8": "cx8", "CMPXCHG16B": "cx16", "SSE3": "pni", "LZCNT": "abm",
-    "PREFETCHW": "3dnowprefetch", "SHA": "sha_ni", "CLFSH": "clflush", "AVX512_IFMA": "avx512ifma",
-    "AVX512_VBMI": "avx512vbmi", "SEP": "sep", "SYSCALL": "syscall", "TSC": "tsc", "MSR": "msr",
-    "FXSR": "fxsr", "RDTSCP": "rdtscp", "D3NOW": "3dnow", "D3NOWEXT": "3dnowext", "HLE": "hle",
-    "RTM": "rtm", "MPX": "mpx", "CET_SS": "user_shstk", "CET_IBT": "ibt", "KL": "keylocker",
-}
-
-
-def cpuid_flag(feature: int) -> str:
-    name = next((k for k, v in CpuidFeature.__dict__.items() if v == feature and not k.startswith("_")),
-                str(feature))
-    return _CPUID_FLAGS.get(name, name.lower())
-
-
 def host_can_run(code: int, flags: frozenset[str]) -> tuple[bool, str]:
-    """Whether a CPU with /proc/cpuinfo ``flags`` executes ``code``; else the missing features."""
-    missing = sorted({cpuid_flag(f) for f in Instruction.create(code).cpuid_features()} - {""} - set(flags))
+    """Whether a CPU with /proc/cpuinfo ``flags`` executes ``code``; else the missing features
+    (iced-x86's CPUID features, spelled as /proc/cpuinfo does by `regmap.x86.native.host`)."""
+    from regmap.x86.native.host import missing_features
+    missing = missing_features(code, frozenset(flags))
     return (not missing, "host CPU lacks " + ", ".join(missing) if missing else "")
 
 

@@ -146,9 +146,10 @@ def test_an_access_outside_the_window_is_not_ours():
 
 def test_an_unsupported_instruction_names_bytes_disassembly_and_address():
     with pytest.raises(UnsupportedInstruction) as error:
-        run("d9 04 25 00 00 00 00", rip=0x401000)  # fld dword [0]
+        run("ff 2c 25 00 00 00 00", rip=0x401000)  # jmp far [0]: loads a code segment selector
     message = str(error.value)
-    assert "0x401000" in message and "d9 04 25 00 00 00 00" in message and "fld" in message
+    assert "0x401000" in message and "ff 2c 25 00 00 00 00" in message and "jmp" in message
+    assert "far branch" in error.value.reason
 
 
 def test_the_machine_is_unchanged_when_an_instruction_fails():

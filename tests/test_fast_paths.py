@@ -325,3 +325,27 @@ def test_traced_against_the_cpu(tmp_path):
     program = tmp_path / "checker"
     subprocess.run(["gcc", "-O1", "-o", str(program), str(source), str(assembly)], check=True)
     assert run_traced([str(program)]) == 0
+
+
+def test_an_exception_inside_the_handler_is_reported_and_forwarded(tmp_path):
+    """A bug in regmap's handler (here: the general path raising) prints one line and the fault
+    goes on as genuine: the process dies of SIGSEGV as it would without regmap."""
+    import signal
+    import subprocess
+    reason = why_not_native()
+    if reason is not None:
+        pytest.skip(reason)
+    script = tmp_path / "bug.py"
+    script.write_text(
+        "import ctypes, regmap\n"
+        "from regmap.runtime import handler\n"
+        "regmap.map_registers()\n"
+        "def broken(*args):\n"
+        "    raise RuntimeError('a bug')\n"
+        "handler.emulate = broken\n"
+        "ctypes.string_at(0x38, 8)\n"
+        "print('survived')\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGSEGV
+    assert "regmap: internal error" in result.stderr and "RuntimeError: a bug" in result.stderr
+    assert "survived" not in result.stdout

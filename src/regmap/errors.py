@@ -58,8 +58,23 @@ class DecodeError(NotWindowAccess):
         super().__init__(f"cannot decode an instruction{where} from {shown}: {reason}")
 
 
-class DivideError(RegmapError):
+class InstructionFault(RegmapError):
+    """The instruction itself raises an exception on the CPU (#DE, #GP, #XM, #MF, #UD, #AC):
+    deliver signal ``signo`` with ``si_code`` and ``si_addr`` (None: the instruction's address)
+    at the instruction, leaving its state untouched, as the kernel would."""
+
+    def __init__(self, message: str, signo: int, si_code: int, si_addr: int | None = None):
+        self.signo, self.si_code, self.si_addr = signo, si_code, si_addr
+        super().__init__(message)
+
+
+class DivideError(InstructionFault):
     """#DE: the program divided by zero or the quotient overflowed (SIGFPE on the CPU)."""
+
+    SIGFPE, FPE_INTDIV = 8, 1
+
+    def __init__(self, message: str = "divide error"):
+        super().__init__(message, self.SIGFPE, self.FPE_INTDIV)
 
 
 class MemoryFault(RegmapError):

@@ -17,6 +17,8 @@ __all__ = ["Emulation", "PureMachine", "emulate", "code_bytes", "MAX_STEPS"]
 MAX_STEPS = 10_000      # emulate's default bound on the instructions one call runs
 
 _EMULATORS: dict[int, Emulator] = {}
+# SSE and x87 control as after FNINIT / at process start: every exception masked
+_POWER_ON = {"mxcsr": 0x1F80, "fcw": 0x037F}
 
 
 class _Registers:
@@ -88,7 +90,8 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
     `UnsupportedInstruction`).
 
     `regs` maps register names, basis or alias (``rax``, ``eax``, ``xmm0``, ``cf``...),
-    to values; registers not given are zero (rflags bit 1 is always set).  `memory`
+    to values; registers not given are zero (rflags bit 1 is always set), except mxcsr (0x1f80)
+    and fcw (0x37f), which start as in every process.  `memory`
     maps addresses to the bytes of real memory the code may touch; any other access
     outside the window raises `MemoryFault`.  With `trace` (the default) each step
     lists its window accesses.
@@ -104,6 +107,9 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
         registers.write(name, value & ((1 << registers.width(name)) - 1), values)
     registers.write("rip", rip, values)
     values["rflags"] = values.get("rflags", 0) | 2
+    for name, value in _POWER_ON.items():     # what every process starts with, unless given
+        if name in registers.registers:
+            values.setdefault(name, value)
     regions = dict(memory or {})
     regions[rip] = code
     machine = PureMachine(values, regions)

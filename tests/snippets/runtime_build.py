@@ -30,7 +30,7 @@ def build_library(directory: Path, source: Path = SNIPPETS, name: str = "libsnip
 
 
 LONG_FUNCTIONS = ("add_rcx_loop", "echo_rdi", "window_mix", "flags_window", "flags_native",
-                  "div_window", "div_native", "load_from", "x87_window")
+                  "div_window", "div_native", "load_from", "unsupported_window")
 
 
 def declare(library):
@@ -41,7 +41,7 @@ def declare(library):
                        "window_mix": [c_long, c_long], "flags_window": [c_long, c_long],
                        "flags_native": [c_long, c_long], "div_window": [c_long, c_long],
                        "div_native": [c_long, c_long], "load_from": [c_void_p],
-                       "x87_window": []}.items():
+                       "unsupported_window": []}.items():
         function = getattr(library, name)
         function.argtypes, function.restype = args, c_long
     for name in ("xmm_window", "ymm_window", "ymm_high_from_init"):

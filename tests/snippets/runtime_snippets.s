@@ -136,11 +136,10 @@ overflow:
     add rsp, 4096
     ret
 
-# long x87_window(void): an instruction regmap does not emulate, on page 0
-    .globl x87_window
-x87_window:
-    fld qword ptr [8]
-    fstp st(0)
+# long unsupported_window(void): an instruction regmap does not emulate (a far jump), on page 0
+    .globl unsupported_window
+unsupported_window:
+    jmp fword ptr [8]
     xor eax, eax
     ret
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "regmap.cli.layout",    # layout, explain
     "regmap.cli.execute",   # run, exec
     "regmap.cli.emulate",   # emulate
+    "regmap.cli.coverage",  # coverage
 )
 # subcommand -> its module: a command line that names one imports only that module (a traced
 # program's start-up does not pay for the emulate and alias commands' imports)

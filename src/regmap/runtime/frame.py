@@ -65,6 +65,8 @@ X87, SSE, AVX, OPMASK, ZMM_HI256, HI16_ZMM = 0, 1, 2, 5, 6, 7
 COMPONENTS = {AVX: (576, 256), 3: (960, 64), 4: (1024, 64), OPMASK: (1088, 64),
               ZMM_HI256: (1152, 512), HI16_ZMM: (1664, 1024), 9: (2688, 8)}
 LEGACY_XMM, LEGACY_ST, LEGACY_MXCSR = 160, 32, 24
+X87_CONTROL = {"fcw": (0, 2), "fsw": (2, 2), "ftw": (4, 1)}     # ftw: FXSAVE's abridged tag byte
+X87_INIT = {0: 0x037F}                                          # FCW after FNINIT; the rest zero
 
 
 MASK64 = (1 << 64) - 1
@@ -270,16 +272,18 @@ class Frame(ctypes.Structure):
             xs.make_live(OPMASK)
             _set_u64(xs.base + xs.offset(OPMASK) + 8 * n, value)
 
-    def read_x87(self, index: int, offset: int) -> int:
+    def read_x87(self, offset: int, size: int) -> int:
+        """Bytes offset..offset+size-1 of the legacy x87 area (FCW 0, FSW 2, FTW 4, ST(i) at
+        32 + 16 i); in its initial state, FNINIT's values."""
         xs = self.xsave()
         if not xs.live(X87):
-            return 0
-        return ctypes.c_uint16.from_address(xs.base + LEGACY_ST + 16 * index + offset).value
+            return X87_INIT.get(offset, 0)
+        return _read_int(xs.base + offset, size)
 
-    def write_x87(self, index: int, offset: int, value: int) -> None:
+    def write_x87(self, offset: int, size: int, value: int) -> None:
         xs = self.xsave()
         xs.make_live(X87)
-        ctypes.c_uint16.from_address(xs.base + LEGACY_ST + 16 * index + offset).value = value
+        _write_int(xs.base + offset, size, value)
 
     def read_selector(self, name: str) -> int:
         if name == "ss" and not self.uc_flags & UC_SIGCONTEXT_SS:
@@ -373,12 +377,11 @@ def _install_properties() -> None:
     for n in range(8):
         setattr(Frame, f"k{n}", prop(lambda self, n=n: self.read_k(n),
                                      lambda self, v, n=n: self.write_k(n, v)))
-        setattr(Frame, f"st{n}_se", prop(lambda self, n=n: self.read_x87(n, 8),
-                                         lambda self, v, n=n: self.write_x87(n, 8, v)))
-        for word in range(4):
-            setattr(Frame, f"mm{n}_w{word}",
-                    prop(lambda self, n=n, w=word: self.read_x87(n, 2 * w),
-                         lambda self, v, n=n, w=word: self.write_x87(n, 2 * w, v)))
+        setattr(Frame, f"st{n}", prop(lambda self, n=n: self.read_x87(LEGACY_ST + 16 * n, 10),
+                                      lambda self, v, n=n: self.write_x87(LEGACY_ST + 16 * n, 10, v)))
+    for name, (offset, size) in X87_CONTROL.items():
+        setattr(Frame, name, prop(lambda self, o=offset, s=size: self.read_x87(o, s),
+                                  lambda self, v, o=offset, s=size: self.write_x87(o, s, v)))
     for name in SELECTOR_SHIFT:
         setattr(Frame, name, prop(lambda self, name=name: self.read_selector(name), _read_only(name)))
     # A 64-bit Linux process runs with null ds and es; the frame does not hold them.

@@ -160,6 +160,31 @@ def deliver_divide_error(machine: FrameMachine) -> None:
     _sys.queue_to_self(_sys.SIGFPE, info)
 
 
+def deliver_fault(signo: int, info: int, machine: FrameMachine, fault, state) -> None:
+    """An exception of the instruction itself (the native engine's #GP, #XM, #MF, #UD, #AC), as
+    the kernel would deliver it: the frame untouched (rip at the instruction), the fault's signal
+    with its si_code and si_addr.  A SIGSEGV or SIGBUS is the very signal being handled: its
+    siginfo is rewritten and it goes where a genuine fault goes (`forward`); another signal is
+    queued to this thread, as for a divide error."""
+    frame = machine.frame
+    address = frame.rip if fault.si_addr is None else fault.si_addr
+    if fault.signo == signo:
+        frame.si_code = fault.si_code
+        frame.si_addr = address
+        forward(signo, info, machine, state)
+        return
+    bit = 1 << (fault.signo - 1)
+    action = _sys.get_action(fault.signo)
+    if action.handler == _sys.SIG_IGN or frame.sigmask & bit:
+        action.handler = _sys.SIG_DFL
+        _sys.set_action(fault.signo, action)
+        frame.sigmask &= ~bit
+    siginfo = (fault.signo.to_bytes(4, "little") + bytes(4)
+               + (fault.si_code & 0xFFFFFFFF).to_bytes(4, "little")
+               + bytes(4) + address.to_bytes(8, "little")).ljust(128, b"\0")
+    _sys.queue_to_self(fault.signo, siginfo)
+
+
 # -- messages ---------------------------------------------------------------------------------------
 
 def write_stderr(text: str) -> None:

@@ -28,7 +28,7 @@ import sys
 import threading
 from typing import NamedTuple
 
-from regmap.errors import (DivideError, MemoryFault, NotWindowAccess, RegmapError,
+from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
 from regmap.runtime import _sys, genuine, patch, sites
 from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altstack,  # noqa: F401
@@ -113,6 +113,8 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
         forward(signo, info, machine, ACTIVE)
     except DivideError:
         deliver_divide_error(machine)
+    except InstructionFault as fault:
+        genuine.deliver_fault(signo, info, machine, fault, ACTIVE)
     except BaseException as error:  # noqa: BLE001 - nothing may escape a signal handler
         internal_error(signo, info, ctx, error)
 
@@ -188,7 +190,24 @@ def retry_longer(machine: FrameMachine, state: State) -> bool:
     return True
 
 
-# -- genuine faults ------------------------------------------------------------------------------
+def internal_error(signo: int, info: int, ctx: int, error: BaseException) -> None:
+    """A bug in regmap (or an exception raised into the handler): report, then forward."""
+    genuine.COUNTERS.internal_errors += 1
+    try:
+        machine = FRAMES.get(ctx) or FrameMachine(ctx, info)
+        rip = machine.frame.rip
+        genuine.write_stderr(f"regmap: internal error handling signal {signo} at rip {rip:#x}: "
+                             f"{type(error).__name__}: {error}; treated as a genuine fault\n")
+        forward(signo, info, machine, ACTIVE)
+    except BaseException:  # noqa: BLE001
+        # Last resort: the default action, through a re-fault.
+        try:
+            _sys.set_action(signo, _sys.KernelSigaction())
+        except BaseException:  # noqa: BLE001
+            pass
+
+
+# -- tracing ----------------------------------------------------------------------------------------
 
 class TraceEvent(NamedTuple):
     """One emulated window access."""
@@ -229,8 +248,6 @@ def file_sink(stream):
         stream.flush()
     return write
 
-
-# -- alternate signal stacks ----------------------------------------------------------------------
 
 # -- install and remove ----------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ import struct
 import sys
 import time
 
-from regmap.errors import (DivideError, MemoryFault, NotWindowAccess, UnsupportedInstruction,
-                           WindowHole)
+from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess,
+                           UnsupportedInstruction, WindowHole)
 from regmap.trace import ptrace
 from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
@@ -338,6 +338,9 @@ class Tracer:
         except DivideError:
             self._divide_error(tid)
             return
+        except InstructionFault as fault:
+            self._instruction_fault(tid, fault.signo, fault.si_code, fault.si_addr, str(fault))
+            return
         except Exception as error:      # a bug in regmap must not take the program with it
             self.reporter.internal_error(tid, regs.rip, error, sig)
             ptrace.cont(tid, sig)
@@ -365,30 +368,38 @@ class Tracer:
     def _divide_error(self, tid: int) -> None:
         """#DE: the program gets SIGFPE with si_code FPE_INTDIV and si_addr = the instruction's
         address, rip left on the instruction, as the kernel sends it for the CPU's #DE."""
+        self._instruction_fault(tid, SIGFPE, ptrace.FPE_INTDIV, None, "divide error")
+
+    def _instruction_fault(self, tid: int, sig: int, code: int, address: int | None, reason: str) -> None:
+        """An exception of the instruction itself (#DE, or the native engine's #GP, #XM, #MF,
+        #UD, #AC): signal ``sig`` with ``code`` and ``address`` (None: the instruction's),
+        rip left on the instruction, as the kernel sends it."""
         rip = self.machine.regs.rip
-        mask = 1 << (SIGFPE - 1)
+        address = rip if address is None else address
+        mask = 1 << (sig - 1)
         if (_signal_set(tid, "SigBlk") | _signal_set(tid, "SigIgn")) & mask:
             # the kernel would force SIGFPE (reset to default, unblock) and the program would
             # die of it; a traced SIGFPE cannot be forced, so regmap kills the process and
             # reports SIGFPE as the cause
+            name = signal.Signals(sig).name
             self.reporter.message(
-                f"thread {tid} divides by zero at {rip:#x} with SIGFPE blocked or ignored; "
-                "the CPU would kill the process with SIGFPE, so regmap kills it",
-                event="forced-signal", tid=tid, rip=rip, signal="SIGFPE")
-            self.forced_signal[self._tgid(tid)] = SIGFPE
+                f"thread {tid} faults at {rip:#x} ({reason}) with {name} blocked or ignored; "
+                f"the CPU would kill the process with {name}, so regmap kills it",
+                event="forced-signal", tid=tid, rip=rip, signal=name)
+            self.forced_signal[self._tgid(tid)] = sig
             ptrace.cont(tid, signal.SIGKILL)
             return
         info = self.siginfo
         for index in range(len(info._rest)):
             info._rest[index] = 0
-        info.si_signo = SIGFPE
+        info.si_signo = sig
         info.si_errno = 0
-        info.si_code = ptrace.FPE_INTDIV
+        info.si_code = code
         info._pad = 0
-        info.si_addr = rip
+        info.si_addr = address
         ptrace.setsiginfo(tid, info)
-        ptrace.cont(tid, SIGFPE)
-        self.reporter.delivered_signal(tid, SIGFPE, rip, "divide error")
+        ptrace.cont(tid, sig)
+        self.reporter.delivered_signal(tid, sig, rip, reason)
 
     @staticmethod
     def _tgid(tid: int) -> int:

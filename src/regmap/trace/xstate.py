@@ -26,6 +26,7 @@ import ctypes
 import struct
 
 from regmap.trace import ptrace
+from regmap.x86.cpu import MXCSR_WRITABLE
 
 MXCSR_OFFSET = 24
 XMM_OFFSET = 160
@@ -35,7 +36,7 @@ HEADER_OFFSET = 512
 SSE, YMM, OPMASK, ZMM_HI256, HI16_ZMM = 1, 2, 5, 6, 7
 COMPONENT_OFFSET = {YMM: 576, OPMASK: 1088, ZMM_HI256: 1152, HI16_ZMM: 1664}
 COMPONENT_SIZE = {SSE: 256, YMM: 256, OPMASK: 64, ZMM_HI256: 512, HI16_ZMM: 1024}
-MXCSR_MASK = 0xFFFF          # the architecturally defined MXCSR bits (checked by the kernel too)
+MXCSR_MASK = MXCSR_WRITABLE  # the MXCSR bits this CPU defines (checked by the kernel too)
 
 BUFFER_SIZE = 16384          # larger than any user xstate the kernel exposes without AMX tiles
 
@@ -49,7 +50,12 @@ def _vector_names():
 
 VECTOR_INDEX = _vector_names()
 OPMASK_INDEX = {f"k{i}": i for i in range(8)}
-NAMES = frozenset(VECTOR_INDEX) | frozenset(OPMASK_INDEX) | {"mxcsr"}
+# the legacy x87 area: name -> (offset, size); ST(i) in stack order, ftw the abridged tag byte
+X87_FIELDS = {"fcw": (0, 2), "fsw": (2, 2), "ftw": (4, 1),
+              **{f"st{i}": (32 + 16 * i, 10) for i in range(8)}}
+X87_INIT = {"fcw": 0x037F}        # FNINIT's values for a component in its initial state
+X87 = 0
+NAMES = frozenset(VECTOR_INDEX) | frozenset(OPMASK_INDEX) | {"mxcsr"} | frozenset(X87_FIELDS)
 
 
 class XState:
@@ -126,7 +132,10 @@ class XState:
             return self._get(OPMASK, COMPONENT_OFFSET[OPMASK] + 8 * index, 8)
         if name == "mxcsr":
             return struct.unpack_from("<I", self._view, MXCSR_OFFSET)[0]
-        raise KeyError(name)
+        offset, size = X87_FIELDS[name]
+        if not self._present(X87):
+            return X87_INIT.get(name, 0)
+        return int.from_bytes(self._view[offset:offset + size], "little")
 
     def write(self, name: str, value: int) -> None:
         if not self.loaded:
@@ -158,7 +167,15 @@ class XState:
             struct.pack_into("<I", self._view, MXCSR_OFFSET, value & MXCSR_MASK)
             self.dirty = True
             return
-        raise KeyError(name)
+        offset, size = X87_FIELDS[name]
+        bv = self._bv()
+        if not bv >> X87 & 1:     # leaving the initial state: FNINIT's values first
+            self._view[0:24] = bytes(24)
+            self._view[32:160] = bytes(128)
+            struct.pack_into("<H", self._view, 0, X87_INIT["fcw"])
+            struct.pack_into("<Q", self._view, HEADER_OFFSET, bv | 1 << X87)
+        self._view[offset:offset + size] = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+        self.dirty = True
 
     def store(self) -> None:
         """Write the area back if a register in it changed."""

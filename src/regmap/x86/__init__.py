@@ -2,5 +2,6 @@
 from regmap.x86.cpu import Access
 from regmap.x86.emulator import Emulator, Form, Step, supported_codes
 from regmap.x86.machine import Machine
+from regmap.x86.support import Coverage, coverage
 
-__all__ = ["Access", "Emulator", "Form", "Machine", "Step", "supported_codes"]
+__all__ = ["Access", "Coverage", "Emulator", "Form", "Machine", "Step", "coverage", "supported_codes"]

@@ -13,6 +13,8 @@ from regmap.layout import Layout, load_layout
 from regmap.x86.compiler import Declined, compile_form
 from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
+from regmap.x86.native import family as native_family
+from regmap.x86.native.unsupported import form_refusal
 from regmap.x86.operands import MemoryOperand, OperandFactory
 from regmap.x86.semantics import EVEX_READY, SEMANTICS, STRING_SEMANTICS
 
@@ -29,7 +31,7 @@ class Form:
 
     __slots__ = ("address", "code", "instruction", "mnemonic", "ops", "memory", "next_ip",
                  "condition_code", "disassembly", "execute", "_factory", "__weakref__",
-                 "repeat", "op_mask", "zeroing", "fast", "result", "hits")
+                 "repeat", "op_mask", "zeroing", "fast", "result", "native", "hits")
 
     def __init__(self, address: int, code: bytes, instruction, factory: OperandFactory):
         self.address, self.code, self.instruction = address, code, instruction
@@ -38,9 +40,11 @@ class Form:
         self.next_ip = instruction.next_ip
         self.condition_code = instruction.condition_code
         self.disassembly = _FORMATTER.format(instruction)
-        self.execute = None if _is_far_branch(instruction) else _semantics_of(
+        # the unsupported table overrides Python semantics too (a far jmp is a jmp to them)
+        self.execute = None if form_refusal(instruction.code) else _semantics_of(
             instruction.is_string_instruction, self.mnemonic, instruction.encoding)
         self._factory = factory
+        self.native = None          # the native engine's plan, for a form without Python semantics
         # REP/REPE/REPNE of a string instruction (F3 on others is an opcode prefix, not a repeat)
         self.repeat = ("repne" if instruction.has_repne_prefix else "rep" if instruction.has_rep_prefix
                        else None) if instruction.is_string_instruction else None
@@ -50,11 +54,15 @@ class Form:
             self.ops = factory.operands(instruction, instruction.encoding != EncodingKind.LEGACY)
         except KeyError as unknown:
             self.ops, self.execute = (), None
-            self.memory = self._explicit_memory(instruction, factory)
-            self.disassembly += f"  [{unknown.args[0]}]"
             self.fast, self.result = None, None
+            if not native_family.prepare(self, instruction, factory):
+                self.memory = self._explicit_memory(instruction, factory)
+                self.disassembly += f"  [{unknown.args[0]}]"
             return
         self.memory = tuple(op for op in self.ops if op.is_memory)
+        if self.execute is None and native_family.prepare(self, instruction, factory):
+            self.fast, self.result = None, None
+            return
         self.fast = compile_form(self, factory.layout) if self.execute is not None else None
         self.result = Step(address, self.code, self.mnemonic_name, self.disassembly, None)
 
@@ -186,26 +194,12 @@ class Emulator:
         return Step(rip, form.code, form.mnemonic_name, form.disassembly, cpu.accesses)
 
 
-def _is_far_branch(instruction) -> bool:
-    """jmp far [m16:64] and call far load a code segment selector: not for user-mode emulation."""
-    return instruction.is_jmp_far_indirect or instruction.is_call_far_indirect
-
-
 def _semantics_of(string: bool, mnemonic: int, encoding: int):
     if encoding not in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX):
         return None
     if encoding == EncodingKind.EVEX and mnemonic not in EVEX_READY:
         return None
     return (STRING_SEMANTICS if string else SEMANTICS).get(mnemonic)
-
-
-_C = iced_x86.Code
-_UNSUPPORTED_FORMS = {
-    # A 66h prefix on a near branch is ignored by Intel CPUs in 64-bit mode but honoured by AMD.
-    _C.JMP_RM16, _C.CALL_RM16,
-    # Far indirect branches load a code segment selector (see _is_far_branch).
-    _C.JMP_M1616, _C.JMP_M1632, _C.JMP_M1664, _C.CALL_M1616, _C.CALL_M1632, _C.CALL_M1664,
-}
 
 
 @functools.lru_cache(maxsize=None)
@@ -217,7 +211,7 @@ def supported_codes() -> frozenset[int]:
             continue
         info = OpCodeInfo(code)
         if (_semantics_of(_is_string(info), info.mnemonic, info.encoding) and info.mode64
-                and code not in _UNSUPPORTED_FORMS and info.mnemonic != Mnemonic.NOP
+                and not form_refusal(code) and info.mnemonic != Mnemonic.NOP
                 and _emulated_operands(info)):
             codes.add(code)
     return frozenset(codes)
@@ -232,6 +226,18 @@ _MEMORY_KINDS = frozenset({_K.MEM, _K.MEM_OFFS, _K.R8_OR_MEM, _K.R16_OR_MEM, _K.
 _EXCLUDED_KINDS = frozenset({_K.SEG_REG, _K.MM_OR_MEM, _K.MM_REG, _K.MEM_MPX, _K.MEM_MIB,
                              _K.MEM_VSIB32X, _K.MEM_VSIB64X, _K.MEM_VSIB32Y, _K.MEM_VSIB64Y,
                              _K.MEM_VSIB32Z, _K.MEM_VSIB64Z, _K.SIBMEM})
+
+
+@functools.lru_cache(maxsize=None)
+def has_python_semantics(code: int) -> bool:
+    """Whether a decoded form of ``code`` runs on Python semantics (as `Form` decides): it has a
+    semantic function and operands the factory builds.  A superset of `supported_codes`, which
+    also leaves out the segment-register operands the oracle cannot drive."""
+    info = OpCodeInfo(code)
+    kinds = set(info.op_kinds())
+    return (info.mode64 and not form_refusal(code)
+            and _semantics_of(_is_string(info), info.mnemonic, info.encoding) is not None
+            and not kinds & (_EXCLUDED_KINDS - {_K.SEG_REG}))
 
 
 def _is_string(info) -> bool:

@@ -1,0 +1,103 @@
+"""Cost of one page-0 fault run by the native engine, against the C floor and the Python path.
+
+In one run, interleaved repeat by repeat (the faulting thread's CPU time, as fault_cost.py):
+
+- floor: fault_cost.py's C program, a bare SIGSEGV handler doing `add rax, [8]`'s work;
+- native addsd: a loop of ``addsd xmm0, [8]`` under ``map_registers()`` (no Python semantics:
+  the native engine runs it);
+- python paddq: a loop of ``paddq xmm1, [0x100]``, a form with Python semantics (the generic
+  path: it has no compiled fast function);
+- native paddq: the same loop with that form handed to the native engine.
+
+Needs gcc and Linux x86-64.  Usage: python benchmarks/native_cost.py [--faults N] [--repeats R]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from fault_cost import build as build_floor  # noqa: E402
+
+
+def build(directory: Path) -> Path:
+    library = directory / "libnativecost.so"
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", library, HERE / "native_cost_loops.s"], check=True)
+    return library
+
+
+def timed(function, n: int) -> float:
+    start = time.thread_time()
+    function(n, 3)
+    return (time.thread_time() - start) / n * 1e9
+
+
+def native_emulator(library):
+    """An emulator whose paddq site runs on the native engine instead of its Python semantics."""
+    from regmap.x86 import Emulator
+    from regmap.x86.native import family
+    emulator = Emulator()
+    start = ctypes.cast(library.paddq_loop, ctypes.c_void_p).value
+    code = ctypes.string_at(start, 64)
+    at = start + code.index(bytes.fromhex("66 0f d4 0c 25 00 01 00 00"))
+    form = emulator.form_at(at, ctypes.string_at(at, 15))
+    family.prepare(form, form.instruction, emulator._factory)
+    return emulator
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faults", type=int, default=5000, help="faults per timed loop")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    import regmap
+    with tempfile.TemporaryDirectory(prefix="regmap-bench-") as tmp:
+        _, floor = build_floor(Path(tmp))
+        library = ctypes.CDLL(str(build(Path(tmp))))
+        for name in ("addsd_loop", "paddq_loop"):
+            getattr(library, name).restype = ctypes.c_long
+            getattr(library, name).argtypes = [ctypes.c_long, ctypes.c_long]
+        forced = native_emulator(library)
+        n = args.faults
+        rows: dict[str, list[float]] = {"floor": [], "native addsd": [], "python paddq": [], "native paddq": []}
+        for _ in range(args.repeats):
+            out = subprocess.run([floor, str(n), "1"], check=True, capture_output=True, text=True)
+            rows["floor"].append(float(out.stdout.split()[0]))
+            regmap.map_registers()
+            try:
+                rows["native addsd"].append(timed(library.addsd_loop, n))
+                rows["python paddq"].append(timed(library.paddq_loop, n))
+            finally:
+                regmap.unmap_registers()
+            regmap.map_registers(emulator=forced)
+            try:
+                rows["native paddq"].append(timed(library.paddq_loop, n))
+            finally:
+                regmap.unmap_registers()
+    median = {name: statistics.median(values) for name, values in rows.items()}
+    report = {"faults_per_loop": n, "repeats": args.repeats, "ns_per_fault": median,
+              "spread_ns": {name: [min(v), max(v)] for name, v in rows.items()},
+              "native_over_floor": median["native addsd"] / median["floor"],
+              "native_over_python_generic": median["native paddq"] / median["python paddq"]}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"one fault, median of {args.repeats} loops of {n} faults (ns per iteration):")
+    for name, values in rows.items():
+        print(f"  {name:14s} {median[name]:10.1f}  (min {min(values):.1f}, max {max(values):.1f})")
+    print(f"native engine (addsd) / C floor:              {report['native_over_floor']:.1f}x")
+    print(f"native engine / Python generic path (paddq):  {report['native_over_python_generic']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

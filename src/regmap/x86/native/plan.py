@@ -1,0 +1,253 @@
+"""How the native engine runs one form: where its window bytes are, how it is placed, or why not.
+
+A `Plan` is made once per decoded form (`plan_for`).  Per execution, `locate`
+gives the window ranges the instruction reads (each must be a register, not a
+hole) and writes (committed through the layout afterwards), and the machine
+code to run: the form re-encoded with its operand at the shadow page.
+"""
+from __future__ import annotations
+
+from iced_x86 import (Code, EncodingKind, FlowControl, InstructionInfoFactory, MemorySizeExt, Mnemonic,
+                      OpAccess, OpCodeInfo, OpKind, Register, RegisterExt)
+
+from regmap.errors import UnsupportedInstruction
+from regmap.x86.native import engine
+from regmap.x86.native.unsupported import form_refusal
+
+M64 = (1 << 64) - 1
+_info_factory = InstructionInfoFactory()
+_ALWAYS = {OpAccess.WRITE, OpAccess.READ_WRITE}
+_WRITES = {OpAccess.WRITE, OpAccess.READ_WRITE, OpAccess.COND_WRITE, OpAccess.READ_COND_WRITE}
+_MAYBE = {OpAccess.COND_WRITE, OpAccess.READ_COND_WRITE}
+# iced-x86 calls their store conditional, but the SDM has them write the destination back when the
+# comparison fails: the window bytes land whole, after the register writes
+_STORE_ALWAYS = {Mnemonic.CMPXCHG, Mnemonic.CMPXCHG8B, Mnemonic.CMPXCHG16B}
+_BIT_TESTS = {Mnemonic.BT, Mnemonic.BTS, Mnemonic.BTR, Mnemonic.BTC}
+_STACK_POINTERS = {Register.RSP, Register.ESP, Register.SP, Register.SPL}
+_SEGMENTS = {Register.ES, Register.CS, Register.SS, Register.DS, Register.FS, Register.GS}
+# implicit memory operands addressed by one register: the engine biases it onto the shadow page
+_POINTER_KINDS = {OpKind.MEMORY_SEG_RDI: Register.RDI, OpKind.MEMORY_SEG_EDI: Register.EDI,
+                  OpKind.MEMORY_SEG_DI: Register.DI}
+_STRING_KINDS = {OpKind.MEMORY_SEG_RSI, OpKind.MEMORY_SEG_ESI, OpKind.MEMORY_SEG_SI, OpKind.MEMORY_ESRDI,
+                 OpKind.MEMORY_ESEDI, OpKind.MEMORY_ESDI}
+_GPR64 = {Register.RAX: "rax", Register.RCX: "rcx", Register.RDX: "rdx", Register.RBX: "rbx",
+          Register.RSP: "rsp", Register.RBP: "rbp", Register.RSI: "rsi", Register.RDI: "rdi",
+          **{Register.R8 + i: f"r{8 + i}" for i in range(8)}}
+
+
+def static_refusal(instr) -> str | None:
+    """Why the engine cannot run this decoded instruction on a window operand, or None."""
+    reason = form_refusal(instr.code)
+    if reason:
+        return reason
+    info = OpCodeInfo(instr.code)
+    if info.encoding not in (EncodingKind.LEGACY, EncodingKind.VEX, EncodingKind.EVEX, EncodingKind.XOP,
+                             EncodingKind.D3NOW):
+        return "an encoding the host's user mode does not run"
+    if instr.flow_control not in (FlowControl.NEXT, FlowControl.EXCEPTION):
+        return "changes rip (branches keep Python semantics)"
+    if info.is_stack_instruction or _implicit_rsp(instr):
+        return "implicit stack operand (push/pop forms keep Python semantics)"
+    kinds = [instr.op_kind(i) for i in range(instr.op_count)]
+    if any(kind in _STRING_KINDS for kind in kinds):
+        return "string instruction (string forms keep Python semantics)"
+    if instr.is_ip_rel_memory_operand:
+        return "RIP-relative operand (no window address is RIP-relative)"
+    if instr.mnemonic in _BIT_TESTS and instr.op_count > 1 and instr.op_kind(1) == OpKind.REGISTER:
+        return "a register bit offset moves the operand anywhere (bt forms keep Python semantics)"
+    for i, kind in enumerate(kinds):
+        if kind == OpKind.REGISTER and instr.op_register(i) in _SEGMENTS and i == 0:
+            return "loads a segment register"
+    return None
+
+
+def _implicit_rsp(instr) -> bool:
+    """Whether the instruction uses rsp other than as an operand or an address register."""
+    explicit = {instr.op_register(i) for i in range(instr.op_count) if instr.op_kind(i) == OpKind.REGISTER}
+    explicit |= {instr.memory_base, instr.memory_index}
+    explicit = {RegisterExt.full_register(r) for r in explicit if r != Register.NONE}
+    return any(RegisterExt.full_register(r.register) == Register.RSP and Register.RSP not in explicit
+               for r in _info_factory.info(instr).used_registers())
+
+
+class Plan:
+    """The static part: the decoded instruction, its kind, its memory accesses relative to the
+    operand's address."""
+
+    __slots__ = ("instruction", "code", "refusal", "kind", "accesses", "pointer", "size", "swap",
+                 "vectors", "opmasks", "x87", "whole", "gprs", "zeroed")
+
+    def __init__(self, instruction, code: bytes):
+        self.instruction, self.code = instruction, code
+        self.refusal = static_refusal(instruction)
+        kinds = [instruction.op_kind(i) for i in range(instruction.op_count)]
+        pointer = next((_POINTER_KINDS[k] for k in kinds if k in _POINTER_KINDS), None)
+        self.pointer = pointer
+        if instruction.code == Code.XLAT_M8:
+            self.kind, self.pointer = "bias", Register.RBX
+        elif pointer is not None:
+            self.kind = "bias"
+        elif instruction.is_vsib:
+            self.kind = "vsib"
+        else:
+            self.kind = "explicit"
+        self.size = max(MemorySizeExt.size(instruction.memory_size), 1)
+        self._registers_used(instruction)
+        self.swap = None
+        if self.refusal is None:
+            self._stand_in_for_rsp()
+        # (offset from the operand's address, size or 0 if unknown, read, always written, maybe written)
+        accesses = []
+        for m in _info_factory.info(instruction).used_memory():
+            if m.access == OpAccess.NO_MEM_ACCESS:
+                continue
+            offset = (m.displacement - instruction.memory_displacement) & M64
+            if offset >= 1 << 63:
+                offset -= 1 << 64
+            always = m.access in _ALWAYS or (m.access in _MAYBE and instruction.mnemonic in _STORE_ALWAYS)
+            accesses.append((offset, MemorySizeExt.size(m.memory_size), always, m.access in _MAYBE))
+        if self.kind == "explicit" and not any(self._explicit(m, instruction)
+                                               for m in _info_factory.info(instruction).used_memory()):
+            accesses = accesses[:1]
+        self.accesses = tuple(accesses)
+
+    def _registers_used(self, instr) -> None:
+        """Which vector, opmask and x87 state the engine loads and commits: what iced-x86 says the
+        instruction uses (implicit registers included), everything for a state save or restore."""
+        info = OpCodeInfo(instr.code)
+        usage = _info_factory.info(instr).used_registers()
+        used = [r.register for r in usage]
+        # a VEX or EVEX write zeroes the destination up to the architecture's width (512 bits),
+        # the bits this CPU lacks included (the Python semantics' model too)
+        self.zeroed = frozenset(
+            RegisterExt.number(r.register) for r in usage
+            if RegisterExt.is_vector_register(r.register) and r.access in _WRITES
+            and info.encoding in (EncodingKind.VEX, EncodingKind.EVEX))
+        if instr.op_mask != Register.NONE:
+            used.append(instr.op_mask)
+        self.whole = info.is_save_restore or instr.is_vsib
+        everything = info.is_save_restore
+        full = {RegisterExt.full_register(r) for r in used}
+        self.gprs = tuple(name for reg, name in _GPR64.items() if everything or reg in full)
+        self.vectors = tuple(range(32)) if everything else tuple(sorted(
+            {RegisterExt.number(r) for r in used if RegisterExt.is_vector_register(r)}))
+        self.opmasks = tuple(range(8)) if everything else tuple(sorted(
+            {r - Register.K0 for r in used if Register.K0 <= r <= Register.K7}))
+        x87_escape = info.encoding == EncodingKind.LEGACY and info.table == 0 and 0xD8 <= info.op_code <= 0xDF
+        self.x87 = everything or x87_escape or any(RegisterExt.is_st(r) or RegisterExt.is_mm(r) for r in used)
+
+    def _stand_in_for_rsp(self) -> None:
+        """The engine runs on its own stack: an rsp (esp, sp, spl) operand becomes a register the
+        instruction does not use, loaded with rsp's value (``swap``: that register's name)."""
+        instr = self.instruction
+        operands = [i for i in range(instr.op_count)
+                    if instr.op_kind(i) == OpKind.REGISTER and instr.op_register(i) in _STACK_POINTERS]
+        if not operands:
+            return
+        used = {RegisterExt.full_register(r.register) for r in _info_factory.info(instr).used_registers()}
+        stand_in = next(r for r in (Register.R15, Register.R14, Register.R13, Register.R12, Register.R11)
+                        if r not in used)
+        moved = instr.copy()
+        for i in operands:
+            size = RegisterExt.size(instr.op_register(i))
+            moved.set_op_register(i, {8: stand_in, 4: stand_in + (Register.R15D - Register.R15),
+                                      2: stand_in + (Register.R15W - Register.R15),
+                                      1: stand_in + (Register.R15L - Register.R15)}[size])
+        self.code = engine.encode(moved, instr.ip)
+        self.instruction = engine.decode(self.code, instr.ip)
+        self.swap = _GPR64[stand_in]
+        self.gprs = tuple(dict.fromkeys(self.gprs + ("rsp", self.swap)))
+
+    @staticmethod
+    def _explicit(m, instruction) -> bool:
+        return m.base == instruction.memory_base and m.index == instruction.memory_index
+
+    # -- per execution ---------------------------------------------------------------------------
+    def address(self, cpu, operand) -> int:
+        """The window address the instruction's memory operand starts at (VSIB: its first element)."""
+        if self.kind == "explicit":
+            return operand.address(cpu)
+        if self.kind == "bias":
+            return self._pointer_address(cpu)
+        return min(self.elements(cpu))
+
+    def in_window(self, cpu, operand) -> bool:
+        if self.kind == "vsib":
+            return any(cpu.layout.contains(a, self.size) for a in self.elements(cpu))
+        return cpu.layout.contains(self.address(cpu, operand), self.size)
+
+    def _pointer_address(self, cpu) -> int:
+        full = _GPR64[RegisterExt.full_register(self.pointer)]
+        bits = RegisterExt.size(self.pointer) * 8
+        address = cpu.reg(full) & ((1 << bits) - 1)
+        if self.instruction.code == Code.XLAT_M8:
+            address = (address + (cpu.reg("rax") & 0xFF)) & ((1 << bits) - 1)
+        return address
+
+    def elements(self, cpu) -> list[int]:
+        """The address of every element of a gather or scatter (masked-off ones included)."""
+        instr = self.instruction
+        index_bits = 32 if instr.is_vsib32 else 64
+        data = [instr.op_register(i) for i in range(instr.op_count)
+                if instr.op_kind(i) == OpKind.REGISTER and RegisterExt.is_vector_register(instr.op_register(i))]
+        index_reg_bits = RegisterExt.size(instr.memory_index) * 8
+        count = min(RegisterExt.size(data[0]) * 8 // (self.size * 8), index_reg_bits // index_bits)
+        vector = cpu.reg(f"zmm{RegisterExt.number(instr.memory_index)}")
+        base = 0
+        if instr.memory_base != Register.NONE:
+            full = _GPR64[RegisterExt.full_register(instr.memory_base)]
+            base = cpu.reg(full) & ((1 << RegisterExt.size(instr.memory_base) * 8) - 1)
+        out = []
+        for i in range(count):
+            index = (vector >> (index_bits * i)) & ((1 << index_bits) - 1)
+            if index >> (index_bits - 1):
+                index -= 1 << index_bits
+            out.append((base + index * instr.memory_index_scale + instr.memory_displacement) & M64)
+        return out
+
+    def locate(self, cpu, operand, r, form):
+        """(read ranges, write ranges, machine code, bias) for this execution.  Ranges are
+        ``(address, size, always)``: ``always`` writes land whole, others only where bytes changed."""
+        window = cpu.layout.size
+        if self.kind == "vsib":
+            elements = self.elements(cpu)
+            if not all(cpu.layout.contains(a, self.size) for a in elements):
+                raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                             "gather/scatter elements both in the window and outside it")
+            ranges = [(a, self.size, False) for a in elements]
+            writes = ranges if any(always or maybe for _, _, always, maybe in self.accesses) else []
+            base = 0
+            if self.instruction.memory_base != Register.NONE:
+                base = cpu.reg(_GPR64[RegisterExt.full_register(self.instruction.memory_base)])
+            origin = (base + self.instruction.memory_displacement + r.shadow) & M64
+            if origin >= 1 << 63:
+                origin -= 1 << 64
+            if not -2**31 <= origin < 2**31:
+                raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                             "gather/scatter base and displacement too far from the window")
+            return ranges, writes, engine.place_vsib(self.code, origin), {}
+        address = self.address(cpu, operand)
+        reads, writes = [], []
+        for offset, size, always, maybe in self.accesses:
+            start = address + offset
+            if size == 0:                  # variable size (xsave and friends): to the window's end
+                if always or maybe:
+                    writes.append((start, window - start, False))
+                continue
+            if not 0 <= start <= window - size:
+                raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                             "memory accesses both in the window and outside it")
+            reads.append((start, size, always))
+            if always or maybe:
+                writes.append((start, size, always))
+        if self.kind == "bias":
+            name = _GPR64[RegisterExt.full_register(self.pointer)]
+            return reads, writes, self.code, {name: r.shadow}
+        return reads, writes, engine.place_at(self.code, address), {}
+
+    def __repr__(self) -> str:
+        return f"Plan({self.kind}, {self.code.hex(' ')}, refusal={self.refusal!r}, swap={self.swap})"
+
+
+def plan_for(instruction, code: bytes) -> Plan:
+    return Plan(instruction, code)

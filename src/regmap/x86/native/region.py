@@ -1,0 +1,214 @@
+"""The engine's low region: a shadow page, a state block, a scratch stack and generated code.
+
+One private RWX mapping, placed low so every save and restore in the stub can
+use ``[disp32]`` absolute addressing with no register, and so a window operand
+moves onto the shadow page by a 32-bit displacement:
+
+==============  =========================================================
+offset          contents
+==============  =========================================================
+0x00000-0x00fff guard page (no access)
+0x01000-0x01fff shadow page: the 4096-byte window image
+0x02000-0x02fff guard page
+0x03000-0x03fff state block: GPRs, rflags, mxcsr, k0-k7, host slots,
+                fault record, signal plumbing, zmm0-zmm31, FXSAVE area
+0x04000-0x07fff scratch stack (``stack_top`` leaves room for a signal frame)
+0x08000-0x08fff guard page
+0x09000-0x09fff code: prologue, epilogue, fault handler, the instruction
+0x0a000-0x11fff alternate signal stack for the fault handler
+==============  =========================================================
+
+The guard pages turn an access that strays from the shadow page or the stack
+into a fault instead of a corrupted state block.  Nothing is mapped until the
+engine is first used (`ensure`).  The code is in `stub`; one call of it blocks
+the asynchronous signals, routes the synchronous faults to its handler, runs
+the instruction and puts everything back, all in machine code.
+"""
+from __future__ import annotations
+
+import ctypes
+import signal
+import struct
+import threading
+
+from regmap.x86.native import host
+
+GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+REGION_SIZE = 0x12000
+_CANDIDATE_BASES = tuple(range(0x10000, 0x100000, 0x20000))
+GUARD_OFFS = (0x0000, 0x2000, 0x8000)
+SHADOW_OFF = SHADOW_SIZE = 0x1000
+BLOCK_OFF = 0x3000
+STACK_OFF, STACK_SIZE = 0x4000, 0x4000
+STACK_TOP_OFF = 0x3000           # in the stack: 12 KiB below for pushes and signal frames, 4 KiB above
+CODE_OFF = 0x9000
+ALTSTACK_OFF, ALTSTACK_SIZE = 0xA000, 0x8000
+
+# state block fields (offsets inside the block)
+B_GPR = 0x000          # 16 x 8
+B_RFLAGS = 0x080
+B_MXCSR = 0x088        # 4 bytes
+B_K = 0x090            # 8 x 8
+B_HOST = 0x100         # rbx rbp r12 r13 r14 r15 rsp
+B_HOST_MXCSR = 0x138
+B_HOST_FCW = 0x140
+B_OWNER = 0x148        # fs:[0] of the thread running the stub
+B_ALTSET = 0x150       # 0 when the stub installed its alternate stack (to put the old one back)
+B_FAULT = 0x180        # flag, signo, si_code, si_addr, rip
+B_OLDACT = 0x200       # 12 x 32: the kernel sigaction each fault signal had, by signal number
+B_ACTION = 0x380       # the stub's kernel sigaction: handler, flags, restorer, mask
+B_MASK = 0x3A0         # the signal mask while the stub runs
+B_OLDMASK = 0x3A8
+B_ALTSTACK = 0x3B0     # stack_t of the stub's alternate stack
+B_OLDALT = 0x3C8       # the thread's stack_t before
+B_ZMM = 0x400          # 32 x 64
+B_FX = 0xC00           # 512-byte FXSAVE area (16-byte aligned)
+
+C_PROLOGUE, C_EPILOGUE, C_HANDLER, C_RESTORE, C_RESTORER, C_INSN = 0x000, 0x400, 0x800, 0xA00, 0xC00, 0xD00
+
+FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP)
+SA_SIGINFO, SA_ONSTACK, SA_RESTORER, SA_NODEFER = 0x4, 0x08000000, 0x04000000, 0x40000000
+
+# rflags bits the stub loads: CF PF AF ZF SF DF OF and AC (an unaligned access then raises #AC);
+# TF would single-step the stub
+LOADED_RFLAGS = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x40000
+RFLAGS_FIXED = 0x2
+
+
+class _TimeVal(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long)]
+
+
+class _ITimerVal(ctypes.Structure):
+    _fields_ = [("interval", _TimeVal), ("value", _TimeVal)]
+
+
+class SigAction(ctypes.Structure):        # glibc's struct sigaction
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16), ("flags", ctypes.c_int),
+                ("restorer", ctypes.c_void_p)]
+
+
+_libc = None
+
+
+def _load_libc():
+    """The C library, its prototypes set (Linux only: the region is never made elsewhere)."""
+    global _libc
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long)
+        libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        libc.setitimer.argtypes = (ctypes.c_int, ctypes.POINTER(_ITimerVal), ctypes.POINTER(_ITimerVal))
+        libc.sigaction.argtypes = (ctypes.c_int, ctypes.POINTER(SigAction), ctypes.POINTER(SigAction))
+        _libc = libc
+    return _libc
+
+
+def arm_watchdog(seconds: float) -> None:
+    """Arm (or, with 0, disarm) the virtual-time timer that sends SIGVTALRM."""
+    timer = _ITimerVal(_TimeVal(0, 0), _TimeVal(int(seconds), int(seconds % 1 * 1e6)))
+    _load_libc().setitimer(1, ctypes.byref(timer), None)      # ITIMER_VIRTUAL
+
+
+class Region:
+    """The mapped region, its addresses and its stub."""
+
+    def __init__(self):
+        from regmap.x86.native import stub
+        _load_libc()
+        self.base = _map()
+        for guard in GUARD_OFFS:
+            if _libc.mprotect(self.base + guard, 0x1000, 0) != 0:
+                raise OSError(ctypes.get_errno(), "cannot protect the native engine's guard pages")
+        self.shadow = self.base + SHADOW_OFF
+        self.block = self.base + BLOCK_OFF
+        self.stack = self.base + STACK_OFF
+        self.stack_top = self.stack + STACK_TOP_OFF
+        self.code = self.base + CODE_OFF
+        self.insn = self.code + C_INSN
+        self.epilogue = self.code + C_EPILOGUE
+        self.altstack = self.base + ALTSTACK_OFF
+        # the block as bytes, for struct.pack_into / unpack_from in place
+        self.view = memoryview((ctypes.c_char * 0x1000).from_address(self.block)).cast("B")
+        self.shadow_view = memoryview((ctypes.c_char * SHADOW_SIZE).from_address(self.shadow)).cast("B")
+        stub.install(self)
+        self.stub = ctypes.PYFUNCTYPE(None)(self.code + C_PROLOGUE)
+        self._prepare_plumbing()
+
+    def _prepare_plumbing(self) -> None:
+        v = self.view
+        struct.pack_into("<QQQQ", v, B_ACTION, self.code + C_HANDLER, SA_SIGINFO | SA_NODEFER | SA_RESTORER,
+                         self.code + C_RESTORER, 0)
+        mask = 0
+        for sig in range(1, 65):
+            if sig not in FAULT_SIGNALS + (signal.SIGVTALRM, signal.SIGKILL, signal.SIGSTOP):
+                mask |= 1 << (sig - 1)
+        struct.pack_into("<Q", v, B_MASK, mask)
+        struct.pack_into("<QiiQ", v, B_ALTSTACK, self.altstack, 0, 0, ALTSTACK_SIZE)
+
+    def call(self, body: bytes, watchdog: float = 0.0) -> tuple[int, int, int, int] | None:
+        """Run the stub with ``body`` (the instruction and its jump to the epilogue) in place.
+
+        Returns None, or ``(signo, si_code, si_addr, rip)`` of the fault that stopped it.
+        ``watchdog`` (seconds of CPU time, for a branch that may go astray, in tests) stops the
+        stub with SIGVTALRM.
+        """
+        ctypes.memmove(self.insn, body, len(body))
+        self.view[B_FAULT:B_FAULT + 8] = bytes(8)
+        if watchdog:
+            old = SigAction()
+            action = SigAction(self.code + C_HANDLER, (ctypes.c_ulong * 16)(), SA_SIGINFO | SA_NODEFER | SA_ONSTACK,
+                               None)
+            _libc.sigaction(signal.SIGVTALRM, ctypes.byref(action), ctypes.byref(old))
+            arm_watchdog(watchdog)
+            try:
+                self.stub()
+            finally:
+                arm_watchdog(0.0)
+                _libc.sigaction(signal.SIGVTALRM, ctypes.byref(old), None)
+        else:
+            self.stub()
+        flag, signo, si_code, si_addr, rip = struct.unpack_from("<QQQQQ", self.view, B_FAULT)
+        if not flag:
+            return None
+        return signo & 0xFFFFFFFF, ctypes.c_int32(si_code & 0xFFFFFFFF).value, si_addr, rip
+
+    def jump_to_epilogue(self, at: int) -> bytes:
+        return b"\xe9" + struct.pack("<i", self.epilogue - (at + 5))
+
+
+def _map() -> int:
+    prot = 0x1 | 0x2 | 0x4                                 # PROT_READ | PROT_WRITE | PROT_EXEC
+    flags = 0x02 | 0x20 | 0x100000                         # MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
+    for base in _CANDIDATE_BASES:
+        got = _libc.mmap(base, REGION_SIZE, prot, flags, -1, 0)
+        if got == base:
+            return base
+        if got not in (None, ctypes.c_void_p(-1).value):   # an old kernel took it as a hint
+            _libc.munmap(got, REGION_SIZE)
+    raise OSError(ctypes.get_errno(), "cannot map the native engine's low region")
+
+
+_REGION: Region | None = None
+_MAKING = threading.Lock()
+
+
+def ensure() -> Region:
+    """The region, mapped and its code generated on first use (once: threads that fault at the
+    same moment must not make two)."""
+    global _REGION
+    region = _REGION
+    if region is None:
+        with _MAKING:
+            if _REGION is None:
+                problem = host.platform_problem()
+                if problem:
+                    raise OSError(problem)
+                _REGION = Region()
+            region = _REGION
+    return region

@@ -1,0 +1,246 @@
+"""The native engine's machine code, generated with iced-x86 into the region's code page.
+
+- prologue: save the host's callee-saved registers, rsp, MXCSR and FCW; block the
+  asynchronous signals, put up the alternate stack (when the thread is not on one
+  already: a signal handler's), route SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGTRAP to the
+  handler (raw rt_sigaction, the old actions kept); load x87/SSE (FXRSTOR), the
+  vector and opmask registers, MXCSR, rflags and the GPRs; jump to the instruction.
+- epilogue (the instruction jumps there): save it all back, then `restore`.
+- handler: a fault of the thread running the stub (same fs:[0], the TCB) is
+  recorded (signal, si_code, si_addr, rip) and the stub abandoned through
+  `restore`; another thread's fault goes to the handler that was installed
+  before, or, if that was the default action or SIG_IGN, the old action is put
+  back and the fault repeats to act as it would have.
+- restore: put back the signal actions, the alternate stack and the mask, then
+  the ABI's state (DF and AC clear, empty x87 stack, the host's control words),
+  and return to the caller.
+"""
+from __future__ import annotations
+
+import ctypes
+
+from iced_x86 import BlockEncoder, Code, Instruction, MemoryOperand, Register
+
+from regmap.x86.native import host
+from regmap.x86.native.region import (
+    B_ACTION, B_ALTSET, B_ALTSTACK, B_FAULT, B_FX, B_GPR, B_HOST, B_HOST_FCW, B_HOST_MXCSR, B_K, B_MASK,
+    B_MXCSR, B_OLDACT, B_OLDALT, B_OLDMASK, B_OWNER, B_RFLAGS, B_ZMM, C_EPILOGUE, C_HANDLER, C_INSN,
+    C_PROLOGUE, C_RESTORE, C_RESTORER, FAULT_SIGNALS, RFLAGS_FIXED, SA_ONSTACK)
+
+GPR_REGISTERS = (Register.RAX, Register.RCX, Register.RDX, Register.RBX, Register.RSP, Register.RBP,
+                 Register.RSI, Register.RDI, Register.R8, Register.R9, Register.R10, Register.R11,
+                 Register.R12, Register.R13, Register.R14, Register.R15)
+_HOST_SAVED = (Register.RBX, Register.RBP, Register.R12, Register.R13, Register.R14, Register.R15)
+_UC_MCONTEXT_RIP = 40 + 16 * 8     # ucontext_t: flags, link, stack_t(24), then gregs; REG_RIP = 16
+SYS_RT_SIGACTION, SYS_RT_SIGPROCMASK, SYS_RT_SIGRETURN, SYS_SIGALTSTACK = 13, 14, 15, 131
+SIG_SETMASK = 2
+
+
+def _abs(address: int) -> MemoryOperand:
+    """``[address]`` as an absolute (SIB, no base, no index) 64-bit-mode operand."""
+    return MemoryOperand(displ=address, displ_size=8)
+
+
+def _mov(reg, value: int) -> Instruction:
+    return Instruction.create_reg_i32(Code.MOV_R32_IMM32, reg, value)
+
+
+def _syscall(number: int, *args: int) -> list[Instruction]:
+    """A raw system call with up to four 32-bit immediate arguments (rdi, rsi, rdx, r10)."""
+    ins = [_mov(Register.EAX, number)]
+    for reg, value in zip((Register.EDI, Register.ESI, Register.EDX, Register.R10D), args):
+        ins.append(_mov(reg, value))
+    return ins + [Instruction.create(Code.SYSCALL)]
+
+
+class _Labels:
+    """Branch targets for BlockEncoder: an instruction whose ip is the label's number."""
+
+    def __init__(self):
+        self.count = 0
+
+    def new(self) -> int:
+        self.count += 1
+        return self.count
+
+    @staticmethod
+    def at(label: int) -> Instruction:
+        mark = Instruction.create(Code.NOPD)
+        mark.ip = label
+        return mark
+
+
+def _vector_moves(block: int, load: bool) -> list[Instruction]:
+    out = []
+    width = host.vector_width()
+    moves = {512: (Register.ZMM0, Code.EVEX_VMOVDQU64_ZMM_K1Z_ZMMM512, Code.EVEX_VMOVDQU64_ZMMM512_K1Z_ZMM),
+             256: (Register.YMM0, Code.VEX_VMOVDQU_YMM_YMMM256, Code.VEX_VMOVDQU_YMMM256_YMM),
+             128: (Register.XMM0, Code.MOVDQU_XMM_XMMM128, Code.MOVDQU_XMMM128_XMM)}
+    first, load_code, store_code = moves[width]
+    for i in range(host.vector_count()):
+        slot = _abs(block + B_ZMM + 64 * i)
+        out.append(Instruction.create_reg_mem(load_code, first + i, slot) if load
+                   else Instruction.create_mem_reg(store_code, slot, first + i))
+    if width == 512:
+        wide = host.wide_opmasks()
+        for i in range(8):
+            slot = _abs(block + B_K + 8 * i)
+            if load:
+                out.append(Instruction.create_reg_mem(
+                    Code.VEX_KMOVQ_KR_KM64 if wide else Code.VEX_KMOVW_KR_KM16, Register.K0 + i, slot))
+            else:
+                out.append(Instruction.create_mem_reg(
+                    Code.VEX_KMOVQ_M64_KR if wide else Code.VEX_KMOVW_M16_KR, slot, Register.K0 + i))
+    return out
+
+
+def _assemble(instructions: list[Instruction], address: int) -> bytes:
+    encoder = BlockEncoder(64)
+    encoder.add_many(instructions)
+    return encoder.encode(address)
+
+
+def _signal_setup(b: int) -> list[Instruction]:
+    labels = _Labels()
+    plain, go = labels.new(), labels.new()
+    ins = _syscall(SYS_RT_SIGPROCMASK, SIG_SETMASK, b + B_MASK, b + B_OLDMASK, 8)
+    ins += _syscall(SYS_SIGALTSTACK, b + B_ALTSTACK, b + B_OLDALT)
+    ins += [Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_ALTSET), Register.RAX),
+            Instruction.create_reg_reg(Code.TEST_RM64_R64, Register.RAX, Register.RAX),
+            Instruction.create_branch(Code.JNE_REL32_64, plain),
+            # on our alternate stack: the handler runs there
+            Instruction.create_mem_i32(Code.OR_RM64_IMM32, _abs(b + B_ACTION + 8), SA_ONSTACK),
+            Instruction.create_branch(Code.JMP_REL32_64, go),
+            # already on a handler's alternate stack (EPERM): the handler runs on the scratch stack,
+            # which rsp points into whenever the engine runs for the emulator
+            labels.at(plain),
+            Instruction.create_mem_i32(Code.AND_RM64_IMM32, _abs(b + B_ACTION + 8), ~SA_ONSTACK),
+            labels.at(go)]
+    for sig in FAULT_SIGNALS:
+        ins += _syscall(SYS_RT_SIGACTION, sig, b + B_ACTION, b + B_OLDACT + 32 * sig, 8)
+    return ins
+
+
+def _prologue(r) -> bytes:
+    b = r.block
+    ins = [Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_HOST + 8 * i), reg)
+           for i, reg in enumerate(_HOST_SAVED)]
+    ins.append(Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_HOST + 0x30), Register.RSP))
+    ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX,
+                                          MemoryOperand(displ=0, displ_size=8, seg=Register.FS)))
+    ins.append(Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_OWNER), Register.RAX))
+    ins.append(Instruction.create_mem(Code.STMXCSR_M32, _abs(b + B_HOST_MXCSR)))
+    ins.append(Instruction.create_mem(Code.FNSTCW_M2BYTE, _abs(b + B_HOST_FCW)))
+    ins += _signal_setup(b)
+    ins.append(Instruction.create_mem(Code.FXRSTOR64_M512BYTE, _abs(b + B_FX)))
+    ins += _vector_moves(b, load=True)
+    ins.append(Instruction.create_mem(Code.LDMXCSR_M32, _abs(b + B_MXCSR)))
+    ins.append(Instruction.create_mem(Code.PUSH_RM64, _abs(b + B_RFLAGS)))
+    ins.append(Instruction.create(Code.POPFQ))
+    # from here on no instruction may touch the flags
+    ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _abs(b + B_GPR + 8 * 4)))
+    for i, reg in enumerate(GPR_REGISTERS):
+        if reg != Register.RSP:
+            ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, _abs(b + B_GPR + 8 * i)))
+    ins.append(Instruction.create_branch(Code.JMP_REL32_64, r.code + C_INSN))
+    return _assemble(ins, r.code + C_PROLOGUE)
+
+
+def _epilogue(r) -> bytes:
+    b = r.block
+    ins = [Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_GPR + 8 * i), reg)
+           for i, reg in enumerate(GPR_REGISTERS)]
+    ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _abs(b + B_HOST + 0x30)))
+    ins.append(Instruction.create(Code.PUSHFQ))
+    ins.append(Instruction.create_mem(Code.POP_RM64, _abs(b + B_RFLAGS)))
+    ins.append(Instruction.create_i32(Code.PUSHQ_IMM8, RFLAGS_FIXED))    # AC off before the stores
+    ins.append(Instruction.create(Code.POPFQ))
+    ins += _vector_moves(b, load=False)
+    ins.append(Instruction.create_mem(Code.STMXCSR_M32, _abs(b + B_MXCSR)))
+    ins.append(Instruction.create_mem(Code.FXSAVE64_M512BYTE, _abs(b + B_FX)))
+    ins.append(Instruction.create_branch(Code.JMP_REL32_64, r.code + C_RESTORE))
+    return _assemble(ins, r.epilogue)
+
+
+def _restore(r) -> bytes:
+    b = r.block
+    labels = _Labels()
+    kept = labels.new()
+    ins = [Instruction.create_i32(Code.PUSHQ_IMM8, RFLAGS_FIXED), Instruction.create(Code.POPFQ)]
+    for sig in FAULT_SIGNALS:
+        ins += _syscall(SYS_RT_SIGACTION, sig, b + B_OLDACT + 32 * sig, 0, 8)
+    ins += [Instruction.create_mem_i32(Code.CMP_RM64_IMM8, _abs(b + B_ALTSET), 0),
+            Instruction.create_branch(Code.JNE_REL32_64, kept)]
+    ins += _syscall(SYS_SIGALTSTACK, b + B_OLDALT, 0)
+    ins.append(labels.at(kept))
+    ins += _syscall(SYS_RT_SIGPROCMASK, SIG_SETMASK, b + B_OLDMASK, 0, 8)
+    ins += [Instruction.create_mem(Code.LDMXCSR_M32, _abs(b + B_HOST_MXCSR)),
+            Instruction.create(Code.FNINIT),
+            Instruction.create_mem(Code.FLDCW_M2BYTE, _abs(b + B_HOST_FCW))]
+    ins += [Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, _abs(b + B_HOST + 8 * i))
+            for i, reg in enumerate(_HOST_SAVED)]
+    if host.vector_width() >= 256:
+        ins.append(Instruction.create(Code.VEX_VZEROUPPER))
+    ins.append(Instruction.create(Code.RETNQ))
+    return _assemble(ins, r.code + C_RESTORE)
+
+
+def _handler(r) -> bytes:
+    """``void handler(int sig, siginfo_t *info, ucontext_t *uc)``."""
+    b = r.block
+    f = b + B_FAULT
+    labels = _Labels()
+    foreign, default, drop = labels.new(), labels.new(), labels.new()
+    ins = [
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX, MemoryOperand(displ=0, displ_size=8, seg=Register.FS)),
+        Instruction.create_reg_mem(Code.CMP_R64_RM64, Register.RAX, _abs(b + B_OWNER)),
+        Instruction.create_branch(Code.JNE_REL32_64, foreign),
+        Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(f + 0x08), Register.RDI),
+        Instruction.create_reg_mem(Code.MOV_R32_RM32, Register.EAX, MemoryOperand(Register.RSI, displ=8, displ_size=1)),
+        Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(f + 0x10), Register.RAX),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX, MemoryOperand(Register.RSI, displ=16, displ_size=1)),
+        Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(f + 0x18), Register.RAX),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX,
+                                   MemoryOperand(Register.RDX, displ=_UC_MCONTEXT_RIP, displ_size=8)),
+        Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(f + 0x20), Register.RAX),
+        Instruction.create_mem_i32(Code.MOV_RM64_IMM32, _abs(f), 1),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _abs(b + B_HOST + 0x30)),
+        Instruction.create_branch(Code.JMP_REL32_64, r.code + C_RESTORE),
+        labels.at(foreign),
+        # another thread faulted: the action its signal had before
+        Instruction.create_reg_reg(Code.MOV_R32_RM32, Register.ECX, Register.EDI),
+        Instruction.create_reg_i32(Code.CMP_RM32_IMM8, Register.ECX, max(FAULT_SIGNALS)),
+        Instruction.create_branch(Code.JA_REL32_64, drop),
+        Instruction.create_reg_i32(Code.SHL_RM64_IMM8, Register.RCX, 5),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX,
+                                   MemoryOperand(Register.RCX, displ=b + B_OLDACT, displ_size=8)),
+        Instruction.create_reg_i32(Code.CMP_RM64_IMM8, Register.RAX, 1),
+        Instruction.create_branch(Code.JBE_REL32_64, default),
+        Instruction.create_reg(Code.JMP_RM64, Register.RAX),
+        labels.at(default),
+        # SIG_DFL or SIG_IGN: put it back and return; the fault repeats and acts as usual
+        Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSI,
+                                   MemoryOperand(Register.RCX, displ=b + B_OLDACT, displ_size=8)),
+        Instruction.create_reg_reg(Code.XOR_R32_RM32, Register.EDX, Register.EDX),
+        _mov(Register.R10D, 8),
+        _mov(Register.EAX, SYS_RT_SIGACTION),
+        Instruction.create(Code.SYSCALL),
+        labels.at(drop),
+        Instruction.create(Code.RETNQ),
+    ]
+    return _assemble(ins, r.code + C_HANDLER)
+
+
+def _restorer(r) -> bytes:
+    """The handler's sa_restorer (only another thread's ignored fault returns through it)."""
+    return _assemble(_syscall(SYS_RT_SIGRETURN), r.code + C_RESTORER)
+
+
+def install(r) -> None:
+    parts = ((C_PROLOGUE, _prologue, C_EPILOGUE), (C_EPILOGUE, _epilogue, C_HANDLER),
+             (C_HANDLER, _handler, C_RESTORE), (C_RESTORE, _restore, C_RESTORER),
+             (C_RESTORER, _restorer, C_INSN))
+    for offset, generate, limit in parts:
+        blob = generate(r)
+        assert len(blob) <= limit - offset, (generate.__name__, len(blob))
+        ctypes.memmove(r.code + offset, blob, len(blob))
