@@ -26,7 +26,6 @@ import ctypes
 import struct
 
 from regmap.trace import ptrace
-from regmap.x86.cpu import MXCSR_WRITABLE
 
 MXCSR_OFFSET = 24
 XMM_OFFSET = 160
@@ -36,7 +35,14 @@ HEADER_OFFSET = 512
 SSE, YMM, OPMASK, ZMM_HI256, HI16_ZMM = 1, 2, 5, 6, 7
 COMPONENT_OFFSET = {YMM: 576, OPMASK: 1088, ZMM_HI256: 1152, HI16_ZMM: 1664}
 COMPONENT_SIZE = {SSE: 256, YMM: 256, OPMASK: 64, ZMM_HI256: 512, HI16_ZMM: 1024}
-MXCSR_MASK = MXCSR_WRITABLE  # the MXCSR bits this CPU defines (checked by the kernel too)
+
+
+def mxcsr_mask() -> int:
+    """The MXCSR bits this CPU defines (checked by the kernel too).  Imported when first
+    needed: `regmap exec` starts without the x86 layer (the emulator comes at the first fault)."""
+    from regmap.x86.cpu import MXCSR_WRITABLE
+    return MXCSR_WRITABLE
+
 
 BUFFER_SIZE = 16384          # larger than any user xstate the kernel exposes without AMX tiles
 
@@ -164,7 +170,7 @@ class XState:
             # MXCSR travels with the SSE component; the kernel refuses reserved bits
             if not self._present(SSE) and self.features >> SSE & 1:
                 self._put(SSE, XMM_OFFSET, 16, 0)
-            struct.pack_into("<I", self._view, MXCSR_OFFSET, value & MXCSR_MASK)
+            struct.pack_into("<I", self._view, MXCSR_OFFSET, value & mxcsr_mask())
             self.dirty = True
             return
         offset, size = X87_FIELDS[name]
