@@ -297,28 +297,43 @@ class SmallTransfer:
     """`vm_transfer` for a few bytes within one page, with nothing allocated per call.
 
     One per frame machine (a thread's), so concurrent handlers never share
-    its buffer: the push of ``push [8]``, the pop of ``pop [0x10]``.
+    its buffer: the push of ``push [8]``, the pop of ``pop [0x10]``.  The
+    iovecs are set through a word view and the call's arguments are ready-made
+    ctypes objects: a transfer is the system call and little else.
     """
 
     SIZE = 64
-    __slots__ = ("buffer", "iov", "local", "remote", "view")
+    __slots__ = ("buffer", "iov", "words", "view", "pid", "arguments")
 
     def __init__(self):
         self.buffer = ctypes.create_string_buffer(self.SIZE)
         self.iov = (IOVec * 2)()
         self.iov[0].base = ctypes.addressof(self.buffer)
-        self.local, self.remote = ctypes.addressof(self.iov), ctypes.addressof(self.iov) + ctypes.sizeof(IOVec)
+        # local base, local len, remote base, remote len
+        self.words = (ctypes.c_uint64 * 4).from_buffer(self.iov)
         self.view = memoryview(self.buffer).cast("B")
+        self.pid = 0
+        self.arguments: tuple = ()
+
+    def _arguments(self) -> tuple:
+        """(pid, local iov, 1, remote iov, 1, 0), for this process (after a fork, the child's)."""
+        pid = _getpid()
+        if pid != self.pid:
+            self.pid = pid
+            local = ctypes.addressof(self.iov)
+            self.arguments = (ctypes.c_int(pid), c_void_p(local), c_ulong(1),
+                              c_void_p(local + ctypes.sizeof(IOVec)), c_ulong(1), c_ulong(0))
+        return self.arguments
 
     def read(self, address: int, size: int) -> bytes | None:
         """The bytes at `address`; None if they are not readable or not a small transfer
         (more than SIZE bytes, or across a page boundary: `vm_transfer` finds where they end)."""
         if not 0 < size <= self.SIZE or (address & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
             return None
-        iov = self.iov
-        iov[0].len = iov[1].len = size
-        iov[1].base = address
-        if _vm_readv(_getpid(), self.local, 1, self.remote, 1, 0) != size:
+        words = self.words
+        words[1] = words[3] = size
+        words[2] = address
+        if _vm_readv(*self._arguments()) != size:
             return None
         return bytes(self.view[:size])
 
@@ -327,11 +342,11 @@ class SmallTransfer:
         size = len(data)
         if not 0 < size <= self.SIZE or (address & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
             return False
-        iov = self.iov
-        iov[0].len = iov[1].len = size
-        iov[1].base = address
+        words = self.words
+        words[1] = words[3] = size
+        words[2] = address
         self.view[:size] = data
-        return _vm_writev(_getpid(), self.local, 1, self.remote, 1, 0) == size
+        return _vm_writev(*self._arguments()) == size
 
 
 _getpid = os.getpid     # each time: after a fork the child reads its own memory
