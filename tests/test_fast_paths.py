@@ -349,3 +349,42 @@ def test_an_exception_inside_the_handler_is_reported_and_forwarded(tmp_path):
     assert result.returncode == -signal.SIGSEGV
     assert "regmap: internal error" in result.stderr and "RuntimeError: a bug" in result.stderr
     assert "survived" not in result.stdout
+
+
+def test_repe_repne_cmps_scas_in_blocks_stop_where_the_element_loop_stops(monkeypatch):
+    """Forward repe/repne cmps and scas read a page (or the window) at a time: every register
+    and flag as the element-by-element run leaves them; where that run faults on a page past
+    the elements done, the block run stops before it with rip on the instruction (restartable)
+    and the restart faults."""
+    from regmap.x86.semantics import string
+    bulk = string._bulk_compare
+
+    def run(code, regs, memory, blocks):
+        monkeypatch.setattr(string, "_bulk_compare", bulk if blocks else lambda *a: False)
+        try:
+            emu = regmap.emulate(code, regs, memory=memory, trace=False, max_steps=1)
+            return dict(emu.regs)
+        except RegmapError as error:
+            return type(error).__name__
+
+    rng = random.Random(10)
+    base = 0x10000
+    for _ in range(150):
+        code = rng.choice(["f2 ae", "f3 ae", "f2 48 af", "f3 66 af", "f3 a6", "f2 a6", "f3 48 a7"])
+        data = bytearray(rng.choice([0, 0x41]) for _ in range(0x2000))
+        for _ in range(rng.randint(0, 5)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        memory = {base: bytes(data[:rng.choice([0x1000, 0x2000])])}
+        regs = {name: rng.getrandbits(64) for name in ("rax", "rbx", "rdx", "r8", "r9")}
+        if rng.random() < 0.5:
+            regs["rax"] = rng.choice([0, 0x41, 0x4141, 0x41414141])
+        regs["rcx"] = rng.choice([5, 64, 0x1800, 0x3000, M64])
+        regs["rdi"] = base + rng.randrange(0x1000) if rng.random() < 0.7 else rng.randrange(0x100)
+        regs["rsi"] = base + rng.randrange(0x1000) if rng.random() < 0.5 else rng.randrange(0x80)
+        blocks, elements = run(code, regs, memory, True), run(code, regs, memory, False)
+        if elements == "MemoryFault" and isinstance(blocks, dict) and blocks["rip"] == 0x400000:
+            again = {k: blocks[k] for k in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9",
+                                            "rflags")}
+            assert run(code, again, memory, True) == "MemoryFault"
+            continue
+        assert blocks == elements, (code, regs)

@@ -7,6 +7,10 @@ overlapping copy replicates, as memmove would not), and its stores land on
 the registers last, after the pointers and count: the rule of every
 instruction (`regmap.x86.cpu`).  The whole repeat runs as one step.
 
+A forward ``repe``/``repne`` ``cmps``/``scas`` reads its operands a page (or
+the window) at a time and finds the element where the CPU stops in the block
+(`_bulk_compare`): no page past that element is read, as the CPU reads none.
+
 A forward ``rep movs``/``rep stos`` whose source and destination each lie
 wholly in the window or wholly outside it, and do not overlap, runs in bulk
 (`_bulk`): one window read or one real-memory read per page for the whole
@@ -91,6 +95,8 @@ def lods(cpu, form):
 def compare_string(cpu, form):
     """CMPS compares [rsi] with [rdi]; SCAS the accumulator with [rdi]. Flags as CMP."""
     first, second = form.ops
+    if _bulk_compare(cpu, form, first, second):
+        return
 
     def element():
         a, b = first.read(cpu), second.read(cpu)
@@ -189,3 +195,97 @@ def _write_pages(cpu, address: int, data: bytes) -> int:
             break
         done += length
     return done
+
+
+def _bulk_compare(cpu, form, first, second) -> bool:
+    """A forward ``repe``/``repne`` cmps or scas a block at a time; False when the element loop
+    must run (backwards, 32-bit addressing, a segment override, tracing, a run leaving the
+    window, or a first element that cannot be read: the loop faults on it as the CPU does)."""
+    if form.repeat is None or _address_width(form) != 64 or _backwards(cpu):
+        return False
+    if cpu.accesses is not None or any(op.is_memory and op.segment_base is not None
+                                       for op in (first, second)):
+        return False
+    count = form.register("rcx").read(cpu)
+    if count < 2:
+        return False
+    size, window = second.size, cpu.layout.size
+    stop_when_equal = form.repeat == "repne"
+    constant = None if first.is_memory else first.read(cpu)
+    addresses = [op.address(cpu) if op.is_memory else None for op in (first, second)]
+    done, a, b, stopped, faulted = 0, 0, 0, False, False
+    while done < count and not stopped:
+        blocks = _blocks(cpu, addresses, min(count - done, 1 << 16), size, window)
+        if blocks is _LEAVES_WINDOW:
+            return False            # nothing is changed yet: the element loop runs it all
+        if blocks is None:          # the next page cannot be read
+            if done == 0:
+                return False        # the element loop faults on the first element
+            faulted = True
+            break
+        elements, a, b, stopped = _first_stop(blocks, size, constant, stop_when_equal)
+        done += elements
+        addresses = [None if at is None else at + elements * size for at in addresses]
+    cpu.set_flags(flags.sub(a, b, 0, 8 * size))
+    form.register("rcx").write(cpu, count - done)
+    for op in (first, second):
+        if op.is_memory:
+            op.pointer.write(cpu, op.pointer.read(cpu) + done * size)
+    if faulted:
+        cpu.jump(form.address)      # the next element's page faults: the CPU restarts there
+    return True
+
+
+_LEAVES_WINDOW = object()
+
+
+def _blocks(cpu, addresses, most: int, size: int, window: int):
+    """The next block of each memory operand (None for the accumulator): as many whole elements
+    as reach the end of every operand's page, or of the window; None if one cannot be read."""
+    room = most * size
+    for address in addresses:
+        if address is None:
+            continue
+        if address < window:
+            room = min(room, (window - address) // size * size)
+        else:
+            room = min(room, max(PAGE - (address & (PAGE - 1)), size) // size * size)
+    if room == 0:
+        return _LEAVES_WINDOW
+    blocks = []
+    for address in addresses:
+        if address is None:
+            blocks.append(None)
+        elif address < window:
+            try:
+                blocks.append(cpu.window_read(address, room).to_bytes(room, "little"))
+            except LayoutError:
+                return _LEAVES_WINDOW   # a hole: the element loop stops before it, or faults
+        else:
+            try:
+                blocks.append(cpu.machine.read_memory(address, room))
+            except MemoryFault:
+                return None
+    return blocks
+
+
+def _first_stop(blocks, size: int, constant, stop_when_equal: bool):
+    """(elements compared, a, b, stopped) over the blocks: up to and including the first
+    element where the repeat stops, else all of them (a, b: the last element compared)."""
+    left, right = blocks
+    length = len(right) // size
+    if left is None and size == 1:                      # scasb: a byte search
+        needle = bytes([constant & 0xFF])
+        at = right.find(needle) if stop_when_equal else length - len(right.lstrip(needle))
+        if 0 <= at < length:
+            return at + 1, constant & 0xFF, right[at], True
+        return length, constant & 0xFF, right[-1], False
+    mask = (1 << 8 * size) - 1
+    a = b = 0
+    for index in range(length):
+        offset = index * size
+        a = constant & mask if left is None else int.from_bytes(left[offset:offset + size], "little")
+        b = int.from_bytes(right[offset:offset + size], "little")
+        if (a == b) == stop_when_equal:
+            return index + 1, a, b, True
+    return length, a, b, False
