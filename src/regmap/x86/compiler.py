@@ -208,7 +208,7 @@ def _lines_at(form, layout, address: int):
         return None
     if any(basis in _GENERIC_ONLY_SLOTS for basis, _, _ in slices):
         return None
-    if form.mnemonic in vector.MOVES and not _plain_vector_move(form, address):
+    if form.mnemonic in vector.MOVES and not _plain_vector_move(form):
         return None
     if form.mnemonic in PACKED and not _plain_packed(form):
         return None
@@ -473,7 +473,7 @@ _SPECIAL = {M.XCHG: _exchange, M.XADD: _exchange_add, M.CMPXCHG: _compare_exchan
             M.POP: _pop, M.JMP: _jump, M.CALL: _call, **{m: _packed for m in PACKED}}
 
 
-def _plain_vector_move(form, address: int) -> bool:
+def _plain_vector_move(form) -> bool:
     """A vector move without an opmask (a misaligned aligned form raises #GP: `_misaligned`)."""
     return form.op_mask is None
 
