@@ -388,3 +388,17 @@ def test_repe_repne_cmps_scas_in_blocks_stop_where_the_element_loop_stops(monkey
             assert run(code, again, memory, True) == "MemoryFault"
             continue
         assert blocks == elements, (code, regs)
+
+
+def test_register_address_over_every_window_offset():
+    """`add rax, [rdi]` at every offset of the window and past it (more addresses than one
+    form keeps bodies for): fast and generic agree at each, holes and special slots included."""
+    code = bytes.fromhex("48 03 07")
+    rng = random.Random(5)
+    regs = {name: rng.getrandbits(64) for name in GENERAL}
+    regs.update(rflags=0x202, zmm0=rng.getrandbits(256), zmm1=rng.getrandbits(256))
+    for offset in range(0, 0x220, 3):
+        regs["rdi"] = offset
+        assert _outcome(code, regs, False) == _outcome(code, regs, True), hex(offset)
+    form = emulator_for(None).form_at(0x400000, code)
+    assert len(form.fast.bodies) <= 64
