@@ -17,7 +17,7 @@ for _segment in ("cs", "ds", "es", "fs", "gs", "ss"):
 del _segment
 
 REGISTER_NAMES = frozenset(_GP) | XSTATE_NAMES
-_raw_ptrace = ptrace.raw_ptrace
+_raw_ptrace, _prepared = ptrace.raw_ptrace, ptrace.prepared
 _GETREGS, _SETREGS = ptrace.PTRACE_GETREGS, ptrace.PTRACE_SETREGS
 
 
@@ -82,13 +82,14 @@ class TracedMachine:
         xstate = self.xstate
         xstate.tid = tid
         xstate.loaded = xstate.dirty = False
-        ptrace.check(_raw_ptrace(_GETREGS, tid, 0, self.regs_address), _GETREGS, tid)
+        ptrace.check(_raw_ptrace(*_prepared(_GETREGS, tid, 0, self.regs_address)), _GETREGS, tid)
 
     def store(self) -> None:
         """Write back the registers that changed (PTRACE_SETREGS, NT_X86_XSTATE).  Called after
         a step, which moves rip at least; a fast path writes the namespace without marking it."""
         if self.regs_dirty or self.namespace is not None:
-            ptrace.check(_raw_ptrace(_SETREGS, self.tid, 0, self.regs_address), _SETREGS, self.tid)
+            ptrace.check(_raw_ptrace(*_prepared(_SETREGS, self.tid, 0, self.regs_address)),
+                         _SETREGS, self.tid)
             self.regs_dirty = False
         if self.xstate.dirty:
             self.xstate.store()

@@ -37,7 +37,7 @@ from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
 from regmap.trace.report import ProgramExit, Reporter, signal_source
 
-_raw_ptrace = ptrace.raw_ptrace
+_raw_ptrace, _prepared = ptrace.raw_ptrace, ptrace.prepared
 _GETSIGINFO, _CONT = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_CONT
 _now = time.perf_counter_ns
 
@@ -310,7 +310,7 @@ class Tracer:
     def _fault(self, tid: int, sig: int) -> None:
         started = _now()
         check = ptrace.check
-        check(_raw_ptrace(_GETSIGINFO, tid, 0, self._siginfo_address), _GETSIGINFO, tid)
+        check(_raw_ptrace(*_prepared(_GETSIGINFO, tid, 0, self._siginfo_address)), _GETSIGINFO, tid)
         code = self.siginfo.si_code
         if code <= 0 or code >= ptrace.SI_KERNEL:
             # sent by a process, or a general-protection fault: never a window access
@@ -356,7 +356,7 @@ class Tracer:
             return
         # the thread is stopped: a hot site may be rewritten now, before it runs on
         translation = self.patcher.fault(tid, step) if self.patcher is not None else None
-        check(_raw_ptrace(_CONT, tid, 0, 0), _CONT, tid)
+        check(_raw_ptrace(*_prepared(_CONT, tid)), _CONT, tid)
         self.reporter.emulated(tid, step, _now() - started)
         if translation is not None:
             self.reporter.translated(tid, translation)
