@@ -210,6 +210,8 @@ def on_trap(signo: int, info: int, ctx: int) -> None:
 def forward_trap(signo: int, info: int, ctx: int) -> None:
     """A SIGTRAP that is not regmap's: to the previous handler, or re-raised under the default."""
     previous = TRAP[0].previous
+    if previous.handler == _sys.SIG_IGN and _sent_by_a_process(info):
+        return          # kill(2), sigqueue(3), tgkill(2): ignored, as the kernel ignores it
     if previous.handler in (_sys.SIG_DFL, _sys.SIG_IGN):
         # int3 and single steps are traps (rip is past them): re-queue the same siginfo, which
         # the default action receives as soon as this handler returns (the kernel forces a
@@ -227,6 +229,12 @@ def forward_trap(signo: int, info: int, ctx: int) -> None:
         PREVIOUS_TYPE(previous.handler)(signo, info, ctx)
     finally:
         _sys.set_thread_mask(old_mask)
+
+
+def _sent_by_a_process(info: int) -> bool:
+    """Whether the siginfo's si_code says a process sent the signal (SI_USER, SI_QUEUE, SI_TKILL:
+    zero or negative), not the CPU (a trap's si_code is positive)."""
+    return ctypes.c_int.from_address(info + 8).value <= 0
 
 
 def install_trap_handler() -> None:
