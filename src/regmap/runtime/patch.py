@@ -46,7 +46,7 @@ TRAP_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_
 PREVIOUS_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 PATCHES: dict[int, Translation] = {}   # site address -> what was written there
-BUSY: set[int] = set()                 # sites whose bytes are being rewritten right now
+BUSY: dict[int, bytes] = {}            # sites being rewritten right now -> the bytes they held
 PLANTED: set[int] = set()              # every site where regmap ever wrote an int3
 
 
@@ -149,7 +149,7 @@ def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
     if not sync_core_available():
         return False
     install_trap_handler()
-    BUSY.add(address)
+    BUSY[address] = expected
     PLANTED.add(address)
     try:
         if not _sys.write_code(address, bytes([INT3])):
@@ -164,7 +164,7 @@ def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
         _sync()
         return True
     finally:
-        BUSY.discard(address)
+        BUSY.pop(address, None)
 
 
 def sync_core_available() -> bool:
@@ -178,6 +178,24 @@ def _sync() -> None:
         # registration is per address space: a forked child registers again
         _sys.membarrier(_sys.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE)
         _sys.membarrier(_sys.MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)
+
+
+def _after_fork_in_child() -> None:
+    """The child has only the thread that forked: a rewrite another thread had under way will never
+    be finished here (its int3 would trap for ever), and a lock it held would never be released.
+    The child being alone, each such site gets its old bytes back at once."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    for address, before in list(BUSY.items()):
+        _sys.write_code(address, before)
+        translation = PATCHES.get(address)
+        if translation is not None and translation.new != before:
+            del PATCHES[address]        # it was being applied: the site is in memory form again
+    BUSY.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- threads that meet a site being rewritten ---------------------------------------------------
