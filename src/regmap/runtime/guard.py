@@ -20,6 +20,11 @@ Two defences:
   hands a fault back to regmap (faulthandler re-raises into what it replaced),
   regmap passes it on to what it replaced itself (`handler.forward`).
 
+Both also give the calling thread back an alternate stack the handler can run
+on (`handler.ensure_altstack`): faulthandler.enable() puts up its own, a ~16 KiB
+heap block, and regmap's handler, which runs the emulator in Python there, ran
+off its bottom into the heap.
+
 While faulthandler.enable() runs, regmap is not installed: a window access
 from another thread at that instant is not emulated.
 """
@@ -64,6 +69,8 @@ def stepped_aside():
         finally:
             for signo in aside:
                 _handler.install_on_top(state, signo)
+            if state is not None:
+                _handler.ensure_altstack(state)     # faulthandler.enable() puts up a small one
 
 
 def keep_first() -> None:
@@ -75,6 +82,7 @@ def keep_first() -> None:
         for signo in _handler.SIGNALS:
             if not _first(state, signo) and signo not in state.handed_over:
                 _handler.install_on_top(state, signo)
+        _handler.ensure_altstack(state)
 
 
 def _first(state, signo: int) -> bool:
