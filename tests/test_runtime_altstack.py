@@ -25,7 +25,11 @@ CHILD = textwrap.dedent('''
     import faulthandler, sys
     enable = faulthandler.enable             # a reference taken before regmap is imported
     import regmap
-    from regmap.runtime import _sys, handler
+    from regmap.runtime import _sys
+    try:                                     # where the speed branch moves it
+        from regmap.runtime.altstack import ALTSTACK_MIN
+    except ImportError:
+        from regmap.runtime.handler import ALTSTACK_MIN
     regmap.map_registers()
     if sys.argv[1] == "module":
         faulthandler.enable()
@@ -33,7 +37,7 @@ CHILD = textwrap.dedent('''
         enable()                             # behind regmap's back: mapping again repairs it
         regmap.map_registers()
     stack = _sys.get_altstack()
-    print(stack.size >= handler.ALTSTACK_MIN and not stack.flags & _sys.SS_DISABLE, stack.size)
+    print(stack.size >= ALTSTACK_MIN and not stack.flags & _sys.SS_DISABLE, stack.size)
     regmap.unmap_registers()
 ''')
 
