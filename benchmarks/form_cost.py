@@ -223,11 +223,12 @@ def resident() -> int:
         return int(statm.read().split()[1]) * mmap.PAGESIZE
 
 
-def sites(counts: list[int], rounds: int) -> dict[int, list[tuple[float, int]]]:
+def sites(counts: list[int], rounds: int, passes: int) -> dict[int, list[tuple[float, int]]]:
     out: dict[int, list[tuple[float, int]]] = {count: [] for count in counts}
     for _ in range(rounds):
         for count in counts:
-            line = subprocess.run([sys.executable, __file__, "--sites-child", str(count)],
+            line = subprocess.run([sys.executable, __file__, "--sites-child", str(count),
+                                   "--site-passes", str(passes)],
                                   check=True, capture_output=True, text=True).stdout.split()
             out[count].append((float(line[0]), int(line[1])))
     return out
@@ -247,11 +248,12 @@ def main(argv=None) -> int:
     parser.add_argument("--traced-faults", type=int, default=5000)
     parser.add_argument("--sites", default="1000,100000", help="distinct-site counts")
     parser.add_argument("--site-rounds", type=int, default=3)
+    parser.add_argument("--site-passes", type=int, default=3, help="warm passes timed per count")
     parser.add_argument("--only", default="forms,callback,traced,startup,sites")
     parser.add_argument("--sites-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sites_child:
-        sites_child(args.sites_child, 3)
+        sites_child(args.sites_child, args.site_passes)
         return 0
     if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
         sys.exit("form_cost: needs Linux on x86-64")
@@ -295,7 +297,7 @@ def main(argv=None) -> int:
     if "sites" in only:
         counts = [int(c) for c in args.sites.split(",")]
         base = counts[0]
-        results = sites(counts, args.site_rounds)
+        results = sites(counts, args.site_rounds, args.site_passes)
         print(f"distinct sites, warm cost per fault / warm cost at {base} sites; "
               "resident growth after the cold pass:")
         for count in counts:

@@ -1,5 +1,6 @@
-"""faulthandler enabled after map_registers(): regmap stays first for window faults, and a genuine
-crash still ends with faulthandler's report, exactly as with faulthandler alone.
+"""faulthandler enabled after map_registers(): regmap stays first for window faults, keeps an
+alternate stack its handler fits on, and a genuine crash (a wild pointer, a stack overflow) still
+ends with faulthandler's report, exactly as with faulthandler alone.
 
 Child processes, compared with the same program without regmap (see test_runtime_faults.py).
 """
@@ -50,10 +51,12 @@ CHILD = textwrap.dedent('''
 
 
     def crash_site():
+        if crash == "overflow":
+            lib.overflow()
         lib.load_from(0xDEAD0000)
 
 
-    if crash == "crash":
+    if crash != "no crash":
         crash_site()
     print("survived")
 ''')
@@ -82,16 +85,93 @@ def test_window_access_after_faulthandler_is_enabled(script, order):
     assert run(script, "regmap", order, "no crash") == (0, "window ok\nsurvived\n", "")
 
 
+@pytest.mark.parametrize("crash", ["crash", "overflow"])
 @pytest.mark.parametrize("order", ORDERS)
-def test_a_genuine_crash_still_prints_faulthandlers_report(script, order):
-    plain = run(script, "plain", order, "crash")
-    mapped = run(script, "regmap", order, "crash")
+def test_a_genuine_crash_still_prints_faulthandlers_report(script, order, crash):
+    plain = run(script, "plain", order, crash)
+    mapped = run(script, "regmap", order, crash)
     assert plain[0] == -11 and plain[1] == "window ok\n"
     if "disable" in order:
         assert plain[2] == ""
     else:
         assert "Fatal Python error: Segmentation fault" in plain[2] and "in crash_site" in plain[2]
     assert mapped == plain
+
+
+# The first faulthandler.enable() or register() of a process puts faulthandler's own alternate
+# stack (about 16 KiB of heap) on the calling thread, over regmap's.  regmap's handler needs more
+# than that for a first fault at a site on some interpreters (3.12: over 25 KiB) and wrote below it
+# into the heap: the child died at exit, "Garbage-collecting", or hung.  The size is asserted
+# directly, as that crash depends on what the heap holds below faulthandler's stack.
+ALTSTACK_CHILD = textwrap.dedent('''
+    import ctypes, faulthandler, signal, sys, threading
+    sys.path.insert(0, {snippets!r})
+    from runtime_build import declare
+    lib = declare(ctypes.CDLL({library!r}))
+    enable = faulthandler.enable             # a reference taken before regmap is imported
+    import regmap
+    from regmap.runtime import _sys, handler
+
+
+    def altstack():
+        current = _sys.get_altstack()
+        return "none" if current.flags & _sys.SS_DISABLE else \\
+            "regmap's" if current.size == handler.ALTSTACK_SIZE else "another"
+
+
+    def window_access():
+        assert lib.echo_rdi(5) == 5 and lib.add_rcx_loop(100, 3) == 300
+        return altstack()
+
+
+    def in_a_thread(call):
+        result = []
+        def run():
+            call()
+            result.append(window_access())
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        return result[0]
+
+
+    CALLS = {{
+        "enable": lambda: faulthandler.enable(),
+        "register": lambda: faulthandler.register(signal.SIGUSR1),
+        "early reference, map again": lambda: (enable(), regmap.map_registers()),
+    }}
+    call = CALLS[sys.argv[1].removesuffix(" in a thread")]
+    regmap.map_registers()
+    if sys.argv[1].endswith(" in a thread"):
+        print("thread:", in_a_thread(call))
+    else:
+        call()
+    print("mapping thread:", window_access())
+    regmap.unmap_registers()
+    print("after unmap:", altstack())
+''')
+
+
+@pytest.fixture(scope="module")
+def altstack_script(script):
+    path = script.parent / "altstack_child.py"
+    path.write_text(ALTSTACK_CHILD.format(snippets=str(SNIPPETS.parent),
+                                          library=str(script.parent / "libsnippets.so")))
+    return path
+
+
+@pytest.mark.parametrize("call", ["enable", "register", "early reference, map again"])
+def test_faulthandler_leaves_the_handler_regmaps_alternate_stack(altstack_script, call):
+    # After unmap the mapping thread has faulthandler's stack back, as without regmap.
+    assert run(altstack_script, call) == (
+        0, "mapping thread: regmap's\nafter unmap: another\n", "")
+
+
+@pytest.mark.parametrize("call", ["enable in a thread", "register in a thread"])
+def test_faulthandler_enabled_in_another_thread_leaves_it_regmaps_stack(altstack_script, call):
+    # The main thread's own stack is untouched (regmap's since it mapped) and goes back at unmap.
+    assert run(altstack_script, call) == (
+        0, "thread: regmap's\nmapping thread: regmap's\nafter unmap: none\n", "")
 
 
 def test_faulthandler_is_wrapped_once():

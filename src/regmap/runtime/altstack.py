@@ -23,12 +23,19 @@ ALTSTACKS: dict[int, int] = {}   # native thread id -> base of the region regmap
 
 
 def _new_altstack_region() -> int:
-    """A region from a thread that has exited, or a fresh one."""
+    """A region from a thread that has exited, or a fresh one.
+
+    Threads at their first fault look for one at the same time, and the
+    existence check lets the GIL go: a region is claimed by taking it out of
+    ALTSTACKS (one atomic pop), never by deleting an entry another thread may
+    have claimed since.
+    """
     if len(ALTSTACKS) >= 16:
-        for tid, base in list(ALTSTACKS.items()):
+        for tid in list(ALTSTACKS):
             if not os.path.exists(f"/proc/self/task/{tid}"):
-                del ALTSTACKS[tid]
-                return base
+                base = ALTSTACKS.pop(tid, None)
+                if base is not None:
+                    return base
     return _sys.map_stack(ALTSTACK_SIZE, ALTSTACK_GUARD)
 
 

@@ -46,7 +46,7 @@ TRAP_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_
 PREVIOUS_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 PATCHES: dict[int, Translation] = {}   # site address -> what was written there
-BUSY: set[int] = set()                 # sites whose bytes are being rewritten right now
+BUSY: dict[int, bytes] = {}            # sites being rewritten right now -> the bytes they held
 PLANTED: set[int] = set()              # every site where regmap ever wrote an int3
 
 
@@ -149,7 +149,7 @@ def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
     if not sync_core_available():
         return False
     install_trap_handler()
-    BUSY.add(address)
+    BUSY[address] = expected
     PLANTED.add(address)
     try:
         if not _sys.write_code(address, bytes([INT3])):
@@ -164,7 +164,7 @@ def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
         _sync()
         return True
     finally:
-        BUSY.discard(address)
+        BUSY.pop(address, None)
 
 
 def sync_core_available() -> bool:
@@ -178,6 +178,24 @@ def _sync() -> None:
         # registration is per address space: a forked child registers again
         _sys.membarrier(_sys.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE)
         _sys.membarrier(_sys.MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)
+
+
+def _after_fork_in_child() -> None:
+    """The child has only the thread that forked: a rewrite another thread had under way will never
+    be finished here (its int3 would trap for ever), and a lock it held would never be released.
+    The child being alone, each such site gets its old bytes back at once."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    for address, before in list(BUSY.items()):
+        _sys.write_code(address, before)
+        translation = PATCHES.get(address)
+        if translation is not None and translation.new != before:
+            del PATCHES[address]        # it was being applied: the site is in memory form again
+    BUSY.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- threads that meet a site being rewritten ---------------------------------------------------
@@ -210,6 +228,8 @@ def on_trap(signo: int, info: int, ctx: int) -> None:
 def forward_trap(signo: int, info: int, ctx: int) -> None:
     """A SIGTRAP that is not regmap's: to the previous handler, or re-raised under the default."""
     previous = TRAP[0].previous
+    if previous.handler == _sys.SIG_IGN and _sent_by_a_process(info):
+        return          # kill(2), sigqueue(3), tgkill(2): ignored, as the kernel ignores it
     if previous.handler in (_sys.SIG_DFL, _sys.SIG_IGN):
         # int3 and single steps are traps (rip is past them): re-queue the same siginfo, which
         # the default action receives as soon as this handler returns (the kernel forces a
@@ -227,6 +247,12 @@ def forward_trap(signo: int, info: int, ctx: int) -> None:
         PREVIOUS_TYPE(previous.handler)(signo, info, ctx)
     finally:
         _sys.set_thread_mask(old_mask)
+
+
+def _sent_by_a_process(info: int) -> bool:
+    """Whether the siginfo's si_code says a process sent the signal (SI_USER, SI_QUEUE, SI_TKILL:
+    zero or negative), not the CPU (a trap's si_code is positive)."""
+    return ctypes.c_int.from_address(info + 8).value <= 0
 
 
 def install_trap_handler() -> None:

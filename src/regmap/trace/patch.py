@@ -10,7 +10,8 @@ protection as it was.  Only private executable mappings are written.
 Threads: the faulting thread is stopped in its signal-delivery-stop while the
 bytes are written.  A process is patched only when that thread is its only
 one and no other process shares its memory (a vfork child before its exec,
-a clone without CLONE_THREAD); otherwise its sites keep faulting, correctly:
+a clone without CLONE_THREAD, a clone(CLONE_VM | SIGCHLD) that ptrace reports
+as a fork); otherwise its sites keep faulting, correctly:
 from outside, the tracer has no way to serialize the cores that run other
 threads (see docs/tracer.md).
 
@@ -20,6 +21,7 @@ records; exec replaces the address space, so the records go.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 from regmap.procmaps import private_code
@@ -91,8 +93,13 @@ class Patcher:
 
     # -- process events -----------------------------------------------------------------------
     def forked(self, parent_tid: int, child: int) -> None:
-        """A fork child: its pages are a copy of the parent's, patched sites included."""
+        """A fork child: its pages are a copy of the parent's, patched sites included.  ptrace
+        reports clone(CLONE_VM | SIGCHLD) as a fork too: that child shares the parent's memory,
+        and then neither is patched from then on."""
         parent = self.tgid(parent_tid)
+        if _same_memory(parent_tid, child):
+            self.shared.update((parent, self.tgid(child)))
+            return
         if parent in self.patches:
             self.patches[child] = dict(self.patches[parent])
 
@@ -123,3 +130,14 @@ class Patcher:
     def translated(self) -> list[tuple[int, Translation]]:
         """(pid, translation) of every site patched, in every process seen."""
         return [(pid, t) for pid, sites in self.patches.items() for t in sites.values()]
+
+
+_SYS_KCMP, _KCMP_VM = 312, 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _same_memory(pid: int, other: int) -> bool:
+    """Whether two processes share one address space (kcmp(2) KCMP_VM; a kernel without kcmp
+    answers no, as a fork's child would)."""
+    return _libc.syscall(ctypes.c_long(_SYS_KCMP), ctypes.c_long(pid), ctypes.c_long(other),
+                         ctypes.c_long(_KCMP_VM), ctypes.c_long(0), ctypes.c_long(0)) == 0

@@ -16,12 +16,7 @@ from typing import NamedTuple
 
 from regmap.errors import GeneralProtection, MemoryFault, RegmapError
 from regmap.x86 import flags
-from regmap.x86.native.host import cpu_flags
-
-# MXCSR bits software may set (flags, masks, rounding, FZ, DAZ); the rest are reserved.  AMD's
-# misaligned-SSE mode adds MM (bit 17) where CPUID says MisAlignSse (/proc/cpuinfo: misalignsse):
-# that CPU's LDMXCSR, and the kernel, take it.
-MXCSR_WRITABLE = 0xFFFF | (1 << 17 if "misalignsse" in cpu_flags() else 0)
+from regmap.x86.native.host import MXCSR_WRITABLE  # noqa: F401 - the emulator's name for it
 
 
 class Access(NamedTuple):

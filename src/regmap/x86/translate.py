@@ -12,6 +12,9 @@ None (with `why_not` saying which failed) otherwise:
 
 - the operand's address is constant: no base, no index, no segment override,
   no address-size prefix (which wraps the address at 32 bits);
+- the address is a multiple of the operand's size (a layout may place xmm0 at
+  0x108: ``movaps xmm0, [0x108]`` raises #GP, and any misaligned operand #AC
+  when the thread sets AC; the register form never faults);
 - the window bytes are one whole register of the layout's register file
   that the instruction can name: a general register of the operand's width
   (rcx, ecx, cx, cl, or ch when no REX prefix is needed) or xmm/ymm;
@@ -138,8 +141,10 @@ def _translate(address: int, code: bytes, layout) -> Translation:
     index = _memory_operand(ins)
     window_address = _constant_address(ins)
     if _reads_rip_slot(ins, window_address, layout):
+        _check_aligned(ins, window_address)
         return _rip_read(address, old, ins)
     register, width = _window_register(ins, index, window_address, layout)
+    _check_aligned(ins, window_address)
     _check_same_meaning(ins, index, register, width, layout)
     new_ins = ins.copy()
     new_ins.set_op_kind(index, OpKind.REGISTER)
@@ -193,6 +198,13 @@ def _constant_address(ins) -> int:
     if ins.memory_displ_size != 8:
         raise Declined("an address-size prefix (the address wraps at 32 bits)")
     return ins.memory_displacement
+
+
+def _check_aligned(ins, window_address: int) -> None:
+    size = MemorySizeInfo(ins.memory_size).size
+    if size > 1 and window_address % size:
+        raise Declined(f"the operand is not {size}-byte aligned: the memory form may fault (#GP for "
+                       "SSE, #AC under alignment checking), the register form never does")
 
 
 def _window_register(ins, index: int, window_address: int, layout) -> tuple[int, int]:

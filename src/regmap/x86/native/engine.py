@@ -14,6 +14,7 @@ moved onto the shadow page, which holds the window's bytes.  Two placements:
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import threading
 from functools import lru_cache
@@ -27,6 +28,17 @@ M64 = (1 << 64) - 1
 LOCK = threading.Lock()     # one region per process: one instruction at a time
 _OWNER: list = [None]       # the thread holding LOCK
 _info_factory = InstructionInfoFactory()
+
+
+def _after_fork_in_child() -> None:
+    # the child has only the thread that forked: LOCK, if another thread held it, never frees
+    global LOCK
+    LOCK = threading.Lock()
+    _OWNER[0] = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class NativeFault(Exception):

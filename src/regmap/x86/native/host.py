@@ -50,6 +50,12 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# MXCSR bits software may set (flags, masks, rounding, FZ, DAZ); the rest are reserved.  AMD's
+# misaligned-SSE mode adds MM (bit 17) where CPUID says MisAlignSse (/proc/cpuinfo: misalignsse):
+# that CPU's LDMXCSR, and the kernel, take it.
+MXCSR_WRITABLE = 0xFFFF | (1 << 17 if "misalignsse" in cpu_flags() else 0)
+
+
 def feature_flag(feature: int) -> str:
     """The /proc/cpuinfo flag of an iced-x86 CpuidFeature ("" if every x86-64 CPU has it)."""
     name = _FEATURE_NAMES.get(feature, str(feature))

@@ -30,6 +30,11 @@ _POINTER_KINDS = {OpKind.MEMORY_SEG_RDI: Register.RDI, OpKind.MEMORY_SEG_EDI: Re
                   OpKind.MEMORY_SEG_DI: Register.DI}
 _STRING_KINDS = {OpKind.MEMORY_SEG_RSI, OpKind.MEMORY_SEG_ESI, OpKind.MEMORY_SEG_SI, OpKind.MEMORY_ESRDI,
                  OpKind.MEMORY_ESEDI, OpKind.MEMORY_ESDI}
+# the XSAVE family takes its requested-feature bitmap from edx:eax; its PKRU component (bit 9) is
+# the protection-key rights of the thread running the engine, which the stub does not swap
+_RFBM_FORMS = {Mnemonic.XSAVE, Mnemonic.XSAVE64, Mnemonic.XSAVEOPT, Mnemonic.XSAVEOPT64,
+               Mnemonic.XSAVEC, Mnemonic.XSAVEC64, Mnemonic.XRSTOR, Mnemonic.XRSTOR64}
+PKRU_COMPONENT = 1 << 9
 _GPR64 = {Register.RAX: "rax", Register.RCX: "rcx", Register.RDX: "rdx", Register.RBX: "rbx",
           Register.RSP: "rsp", Register.RBP: "rbp", Register.RSI: "rsi", Register.RDI: "rdi",
           **{Register.R8 + i: f"r{8 + i}" for i in range(8)}}
@@ -209,6 +214,10 @@ class Plan:
         """(read ranges, write ranges, machine code, bias) for this execution.  Ranges are
         ``(address, size, always)``: ``always`` writes land whole, others only where bytes changed."""
         window = cpu.layout.size
+        if self.instruction.mnemonic in _RFBM_FORMS and cpu.reg("rax") & PKRU_COMPONENT:
+            raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                         "the PKRU component (edx:eax bit 9): the host CPU would load "
+                                         "or store regmap's own protection-key rights")
         if self.kind == "vsib":
             elements = self.elements(cpu)
             if not all(cpu.layout.contains(a, self.size) for a in elements):

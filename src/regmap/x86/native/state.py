@@ -6,6 +6,7 @@ import dataclasses
 import struct
 
 from regmap.x86.native import host
+from regmap.x86.native.host import MXCSR_WRITABLE
 from regmap.x86.native.region import (B_FX, B_GPR, B_K, B_RFLAGS, B_ZMM, GPRS, LOADED_RFLAGS,
                                       RFLAGS_FIXED, SHADOW_SIZE, STACK_SIZE, Region)
 
@@ -52,8 +53,9 @@ def write_state(region: Region, state: NativeState, vectors=None, x87: bool = Tr
     ``x87``: whether to load the x87 state.  What is not loaded keeps whatever the block held."""
     v = region.view
     struct.pack_into("<16Q", v, B_GPR, *(state.gpr.get(name, 0) & M64 for name in GPRS))
-    struct.pack_into("<QI", v, B_RFLAGS, (state.rflags & LOADED_RFLAGS) | RFLAGS_FIXED, state.mxcsr & 0xFFFF)
-    struct.pack_into("<I", v, B_FX + FX_MXCSR, state.mxcsr & 0xFFFF)        # FXRSTOR loads it too
+    mxcsr = state.mxcsr & MXCSR_WRITABLE        # MM (AMD's misaligned SSE) included where the CPU has it
+    struct.pack_into("<QI", v, B_RFLAGS, (state.rflags & LOADED_RFLAGS) | RFLAGS_FIXED, mxcsr)
+    struct.pack_into("<I", v, B_FX + FX_MXCSR, mxcsr)        # FXRSTOR loads it too
     struct.pack_into("<8Q", v, B_K, *(k & M64 for k in state.k))
     count = host.vector_count()
     for i in (range(count) if vectors is None else vectors):
@@ -62,7 +64,7 @@ def write_state(region: Region, state: NativeState, vectors=None, x87: bool = Tr
     if not x87:
         return _write_memory(region, state)
     struct.pack_into("<HHBxHQQI", v, B_FX, state.fcw & 0xFFFF, state.fsw & 0xFFFF, state.ftw & 0xFF,
-                     state.fop & 0x7FF, state.fip & M64, state.fdp & M64, state.mxcsr & 0xFFFF)
+                     state.fop & 0x7FF, state.fip & M64, state.fdp & M64, mxcsr)
     for i in range(8):
         start = B_FX + FX_ST + 16 * i
         v[start:start + 10] = (state.st[i] & ((1 << 80) - 1)).to_bytes(10, "little")

@@ -18,6 +18,12 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "LSS_R16_M1616", "LSS_R32_M1632",
         "LSS_R64_M1664", "LFS_R16_M1616", "LFS_R32_M1632", "LFS_R64_M1664", "LGS_R16_M1616",
         "LGS_R32_M1632", "LGS_R64_M1664"),
+    # the engine moves only the explicit operand onto its shadow page: run natively, the 64-byte
+    # store to es:[register] would land at the program's address in regmap's own memory
+    "stores at the address in a register operand": (
+        "MOVDIR64B_R16_M512", "MOVDIR64B_R32_M512", "MOVDIR64B_R64_M512",
+        "ENQCMD_R16_M512", "ENQCMD_R32_M512", "ENQCMD_R64_M512",
+        "ENQCMDS_R16_M512", "ENQCMDS_R32_M512", "ENQCMDS_R64_M512"),
 }
 
 UNSUPPORTED: dict[int, str] = {getattr(Code, name): reason
