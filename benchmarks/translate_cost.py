@@ -74,12 +74,14 @@ def build(directory: Path) -> dict[str, Path]:
     if gcc is None:
         sys.exit("translate_cost: gcc is needed to build the loops and the floors")
     built = {"library": directory / "libloop.so", "floor": directory / "floor",
-             "traced": directory / "traced"}
+             "traced": directory / "traced", "tracer": directory / "bare_tracer"}
     main = directory / "traced_main.c"
     main.write_text(TRACED_MAIN)
     subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", built["library"], LOOP_SOURCE], check=True)
     subprocess.run([gcc, "-O2", "-o", built["floor"], FLOOR_SOURCE, LOOP_SOURCE], check=True)
     subprocess.run([gcc, "-O2", "-o", built["traced"], main, LOOP_SOURCE], check=True)
+    subprocess.run([gcc, "-O2", "-o", built["tracer"], Path(__file__).with_name("bare_tracer.c")],
+                   check=True)
     return built
 
 
@@ -136,7 +138,7 @@ def traced_run(argv: list[str], translate: int) -> tuple[int, int]:
     return int(elapsed), int(rax)
 
 
-def traced(program: Path, iterations: int, faults: int) -> dict[str, float]:
+def traced(program: Path, tracer: Path, iterations: int, faults: int) -> dict[str, float]:
     row = {}
     out = subprocess.run([program, "native", str(iterations)], check=True, capture_output=True,
                          text=True)
@@ -147,7 +149,7 @@ def traced(program: Path, iterations: int, faults: int) -> dict[str, float]:
     elapsed, rax = traced_run([str(program), str(faults)], translate=0)
     assert rax == 3 * faults, rax
     row["emulated"] = elapsed / faults * iterations
-    elapsed, _rax = trace_cost.bare_round_trips(str(program), faults).split()
+    elapsed, _rax = trace_cost.bare_round_trips(str(tracer), str(program), faults).split()
     row["floor"] = float(elapsed) / faults * iterations
     return row
 
@@ -195,7 +197,7 @@ def main(argv=None) -> int:
         local, remote = [], []
         for _ in range(args.repeats):
             local.append(in_process(library, args.iterations, args.faults, built["floor"]))
-            remote.append(traced(built["traced"], args.iterations, args.faults))
+            remote.append(traced(built["traced"], built["tracer"], args.iterations, args.faults))
     print(f"load average {os.getloadavg()[0]:.2f}; * = {args.faults:,} faulting iterations, "
           f"extrapolated to {args.iterations:,}")
     summarize("in-process (map_registers)", local, args.iterations)

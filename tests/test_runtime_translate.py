@@ -71,7 +71,7 @@ FORMS = [
     ("pshufd xmm3, xmmword ptr [0x120], 0x1b", True),
     ("popcnt rax, qword ptr [8]", True),
     ("mov rsi, qword ptr [0x80]", True),           # the rip slot: lea rsi, [rip]
-    # call rdx pushes the same return address as call [0x10] (the NOPs go in front)
+    # call rdx pushes the same return address as call [0x10] (the padding prefixes go in front)
     ("lea rdx, [rip + 3f]\n@   call qword ptr [0x10]\n    jmp 2f\n3:  pop r8\n    push r8\n    ret\n2:",
      True),
     ("mov dword ptr [8], eax", False),

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from iced_x86 import Code, Decoder, FlowControl, InstructionInfoFactory, Mnemonic, OpCodeInfo, OpKind
+from iced_x86 import Code, Decoder, FlowControl, InstructionInfoFactory, Mnemonic, OpCodeInfo, OpKind, Register
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import native_cpu as N  # noqa: E402
@@ -21,7 +21,7 @@ from forms import Impossible, form_info, host_can_run, random_form  # noqa: E402
 
 from regmap.layout import load_layout  # noqa: E402
 from regmap.x86 import supported_codes  # noqa: E402
-from regmap.x86.translate import WRITES, nop, translate, why_not  # noqa: E402
+from regmap.x86.translate import WRITES, padded, translate, why_not  # noqa: E402
 
 _INFO = InstructionInfoFactory()
 
@@ -45,7 +45,7 @@ TRANSLATED = [
     ("f3 0f 6f 04 25 00 01 00 00", "movdqu xmm0,xmm0"),     # legacy SSE load
     ("f3 0f 7f 0c 25 00 01 00 00", "movdqu xmm0,xmm1"),     # legacy SSE store merges
     ("c5 fe 6f 0c 25 00 01 00 00", "vmovdqu ymm1,ymm0"),    # VEX load: the destination is a register
-    ("ff 14 25 08 00 00 00", "call rcx"),                   # NOPs in front: the same return address
+    ("ff 14 25 08 00 00 00", "call rcx"),                   # prefixes in front: the same return address
     ("48 0f ba 24 25 08 00 00 00 03", "bt rcx,3"),          # an immediate bit offset is modulo 64
 ]
 
@@ -73,9 +73,9 @@ def test_translated_forms(hex_bytes, expected):
     assert translation is not None, why_not(ADDRESS, old, LAYOUT)
     assert translation.new_text == expected
     assert translation.old == old and len(translation.new) == len(old)
-    *padding, body = Decoder(64, translation.new, ip=ADDRESS)
-    assert all(p.mnemonic == Mnemonic.NOP for p in padding)
-    assert body.next_ip == ADDRESS + len(old)
+    # one instruction, no boundary inside it for a thread to be paused at
+    (body,) = Decoder(64, translation.new, ip=ADDRESS)
+    assert body.len == len(old) and body.next_ip == ADDRESS + len(old)
 
 
 @pytest.mark.parametrize("hex_bytes, reason", DECLINED)
@@ -101,17 +101,18 @@ def test_another_layout_names_other_registers(tmp_path):
 
 def test_a_read_of_the_rip_slot_becomes_a_rip_relative_lea():
     translation = translate(ADDRESS, code_of("48 8b 04 25 80 00 00 00"), LAYOUT)   # mov rax, [0x80]
-    *padding, lea = Decoder(64, translation.new, ip=ADDRESS)
+    (lea,) = Decoder(64, translation.new, ip=ADDRESS)
     assert lea.mnemonic == Mnemonic.LEA and lea.is_ip_rel_memory_operand
     assert lea.ip_rel_memory_address == lea.next_ip == ADDRESS + 8     # what the slot reads as
     assert translate(ADDRESS, code_of("48 03 04 25 80 00 00 00"), LAYOUT) is None  # add: no
 
 
-def test_nops_are_nops_of_the_length_asked():
-    for length in range(16):
-        padding = nop(length)
-        assert len(padding) == length
-        assert all(i.mnemonic == Mnemonic.NOP for i in Decoder(64, padding))
+def test_padding_keeps_one_instruction_of_the_length_asked():
+    body = code_of("48 01 c8")                                   # add rax, rcx
+    for length in range(len(body), 16):
+        (ins,) = Decoder(64, padded(body, length))
+        assert ins.len == length and ins.code == Decoder(64, body).decode().code
+        assert ins.op0_register == Register.RAX and ins.op1_register == Register.RCX
 
 
 # -- the proof: the host CPU runs both forms -----------------------------------------------------

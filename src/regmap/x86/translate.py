@@ -35,13 +35,20 @@ None (with `why_not` saying which failed) otherwise:
 
 One read of the rip slot is translated too: ``mov r64, qword [0x80]`` (the
 window's rip reads as the next instruction's address) becomes
-``lea r64, [rip]``, whose next instruction is the same one (NOPs in front).  It is padded with NOPs *in front*,
-  so the instruction ends where the old one did: its next_ip, the return
-  address a ``call rcx`` pushes, is the old one's.
+``lea r64, [rip]``, whose next instruction is the same one.
+
+The new bytes are ONE instruction as long as the old one: the register form
+padded in front with CS segment prefixes (2Eh), which an instruction without a
+memory operand ignores, and which the Linux kernel itself uses to pad
+rewritten indirect calls.  It ends where the old one did (its next_ip, the
+return address ``call rcx`` pushes, is the old one's), and no thread can ever
+be paused inside it: with NOPs in front, a thread stopped between the NOPs and
+the register instruction would resume inside the old instruction once
+`unmap_registers()` put it back.
 
 Every translation is checked by decoding the new bytes back with iced-x86:
-NOPs, then one instruction of the same `Code` with the same operands except
-the memory one, now the register, ending where the old instruction ended.
+one instruction of the same `Code` with the same operands except the memory
+one, now the register, ending where the old instruction ended.
 """
 from __future__ import annotations
 
@@ -70,11 +77,9 @@ ENCODINGS = frozenset({EncodingKind.LEGACY, EncodingKind.VEX})
 # The register names iced-x86 spells differently from the register files (r8b is R8L).
 ICED_REGISTERS = {name: value for value, name in REGISTER_NAMES.items()}
 
-# Recommended multi-byte NOPs (Intel SDM vol. 2B, NOP): index = length.
-NOPS = (b"", bytes.fromhex("90"), bytes.fromhex("66 90"), bytes.fromhex("0f 1f 00"),
-        bytes.fromhex("0f 1f 40 00"), bytes.fromhex("0f 1f 44 00 00"),
-        bytes.fromhex("66 0f 1f 44 00 00"), bytes.fromhex("0f 1f 80 00 00 00 00"),
-        bytes.fromhex("0f 1f 84 00 00 00 00 00"), bytes.fromhex("66 0f 1f 84 00 00 00 00 00"))
+# A segment override prefix, ignored by an instruction without a memory operand: the padding.
+CS_PREFIX = 0x2E
+MAX_LENGTH = 15      # the longest x86 instruction, prefixes included
 
 _FORMATTER = Formatter(FormatterSyntax.INTEL)
 _INFO = InstructionInfoFactory()
@@ -86,7 +91,7 @@ class Translation(NamedTuple):
     old: bytes
     new: bytes
     old_text: str      # "add rax,[8]"
-    new_text: str      # "add rax,rcx" (the NOP padding in front is not shown)
+    new_text: str      # "add rax,rcx" (the prefixes that pad it are not shown)
 
     def __str__(self) -> str:
         return f"{self.address:#x}  {self.old_text}  ->  {self.new_text}"
@@ -123,14 +128,9 @@ def warm_up(layout, emulator=None) -> None:
         form_at(0, code)      # address 0 holds no instruction: the cached form is never used
 
 
-def nop(length: int) -> bytes:
-    """`length` bytes of NOPs, as few instructions as the SDM's table allows."""
-    pieces = []
-    while length > 0:
-        piece = min(length, len(NOPS) - 1)
-        pieces.append(NOPS[piece])
-        length -= piece
-    return b"".join(pieces)
+def padded(body: bytes, length: int) -> bytes:
+    """`body` lengthened to `length` bytes by CS prefixes in front: still one instruction."""
+    return bytes([CS_PREFIX]) * (length - len(body)) + body
 
 
 def _translate(address: int, code: bytes, layout) -> Translation:
@@ -150,7 +150,7 @@ def _translate(address: int, code: bytes, layout) -> Translation:
     new_ins.set_op_kind(index, OpKind.REGISTER)
     new_ins.set_op_register(index, register)
     body = _encode(new_ins, address, len(old))
-    new = nop(len(old) - len(body)) + body
+    new = padded(body, len(old))
     _verify(address, new, ins, index, register)
     return Translation(address, old, new, _FORMATTER.format(ins), _FORMATTER.format(new_ins))
 
@@ -169,9 +169,10 @@ def _rip_read(address: int, old: bytes, ins) -> Translation:
     lea = Instruction.create_reg_mem(Code.LEA_R64_M, ins.op0_register,
                                      MemoryOperand(Register.RIP, displ=ins.next_ip))
     padding = len(old) - len(_encode(lea, address, len(old)))
-    new = nop(padding) + _encode(lea, address + padding, len(old) - padding)   # RIP-relative
-    *padding, last = Decoder(64, new, ip=address)
-    if not (all(p.mnemonic == Mnemonic.NOP for p in padding) and last.code == Code.LEA_R64_M
+    # RIP-relative: encoded where it ends, after the prefixes, so its next_ip is the old one's
+    new = padded(_encode(lea, address + padding, len(old) - padding), len(old))
+    last = _one_instruction(address, new)
+    if not (last is not None and last.code == Code.LEA_R64_M
             and last.op0_register == ins.op0_register and last.memory_base == Register.RIP
             and last.memory_displacement == ins.next_ip == last.next_ip):
         raise Declined("the new encoding does not decode back to the intended instruction")
@@ -277,14 +278,21 @@ def _encode(ins, address: int, room: int) -> bytes:
 
 
 def _verify(address: int, new: bytes, old_ins, index: int, register: int) -> None:
-    """Decode `new` back: NOPs, then the old instruction with the register in place of memory."""
-    *padding, last = Decoder(64, new, ip=address)
-    same = (all(p.mnemonic == Mnemonic.NOP for p in padding) and last.next_ip == address + len(new)
-            and last.code == old_ins.code and last.op_count == old_ins.op_count
+    """Decode `new` back: the old instruction, with the register in place of memory."""
+    last = _one_instruction(address, new)
+    same = (last is not None and last.code == old_ins.code and last.op_count == old_ins.op_count
             and all(_same_operand(last, old_ins, i, register if i == index else None)
                     for i in range(old_ins.op_count)))
     if not same:
         raise Declined("the new encoding does not decode back to the intended instruction")
+
+
+def _one_instruction(address: int, code: bytes):
+    """The one valid instruction `code` is, all of it, or None."""
+    if len(code) > MAX_LENGTH:
+        return None
+    ins = Decoder(64, code, ip=address).decode()
+    return None if ins.is_invalid or ins.len != len(code) else ins
 
 
 def _same_operand(new, old, i: int, register: int | None) -> bool:
