@@ -148,16 +148,7 @@ def deliver_divide_error(machine: FrameMachine) -> None:
     """
     COUNTERS.divide_errors += 1
     frame = machine.frame
-    rip = frame.rip
-    bit = 1 << (_sys.SIGFPE - 1)
-    action = _sys.get_action(_sys.SIGFPE)
-    if action.handler == _sys.SIG_IGN or frame.sigmask & bit:
-        action.handler = _sys.SIG_DFL
-        _sys.set_action(_sys.SIGFPE, action)
-        frame.sigmask &= ~bit
-    info = (_sys.SIGFPE.to_bytes(4, "little") + bytes(4) + _sys.FPE_INTDIV.to_bytes(4, "little")
-            + bytes(4) + rip.to_bytes(8, "little")).ljust(128, b"\0")
-    _sys.queue_to_self(_sys.SIGFPE, info)
+    queue_as_the_cpu_would(frame, _sys.SIGFPE, _sys.FPE_INTDIV, frame.rip)
 
 
 def deliver_fault(signo: int, info: int, machine: FrameMachine, fault, state) -> None:
@@ -173,16 +164,21 @@ def deliver_fault(signo: int, info: int, machine: FrameMachine, fault, state) ->
         frame.si_addr = address
         forward(signo, info, machine, state)
         return
-    bit = 1 << (fault.signo - 1)
-    action = _sys.get_action(fault.signo)
+    queue_as_the_cpu_would(frame, fault.signo, fault.si_code, address)
+
+
+def queue_as_the_cpu_would(frame, signo: int, si_code: int, address: int) -> None:
+    """Queue `signo` to this thread with the kernel's siginfo for a CPU exception; as for a real
+    one, a blocked or ignored signal is unblocked and reset to the default action first."""
+    bit = 1 << (signo - 1)
+    action = _sys.get_action(signo)
     if action.handler == _sys.SIG_IGN or frame.sigmask & bit:
         action.handler = _sys.SIG_DFL
-        _sys.set_action(fault.signo, action)
+        _sys.set_action(signo, action)
         frame.sigmask &= ~bit
-    siginfo = (fault.signo.to_bytes(4, "little") + bytes(4)
-               + (fault.si_code & 0xFFFFFFFF).to_bytes(4, "little")
+    siginfo = (signo.to_bytes(4, "little") + bytes(4) + (si_code & 0xFFFFFFFF).to_bytes(4, "little")
                + bytes(4) + address.to_bytes(8, "little")).ljust(128, b"\0")
-    _sys.queue_to_self(fault.signo, siginfo)
+    _sys.queue_to_self(signo, siginfo)
 
 
 # -- messages ---------------------------------------------------------------------------------------
