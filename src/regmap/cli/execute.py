@@ -5,7 +5,6 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 
 EXEC_DESCRIPTION = """\
 Run an unmodified x86-64 Linux program with the register file memory-mapped
@@ -110,7 +109,15 @@ def _open_output(args):
     return os.fdopen(fd, "w", encoding="utf-8", errors="replace")
 
 
+_DEFAULT = object()      # the shipped default layout, not loaded yet
+
+
 def _load_layout(args):
+    """The layout named by --layout, checked before the program runs; for the shipped default,
+    None: the tracer loads it at the first fault, so a program that never touches page 0
+    does not wait for the register file to be parsed and solved."""
+    if args.layout is None:
+        return _DEFAULT
     from regmap.errors import RegmapError
     from regmap.layout import load_layout
     try:
@@ -128,6 +135,8 @@ def _traced(argv, args, **extra):
     layout = _load_layout(args)
     if layout is None:
         return 1                 # as `regmap layout` says of the same layout
+    if layout is _DEFAULT:
+        layout = None
     try:
         stream = _open_output(args)
     except OSError as error:
@@ -197,6 +206,7 @@ def exec_command(args) -> int:
 
 
 def run_command(args) -> int:
+    import tempfile                      # only `run` builds: `exec` starts without it
     from regmap.trace import TraceError
     from regmap.trace.build import build
     command = _command(args, "FILE")

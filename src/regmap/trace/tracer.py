@@ -420,13 +420,14 @@ def _make_emulator(layout):
 
 class _FirstFault:
     """The default emulator, made at the first fault: a program that never touches page 0
-    does not pay for importing the x86 layer (iced-x86, the semantics) at start-up."""
+    does not pay for importing the x86 layer (iced-x86, the semantics) at start-up, nor,
+    with the default layout (`layout` None), for solving the register file."""
 
     def __init__(self, layout):
         self.layout = layout
 
     def step(self, machine, trace: bool = False):
-        emulator = _make_emulator(self.layout)
+        emulator = _make_emulator(_load_layout(self.layout))
         self.step = emulator.step           # every later fault calls it directly
         return emulator.step(machine, trace=trace)
 
@@ -473,9 +474,13 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
     if sys.platform != "linux" or os.uname().machine != "x86_64":
         from regmap.errors import UnsupportedPlatform
         raise UnsupportedPlatform("regmap exec needs Linux on x86-64")
-    layout = _load_layout(layout) if emulator is None else getattr(emulator, "layout", None)
-    if emulator is None:
+    if emulator is not None:
+        layout = getattr(emulator, "layout", None)
+    elif translate or layout is not None:
+        layout = _load_layout(layout)       # a named layout is checked before the program runs
         emulator = _make_emulator(layout) if translate else _FirstFault(layout)
+    else:
+        emulator = _FirstFault(None)        # the default, loaded at the first fault
     reporter = Reporter(stream, trace=trace, stats=stats, json=json, quiet=quiet)
     tracer = Tracer(emulator, reporter)
     if translate and layout is not None:
