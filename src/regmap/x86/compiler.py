@@ -32,7 +32,7 @@ from regmap.errors import GeneralProtection, LayoutError, MemoryFault
 from regmap.x86 import flags
 from regmap.x86.operands import ImmediateOperand, MemoryOperand, RegisterOperand, SelectorOperand
 from regmap.x86.semantics import vector
-from regmap.x86.semantics.packed import PACKED
+from regmap.x86.semantics.packed import PACKED, destination_and_sources
 
 MASK64 = (1 << 64) - 1
 
@@ -430,11 +430,7 @@ _PACKED_SWAR = {
 
 def _packed(form, slices, widths):
     """Packed-integer operations: lane by lane with packed.PACKED's lane function, or SWAR."""
-    if form.instruction.encoding == EncodingKind.LEGACY:
-        dest, second = form.ops
-        first = dest
-    else:
-        dest, first, second = form.ops
+    dest, first, second = destination_and_sources(form)
     width = dest.width
     lane_width, _ = PACKED[form.mnemonic]
     lane_width = min(lane_width, width)

@@ -87,16 +87,28 @@ PACKED = {
 }
 
 
+def destination_and_sources(form):
+    """(dest, first, second): legacy SSE forms are destructive (``paddd xmm1, m`` reads xmm1),
+    VEX/EVEX forms name a separate first source (``vpaddd xmm0, xmm1, m``)."""
+    if form.instruction.encoding == EncodingKind.LEGACY:
+        dest, second = form.ops
+        return dest, dest, second
+    return form.ops
+
+
+def legacy_alignment(cpu, form, operand) -> None:
+    """#GP for a legacy SSE 16-byte memory operand that is not 16-byte aligned (VEX forms and
+    the element-sized operands of inserts and extracts may be misaligned)."""
+    if (form.instruction.encoding == EncodingKind.LEGACY and operand.is_memory
+            and operand.width == 128 and operand.address(cpu) % 16):
+        raise GeneralProtection(f"{form.disassembly}: a legacy SSE memory operand must be 16-byte aligned")
+
+
 @semantics(*PACKED)
 def packed(cpu, form):
     lane_width, lane = PACKED[form.mnemonic]
-    if form.instruction.encoding == EncodingKind.LEGACY:
-        dest, source = form.ops
-        first, second = dest, source
-        if source.is_memory and source.address(cpu) % 16:
-            raise GeneralProtection(f"{form.disassembly}: a legacy SSE memory operand must be 16-byte aligned")
-    else:
-        dest, first, second = form.ops
+    dest, first, second = destination_and_sources(form)
+    legacy_alignment(cpu, form, second)
     width = dest.width
     lane_width = min(lane_width, width)
     a, b, result = first.read(cpu), second.read(cpu), 0

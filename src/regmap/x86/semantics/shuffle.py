@@ -7,8 +7,8 @@ each 128-bit lane alone, as the SDM specifies.
 """
 from iced_x86 import EncodingKind, Mnemonic as M
 
-from regmap.errors import GeneralProtection
 from regmap.x86.semantics import mask, semantics
+from regmap.x86.semantics.packed import destination_and_sources, legacy_alignment
 
 
 def _elements(value: int, width: int, count: int) -> list[int]:
@@ -23,12 +23,6 @@ def _lanes(value: int, total: int) -> list[int]:
     return _elements(value, 128, total // 128)
 
 
-def _legacy_alignment(cpu, form, operand) -> None:
-    if (form.instruction.encoding == EncodingKind.LEGACY and operand.is_memory
-            and operand.width == 128 and operand.address(cpu) % 16):
-        raise GeneralProtection(f"{form.disassembly}: a legacy SSE memory operand must be 16-byte aligned")
-
-
 # shuffle by immediate: mnemonic -> (element width, which elements of a 128-bit lane it permutes)
 _SHUFFLES = {M.PSHUFD: (32, range(4)), M.VPSHUFD: (32, range(4)),
              M.PSHUFLW: (16, range(4)), M.VPSHUFLW: (16, range(4)),
@@ -39,7 +33,7 @@ _SHUFFLES = {M.PSHUFD: (32, range(4)), M.VPSHUFD: (32, range(4)),
 def shuffle(cpu, form):
     """Each selected element takes the element the immediate's 2-bit field names; others stay."""
     dest, source, order = form.ops
-    _legacy_alignment(cpu, form, source)
+    legacy_alignment(cpu, form, source)
     width, selected = _SHUFFLES[form.mnemonic]
     control, lanes = order.read(cpu) & 0xFF, []
     for lane in _lanes(source.read(cpu), dest.width):
@@ -64,12 +58,8 @@ _UNPACKS = {
 @semantics(*_UNPACKS)
 def unpack(cpu, form):
     """Interleave the low (or high) halves of two sources, element by element, lane by lane."""
-    if form.instruction.encoding == EncodingKind.LEGACY:
-        dest, second = form.ops
-        first = dest
-    else:
-        dest, first, second = form.ops
-    _legacy_alignment(cpu, form, second)
+    dest, first, second = destination_and_sources(form)
+    legacy_alignment(cpu, form, second)
     width, high = _UNPACKS[form.mnemonic]
     half = 64 // width
     lanes = []
