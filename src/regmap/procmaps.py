@@ -1,5 +1,25 @@
-"""One question about a Linux process's memory map (/proc/PID/maps), asked by both backends."""
+"""A Linux process's memory map (/proc/PID/maps), as both backends read it."""
 from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+
+class Mapping(NamedTuple):
+    start: int
+    end: int
+    perms: str      # "r-xp"
+    path: str       # "" for an anonymous mapping
+
+
+def mappings(pid: int | str = "self") -> Iterator[Mapping]:
+    """Every mapping of `pid` ("self" for this process), in address order.
+
+    Raises OSError where /proc cannot be read, ValueError for a line it cannot parse."""
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            fields = line.split(None, 5)
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            yield Mapping(start, end, fields[1], fields[5].strip() if len(fields) > 5 else "")
 
 
 def private_code(pid: int | str, address: int, size: int) -> bool:
@@ -10,12 +30,10 @@ def private_code(pid: int | str, address: int, size: int) -> bool:
     `pid` may be "self".
     """
     try:
-        with open(f"/proc/{pid}/maps") as maps:
-            for line in maps:
-                span, perms = line.split(None, 2)[:2]
-                start, end = (int(x, 16) for x in span.split("-"))
-                if start <= address < end:
-                    return address + size <= end and perms[2] == "x" and perms[3] == "p"
-    except (OSError, ValueError):
+        for mapping in mappings(pid):
+            if mapping.start <= address < mapping.end:
+                return (address + size <= mapping.end and mapping.perms[2] == "x"
+                        and mapping.perms[3] == "p")
+    except (OSError, ValueError, IndexError):
         pass
     return False

@@ -15,6 +15,7 @@ import os
 import sys
 
 from regmap.errors import UnsupportedInstruction
+from regmap.procmaps import mappings
 from regmap.runtime import _sys
 from regmap.runtime.frame import GREG_INDEX, FrameMachine
 
@@ -118,17 +119,10 @@ def find_interpreter_code() -> None:
     names = {os.path.realpath(sys.executable)}
     try:
         names.add(os.path.realpath("/proc/self/exe"))
-        ranges = []
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split(None, 5)
-                if len(fields) < 6 or "x" not in fields[1]:
-                    continue
-                path = fields[5].strip()
-                if path in names or os.path.basename(path).startswith("libpython"):
-                    start, end = (int(x, 16) for x in fields[0].split("-"))
-                    ranges.append((start, end))
-        INTERPRETER_CODE[:] = ranges
+        INTERPRETER_CODE[:] = [
+            (m.start, m.end) for m in mappings("self")
+            if "x" in m.perms and m.path
+            and (m.path in names or os.path.basename(m.path).startswith("libpython"))]
     except OSError:
         pass
 

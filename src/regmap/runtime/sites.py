@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 
+from regmap.procmaps import mappings
 from regmap.runtime import _sys
 
 
@@ -72,11 +73,7 @@ def readable(address: int) -> bool:
     for refresh in (False, True):
         if refresh:
             try:
-                with open("/proc/self/maps") as maps:
-                    MAPPINGS[:] = [
-                        (int(fields[0].split("-")[0], 16), int(fields[0].split("-")[1], 16),
-                         fields[1][0] == "r")
-                        for fields in (line.split(None, 2) for line in maps)]
+                MAPPINGS[:] = [(m.start, m.end, m.perms[0] == "r") for m in mappings("self")]
             except (OSError, ValueError, IndexError):
                 return True  # no /proc: assume the usual readable code
         for start, end, can_read in MAPPINGS:
