@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 
+from regmap import clock
 from regmap.procmaps import mappings
 from regmap.runtime import _sys
 
@@ -105,18 +106,12 @@ def evict_sites(keep: int | None = None) -> None:
     """Retire sites until at most `keep` remain (default: seven eighths of MAX_SITES)."""
     if keep is None:
         keep = MAX_SITES - max(1, MAX_SITES // 8)
-    for sweep in range(2):      # after one sweep every survivor is unreferenced
-        for address in list(CODE_SITES):
-            if len(CODE_SITES) <= keep:
-                return
-            site = CODE_SITES[address]
-            if sweep == 0 and site.count != site.seen:
-                site.seen = site.count
-                del CODE_SITES[address]      # a second chance, at the back
-                CODE_SITES[address] = site
-            else:
-                del CODE_SITES[address]
-                retire(address, site)
+    clock.evict(CODE_SITES, keep, _faulted_since_sweep, retire)
+
+
+def _faulted_since_sweep(site: Site) -> bool:
+    faulted, site.seen = site.count != site.seen, site.count
+    return faulted
 
 
 def retire(address: int, site: Site) -> None:

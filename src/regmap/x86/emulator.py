@@ -7,6 +7,7 @@ from typing import NamedTuple
 import iced_x86
 from iced_x86 import DecoderError, EncodingKind, Mnemonic, OpCodeInfo, OpKind
 
+from regmap import clock
 from regmap.errors import (DecodeError, LayoutError, NotWindowAccess, RegisterNotWritable,
                            RegmapError, UnsupportedInstruction, WindowHole)
 from regmap.layout import Layout, load_layout
@@ -153,15 +154,7 @@ class Emulator:
     def _evict(self) -> None:
         """Forget an eighth of the forms: the oldest not used since the last sweep (the used
         ones get a second chance at the back)."""
-        forms, keep = self._forms, self.max_forms - max(1, self.max_forms // 8)
-        for sweep in range(2):
-            for address in list(forms):
-                if len(forms) <= keep:
-                    return
-                form = forms.pop(address)
-                if sweep == 0 and form.hits:
-                    form.hits = 0
-                    forms[address] = form
+        clock.evict(self._forms, self.max_forms - max(1, self.max_forms // 8), _used_since_sweep)
 
     def step(self, machine, trace: bool = False, anywhere: bool = False) -> Step:
         """Execute the instruction at rip.  It must access the window (else `NotWindowAccess`)
@@ -192,6 +185,11 @@ class Emulator:
         except RegisterNotWritable as refusal:
             raise UnsupportedInstruction(rip, form.code, form.disassembly, str(refusal)) from None
         return Step(rip, form.code, form.mnemonic_name, form.disassembly, cpu.accesses)
+
+
+def _used_since_sweep(form: Form) -> bool:
+    used, form.hits = form.hits != 0, 0
+    return used
 
 
 def _semantics_of(string: bool, mnemonic: int, encoding: int):
