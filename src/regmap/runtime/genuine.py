@@ -66,20 +66,13 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
     """
     COUNTERS.forwarded += 1
     COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
-    if state is None:
-        previous = PREVIOUS[signo]
-    elif signo in state.handed_over:
-        # The handler regmap handed this signal to put regmap back and raised it again
-        # (faulthandler does, when it was enabled over regmap): on to what regmap replaced.
-        previous = state.beneath[signo]
-    else:
-        previous = state.previous[signo]
+    previous = previous_action(signo, state)
     code = machine.si_code()
     from_cpu = 0 < code <= _sys.SI_KERNEL
     if not from_cpu:
         COUNTERS.sent += 1
     handler = previous.handler
-    if from_cpu and (handler in (_sys.SIG_DFL, _sys.SIG_IGN) or is_interpreter_code(handler)):
+    if from_cpu and ends_the_process(previous):
         hand_over(signo, previous, state)
         return
     if handler == _sys.SIG_IGN:
@@ -102,6 +95,25 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
         PREVIOUS_TYPE(handler)(signo, machine.info, machine.ctx)
     finally:
         _sys.set_thread_mask(old_mask)
+
+
+def previous_action(signo: int, state) -> _sys.KernelSigaction:
+    """Whoever would have had `signo` without regmap."""
+    if state is None:
+        return PREVIOUS[signo]
+    if signo in state.handed_over:
+        # The handler regmap handed this signal to put regmap back and raised it again
+        # (faulthandler does, when it was enabled over regmap): on to what regmap replaced.
+        return state.beneath[signo]
+    return state.previous[signo]
+
+
+def ends_the_process(action: _sys.KernelSigaction) -> bool:
+    """Whether a fault under `action` ends the process: the default action, an ignored fault
+    (the kernel kills for it too), or the interpreter's own handler (faulthandler's traceback,
+    then the default action)."""
+    handler = action.handler
+    return handler in (_sys.SIG_DFL, _sys.SIG_IGN) or is_interpreter_code(handler)
 
 
 def hand_over(signo: int, previous: _sys.KernelSigaction, state) -> None:
@@ -154,6 +166,15 @@ def deliver_fault(signo: int, info: int, machine: FrameMachine, fault, state) ->
     frame = machine.frame
     address = frame.rip if fault.si_addr is None else fault.si_addr
     if fault.signo == signo:
+        previous = previous_action(signo, state)
+        if ends_the_process(previous):
+            # `forward` would let the instruction fault again, on the window this time: the
+            # process would die with that page fault's siginfo, not this exception's.
+            COUNTERS.forwarded += 1
+            COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
+            hand_over(signo, previous, state)
+            queue_as_the_cpu_would(frame, signo, fault.si_code, address)
+            return
         frame.si_code = fault.si_code
         frame.si_addr = address
         forward(signo, info, machine, state)
