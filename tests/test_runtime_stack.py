@@ -364,3 +364,27 @@ def test_a_fault_of_the_handler_itself_ends_with_sigsegv(tmp_path, bug):
                           env=python_env(), timeout=120)
     assert done.returncode == -signal.SIGSEGV, (done.returncode, done.stdout, done.stderr[-2000:])
     assert "survived" not in done.stdout
+
+
+def test_a_window_access_inside_the_handler_is_emulated_too(tmp_path):
+    """A trace callback that calls native code using the window: the handler runs nested, on the
+    same alternate stack, for the callback's own thread state."""
+    from runtime_build import declare
+    lib = declare(ctypes.CDLL(str(build_library(tmp_path))))
+    inside: list = []
+
+    def sink(event):
+        if not inside:                         # the nested fault is traced too: once is enough
+            inside.append(None)
+            inside[0] = lib.echo_rdi(7)        # echo_rdi reads its own rdi through [0x38]
+
+    regmap.map_registers()
+    try:
+        regmap.runtime.set_trace(sink)
+        try:
+            assert lib.echo_rdi(5) == 5
+        finally:
+            regmap.runtime.set_trace(None)
+    finally:
+        regmap.unmap_registers()
+    assert inside == [7]
