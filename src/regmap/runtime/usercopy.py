@@ -141,49 +141,49 @@ def _copy() -> list[Instruction]:
 class UserCopy:
     """One thread's copies between Python and memory that may fault (see the module doc)."""
 
-    __slots__ = ("block", "words", "view", "inline")
+    __slots__ = ("block", "view", "inline", "load", "store")
 
     def __init__(self):
-        routine()
+        code = routine()
+        self.load, self.store = code.read, code.write
         self.block = (ctypes.c_uint64 * BLOCK_WORDS)()
-        self.words = self.block             # the same array, named for what is done with it
         self.inline = ctypes.addressof(self.block) + 8 * B_INLINE
         self.block[B_LOCAL] = self.inline
         self.view = memoryview(self.block).cast("B")[8 * B_INLINE:]
 
     def read(self, address: int, size: int) -> bytes | None:
         """The `size` bytes at `address`, or None if the CPU faulted reading them (`fault`)."""
-        words = self.words
+        words = self.block
         words[B_ADDRESS], words[B_SIZE] = address, size
         if size <= INLINE:
-            if _ROUTINE.read(self.block):
+            if self.load(words):
                 return self.view[:size].tobytes()
             return None
         buffer = ctypes.create_string_buffer(size)
         words[B_LOCAL] = ctypes.addressof(buffer)
         try:
-            return buffer.raw if _ROUTINE.read(self.block) else None
+            return buffer.raw if self.load(words) else None
         finally:
             words[B_LOCAL] = self.inline
 
     def write(self, address: int, data: bytes) -> bool:
         """Whether `data` is now at `address` (False: the CPU faulted writing it, `fault`)."""
         size = len(data)
-        words = self.words
+        words = self.block
         words[B_ADDRESS], words[B_SIZE] = address, size
         if size <= INLINE:
             self.view[:size] = data
-            return bool(_ROUTINE.write(self.block))
+            return bool(self.store(words))
         buffer = ctypes.create_string_buffer(bytes(data), size)
         words[B_LOCAL] = ctypes.addressof(buffer)
         try:
-            return bool(_ROUTINE.write(self.block))
+            return bool(self.store(words))
         finally:
             words[B_LOCAL] = self.inline
 
     def fault(self) -> CpuFault:
         """The fault of the last transfer that failed."""
-        words = self.words
+        words = self.block
         signal = words[B_SIGNAL]
         return CpuFault(signal & 0xFFFFFFFF, signal >> 32, words[B_SI_ADDR], words[B_TRAPNO],
                         words[B_ERR])
