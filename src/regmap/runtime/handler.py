@@ -93,7 +93,9 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
         # fault neither an instruction fetch (error code bit 4) nor outside the window.
         if state is None or not 0 < frame.si_code <= 0x80 or (
                 frame.trapno == 14 and (frame.err & 0x10 or frame.cr2 >= state.window)):
-            if not usercopy.recover(frame):
+            if runaway(frame, ctx):
+                give_up(signo)
+            elif not usercopy.recover(frame):
                 forward(signo, info, machine, state)
             return
         # The CPU was executing the instruction at rip when it faulted on a data access, so the
@@ -128,6 +130,9 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
 
 def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     """The general path: the emulator's `step`, then what the site should remember."""
+    if runaway(machine.frame, machine.ctx):
+        give_up(signo)
+        return
     if usercopy.recover(machine.frame):
         return   # the copy routine faulted (a #GP, or a stack inside the window)
     machine.fetch_direct = True
@@ -197,6 +202,31 @@ def retry_longer(machine: FrameMachine, state: State) -> bool:
     site.count += 1
     site.decoded(step.code, step.mnemonic, fast_path(state, step))
     return True
+
+
+# SIGSEGV and SIGBUS reach the handler while it emulates, so a fault of its own re-enters it.
+# One level is the copy routine's fault, two or three a trace callback's native code using the
+# window (15-31 KiB each at most); a handler that goes on faulting inside itself is a bug, and
+# is stopped here, before CPython's recursion limit refuses to enter the callback at all (ctypes
+# would then print the RecursionError and return, and the fault would repeat forever).
+NESTING_LIMIT = 128 * 1024
+
+
+def runaway(frame, ctx: int) -> bool:
+    """Whether this frame lies that deep in the thread's alternate stack (the kernel records the
+    stack's settings in the frame, not whether the interrupted code was on it)."""
+    depth = frame.ss_sp + frame.ss_size - ctx
+    return not frame.ss_flags & _sys.SS_DISABLE and NESTING_LIMIT < depth <= frame.ss_size
+
+
+def give_up(signo: int) -> None:
+    """The default action for the fault signals: the faulting instruction runs again and the
+    kernel ends the process with its signal, as without regmap."""
+    genuine.COUNTERS.internal_errors += 1
+    genuine.write_stderr(f"regmap: signal {signo} inside regmap's own handler, nested too deep; "
+                         "treated as a genuine fault\n")
+    for fault_signal in SIGNALS:
+        _sys.set_action(fault_signal, _sys.KernelSigaction())
 
 
 def internal_error(signo: int, info: int, ctx: int, error: BaseException) -> None:

@@ -58,17 +58,17 @@ class _Routine:
     """The generated code: its page and the two entry points as ctypes functions."""
 
     def __init__(self):
-        self.base = _sys.map_code(_code, PAGE)
+        self.base = _sys.map_code(_code, CODE_SIZE)
         self.fixup = self.base + FIXUP
-        self.start, self.end = self.base + COPY, self.base + PAGE
-        # No argtypes: the block (a ctypes array) is passed as a pointer, which costs less
-        # than converting an int; PYFUNCTYPE keeps the GIL, which a few loads do not need.
+        self.start, self.end = self.base + COPY, self.base + CODE_SIZE
+        # No argtypes: the block (a ctypes array) goes as a pointer, for less than converting
+        # an int would cost; PYFUNCTYPE keeps the GIL, which a few loads need not give up.
         self.read = ctypes.PYFUNCTYPE(ctypes.c_int)(self.base + READ)
         self.write = ctypes.PYFUNCTYPE(ctypes.c_int)(self.base + WRITE)
         self.read.argtypes = self.write.argtypes = None
 
 
-PAGE = 0x100
+CODE_SIZE = 0x100        # mapped as one page
 _ROUTINE: _Routine | None = None
 _MAKING = threading.Lock()
 
@@ -104,10 +104,10 @@ def _code(base: int) -> bytes:
                 Instruction.create_branch(Code.JMP_REL32_64, base + COPY)],
         COPY: _copy(),
     }
-    page = bytearray(b"\xcc" * PAGE)
+    page = bytearray(b"\xcc" * CODE_SIZE)
     for offset, instructions in entries.items():
         blob = assemble(instructions, base + offset)
-        limit = min([o for o in entries if o > offset] + [PAGE])
+        limit = min([o for o in entries if o > offset] + [CODE_SIZE])
         assert offset + len(blob) <= limit, (offset, len(blob))
         page[offset:offset + len(blob)] = blob
     return bytes(page)
