@@ -15,9 +15,11 @@ Other rows:
   exec`` runs) against ``bare_tracer.c``, a C tracer doing GETREGS, the add,
   SETREGS, CONT; the program times each fault (trace_cost.py's program);
   tracer and program are pinned to one CPU;
-- start-up: wall time of ``regmap exec /bin/true`` minus that of
-  ``/bin/true``, after one run that leaves the bytecode cache a normal install
-  has;
+- start-up: wall (and CPU) time of ``regmap exec /bin/true`` minus that of
+  ``/bin/true`` in the same round, for the console script users run (the
+  ``regmap`` beside sys.executable: pip's generated script), for ``python -m
+  regmap`` and, for scale, for ``python -c pass`` (the interpreter alone), after
+  one run of each that leaves the bytecode cache a normal install has;
 - sites: warm cost per fault with N distinct sites (N copies of ``add rax,
   [8]`` in generated code, run once cold, then timed) as a ratio to the warm
   cost at 1,000 sites, and the growth of the resident set at the largest N;

@@ -17,12 +17,14 @@ from regmap.cli import build_parser
 from regmap.cli.execute import quick_args
 
 # what a `regmap exec` of a program that never touches page 0 does without: the argparse
-# parser and what it pulls in, typing, json, the x86 layer, the layout and its solver
-NOT_IMPORTED = ("argparse", "gettext", "locale", "shutil", "typing", "json", "tempfile",
-                "importlib.util", "regmap.x86", "regmap.layout", "regmap.alias", "iced_x86",
-                "regmap.trace.patch", "regmap.trace.build")
+# parser and what it pulls in, typing, re, json, the x86 layer, the layout and its solver,
+# the other backends
+NOT_IMPORTED = ("argparse", "gettext", "locale", "shutil", "typing", "re", "json", "tempfile",
+                "dataclasses", "contextlib", "importlib.util", "threading", "regmap.x86",
+                "regmap.layout", "regmap.alias", "iced_x86", "regmap.trace.patch",
+                "regmap.trace.build", "regmap.runtime", "regmap.pure", "regmap.emulation")
 
-# a console script's start: pip's generated script imports re and calls regmap.cli.main
+# a console script's start (pip's also imports re, which regmap itself does not need)
 CONSOLE_SCRIPT = """
 import sys
 from regmap.cli import main
@@ -128,3 +130,24 @@ def test_help_and_errors_still_come_from_argparse():
                            capture_output=True, text=True)
     assert wrong.returncode == 2
     assert "argument --output-fd: invalid int value: 'x'" in wrong.stderr
+
+
+# regmap run as its own command (main() reading sys.argv), with atexit work and buffered output
+AS_COMMAND = """
+import atexit, sys
+atexit.register(lambda: sys.stdout.write("atexit ran\\n"))
+sys.stdout.write("buffered before\\n")          # a pipe: block-buffered, not yet written
+sys.argv = ["regmap", *sys.argv[1:]]
+from regmap.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("program, status", [("true", 0), ("false", 1), ("exit 7", 7)])
+def test_ending_without_the_teardown_keeps_the_status_atexit_and_output(program, status):
+    command = ["sh", "-c", program] if " " in program else [program]
+    done = subprocess.run([sys.executable, "-c", AS_COMMAND, "exec", *command],
+                          capture_output=True, text=True)
+    assert done.returncode == status
+    assert done.stdout == "buffered before\natexit ran\n"
+    assert done.stderr == ""
