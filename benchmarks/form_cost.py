@@ -19,7 +19,9 @@ Other rows:
   ``/bin/true`` in the same round, for the console script users run (the
   ``regmap`` beside sys.executable: pip's generated script), for ``python -m
   regmap`` and, for scale, for ``python -c pass`` (the interpreter alone), after
-  one run of each that leaves the bytecode cache a normal install has;
+  one run of each that leaves the bytecode cache a normal install has; with
+  valgrind, also the instructions one run of each executes (callgrind), which
+  the load does not move;
 - sites: warm cost per fault with N distinct sites (N copies of ``add rax,
   [8]`` in generated code, run once cold, then timed) as a ratio to the warm
   cost at 1,000 sites, and the growth of the resident set at the largest N;
@@ -37,6 +39,7 @@ import argparse
 import ctypes
 import mmap
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -173,11 +176,11 @@ STARTUP_RUNS = (
 )
 
 
-def startup(rounds: int) -> dict[str, list[tuple[float, float]]]:
-    """Per STARTUP_RUNS entry, per round: (wall, CPU) seconds over those of /bin/true run in
-    the same round, with the bytecode cache a normal install has: regmap's compiled into its
-    __pycache__ directories (as pip does), whatever PYTHONDONTWRITEBYTECODE says here.
-    The console script is the `regmap` beside sys.executable (absent: that row is left out)."""
+def startup_commands() -> tuple[dict[str, list[str]], dict]:
+    """The STARTUP_RUNS commands there are here (the console script is the `regmap` beside
+    sys.executable), and their environment, with the bytecode cache a normal install has:
+    regmap's compiled into its __pycache__ directories (as pip does), whatever
+    PYTHONDONTWRITEBYTECODE says here; each is run once, so the standard library's is warm."""
     import regmap
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
@@ -189,8 +192,13 @@ def startup(rounds: int) -> dict[str, list[tuple[float, float]]]:
                 "python -m regmap": [sys.executable, "-m", "regmap", "exec", "/bin/true"],
                 "python -c pass": [sys.executable, "-c", "pass"]}
     commands = {name: argv for name, argv in commands.items() if argv is not None}
-    for argv in commands.values():            # and the standard library's cache, warm
+    for argv in commands.values():
         subprocess.run(argv, check=True, env=env)
+    return commands, env
+
+
+def startup(rounds: int, commands: dict[str, list[str]], env: dict) -> dict[str, list[tuple[float, float]]]:
+    """Per command, per round: (wall, CPU) seconds over those of /bin/true in the same round."""
     out: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(rounds):
         bare_wall, bare_cpu = timed_run(["/bin/true"], env)
@@ -198,6 +206,20 @@ def startup(rounds: int) -> dict[str, list[tuple[float, float]]]:
             wall, cpu = timed_run(argv, env)
             out[name].append((wall - bare_wall, cpu - bare_cpu))
     return out
+
+
+def instructions(argv: list[str], env: dict) -> int | None:
+    """User-space instructions one run of ``argv`` executes in its own process (valgrind's
+    callgrind; the program a traced run execs is not counted): unlike time, the same under
+    any load.  None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    done = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                          env=env, capture_output=True, text=True, check=True)
+    first = re.search(r"^==(\d+)==", done.stderr, re.MULTILINE)
+    counts = dict(re.findall(r"^==(\d+)== Collected : (\d+)", done.stderr, re.MULTILINE))
+    return int(counts[first.group(1)]) if first and first.group(1) in counts else None
 
 
 def timed_run(argv: list[str], env: dict) -> tuple[float, float]:
@@ -311,7 +333,8 @@ def main(argv=None) -> int:
                   + f"   [{statistics.median(r for r, _ in pairs):.0f} ns, "
                     f"{statistics.median(b for _, b in pairs):.0f} ns]")
         if "startup" in only:
-            runs = startup(args.rounds)
+            commands, env = startup_commands()
+            runs = startup(args.rounds, commands, env)
             print("start-up, over /bin/true in the same round (wall; CPU = user + system):")
             for name, label, target in STARTUP_RUNS:
                 if name not in runs:
@@ -319,6 +342,13 @@ def main(argv=None) -> int:
                     continue
                 print(row(label, [wall * 1000 for wall, _ in runs[name]], target, " ms"))
                 print(row("  the same, CPU", [cpu * 1000 for _, cpu in runs[name]], "", " ms"))
+            counts = {name: instructions(argv, env) for name, argv in commands.items()}
+            if None not in counts.values():
+                print("  instructions, one run each (valgrind --tool=callgrind; load does not "
+                      "move them):")
+                for name, label, _ in STARTUP_RUNS:
+                    if name in counts:
+                        print(f"  {label:42s} {counts[name] / 1e6:8.1f} M")
     if "sites" in only:
         counts = [int(c) for c in args.sites.split(",")]
         base = counts[0]
