@@ -25,7 +25,7 @@ TRANSLATE_AFTER = 3   # as map_registers(translate=True): about what one rewrite
 
 # The options of run and exec, as argparse is given them (flags, keywords); the quick parser
 # (regmap.cli.quick) reads the same table.
-OPTIONS = (
+OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
     (("--layout",), {"metavar": "NAME|FILE",
                      "help": "the page-0 layout: a shipped name or a .regs file (default: default)"}),
     (("--trace",), {"action": "store_true",
@@ -37,13 +37,14 @@ OPTIONS = (
     (("-q", "--quiet"), {"action": "store_true",
                          "help": "no 'killed by' line when a signal kills the program"}),
 )
-OUTPUT_OPTIONS = (       # one or the other
+# -o and --output-fd: one or the other
+OUTPUT_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
     (("-o", "--output"), {"metavar": "FILE",
                           "help": "write the trace, stats and messages to FILE, not stderr"}),
     (("--output-fd",), {"metavar": "N", "type": int,
                         "help": "write them to the open file descriptor N"}),
 )
-TRANSLATE_OPTION = (
+TRANSLATE_OPTION: tuple[tuple[tuple[str, ...], dict], ...] = (
     (("--translate",), {"metavar": "N", "nargs": "?", "default": 0, "const": TRANSLATE_AFTER,
                         "help": "rewrite a window instruction into its exact register form once "
                                 f"it has faulted N times (--translate=N; alone N is {TRANSLATE_AFTER}; "
