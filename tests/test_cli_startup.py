@@ -51,7 +51,7 @@ def test_a_plain_exec_imports_only_what_it_uses(args):
 
 
 def test_json_is_imported_when_asked_for():
-    assert "json" in modules_after("exec", "--layout", "default", "--json", "/bin/true")
+    assert "json" in modules_after("exec", "--json", "/bin/true")
 
 
 def argparse_args(words: list[str]) -> dict | None:
