@@ -15,9 +15,13 @@ Other rows:
   exec`` runs) against ``bare_tracer.c``, a C tracer doing GETREGS, the add,
   SETREGS, CONT; the program times each fault (trace_cost.py's program);
   tracer and program are pinned to one CPU;
-- start-up: wall time of ``regmap exec /bin/true`` minus that of
-  ``/bin/true``, after one run that leaves the bytecode cache a normal install
-  has;
+- start-up: wall (and CPU) time of ``regmap exec /bin/true`` minus that of
+  ``/bin/true`` in the same round, for the console script users run (the
+  ``regmap`` beside sys.executable: pip's generated script), for ``python -m
+  regmap`` and, for scale, for ``python -c pass`` (the interpreter alone), after
+  one run of each that leaves the bytecode cache a normal install has; with
+  valgrind, also the instructions one run of each executes (callgrind), which
+  the load does not move;
 - sites: warm cost per fault with N distinct sites (N copies of ``add rax,
   [8]`` in generated code, run once cold, then timed) as a ratio to the warm
   cost at 1,000 sites, and the growth of the resident set at the largest N;
@@ -35,6 +39,7 @@ import argparse
 import ctypes
 import mmap
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -161,27 +166,67 @@ def traced(paths: dict[str, Path], rounds: int, faults: int) -> list[tuple[float
     return out
 
 
-def startup(rounds: int) -> list[tuple[float, ...]]:
-    """(regmap exec /bin/true, /bin/true) wall and CPU seconds per round, with the bytecode cache a
-    normal install has: regmap's compiled into its __pycache__ directories (as pip does),
-    whatever PYTHONDONTWRITEBYTECODE says in this environment."""
+# the start-up rows, each timed against /bin/true: name, what the row says, target.  The
+# console script is how users run regmap (pip's generated script: `import re`, then `from
+# regmap.cli import main`); `-m` adds runpy; `python -c pass` is the interpreter's own start.
+STARTUP_RUNS = (
+    ("console script", "regmap exec /bin/true (console script)", "<= +40 ms"),
+    ("python -m regmap", "python -m regmap exec /bin/true", ""),
+    ("python -c pass", "python -c pass (the interpreter alone)", ""),
+)
+
+
+def startup_commands() -> tuple[dict[str, list[str]], dict]:
+    """The STARTUP_RUNS commands there are here (the console script is the `regmap` beside
+    sys.executable), and their environment, with the bytecode cache a normal install has:
+    regmap's compiled into its __pycache__ directories (as pip does), whatever
+    PYTHONDONTWRITEBYTECODE says here; each is run once, so the standard library's is warm."""
     import regmap
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
     package = Path(regmap.__file__).parent
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True, env=env,
                    stdout=subprocess.DEVNULL)
-    regmap_exec = [sys.executable, "-m", "regmap", "exec", "/bin/true"]
-    subprocess.run(regmap_exec, check=True, env=env)   # and the standard library's, warm
-    out = []
+    script = Path(sys.executable).parent / "regmap"
+    commands = {"console script": [str(script), "exec", "/bin/true"] if script.exists() else None,
+                "python -m regmap": [sys.executable, "-m", "regmap", "exec", "/bin/true"],
+                "python -c pass": [sys.executable, "-c", "pass"]}
+    commands = {name: argv for name, argv in commands.items() if argv is not None}
+    for argv in commands.values():
+        subprocess.run(argv, check=True, env=env)
+    return commands, env
+
+
+def startup(rounds: int, commands: dict[str, list[str]], env: dict) -> dict[str, list[tuple[float, float]]]:
+    """Per command, per round: (wall, CPU) seconds over those of /bin/true in the same round."""
+    out: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(rounds):
-        times = []
-        for argv in (regmap_exec, ["/bin/true"]):
-            start, used = time.perf_counter(), children_cpu()
-            subprocess.run(argv, check=True, env=env)
-            times += [time.perf_counter() - start, children_cpu() - used]
-        out.append(tuple(times))
+        bare_wall, bare_cpu = timed_run(["/bin/true"], env)
+        for name, argv in commands.items():
+            wall, cpu = timed_run(argv, env)
+            out[name].append((wall - bare_wall, cpu - bare_cpu))
     return out
+
+
+def instructions(argv: list[str], env: dict) -> int | None:
+    """User-space instructions one run of ``argv`` executes in its own process (valgrind's
+    callgrind; the program a traced run execs is not counted): unlike time, the same under
+    any load.  None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    done = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                          env=env, capture_output=True, text=True, check=True)
+    first = re.search(r"^==(\d+)==", done.stderr, re.MULTILINE)
+    counts = dict(re.findall(r"^==(\d+)== Collected : (\d+)", done.stderr, re.MULTILINE))
+    return int(counts[first.group(1)]) if first and first.group(1) in counts else None
+
+
+def timed_run(argv: list[str], env: dict) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of ``argv``."""
+    start, used = time.perf_counter(), children_cpu()
+    subprocess.run(argv, check=True, env=env)
+    return time.perf_counter() - start, children_cpu() - used
 
 
 def children_cpu() -> float:
@@ -238,7 +283,7 @@ def sites(counts: list[int], rounds: int, passes: int) -> dict[int, list[tuple[f
 
 def row(name: str, ratios: list[float], target: str, unit: str = "x") -> str:
     median, low, high = ratios_summary(ratios)
-    return f"  {name:38s} {median:8.2f}{unit} ({low:.2f} .. {high:.2f})   target {target}"
+    return f"  {name:42s} {median:8.2f}{unit} ({low:.2f} .. {high:.2f})   target {target}"
 
 
 def main(argv=None) -> int:
@@ -288,12 +333,22 @@ def main(argv=None) -> int:
                   + f"   [{statistics.median(r for r, _ in pairs):.0f} ns, "
                     f"{statistics.median(b for _, b in pairs):.0f} ns]")
         if "startup" in only:
-            runs = startup(args.rounds)
-            # each run: (regmap wall, regmap CPU, /bin/true wall, /bin/true CPU) in seconds
-            print(row("regmap exec /bin/true start-up, wall",
-                      [(wall - bare) * 1000 for wall, _, bare, _ in runs], "<= +40 ms", " ms"))
-            print(row("  the same, CPU time (user + system)",
-                      [(cpu - bare) * 1000 for _, cpu, _, bare in runs], "", " ms"))
+            commands, env = startup_commands()
+            runs = startup(args.rounds, commands, env)
+            print("start-up, over /bin/true in the same round (wall; CPU = user + system):")
+            for name, label, target in STARTUP_RUNS:
+                if name not in runs:
+                    print(f"  {label}: no {name} beside {sys.executable}, not measured")
+                    continue
+                print(row(label, [wall * 1000 for wall, _ in runs[name]], target, " ms"))
+                print(row("  the same, CPU", [cpu * 1000 for _, cpu in runs[name]], "", " ms"))
+            counts = {name: instructions(argv, env) for name, argv in commands.items()}
+            if None not in counts.values():
+                print("  instructions, one run each (valgrind --tool=callgrind; load does not "
+                      "move them):")
+                for name, label, _ in STARTUP_RUNS:
+                    if name in counts:
+                        print(f"  {label:42s} {counts[name] / 1e6:8.1f} M")
     if "sites" in only:
         counts = [int(c) for c in args.sites.split(",")]
         base = counts[0]

@@ -9,9 +9,6 @@ The pure parts (`regmap.alias`, `regmap.layout`, `regmap.x86`, `emulate`) work o
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
 from regmap.errors import (AliasError, DecodeError, DivideError, LayoutError, MemoryFault,
                            NotWindowAccess, RegmapError, UnsupportedInstruction,
                            UnsupportedPlatform)
@@ -33,7 +30,8 @@ _LAZY = {
     "set_trace": "regmap.runtime",
 }
 
-if TYPE_CHECKING:     # what the lazy names are, for type checkers
+TYPE_CHECKING = False    # not typing's: importing typing costs every start-up ~5 ms
+if TYPE_CHECKING:        # what the lazy names are, for type checkers
     from regmap.emulation import Emulation
     from regmap.layout import load_layout
     from regmap.pure import emulate
@@ -46,6 +44,7 @@ __all__ = ["AliasError", "DecodeError", "DivideError", "LayoutError", "MemoryFau
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
+        import importlib
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

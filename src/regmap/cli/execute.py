@@ -1,7 +1,6 @@
 """``regmap exec PROGRAM [ARGS...]`` and ``regmap run FILE [ARGS...]``: programs under the tracer."""
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -22,29 +21,57 @@ _start is linked -nostdlib -static; a program written for the original crate
 gets a map_registers() stub that just returns."""
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layout", metavar="NAME|FILE",
-                        help="the page-0 layout: a shipped name or a .regs file (default: default)")
-    parser.add_argument("--trace", action="store_true",
-                        help="print every emulated access and every signal passed on (stderr or -o)")
-    parser.add_argument("--stats", action="store_true",
-                        help="print a summary at exit (faults per mnemonic and site, time)")
-    parser.add_argument("--json", action="store_true",
-                        help="print trace and stats as JSON lines (alone: both)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no 'killed by' line when a signal kills the program")
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("-o", "--output", metavar="FILE",
-                        help="write the trace, stats and messages to FILE, not stderr")
-    output.add_argument("--output-fd", metavar="N", type=int,
-                        help="write them to the open file descriptor N")
-    parser.add_argument("--translate", metavar="N", nargs="?", default=0, const=TRANSLATE_AFTER,
-                        help="rewrite a window instruction into its exact register form once it "
-                             f"has faulted N times (--translate=N; alone N is {TRANSLATE_AFTER}; "
-                             "0 or no option: never)")
-
-
 TRANSLATE_AFTER = 3   # as map_registers(translate=True): about what one rewrite costs in faults
+
+# The options of run and exec, as argparse is given them (flags, keywords); the quick parser
+# (regmap.cli.quick) reads the same table.
+OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
+    (("--layout",), {"metavar": "NAME|FILE",
+                     "help": "the page-0 layout: a shipped name or a .regs file (default: default)"}),
+    (("--trace",), {"action": "store_true",
+                    "help": "print every emulated access and every signal passed on (stderr or -o)"}),
+    (("--stats",), {"action": "store_true",
+                    "help": "print a summary at exit (faults per mnemonic and site, time)"}),
+    (("--json",), {"action": "store_true",
+                   "help": "print trace and stats as JSON lines (alone: both)"}),
+    (("-q", "--quiet"), {"action": "store_true",
+                         "help": "no 'killed by' line when a signal kills the program"}),
+)
+# -o and --output-fd: one or the other
+OUTPUT_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
+    (("-o", "--output"), {"metavar": "FILE",
+                          "help": "write the trace, stats and messages to FILE, not stderr"}),
+    (("--output-fd",), {"metavar": "N", "type": int,
+                        "help": "write them to the open file descriptor N"}),
+)
+TRANSLATE_OPTION: tuple[tuple[tuple[str, ...], dict], ...] = (
+    (("--translate",), {"metavar": "N", "nargs": "?", "default": 0, "const": TRANSLATE_AFTER,
+                        "help": "rewrite a window instruction into its exact register form once "
+                                f"it has faulted N times (--translate=N; alone N is {TRANSLATE_AFTER}; "
+                                "0 or no option: never)"}),
+)
+
+
+def _common(parser) -> None:
+    for flags, keywords in OPTIONS:
+        parser.add_argument(*flags, **keywords)
+    output = parser.add_mutually_exclusive_group()
+    for flags, keywords in OUTPUT_OPTIONS:
+        output.add_argument(*flags, **keywords)
+    for flags, keywords in TRANSLATE_OPTION:
+        parser.add_argument(*flags, **keywords)
+
+
+def quick_args(command: str, words: list[str]):
+    """The arguments of ``regmap run|exec WORDS`` when the quick parser reads them all, else
+    None (argparse then parses them: help, usage, errors)."""
+    from types import SimpleNamespace
+
+    from regmap.cli import quick
+    values = quick.parse(quick.options(OPTIONS + TRANSLATE_OPTION, (OUTPUT_OPTIONS,)), words)
+    if values is None:
+        return None
+    return SimpleNamespace(**values, func=QUICK_COMMANDS[command])
 
 
 def _translate_option(args, command: list[str]) -> None:
@@ -59,6 +86,7 @@ def _translate_option(args, command: list[str]) -> None:
 
 
 def add_parser(subparsers) -> None:
+    import argparse
     run = subparsers.add_parser(
         "run", help="build a .c/.s/.S file and run it with page 0 mapped",
         usage="%(prog)s [-h] [OPTIONS] [--translate[=N]] FILE [ARGS...]",
@@ -224,8 +252,12 @@ def run_command(args) -> int:
     return _end_as(end)                # the directory is gone before regmap may die
 
 
+QUICK_COMMANDS = {"exec": exec_command, "run": run_command}
+
+
 def main(argv: list[str] | None = None) -> int:
     """This module's two subcommands alone (``python -m regmap.cli.execute run FILE``)."""
+    import argparse
     parser = argparse.ArgumentParser(prog="regmap")
     add_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
