@@ -21,6 +21,7 @@ from functools import lru_cache
 
 from iced_x86 import Code, Decoder, Encoder, Instruction, InstructionInfoFactory, OpKind, Register, RegisterExt
 
+from regmap.errors import InstructionFault, UnsupportedInstruction
 from regmap.x86.native import region as _region
 from regmap.x86.native.state import NativeState, read_state, write_state
 
@@ -169,6 +170,40 @@ def execute(native: bytes, state: NativeState, describe=lambda: "", watchdog: fl
     raise NativeFault(signo, si_code, si_addr, rip, describe(), in_instruction)
 
 
+@lru_cache(maxsize=4096)
+def body(native: bytes) -> bytes:
+    """``native`` (placed) followed by its jump to the stub's epilogue: what the slot holds."""
+    r = _region.ensure()
+    return native + r.jump_to_epilogue(r.insn + len(native))
+
+
+def run_transfer(native: bytes, transfer, values: list[int], rsp: int, signals: int,
+                 window: list[tuple[int, bytes]], stored, describe=lambda: "") -> tuple[list[int], list[bytes]]:
+    """Run ``native`` (already placed) with the registers ``values`` in ``transfer``'s order, the
+    shadow page holding ``window`` (``(address, bytes)`` pieces), rsp ``rsp`` and the fault
+    signals ``signals`` routed to the stub's handler.  Returns the registers after it
+    (`Transfer.unload`) and the shadow page's bytes in each ``(address, size, ...)`` of
+    ``stored``, or raises `NativeFault`."""
+    r = _region.ensure()
+    code = body(native)
+    if _OWNER[0] == threading.get_ident():
+        raise RuntimeError("the native engine was re-entered by the thread running it")
+    with LOCK:
+        _OWNER[0] = threading.get_ident()
+        try:
+            shadow = r.shadow_view
+            for start, data in window:
+                shadow[start:start + len(data)] = data
+            transfer.load(r.view, values, rsp, signals)
+            fault = r.call(code)
+        finally:
+            _OWNER[0] = None
+        if fault is None:
+            return transfer.unload(r.view, values), [bytes(shadow[start:start + size]) for start, size, *_ in stored]
+    signo, si_code, si_addr, rip = fault
+    raise NativeFault(signo, si_code, si_addr, rip, describe(), r.insn <= rip < r.insn + len(native))
+
+
 def run(code: bytes, state: NativeState, *, bias: dict[str, int] | None = None,
         watchdog: float = 0.0) -> NativeState:
     """Execute window instruction ``code`` from ``state`` with its memory operand on the shadow page
@@ -197,3 +232,32 @@ def address_bits(instr: Instruction) -> int:
     for m in _info_factory.info(instr).used_memory():
         return {1: 16, 2: 32, 3: 64}.get(m.address_size, 64)      # iced CodeSize
     return 64
+
+
+def changed_runs(old: bytes, new: bytes):
+    """(start, end) of each run of bytes that differ."""
+    i, n = 0, len(old)
+    while i < n:
+        if old[i] != new[i]:
+            j = i
+            while j < n and old[j] != new[j]:
+                j += 1
+            yield i, j
+            i = j
+        else:
+            i += 1
+
+
+def delivered(fault: NativeFault, form, r) -> Exception:
+    """The CPU's exception as the program would see it: at the instruction's own address."""
+    if not fault.in_instruction:
+        return UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                      f"the host CPU refused the thread's state: {fault}")
+    address = fault.address
+    if r.insn <= address < r.insn + 16:
+        address = form.address
+    elif r.shadow - 0x1000 <= address < r.shadow + 0x2000:
+        address = (address - r.shadow) & M64          # an access that ran off the window
+    return InstructionFault(f"{form.disassembly}: {fault.signal_name} (si_code {fault.si_code})",
+                            fault.signo, fault.si_code, address)
+

@@ -50,7 +50,9 @@ ALTSTACK_OFF, ALTSTACK_SIZE = 0xA000, 0x8000
 B_GPR = 0x000          # 16 x 8
 B_RFLAGS = 0x080
 B_MXCSR = 0x088        # 4 bytes
-B_K = 0x090            # 8 x 8
+B_RSP = 0x090          # the rsp the instruction runs with (the GPR slot receives rsp after it)
+B_SIGNALS = 0x098      # bit n set: the stub routes fault signal n to its handler for this run
+B_K = 0x0A0            # 8 x 8
 B_HOST = 0x100         # rbx rbp r12 r13 r14 r15 rsp
 B_HOST_MXCSR = 0x138
 B_HOST_FCW = 0x140
@@ -69,6 +71,7 @@ B_FX = 0xC00           # 512-byte FXSAVE area (16-byte aligned)
 C_PROLOGUE, C_EPILOGUE, C_HANDLER, C_RESTORE, C_RESTORER, C_INSN = 0x000, 0x400, 0x800, 0xA00, 0xC00, 0xD00
 
 FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP)
+ALL_FAULT_SIGNALS = sum(1 << sig for sig in FAULT_SIGNALS)      # a B_SIGNALS value
 SA_SIGINFO, SA_ONSTACK, SA_RESTORER, SA_NODEFER = 0x4, 0x08000000, 0x04000000, 0x40000000
 
 # rflags bits the stub loads: CF PF AF ZF SF DF OF and AC (an unaligned access then raises #AC);

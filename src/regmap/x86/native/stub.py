@@ -24,7 +24,7 @@ from iced_x86 import BlockEncoder, Code, Instruction, MemoryOperand, Register
 from regmap.x86.native import host
 from regmap.x86.native.region import (
     B_ACTION, B_ALTSET, B_ALTSTACK, B_FAULT, B_FX, B_GPR, B_HOST, B_HOST_FCW, B_HOST_MXCSR, B_K, B_MASK,
-    B_MXCSR, B_OLDACT, B_OLDALT, B_OLDMASK, B_OWNER, B_RFLAGS, B_ZMM, C_EPILOGUE, C_HANDLER, C_INSN,
+    B_MXCSR, B_OLDACT, B_OLDALT, B_OLDMASK, B_OWNER, B_RFLAGS, B_RSP, B_SIGNALS, B_ZMM, C_EPILOGUE, C_HANDLER, C_INSN,
     C_PROLOGUE, C_RESTORE, C_RESTORER, FAULT_SIGNALS, RFLAGS_FIXED, SA_ONSTACK)
 
 GPR_REGISTERS = (Register.RAX, Register.RCX, Register.RDX, Register.RBX, Register.RSP, Register.RBP,
@@ -117,8 +117,15 @@ def _signal_setup(b: int) -> list[Instruction]:
             Instruction.create_mem_i32(Code.AND_RM64_IMM32, _abs(b + B_ACTION + 8), ~SA_ONSTACK),
             labels.at(go)]
     for sig in FAULT_SIGNALS:
-        ins += _syscall(SYS_RT_SIGACTION, sig, b + B_ACTION, b + B_OLDACT + 32 * sig, 8)
+        ins += _if_routed(b, sig, labels, _syscall(SYS_RT_SIGACTION, sig, b + B_ACTION, b + B_OLDACT + 32 * sig, 8))
     return ins
+
+
+def _if_routed(b: int, sig: int, labels: "_Labels", body: list[Instruction]) -> list[Instruction]:
+    """``body`` run only if this run routes ``sig`` to the handler (its bit in B_SIGNALS)."""
+    skip = labels.new()
+    return [Instruction.create_mem_i32(Code.TEST_RM32_IMM32, _abs(b + B_SIGNALS), 1 << sig),
+            Instruction.create_branch(Code.JE_REL32_64, skip), *body, labels.at(skip)]
 
 
 def _prologue(r) -> bytes:
@@ -138,7 +145,7 @@ def _prologue(r) -> bytes:
     ins.append(Instruction.create_mem(Code.PUSH_RM64, _abs(b + B_RFLAGS)))
     ins.append(Instruction.create(Code.POPFQ))
     # from here on no instruction may touch the flags
-    ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _abs(b + B_GPR + 8 * 4)))
+    ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _abs(b + B_RSP)))
     for i, reg in enumerate(GPR_REGISTERS):
         if reg != Register.RSP:
             ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, _abs(b + B_GPR + 8 * i)))
@@ -168,7 +175,7 @@ def _restore(r) -> bytes:
     kept = labels.new()
     ins = [Instruction.create_i32(Code.PUSHQ_IMM8, RFLAGS_FIXED), Instruction.create(Code.POPFQ)]
     for sig in FAULT_SIGNALS:
-        ins += _syscall(SYS_RT_SIGACTION, sig, b + B_OLDACT + 32 * sig, 0, 8)
+        ins += _if_routed(b, sig, labels, _syscall(SYS_RT_SIGACTION, sig, b + B_OLDACT + 32 * sig, 0, 8))
     ins += [Instruction.create_mem_i32(Code.CMP_RM64_IMM8, _abs(b + B_ALTSET), 0),
             Instruction.create_branch(Code.JNE_REL32_64, kept)]
     ins += _syscall(SYS_SIGALTSTACK, b + B_OLDALT, 0)
