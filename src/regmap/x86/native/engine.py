@@ -177,25 +177,24 @@ def body(native: bytes) -> bytes:
     return native + r.jump_to_epilogue(r.insn + len(native))
 
 
-def run_transfer(native: bytes, transfer, values: list[int], rsp: int, signals: int,
+def run_transfer(r, native: bytes, transfer, values: list[int], signals: int,
                  window: list[tuple[int, bytes]], stored, describe=lambda: "") -> tuple[list[int], list[bytes]]:
-    """Run ``native`` (already placed) with the registers ``values`` in ``transfer``'s order, the
-    shadow page holding ``window`` (``(address, bytes)`` pieces), rsp ``rsp`` and the fault
-    signals ``signals`` routed to the stub's handler.  Returns the registers after it
-    (`Transfer.unload`) and the shadow page's bytes in each ``(address, size, ...)`` of
-    ``stored``, or raises `NativeFault`."""
-    r = _region.ensure()
-    code = body(native)
-    if _OWNER[0] == threading.get_ident():
+    """Run ``native`` (already placed) in region ``r`` with the registers ``values`` in
+    ``transfer``'s order, the shadow page holding ``window`` (``(address, bytes)`` pieces), rsp
+    at the scratch stack's top and the fault signals ``signals`` routed to the stub's handler.
+    Returns the registers after it (`Transfer.unload`) and the shadow page's bytes in each
+    ``(address, size, ...)`` of ``stored``, or raises `NativeFault`."""
+    me = threading.get_ident()
+    if _OWNER[0] == me:
         raise RuntimeError("the native engine was re-entered by the thread running it")
     with LOCK:
-        _OWNER[0] = threading.get_ident()
+        _OWNER[0] = me
         try:
             shadow = r.shadow_view
             for start, data in window:
                 shadow[start:start + len(data)] = data
-            transfer.load(r.view, values, rsp, signals)
-            fault = r.call(code)
+            transfer.load(r.view, values, r.stack_top, signals)
+            fault = r.call(body(native))
         finally:
             _OWNER[0] = None
         if fault is None:

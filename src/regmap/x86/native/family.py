@@ -45,7 +45,7 @@ def execute(cpu, form) -> None:
     for name, amount in bias.items():
         run[index[name]] = (run[index[name]] + amount) & M64
     try:
-        after, stored = engine.run_transfer(code, transfer, run, r.stack_top,
+        after, stored = engine.run_transfer(r, code, transfer, run,
                                             plan.signals(before[index["rflags"]], before[index["mxcsr"]]),
                                             window, writes, lambda: f"{form.code.hex(' ')} ({form.disassembly})")
     except engine.NativeFault as fault:

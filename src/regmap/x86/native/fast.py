@@ -51,6 +51,7 @@ def compile_native(form, layout):
     base, scaled = _address_part(operand.base), _address_part(operand.index)
     displacement, scale, address_mask = operand.displacement, operand.scale, operand.address_mask
     length = len(form.code)
+    region = _region.ensure()
     placements: dict[int, _Placement | None] = {}
 
     def describe() -> str:
@@ -75,9 +76,8 @@ def compile_native(form, layout):
         before = list(registers(r))
         window = [(start, _read(r, slices).to_bytes(size, "little")) for start, size, slices in placed.reads]
         window += [(start, _read(r, slices).to_bytes(size, "little")) for start, size, _, slices in placed.writes]
-        region = _region.ensure()
         try:
-            after, stored = engine.run_transfer(placed.native, transfer, before, region.stack_top,
+            after, stored = engine.run_transfer(region, placed.native, transfer, before,
                                                 plan.signals(before[flags_at], before[mxcsr_at]),
                                                 window, placed.writes, describe)
         except engine.NativeFault as fault:

@@ -136,6 +136,7 @@ def _prologue(r) -> bytes:
     ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX,
                                           MemoryOperand(displ=0, displ_size=8, seg=Register.FS)))
     ins.append(Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_OWNER), Register.RAX))
+    ins.append(Instruction.create_mem_i32(Code.MOV_RM64_IMM32, _abs(b + B_FAULT), 0))     # no fault yet
     ins.append(Instruction.create_mem(Code.STMXCSR_M32, _abs(b + B_HOST_MXCSR)))
     ins.append(Instruction.create_mem(Code.FNSTCW_M2BYTE, _abs(b + B_HOST_FCW)))
     ins += _signal_setup(b)
