@@ -27,6 +27,7 @@ from regmap.x86.native.state import NativeState, read_state, write_state
 
 M64 = (1 << 64) - 1
 LOCK = threading.Lock()     # one region per process: one instruction at a time
+RUN_ON = _region.HOST_STACK     # where a form run for the emulator runs: the host's stack (no sigaltstack)
 _OWNER: list = [None]       # the thread holding LOCK
 _info_factory = InstructionInfoFactory()
 
@@ -180,8 +181,8 @@ def body(native: bytes) -> bytes:
 def run_transfer(r, native: bytes, transfer, values: list[int], signals: int,
                  window: list[tuple[int, bytes]], stored, describe=lambda: "") -> tuple[list[int], list[bytes]]:
     """Run ``native`` (already placed) in region ``r`` with the registers ``values`` in
-    ``transfer``'s order, the shadow page holding ``window`` (``(address, bytes)`` pieces), rsp
-    at the scratch stack's top and the fault signals ``signals`` routed to the stub's handler.
+    ``transfer``'s order, the shadow page holding ``window`` (``(address, bytes)`` pieces), on
+    the host's stack and with the fault signals ``signals`` routed to the stub's handler.
     Returns the registers after it (`Transfer.unload`) and the shadow page's bytes in each
     ``(address, size, ...)`` of ``stored``, or raises `NativeFault`."""
     me = threading.get_ident()
@@ -193,12 +194,13 @@ def run_transfer(r, native: bytes, transfer, values: list[int], signals: int,
             shadow = r.shadow_view
             for start, data in window:
                 shadow[start:start + len(data)] = data
-            transfer.load(r.view, values, r.stack_top, signals)
+            transfer.load(r.view, values, r.stack_top, signals | RUN_ON)
             fault = r.call(body(native))
         finally:
             _OWNER[0] = None
         if fault is None:
-            return transfer.unload(r.view, values), [bytes(shadow[start:start + size]) for start, size, *_ in stored]
+            after = transfer.unload(r.view, values)
+            return after, [bytes(shadow[start:start + size]) for start, size, *_ in stored] if stored else []
     signo, si_code, si_addr, rip = fault
     raise NativeFault(signo, si_code, si_addr, rip, describe(), r.insn <= rip < r.insn + len(native))
 

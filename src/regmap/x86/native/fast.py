@@ -15,6 +15,7 @@ changed registers, then the window stores over them, then rip.
 """
 from __future__ import annotations
 
+import signal
 from operator import attrgetter
 
 from regmap.errors import LayoutError
@@ -25,15 +26,18 @@ from regmap.x86.native.region import GPRS, SHADOW_SIZE
 M64 = (1 << 64) - 1
 PLAIN = frozenset(GPRS) | {f"zmm{i}" for i in range(32)} | {f"k{i}" for i in range(8)}
 ADDRESSES = 64          # placements kept per form (an instruction that walks the window is rare)
+ILLEGAL = 1 << signal.SIGILL
 
 
 class _Placement:
-    """The form at one window address: its placed code, and the slices of what it accesses."""
+    """The form at one window address: its placed code, the slices of the bytes it reads or may
+    leave unchanged (``pieces``: the shadow page's content) and of the bytes it stores."""
 
-    __slots__ = ("native", "reads", "writes")
+    __slots__ = ("native", "pieces", "writes")
 
     def __init__(self, native: bytes, reads, writes):
-        self.native, self.reads, self.writes = native, reads, writes
+        self.native, self.writes = native, writes
+        self.pieces = reads + [(start, size, slices) for start, size, _, slices in writes]
 
 
 def compile_native(form, layout):
@@ -74,15 +78,15 @@ def compile_native(form, layout):
         if placed is None:
             raise Declined
         before = list(registers(r))
-        window = [(start, _read(r, slices).to_bytes(size, "little")) for start, size, slices in placed.reads]
-        window += [(start, _read(r, slices).to_bytes(size, "little")) for start, size, _, slices in placed.writes]
+        window = [(start, _read(r, slices).to_bytes(size, "little")) for start, size, slices in placed.pieces]
         try:
             after, stored = engine.run_transfer(region, placed.native, transfer, before,
                                                 plan.signals(before[flags_at], before[mxcsr_at]),
                                                 window, placed.writes, describe)
         except engine.NativeFault as fault:
             raise engine.delivered(fault, form, region) from None
-        plan.ran()
+        if plan.routed & ILLEGAL:
+            plan.ran()
         if rsp_at is not None:
             after[rsp_at] = before[rsp_at]        # an address register only: the engine's stack ran
         changed = {name: new for name, old, new in zip(names, before, after) if new != old}

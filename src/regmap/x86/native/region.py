@@ -53,7 +53,8 @@ B_GPR = 0x000          # 16 x 8
 B_RFLAGS = 0x080
 B_MXCSR = 0x088        # 4 bytes
 B_RSP = 0x090          # the rsp the instruction runs with (the GPR slot receives rsp after it)
-B_SIGNALS = 0x098      # bit n set: the stub routes fault signal n to its handler for this run
+B_SIGNALS = 0x098      # bit n set: the stub routes fault signal n to its handler for this run;
+                       # bit 0 (HOST_STACK): the instruction runs on the host's stack, not at B_RSP
 B_ZMM = 0x0A0          # 32 x 64
 B_K = 0x8A0            # 8 x 8
 B_HOST = 0x900         # rbx rbp r12 r13 r14 r15 rsp
@@ -74,6 +75,7 @@ C_PROLOGUE, C_EPILOGUE, C_HANDLER, C_RESTORE, C_RESTORER, C_INSN = 0x000, 0x400,
 
 FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP)
 ALL_FAULT_SIGNALS = sum(1 << sig for sig in FAULT_SIGNALS)      # a B_SIGNALS value
+HOST_STACK = 1                                                  # B_SIGNALS bit 0 (no signal 0)
 SA_SIGINFO, SA_ONSTACK, SA_RESTORER, SA_NODEFER = 0x4, 0x08000000, 0x04000000, 0x40000000
 
 # rflags bits the stub loads: CF PF AF ZF SF DF OF and AC (an unaligned access then raises #AC);

@@ -25,7 +25,7 @@ from regmap.x86.native import host
 from regmap.x86.native.region import (
     B_ACTION, B_ALTSET, B_ALTSTACK, B_FAULT, B_FX, B_GPR, B_HOST, B_HOST_FCW, B_HOST_MXCSR, B_K, B_MASK,
     B_MXCSR, B_OLDACT, B_OLDALT, B_OLDMASK, B_OWNER, B_RFLAGS, B_RSP, B_SIGNALS, B_ZMM, C_EPILOGUE, C_HANDLER, C_INSN,
-    C_PROLOGUE, C_RESTORE, C_RESTORER, FAULT_SIGNALS, RFLAGS_FIXED, SA_ONSTACK)
+    C_PROLOGUE, C_RESTORE, C_RESTORER, FAULT_SIGNALS, HOST_STACK, RFLAGS_FIXED, SA_ONSTACK)
 
 GPR_REGISTERS = (Register.RAX, Register.RCX, Register.RDX, Register.RBX, Register.RSP, Register.RBP,
                  Register.RSI, Register.RDI, Register.R8, Register.R9, Register.R10, Register.R11,
@@ -102,8 +102,10 @@ def _assemble(instructions: list[Instruction], address: int) -> bytes:
 
 def _signal_setup(b: int) -> list[Instruction]:
     labels = _Labels()
-    plain, go = labels.new(), labels.new()
+    plain, go, stay = labels.new(), labels.new(), labels.new()
     ins = _syscall(SYS_RT_SIGPROCMASK, SIG_SETMASK, b + B_MASK, b + B_OLDMASK, 8)
+    ins += [Instruction.create_mem_i32(Code.TEST_RM32_IMM32, _abs(b + B_SIGNALS), HOST_STACK),
+            Instruction.create_branch(Code.JNE_REL32_64, stay)]
     ins += _syscall(SYS_SIGALTSTACK, b + B_ALTSTACK, b + B_OLDALT)
     ins += [Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_ALTSET), Register.RAX),
             Instruction.create_reg_reg(Code.TEST_RM64_R64, Register.RAX, Register.RAX),
@@ -115,6 +117,15 @@ def _signal_setup(b: int) -> list[Instruction]:
             # which rsp points into whenever the engine runs for the emulator
             labels.at(plain),
             Instruction.create_mem_i32(Code.AND_RM64_IMM32, _abs(b + B_ACTION + 8), ~SA_ONSTACK),
+            Instruction.create_branch(Code.JMP_REL32_64, go),
+            # the instruction runs on the host's stack, which a signal frame may extend as it may
+            # at any point of the host's code: the kernel's choice of stack is the host's own (its
+            # alternate stack if it has one and is not on it, else below the current rsp)
+            labels.at(stay),
+            Instruction.create_mem_i32(Code.MOV_RM64_IMM32, _abs(b + B_ALTSET), 1),     # nothing to put back
+            Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX, _abs(b + B_HOST + 0x30)),
+            Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_RSP), Register.RAX),
+            Instruction.create_mem_i32(Code.OR_RM64_IMM32, _abs(b + B_ACTION + 8), SA_ONSTACK),
             labels.at(go)]
     for sig in FAULT_SIGNALS:
         ins += _if_routed(b, sig, labels, _syscall(SYS_RT_SIGACTION, sig, b + B_ACTION, b + B_OLDACT + 32 * sig, 8))
