@@ -1,8 +1,10 @@
 """The native engine's machine code, generated with iced-x86 into the region's code page.
 
 - prologue: save the host's callee-saved registers, rsp, MXCSR and FCW; block the
-  asynchronous signals, put up the alternate stack (when the thread is not on one
-  already: a signal handler's), route SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGTRAP to the
+  asynchronous signals; unless the run stays on the host's stack (B_SIGNALS bit 0,
+  a form run for the emulator), put up the alternate stack (when the thread is not
+  on one already: a signal handler's) and take rsp from B_RSP; route the fault
+  signals whose bits B_SIGNALS sets (SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGTRAP) to the
   handler (raw rt_sigaction, the old actions kept); load x87/SSE (FXRSTOR), the
   vector and opmask registers, MXCSR, rflags and the GPRs; jump to the instruction.
 - epilogue (the instruction jumps there): save it all back, then `restore`.
@@ -11,7 +13,7 @@
   `restore`; another thread's fault goes to the handler that was installed
   before, or, if that was the default action or SIG_IGN, the old action is put
   back and the fault repeats to act as it would have.
-- restore: put back the signal actions, the alternate stack and the mask, then
+- restore: put back the signal actions routed, the alternate stack and the mask, then
   the ABI's state (DF and AC clear, empty x87 stack, the host's control words),
   and return to the caller.
 """
