@@ -29,6 +29,7 @@ M64 = (1 << 64) - 1
 LOCK = threading.Lock()     # one region per process: one instruction at a time
 RUN_ON = _region.HOST_STACK     # where a form run for the emulator runs: the host's stack (no sigaltstack)
 _OWNER: list = [None]       # the thread holding LOCK
+_get_ident = threading.get_ident
 _info_factory = InstructionInfoFactory()
 
 
@@ -185,7 +186,7 @@ def run_transfer(r, native: bytes, transfer, values: list[int], signals: int,
     the host's stack and with the fault signals ``signals`` routed to the stub's handler.
     Returns the registers after it (`Transfer.unload`) and the shadow page's bytes in each
     ``(address, size, ...)`` of ``stored``, or raises `NativeFault`."""
-    me = threading.get_ident()
+    me = _get_ident()
     if _OWNER[0] == me:
         raise RuntimeError("the native engine was re-entered by the thread running it")
     with LOCK:
