@@ -40,7 +40,7 @@ def execute(cpu, form) -> None:
     window = _window(cpu, plan, reads, writes)
     run = before.copy()
     index = transfer.index
-    if plan.swap:                            # the engine runs on its own stack; rsp's value is here
+    if plan.swap:                            # rsp is the stub's during the run; its value is here
         run[index[plan.swap]] = before[index["rsp"]]
     for name, amount in bias.items():
         run[index[name]] = (run[index[name]] + amount) & M64

@@ -6,8 +6,10 @@ in-process site cache a function over the machine's register *namespace*
 its common shape: an explicit operand (no segment base), in the window, over
 plain registers (general, vector, opmask: not the rip, rflags or mxcsr slots,
 whose rules the `Cpu` keeps), the registers iced-x86 says it uses moved
-through the plan's `Transfer`.  Per window address it keeps the placed code
-and the register slices of the bytes it reads and writes.  Anything else --
+through the plan's `Transfer`.  Per window address it keeps a function for
+the form at that address: straight-line code generated for a form that only
+reads the window (the common case: ``addsd xmm0, [8]``), a closure over the
+register slices of what it reads and stores otherwise.  Anything else --
 another address shape, a gather, a state save or restore, an rsp operand, an
 implicit pointer, a hole -- raises `Declined` having changed nothing, and the
 generic path (`family.execute`) runs.  The effect is the generic path's:
@@ -23,21 +25,27 @@ from regmap.x86.compiler import Declined
 from regmap.x86.native import engine, host, region as _region
 from regmap.x86.native.region import GPRS, SHADOW_SIZE
 
-M64 = (1 << 64) - 1
 PLAIN = frozenset(GPRS) | {f"zmm{i}" for i in range(32)} | {f"k{i}" for i in range(8)}
 ADDRESSES = 64          # placements kept per form (an instruction that walks the window is rare)
 ILLEGAL = 1 << signal.SIGILL
 
 
-class _Placement:
-    """The form at one window address: its placed code, the slices of the bytes it reads or may
-    leave unchanged (``pieces``: the shadow page's content) and of the bytes it stores."""
+class _Native:
+    """What every placement of one form shares."""
 
-    __slots__ = ("native", "pieces", "writes")
+    __slots__ = ("form", "plan", "layout", "transfer", "region", "length")
 
-    def __init__(self, native: bytes, reads, writes):
-        self.native, self.writes = native, writes
-        self.pieces = reads + [(start, size, slices) for start, size, _, slices in writes]
+    def __init__(self, form, layout):
+        self.form, self.plan, self.layout = form, form.native, layout
+        self.transfer = self.plan.transfer("fcw" in layout.registers.registers)
+        self.region = _region.ensure()
+        self.length = len(form.code)
+
+    def describe(self) -> str:
+        return f"{self.form.code.hex(' ')} ({self.form.disassembly})"
+
+    def delivered(self, fault: engine.NativeFault) -> Exception:
+        return engine.delivered(fault, self.form, self.region)
 
 
 def compile_native(form, layout):
@@ -48,24 +56,16 @@ def compile_native(form, layout):
             or operand is None or operand.segment_base is not None or layout.size > SHADOW_SIZE
             or host.platform_problem()):
         return None
-    transfer = plan.transfer("fcw" in layout.registers.registers)
-    names, index = transfer.names, transfer.index
-    registers = attrgetter(*names)
-    flags_at, mxcsr_at, rsp_at = index["rflags"], index["mxcsr"], index.get("rsp")
+    native = _Native(form, layout)
     base, scaled = _address_part(operand.base), _address_part(operand.index)
     displacement, scale, address_mask = operand.displacement, operand.scale, operand.address_mask
-    length = len(form.code)
-    region = _region.ensure()
-    placements: dict[int, _Placement | None] = {}
+    placements: dict[int, object] = {}
 
-    def describe() -> str:
-        return f"{form.code.hex(' ')} ({form.disassembly})"
-
-    def placement(ea: int) -> _Placement | None:
+    def placement(ea: int):
         if len(placements) >= ADDRESSES:
             placements.clear()
-        placed = placements[ea] = _place(plan, layout, ea)
-        return placed
+        run = placements[ea] = _place(native, ea)
+        return run
 
     def fast(r, m):
         ea = displacement
@@ -74,33 +74,10 @@ def compile_native(form, layout):
         if scaled is not None:
             ea += (getattr(r, scaled[0]) >> scaled[1] & scaled[2]) * scale
         ea &= address_mask
-        placed = placements[ea] if ea in placements else placement(ea)
-        if placed is None:
+        run = placements[ea] if ea in placements else placement(ea)
+        if run is None:
             raise Declined
-        before = list(registers(r))
-        window = [(start, _read(r, slices).to_bytes(size, "little")) for start, size, slices in placed.pieces]
-        try:
-            after, stored = engine.run_transfer(region, placed.native, transfer, before,
-                                                plan.signals(before[flags_at], before[mxcsr_at]),
-                                                window, placed.writes, describe)
-        except engine.NativeFault as fault:
-            raise engine.delivered(fault, form, region) from None
-        if plan.routed & ILLEGAL:
-            plan.ran()
-        if rsp_at is not None:
-            after[rsp_at] = before[rsp_at]        # an address register only: the engine's stack ran
-        changed = {name: new for name, old, new in zip(names, before, after) if new != old}
-        for (start, size, always, slices), new in zip(placed.writes, stored):
-            if always:
-                _store(r, changed, slices, int.from_bytes(new, "little"))
-                continue
-            old = next(data for at, data in window if at == start and len(data) == size)
-            for low, high in engine.changed_runs(old, new):
-                _store(r, changed, layout.resolve(start + low, high - low), int.from_bytes(new[low:high], "little"))
-        next_ip = r.rip + length
-        for name, value in changed.items():
-            setattr(r, name, value)
-        r.rip = next_ip
+        run(r)
 
     fast.placements = placements
     return fast
@@ -111,24 +88,99 @@ def _address_part(register):
     return None if register is None else (register.basis, register.lo, register.mask)
 
 
-def _place(plan, layout, ea: int) -> _Placement | None:
-    """The placement at window address ``ea``, or None where the generic path must decide."""
-    located = plan.ranges(ea, layout.size)
+def _place(native: _Native, ea: int):
+    """The form's function at window address ``ea``, or None where the generic path must decide."""
+    located = native.plan.ranges(ea, native.layout.size)
     if located is None:
         return None
     reads, writes = located
+    resolve = native.layout.resolve
     try:
-        read_slices = [(start, size, layout.resolve(start, size)) for start, size, _ in reads]
-        write_slices = [(start, size, always, layout.resolve(start, size)) for start, size, always in writes]
+        reads = [(start, size, resolve(start, size)) for start, size, _ in reads]
+        writes = [(start, size, always, resolve(start, size)) for start, size, always in writes]
     except LayoutError:
         return None
-    for _, _, slices in read_slices:
-        if any(basis not in PLAIN for basis, _, _ in slices):
-            return None
-    for *_, slices in write_slices:
-        if any(basis not in PLAIN for basis, _, _ in slices):
-            return None
-    return _Placement(engine.place_at(plan.code, ea), read_slices, write_slices)
+    if any(basis not in PLAIN for *_, slices in reads + writes for basis, _, _ in slices):
+        return None
+    code = engine.place_at(native.plan.code, ea)
+    return _with_stores(native, code, reads, writes) if writes else _loads_only(native, code, reads)
+
+
+def _loads_only(native: _Native, code: bytes, reads):
+    """Straight-line code for a form that only reads the window at this address."""
+    names, plan = native.transfer.names, native.plan
+    index = native.transfer.index
+    pieces = ", ".join(f"({start}, ({_window_expression(slices)}).to_bytes({size}, 'little'))"
+                       for start, size, slices in reads)
+    lines = [f"v = [{', '.join(f'r.{name}' for name in names)}]",
+             "try:",
+             f"    after = run_transfer(region, code, transfer, v, signals(v[{index['rflags']}], "
+             f"v[{index['mxcsr']}]), [{pieces}], (), describe)[0]",
+             "except NativeFault as fault:",
+             "    raise delivered(fault) from None",
+             "if plan.routed & ILLEGAL:",
+             "    plan.ran()"]
+    for i, name in enumerate(names):
+        if name != "rsp":             # only an address register: the stub's rsp ran
+            lines += [f"if after[{i}] != v[{i}]:", f"    r.{name} = after[{i}]"]
+    lines.append(f"r.rip = r.rip + {native.length}")
+    source = "def run(r):\n" + "".join(f"    {line}\n" for line in lines)
+    namespace = {"run_transfer": engine.run_transfer, "NativeFault": engine.NativeFault, "ILLEGAL": ILLEGAL,
+                 "region": native.region, "code": code, "transfer": native.transfer, "plan": plan,
+                 "signals": plan.signals, "describe": native.describe, "delivered": native.delivered}
+    exec(compile(source, f"<regmap native fast path: {native.form.disassembly}>", "exec"), namespace)  # noqa: S102
+    return namespace["run"]
+
+
+def _window_expression(slices) -> str:
+    """The window bytes over ``slices`` (most significant first) as an expression over ``r``."""
+    terms = []
+    for basis, hi, lo in slices:
+        width = hi - lo + 1
+        term = f"r.{basis} >> {lo}" if lo else f"r.{basis}"
+        terms.append((term if basis in GPRS and hi == 63 else f"({term} & {(1 << width) - 1:#x})", width))
+    expression, _ = terms[0]
+    for term, width in terms[1:]:
+        expression = f"({expression}) << {width} | {term}"
+    return expression
+
+
+def _with_stores(native: _Native, code: bytes, reads, writes):
+    """The form at this address when it stores to the window: the stores land over the
+    registers it changed, through the slices (as `Cpu._store_window` does)."""
+    transfer, plan, region, layout = native.transfer, native.plan, native.region, native.layout
+    names, index = transfer.names, transfer.index
+    registers = attrgetter(*names)
+    flags_at, mxcsr_at, rsp_at = index["rflags"], index["mxcsr"], index.get("rsp")
+    pieces = reads + [(start, size, slices) for start, size, _, slices in writes]
+
+    def run(r):
+        before = list(registers(r))
+        window = [(start, _read(r, slices).to_bytes(size, "little")) for start, size, slices in pieces]
+        try:
+            after, stored = engine.run_transfer(region, code, transfer, before,
+                                                plan.signals(before[flags_at], before[mxcsr_at]),
+                                                window, writes, native.describe)
+        except engine.NativeFault as fault:
+            raise native.delivered(fault) from None
+        if plan.routed & ILLEGAL:
+            plan.ran()
+        if rsp_at is not None:
+            after[rsp_at] = before[rsp_at]        # an address register only: the stub's rsp ran
+        changed = {name: new for name, old, new in zip(names, before, after) if new != old}
+        for (start, size, always, slices), new in zip(writes, stored):
+            if always:
+                _store(r, changed, slices, int.from_bytes(new, "little"))
+                continue
+            old = next(data for at, data in window if at == start and len(data) == size)
+            for low, high in engine.changed_runs(old, new):
+                _store(r, changed, layout.resolve(start + low, high - low), int.from_bytes(new[low:high], "little"))
+        next_ip = r.rip + native.length
+        for name, value in changed.items():
+            setattr(r, name, value)
+        r.rip = next_ip
+
+    return run
 
 
 def _read(r, slices) -> int:

@@ -7,7 +7,7 @@ import struct
 
 from regmap.x86.native import host
 from regmap.x86.native.host import MXCSR_WRITABLE
-from regmap.x86.native.region import (ALL_FAULT_SIGNALS, B_FX, B_GPR, B_K, B_RFLAGS, B_RSP, B_ZMM, GPRS,
+from regmap.x86.native.region import (ALL_FAULT_SIGNALS, B_FX, B_GPR, B_K, B_RFLAGS, B_ZMM, GPRS,
                                       LOADED_RFLAGS, RFLAGS_FIXED, SHADOW_SIZE, STACK_SIZE, Region)
 
 M64 = (1 << 64) - 1

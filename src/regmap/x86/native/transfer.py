@@ -61,12 +61,14 @@ class Transfer:
         groups = [fields]
         if x87:        # the FXSAVE area: fcw fsw ftw, fop fip fdp (zero), mxcsr, then ST(i) every 16 bytes
             x = index["fcw"]
-            groups.append([(B_FX, "H", x, f"v[{x}] & 0xFFFF", "{t}"), (B_FX + 2, "H", x + 1, f"v[{x + 1}] & 0xFFFF", "{t}"),
+            groups.append([(B_FX, "H", x, f"v[{x}] & 0xFFFF", "{t}"),
+                           (B_FX + 2, "H", x + 1, f"v[{x + 1}] & 0xFFFF", "{t}"),
                            (B_FX + 4, "B", x + 2, f"v[{x + 2}] & 0xFF", "{t}"), (B_FX + 6, "H", None, "0", None),
                            (B_FX + 8, "Q", None, "0", None), (B_FX + 16, "Q", None, "0", None),
                            (B_FX + 24, "I", None, f"v[{n + 1}] & MXCSR_WRITABLE", None)]
-                          + [(B_FX + 32 + 16 * i, "10s", x + 3 + i, f"(v[{x + 3 + i}] & {M80:#x}).to_bytes(10, 'little')",
-                              "from_bytes({t}, 'little')") for i in range(8)])
+                          + [(B_FX + 32 + 16 * i, "10s", x + 3 + i,
+                              f"(v[{x + 3 + i}] & {M80:#x}).to_bytes(10, 'little')", "from_bytes({t}, 'little')")
+                             for i in range(8)])
         self.load, self.unload = _generate(groups, len(self.names))
         # load(view, values, rsp, signals): put ``values`` (in `names` order) in the block; the
         # instruction runs with ``rsp`` and the fault signals ``signals`` (a bit per signal
