@@ -78,6 +78,20 @@ def test_forms_sharing_a_code_keep_their_own_registers():
         assert one.registers["rip"] == other.registers["rip"] == RIP + len(ADDSD_XMM0_8)
 
 
+def test_forms_sharing_generated_code_keep_their_own_instruction():
+    """addsd, subsd, mulsd and divsd xmm0, [8] generate the same fast-path text (same registers,
+    same window bytes, same length): the compiled code is shared, each form runs its own bytes."""
+    emulator = Emulator()
+    operations = {0x58: float.__add__, 0x5C: float.__sub__, 0x59: float.__mul__, 0x5E: float.__truediv__}
+    rng = random.Random(4)
+    for _ in range(10):
+        for opcode, operation in operations.items():
+            code = bytes([0xF2, 0x0F, opcode]) + bytes.fromhex("042508000000")
+            a, b = rng.uniform(1, 1e6), rng.uniform(1, 1e6)
+            m = step(emulator, code, rcx=f64(a), zmm0=f64(b))
+            assert double(m.registers["zmm0"]) == operation(b, a), code.hex()
+
+
 def test_only_what_the_instruction_changes_is_written():
     emulator = Emulator()
     m = step(emulator, ADDSD_XMM0_8, rcx=f64(1.5), zmm0=f64(2.0) | 0xAB << 64, rdi=7, zmm3=5)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import signal
 from operator import attrgetter
+from types import CodeType, FunctionType
 
 from regmap.errors import LayoutError
 from regmap.x86.compiler import Declined
@@ -28,6 +29,8 @@ from regmap.x86.native.region import GPRS, SHADOW_SIZE
 PLAIN = frozenset(GPRS) | {f"zmm{i}" for i in range(32)} | {f"k{i}" for i in range(8)}
 ADDRESSES = 64          # placements kept per form (an instruction that walks the window is rare)
 ILLEGAL = 1 << signal.SIGILL
+_CODE: dict[str, CodeType] = {}     # generated source -> its compiled function body
+MAX_CODE = 4096
 
 
 class _Native:
@@ -128,8 +131,20 @@ def _loads_only(native: _Native, code: bytes, reads):
     namespace = {"run_transfer": engine.run_transfer, "NativeFault": engine.NativeFault, "ILLEGAL": ILLEGAL,
                  "region": native.region, "code": code, "transfer": native.transfer, "plan": plan,
                  "signals": plan.signals, "describe": native.describe, "delivered": native.delivered}
-    exec(compile(source, f"<regmap native fast path: {native.form.disassembly}>", "exec"), namespace)  # noqa: S102
-    return namespace["run"]
+    return FunctionType(_code_of(source), namespace)
+
+
+def _code_of(source: str) -> CodeType:
+    """The compiled ``run`` of ``source``: shared by every form and address with the same text
+    (the form's own objects are the function's globals), bounded as the compiler's cache is."""
+    code = _CODE.get(source)
+    if code is None:
+        if len(_CODE) >= MAX_CODE:
+            for old in list(_CODE)[:MAX_CODE // 2]:
+                del _CODE[old]
+        module = compile(source, "<regmap native fast path>", "exec")
+        code = _CODE[source] = next(c for c in module.co_consts if isinstance(c, CodeType))
+    return code
 
 
 def _window_expression(slices) -> str:
