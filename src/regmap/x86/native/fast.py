@@ -77,7 +77,9 @@ def compile_native(form, layout):
         if scaled is not None:
             ea += (getattr(r, scaled[0]) >> scaled[1] & scaled[2]) * scale
         ea &= address_mask
-        run = placements[ea] if ea in placements else placement(ea)
+        run = placements.get(ea, placement)         # (another thread may clear the dict meanwhile)
+        if run is placement:
+            run = placement(ea)
         if run is None:
             raise Declined
         run(r)
