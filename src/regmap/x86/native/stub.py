@@ -120,14 +120,14 @@ def _signal_setup(b: int) -> list[Instruction]:
             labels.at(plain),
             Instruction.create_mem_i32(Code.AND_RM64_IMM32, _abs(b + B_ACTION + 8), ~SA_ONSTACK),
             Instruction.create_branch(Code.JMP_REL32_64, go),
-            # the instruction runs on the host's stack, which a signal frame may extend as it may
-            # at any point of the host's code: the kernel's choice of stack is the host's own (its
-            # alternate stack if it has one and is not on it, else below the current rsp)
+            # the instruction runs on the host's stack and the handler below it (the runtime's
+            # alternate stack in-process), never on a thread's alternate stack that the handler,
+            # abandoning its frame without sigreturn, could leave disarmed (SS_AUTODISARM)
             labels.at(stay),
             Instruction.create_mem_i32(Code.MOV_RM64_IMM32, _abs(b + B_ALTSET), 1),     # nothing to put back
             Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX, _abs(b + B_HOST + 0x30)),
             Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_RSP), Register.RAX),
-            Instruction.create_mem_i32(Code.OR_RM64_IMM32, _abs(b + B_ACTION + 8), SA_ONSTACK),
+            Instruction.create_mem_i32(Code.AND_RM64_IMM32, _abs(b + B_ACTION + 8), ~SA_ONSTACK),
             labels.at(go)]
     for sig in FAULT_SIGNALS:
         ins += _if_routed(b, sig, labels, _syscall(SYS_RT_SIGACTION, sig, b + B_ACTION, b + B_OLDACT + 32 * sig, 8))
