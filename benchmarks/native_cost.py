@@ -4,9 +4,11 @@ In one run, interleaved repeat by repeat (the faulting thread's CPU time, as fau
 
 - floor: fault_cost.py's C program, a bare SIGSEGV handler doing `add rax, [8]`'s work;
 - native addsd: a loop of ``addsd xmm0, [8]`` under ``map_registers()`` (no Python semantics:
-  the native engine runs it);
-- python paddq: a loop of ``paddq xmm1, [0x100]``, a form with Python semantics (the generic
-  path: it has no compiled fast function);
+  the native engine runs it, through its fast path over the signal frame);
+- native addsd generic: the same loop with the form's fast path taken away (the engine through
+  the emulator's `Cpu`: what a trace, a gather or an x87 form pays);
+- python paddq: a loop of ``paddq xmm1, [0x100]``, a form with Python semantics (its compiled
+  fast path);
 - native paddq: the same loop with that form handed to the native engine.
 
 Needs gcc and Linux x86-64.  Usage: python benchmarks/native_cost.py [--faults N] [--repeats R]
@@ -40,17 +42,23 @@ def timed(function, n: int) -> float:
     return (time.thread_time() - start) / n * 1e9
 
 
-def native_emulator(library):
-    """An emulator whose paddq site runs on the native engine instead of its Python semantics."""
+def emulator_for(library, loop: str, code: str, native: bool, fast: bool):
+    """An emulator whose form in ``loop`` (bytes ``code``) runs on the native engine if
+    ``native`` (even with Python semantics), with its fast path only if ``fast``."""
     from regmap.x86 import Emulator
     from regmap.x86.native import family
     emulator = Emulator()
-    start = ctypes.cast(library.paddq_loop, ctypes.c_void_p).value
-    code = ctypes.string_at(start, 64)
-    at = start + code.index(bytes.fromhex("66 0f d4 0c 25 00 01 00 00"))
+    start = ctypes.cast(getattr(library, loop), ctypes.c_void_p).value
+    at = start + ctypes.string_at(start, 64).index(bytes.fromhex(code))
     form = emulator.form_at(at, ctypes.string_at(at, 15))
-    family.prepare(form, form.instruction, emulator._factory)
+    if native and form.native is None:
+        family.prepare(form, form.instruction, emulator._factory)
+    if not fast:
+        form.fast = None
     return emulator
+
+
+ADDSD, PADDQ = "f2 0f 58 04 25 08 00 00 00", "66 0f d4 0c 25 00 01 00 00"
 
 
 def main(argv=None) -> int:
@@ -66,36 +74,36 @@ def main(argv=None) -> int:
         for name in ("addsd_loop", "paddq_loop"):
             getattr(library, name).restype = ctypes.c_long
             getattr(library, name).argtypes = [ctypes.c_long, ctypes.c_long]
-        forced = native_emulator(library)
+        loops = {"native addsd": ("addsd_loop", None),
+                 "native addsd generic": ("addsd_loop", emulator_for(library, "addsd_loop", ADDSD, True, False)),
+                 "python paddq": ("paddq_loop", None),
+                 "native paddq": ("paddq_loop", emulator_for(library, "paddq_loop", PADDQ, True, True))}
         n = args.faults
-        rows: dict[str, list[float]] = {"floor": [], "native addsd": [], "python paddq": [], "native paddq": []}
+        rows: dict[str, list[float]] = {"floor": [], **{name: [] for name in loops}}
         for _ in range(args.repeats):
             out = subprocess.run([floor, str(n), "1"], check=True, capture_output=True, text=True)
             rows["floor"].append(float(out.stdout.split()[0]))
-            regmap.map_registers()
-            try:
-                rows["native addsd"].append(timed(library.addsd_loop, n))
-                rows["python paddq"].append(timed(library.paddq_loop, n))
-            finally:
-                regmap.unmap_registers()
-            regmap.map_registers(emulator=forced)
-            try:
-                rows["native paddq"].append(timed(library.paddq_loop, n))
-            finally:
-                regmap.unmap_registers()
+            for name, (loop, emulator) in loops.items():
+                regmap.map_registers(emulator=emulator)
+                try:
+                    rows[name].append(timed(getattr(library, loop), n))
+                finally:
+                    regmap.unmap_registers()
     median = {name: statistics.median(values) for name, values in rows.items()}
     report = {"faults_per_loop": n, "repeats": args.repeats, "ns_per_fault": median,
               "spread_ns": {name: [min(v), max(v)] for name, v in rows.items()},
               "native_over_floor": median["native addsd"] / median["floor"],
-              "native_over_python_generic": median["native paddq"] / median["python paddq"]}
+              "generic_over_floor": median["native addsd generic"] / median["floor"],
+              "native_over_python_compiled": median["native paddq"] / median["python paddq"]}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"one fault, median of {args.repeats} loops of {n} faults (ns per iteration):")
     for name, values in rows.items():
-        print(f"  {name:14s} {median[name]:10.1f}  (min {min(values):.1f}, max {max(values):.1f})")
-    print(f"native engine (addsd) / C floor:              {report['native_over_floor']:.1f}x")
-    print(f"native engine / Python generic path (paddq):  {report['native_over_python_generic']:.2f}x")
+        print(f"  {name:21s} {median[name]:10.1f}  (min {min(values):.1f}, max {max(values):.1f})")
+    print(f"native engine (addsd) / C floor:               {report['native_over_floor']:.1f}x")
+    print(f"native engine without its fast path / C floor: {report['generic_over_floor']:.1f}x")
+    print(f"native engine / Python compiled path (paddq):  {report['native_over_python_compiled']:.2f}x")
     return 0
 
 

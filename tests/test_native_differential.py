@@ -1,7 +1,8 @@
 """Two implementations, one of them the CPU: every form with Python semantics, run both ways.
 
 Each form the emulator has Python semantics for is also run through the native engine (the same
-`Emulator`, `Cpu` and commit, the form handed to `regmap.x86.native.family`), from the same
+`Emulator`, the form handed to `regmap.x86.native.family`: through the `Cpu` and its commit, and
+through the engine's fast path over the register namespace where it takes the form), from the same
 random state (edge values where the instruction looks); the two must leave the same registers,
 flags (less those the SDM leaves undefined) and real memory, or refuse the instruction the same
 way.
@@ -32,17 +33,21 @@ from regmap.x86.native import family  # noqa: E402
 PYTHON_FORMS = sorted(supported_codes())
 REGISTER_SETS = 2
 SI_KERNEL = 0x80
-_PYTHON, _NATIVE = Emulator(), Emulator()
+_PYTHON = Emulator()
+_NATIVE = {"generic": Emulator(), "fast": Emulator()}
 RIP = 0x400000
 
 
-def native_form(code: bytes):
-    """The form at RIP, handed to the native engine (None if the engine refuses its kind)."""
-    form = _NATIVE.form_at(RIP, code)
+def native_form(code: bytes, path: str):
+    """The form at RIP, handed to the native engine (None if the engine refuses its kind); on
+    the ``generic`` path without its fast function."""
+    emulator = _NATIVE[path]
+    form = emulator.form_at(RIP, code)
     if form.native is None:
-        if not family.prepare(form, form.instruction, _NATIVE._factory):
+        if not family.prepare(form, form.instruction, emulator._factory):
             return None
-        form.fast = None
+        if path == "generic":
+            form.fast = None
     return None if form.native.refusal else form
 
 
@@ -65,8 +70,9 @@ def same_refusal(python: Exception, native: Exception) -> bool:
                                             and isinstance(native, (NotWindowAccess, MemoryFault)))
 
 
+@pytest.mark.parametrize("path", ["generic", "fast"])
 @pytest.mark.parametrize("code", PYTHON_FORMS, ids=code_name)
-def test_python_semantics_agree_with_the_native_engine(code):
+def test_python_semantics_agree_with_the_native_engine(code, path):
     info = form_info(code)
     if not info.drivable or info.string or info.uses_stack or info.is_branch:
         pytest.skip("the native engine does not take this kind of form (string, stack, branch)"
@@ -81,7 +87,7 @@ def test_python_semantics_agree_with_the_native_engine(code):
             form = random_form(code, rng, aligned=aligned)
         except Impossible as exc:
             pytest.skip(f"generator: {exc}")
-        if native_form(form.bytes) is None:
+        if native_form(form.bytes, path) is None:
             pytest.skip("the native engine refuses this form")
         for _ in range(REGISTER_SETS):
             regs, stack = random_inputs(form, rng)
@@ -90,7 +96,7 @@ def test_python_semantics_agree_with_the_native_engine(code):
             if oracle.result_undefined(form.instruction, regs):
                 continue                      # the SDM leaves the result undefined: nothing to compare
             python_error, python = step(_PYTHON, form.bytes, regs, stack)
-            native_error, native = step(_NATIVE, form.bytes, regs, stack)
+            native_error, native = step(_NATIVE[path], form.bytes, regs, stack)
             context = f"{form!r}\n  python: {python_error!r}\n  native: {native_error!r}"
             if python_error or native_error:
                 assert python_error and native_error and same_refusal(python_error, native_error), context

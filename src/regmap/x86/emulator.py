@@ -59,10 +59,11 @@ class Form:
             if not native_family.prepare(self, instruction, factory):
                 self.memory = self._explicit_memory(instruction, factory)
                 self.disassembly += f"  [{unknown.args[0]}]"
+            self.result = Step(address, self.code, self.mnemonic_name, self.disassembly, None)
             return
         self.memory = tuple(op for op in self.ops if op.is_memory)
         if self.execute is None and native_family.prepare(self, instruction, factory):
-            self.fast, self.result = None, None
+            self.result = Step(address, self.code, self.mnemonic_name, self.disassembly, None)
             return
         self.fast = compile_form(self, factory.layout) if self.execute is not None else None
         self.result = Step(address, self.code, self.mnemonic_name, self.disassembly, None)

@@ -21,12 +21,15 @@ from functools import lru_cache
 
 from iced_x86 import Code, Decoder, Encoder, Instruction, InstructionInfoFactory, OpKind, Register, RegisterExt
 
+from regmap.errors import InstructionFault, UnsupportedInstruction
 from regmap.x86.native import region as _region
 from regmap.x86.native.state import NativeState, read_state, write_state
 
 M64 = (1 << 64) - 1
 LOCK = threading.Lock()     # one region per process: one instruction at a time
+RUN_ON = _region.HOST_STACK     # where a form run for the emulator runs: the host's stack (no sigaltstack)
 _OWNER: list = [None]       # the thread holding LOCK
+_get_ident = threading.get_ident
 _info_factory = InstructionInfoFactory()
 
 
@@ -169,6 +172,40 @@ def execute(native: bytes, state: NativeState, describe=lambda: "", watchdog: fl
     raise NativeFault(signo, si_code, si_addr, rip, describe(), in_instruction)
 
 
+@lru_cache(maxsize=4096)
+def body(native: bytes) -> bytes:
+    """``native`` (placed) followed by its jump to the stub's epilogue: what the slot holds."""
+    r = _region.ensure()
+    return native + r.jump_to_epilogue(r.insn + len(native))
+
+
+def run_transfer(r, native: bytes, transfer, values: list[int], signals: int,
+                 window: list[tuple[int, bytes]], stored, describe=lambda: "") -> tuple[list[int], list[bytes]]:
+    """Run ``native`` (already placed) in region ``r`` with the registers ``values`` in
+    ``transfer``'s order, the shadow page holding ``window`` (``(address, bytes)`` pieces), on
+    the host's stack and with the fault signals ``signals`` routed to the stub's handler.
+    Returns the registers after it (`Transfer.unload`) and the shadow page's bytes in each
+    ``(address, size, ...)`` of ``stored``, or raises `NativeFault`."""
+    me = _get_ident()
+    if _OWNER[0] == me:
+        raise RuntimeError("the native engine was re-entered by the thread running it")
+    with LOCK:
+        _OWNER[0] = me
+        try:
+            shadow = r.shadow_view
+            for start, data in window:
+                shadow[start:start + len(data)] = data
+            transfer.load(r.view, values, r.stack_top, signals | RUN_ON)
+            fault = r.call(body(native))
+        finally:
+            _OWNER[0] = None
+        if fault is None:
+            after = transfer.unload(r.view, values)
+            return after, [bytes(shadow[start:start + size]) for start, size, *_ in stored] if stored else []
+    signo, si_code, si_addr, rip = fault
+    raise NativeFault(signo, si_code, si_addr, rip, describe(), r.insn <= rip < r.insn + len(native))
+
+
 def run(code: bytes, state: NativeState, *, bias: dict[str, int] | None = None,
         watchdog: float = 0.0) -> NativeState:
     """Execute window instruction ``code`` from ``state`` with its memory operand on the shadow page
@@ -197,3 +234,32 @@ def address_bits(instr: Instruction) -> int:
     for m in _info_factory.info(instr).used_memory():
         return {1: 16, 2: 32, 3: 64}.get(m.address_size, 64)      # iced CodeSize
     return 64
+
+
+def changed_runs(old: bytes, new: bytes):
+    """(start, end) of each run of bytes that differ."""
+    i, n = 0, len(old)
+    while i < n:
+        if old[i] != new[i]:
+            j = i
+            while j < n and old[j] != new[j]:
+                j += 1
+            yield i, j
+            i = j
+        else:
+            i += 1
+
+
+def delivered(fault: NativeFault, form, r) -> Exception:
+    """The CPU's exception as the program would see it: at the instruction's own address."""
+    if not fault.in_instruction:
+        return UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                      f"the host CPU refused the thread's state: {fault}")
+    address = fault.address
+    if r.insn <= address < r.insn + 16:
+        address = form.address
+    elif r.shadow - 0x1000 <= address < r.shadow + 0x2000:
+        address = (address - r.shadow) & M64          # an access that ran off the window
+    return InstructionFault(f"{form.disassembly}: {fault.signal_name} (si_code {fault.si_code})",
+                            fault.signo, fault.si_code, address)
+

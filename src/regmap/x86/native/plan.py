@@ -7,11 +7,14 @@ code to run: the form re-encoded with its operand at the shadow page.
 """
 from __future__ import annotations
 
-from iced_x86 import (Code, EncodingKind, FlowControl, InstructionInfoFactory, MemorySizeExt, Mnemonic,
-                      OpAccess, OpCodeInfo, OpKind, Register, RegisterExt)
+import signal
+
+from iced_x86 import (Code, CpuidFeature, EncodingKind, FlowControl, InstructionInfoFactory, MemorySizeExt,
+                      Mnemonic, OpAccess, OpCodeInfo, OpKind, Register, RegisterExt)
 
 from regmap.errors import UnsupportedInstruction
 from regmap.x86.native import engine
+from regmap.x86.native.transfer import Transfer
 from regmap.x86.native.unsupported import form_refusal
 
 M64 = (1 << 64) - 1
@@ -35,6 +38,18 @@ _STRING_KINDS = {OpKind.MEMORY_SEG_RSI, OpKind.MEMORY_SEG_ESI, OpKind.MEMORY_SEG
 _RFBM_FORMS = {Mnemonic.XSAVE, Mnemonic.XSAVE64, Mnemonic.XSAVEOPT, Mnemonic.XSAVEOPT64,
                Mnemonic.XSAVEC, Mnemonic.XSAVEC64, Mnemonic.XRSTOR, Mnemonic.XRSTOR64}
 PKRU_COMPONENT = 1 << 9
+# The fault signals a run routes to the stub's handler (`Plan.signals`), a bit per signal number.
+# Architecturally: SIGSEGV (#GP, #PF) any instruction may raise; SIGILL (#UD) depends on the
+# encoding and the CPU only, so a plan that ran once cannot raise it (but for the shadow-stack
+# forms, whose #UD is the thread's CET state); SIGFPE needs an x87 or MMX form (#MF), a divide
+# (#DE) or an unmasked MXCSR exception (#XM); SIGBUS needs AC set (#AC) or a bus lock (split-lock
+# detection, as SIGTRAP's bus-lock #DB).  A signal not routed goes where it goes without the engine.
+_SEGV, _BUS, _FPE, _ILL, _TRAP = (1 << s for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
+                                                  signal.SIGTRAP))
+AC = 0x40000
+MXCSR_MASKS = 0x1F80
+_DIVIDES = {Mnemonic.DIV, Mnemonic.IDIV}
+_LOCKED = {Mnemonic.XCHG}           # a memory xchg locks without a prefix
 _GPR64 = {Register.RAX: "rax", Register.RCX: "rcx", Register.RDX: "rdx", Register.RBX: "rbx",
           Register.RSP: "rsp", Register.RBP: "rbp", Register.RSI: "rsi", Register.RDI: "rdi",
           **{Register.R8 + i: f"r{8 + i}" for i in range(8)}}
@@ -80,7 +95,7 @@ class Plan:
     operand's address."""
 
     __slots__ = ("instruction", "code", "refusal", "kind", "accesses", "pointer", "size", "swap",
-                 "vectors", "opmasks", "x87", "whole", "gprs", "zeroed")
+                 "vectors", "opmasks", "x87", "whole", "gprs", "zeroed", "routed", "_transfers")
 
     def __init__(self, instruction, code: bytes):
         self.instruction, self.code = instruction, code
@@ -115,6 +130,38 @@ class Plan:
                                                for m in _info_factory.info(instruction).used_memory()):
             accesses = accesses[:1]
         self.accesses = tuple(accesses)
+        self.routed = self._routed(instruction)
+        self._transfers = {}
+
+    def _routed(self, instr) -> int:
+        """The fault signals every run routes to the handler until this plan has run once."""
+        routed = _SEGV | _ILL
+        if self.x87 or instr.mnemonic in _DIVIDES:
+            routed |= _FPE
+        if instr.has_lock_prefix or instr.mnemonic in _LOCKED:
+            routed |= _BUS | _TRAP
+        return routed
+
+    def signals(self, rflags: int, mxcsr: int) -> int:
+        """The fault signals this run may raise (a bit per signal number), for `Transfer.load`."""
+        routed = self.routed
+        if rflags & AC:
+            routed |= _BUS
+        if mxcsr & MXCSR_MASKS != MXCSR_MASKS:
+            routed |= _FPE
+        return routed
+
+    def ran(self) -> None:
+        """The plan ran to its end once: its encoding does not raise #UD on this CPU."""
+        if self.routed & _ILL and CpuidFeature.CET_SS not in self.instruction.cpuid_features():
+            self.routed &= ~_ILL
+
+    def transfer(self, x87: bool):
+        """The plan's `Transfer` (``x87``: the layout has the x87 registers)."""
+        transfer = self._transfers.get(x87)
+        if transfer is None:
+            transfer = self._transfers[x87] = Transfer(self, x87 and self.x87)
+        return transfer
 
     def _registers_used(self, instr) -> None:
         """Which vector, opmask and x87 state the engine loads and commits: what iced-x86 says the
@@ -236,6 +283,19 @@ class Plan:
                                              "gather/scatter base and displacement too far from the window")
             return ranges, writes, engine.place_vsib(self.code, origin), {}
         address = self.address(cpu, operand)
+        located = self.ranges(address, window)
+        if located is None:
+            raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                         "memory accesses both in the window and outside it")
+        reads, writes = located
+        if self.kind == "bias":
+            name = _GPR64[RegisterExt.full_register(self.pointer)]
+            return reads, writes, self.code, {name: r.shadow}
+        return reads, writes, engine.place_at(self.code, address), {}
+
+    def ranges(self, address: int, window: int):
+        """``(reads, writes)`` of the accesses of an operand at window address ``address`` (not a
+        gather's), None if one falls outside the ``window``-byte window."""
         reads, writes = [], []
         for offset, size, always, maybe in self.accesses:
             start = address + offset
@@ -244,15 +304,11 @@ class Plan:
                     writes.append((start, window - start, False))
                 continue
             if not 0 <= start <= window - size:
-                raise UnsupportedInstruction(form.address, form.code, form.disassembly,
-                                             "memory accesses both in the window and outside it")
+                return None
             reads.append((start, size, always))
             if always or maybe:
                 writes.append((start, size, always))
-        if self.kind == "bias":
-            name = _GPR64[RegisterExt.full_register(self.pointer)]
-            return reads, writes, self.code, {name: r.shadow}
-        return reads, writes, engine.place_at(self.code, address), {}
+        return reads, writes
 
     def __repr__(self) -> str:
         return f"Plan({self.kind}, {self.code.hex(' ')}, refusal={self.refusal!r}, swap={self.swap})"

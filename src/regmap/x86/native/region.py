@@ -10,8 +10,9 @@ offset          contents
 0x00000-0x00fff guard page (no access)
 0x01000-0x01fff shadow page: the 4096-byte window image
 0x02000-0x02fff guard page
-0x03000-0x03fff state block: GPRs, rflags, mxcsr, k0-k7, host slots,
-                fault record, signal plumbing, zmm0-zmm31, FXSAVE area
+0x03000-0x03fff state block: GPRs, rflags, mxcsr, rsp and signals of the
+                run, zmm0-zmm31, k0-k7, host slots, fault record, signal
+                plumbing, FXSAVE area
 0x04000-0x07fff scratch stack (``stack_top`` leaves room for a signal frame)
 0x08000-0x08fff guard page
 0x09000-0x09fff code: prologue, epilogue, fault handler, the instruction
@@ -46,29 +47,35 @@ STACK_TOP_OFF = 0x3000           # in the stack: 12 KiB below for pushes and sig
 CODE_OFF = 0x9000
 ALTSTACK_OFF, ALTSTACK_SIZE = 0xA000, 0x8000
 
-# state block fields (offsets inside the block)
+# state block fields (offsets inside the block): what a run loads and saves first, contiguous (a
+# plan's `Transfer` moves its part with one struct call), then the stub's own slots
 B_GPR = 0x000          # 16 x 8
 B_RFLAGS = 0x080
 B_MXCSR = 0x088        # 4 bytes
-B_K = 0x090            # 8 x 8
-B_HOST = 0x100         # rbx rbp r12 r13 r14 r15 rsp
-B_HOST_MXCSR = 0x138
-B_HOST_FCW = 0x140
-B_OWNER = 0x148        # fs:[0] of the thread running the stub
-B_ALTSET = 0x150       # 0 when the stub installed its alternate stack (to put the old one back)
-B_FAULT = 0x180        # flag, signo, si_code, si_addr, rip
-B_OLDACT = 0x200       # 12 x 32: the kernel sigaction each fault signal had, by signal number
-B_ACTION = 0x380       # the stub's kernel sigaction: handler, flags, restorer, mask
-B_MASK = 0x3A0         # the signal mask while the stub runs
-B_OLDMASK = 0x3A8
-B_ALTSTACK = 0x3B0     # stack_t of the stub's alternate stack
-B_OLDALT = 0x3C8       # the thread's stack_t before
-B_ZMM = 0x400          # 32 x 64
+B_RSP = 0x090          # the rsp the instruction runs with (the GPR slot receives rsp after it)
+B_SIGNALS = 0x098      # bit n set: the stub routes fault signal n to its handler for this run;
+                       # bit 0 (HOST_STACK): the instruction runs on the host's stack, not at B_RSP
+B_ZMM = 0x0A0          # 32 x 64
+B_K = 0x8A0            # 8 x 8
+B_HOST = 0x900         # rbx rbp r12 r13 r14 r15 rsp
+B_HOST_MXCSR = 0x938
+B_HOST_FCW = 0x940
+B_OWNER = 0x948        # fs:[0] of the thread running the stub
+B_ALTSET = 0x950       # 0 when the stub installed its alternate stack (to put the old one back)
+B_FAULT = 0x980        # flag, signo, si_code, si_addr, rip
+B_OLDACT = 0xA00       # 12 x 32: the kernel sigaction each fault signal had, by signal number
+B_ACTION = 0xB80       # the stub's kernel sigaction: handler, flags, restorer, mask
+B_MASK = 0xBA0         # the signal mask while the stub runs
+B_OLDMASK = 0xBA8
+B_ALTSTACK = 0xBB0     # stack_t of the stub's alternate stack
+B_OLDALT = 0xBC8
 B_FX = 0xC00           # 512-byte FXSAVE area (16-byte aligned)
 
 C_PROLOGUE, C_EPILOGUE, C_HANDLER, C_RESTORE, C_RESTORER, C_INSN = 0x000, 0x400, 0x800, 0xA00, 0xC00, 0xD00
 
 FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP)
+ALL_FAULT_SIGNALS = sum(1 << sig for sig in FAULT_SIGNALS)      # a B_SIGNALS value
+HOST_STACK = 1                                                  # B_SIGNALS bit 0 (no signal 0)
 SA_SIGINFO, SA_ONSTACK, SA_RESTORER, SA_NODEFER = 0x4, 0x08000000, 0x04000000, 0x40000000
 
 # rflags bits the stub loads: CF PF AF ZF SF DF OF and AC (an unaligned access then raises #AC);
@@ -136,6 +143,8 @@ class Region:
         # the block as bytes, for struct.pack_into / unpack_from in place
         self.view = memoryview((ctypes.c_char * 0x1000).from_address(self.block)).cast("B")
         self.shadow_view = memoryview((ctypes.c_char * SHADOW_SIZE).from_address(self.shadow)).cast("B")
+        self.code_view = memoryview((ctypes.c_char * 0x1000).from_address(self.code)).cast("B")
+        self._body = b""                    # what the instruction slot holds (`call` writes it)
         stub.install(self)
         self.stub = ctypes.PYFUNCTYPE(None)(self.code + C_PROLOGUE)
         self._prepare_plumbing()
@@ -158,8 +167,9 @@ class Region:
         ``watchdog`` (seconds of CPU time, for a branch that may go astray, in tests) stops the
         stub with SIGVTALRM.
         """
-        ctypes.memmove(self.insn, body, len(body))
-        self.view[B_FAULT:B_FAULT + 8] = bytes(8)
+        if body != self._body:              # a loop at one site runs the same body every time
+            self.code_view[C_INSN:C_INSN + len(body)] = body
+            self._body = body
         if watchdog:
             old = SigAction()
             action = SigAction(self.code + C_HANDLER, (ctypes.c_ulong * 16)(), SA_SIGINFO | SA_NODEFER | SA_ONSTACK,
@@ -173,9 +183,9 @@ class Region:
                 _libc.sigaction(signal.SIGVTALRM, ctypes.byref(old), None)
         else:
             self.stub()
-        flag, signo, si_code, si_addr, rip = struct.unpack_from("<QQQQQ", self.view, B_FAULT)
-        if not flag:
+        if not self.view[B_FAULT]:          # the handler sets it to 1
             return None
+        _, signo, si_code, si_addr, rip = struct.unpack_from("<QQQQQ", self.view, B_FAULT)
         return signo & 0xFFFFFFFF, ctypes.c_int32(si_code & 0xFFFFFFFF).value, si_addr, rip
 
     def jump_to_epilogue(self, at: int) -> bytes:

@@ -7,8 +7,8 @@ import struct
 
 from regmap.x86.native import host
 from regmap.x86.native.host import MXCSR_WRITABLE
-from regmap.x86.native.region import (B_FX, B_GPR, B_K, B_RFLAGS, B_ZMM, GPRS, LOADED_RFLAGS,
-                                      RFLAGS_FIXED, SHADOW_SIZE, STACK_SIZE, Region)
+from regmap.x86.native.region import (ALL_FAULT_SIGNALS, B_FX, B_GPR, B_K, B_RFLAGS, B_ZMM, GPRS,
+                                      LOADED_RFLAGS, RFLAGS_FIXED, SHADOW_SIZE, STACK_SIZE, Region)
 
 M64 = (1 << 64) - 1
 FNINIT_FCW = 0x037F
@@ -50,11 +50,13 @@ class NativeState:
 def write_state(region: Region, state: NativeState, vectors=None, x87: bool = True) -> None:
     """Put ``state`` in the block and the shadow page (in place: the block's other fields are the
     stub's).  ``vectors``: the numbers of the vector and opmask registers to load (None: all);
-    ``x87``: whether to load the x87 state.  What is not loaded keeps whatever the block held."""
+    ``x87``: whether to load the x87 state.  What is not loaded keeps whatever the block held.
+    Every fault signal is routed to the stub's handler (an arbitrary instruction may raise any)."""
     v = region.view
     struct.pack_into("<16Q", v, B_GPR, *(state.gpr.get(name, 0) & M64 for name in GPRS))
     mxcsr = state.mxcsr & MXCSR_WRITABLE        # MM (AMD's misaligned SSE) included where the CPU has it
-    struct.pack_into("<QI", v, B_RFLAGS, (state.rflags & LOADED_RFLAGS) | RFLAGS_FIXED, mxcsr)
+    struct.pack_into("<QI4xQQ", v, B_RFLAGS, (state.rflags & LOADED_RFLAGS) | RFLAGS_FIXED, mxcsr,
+                     state.gpr.get("rsp", 0) & M64, ALL_FAULT_SIGNALS)
     struct.pack_into("<I", v, B_FX + FX_MXCSR, mxcsr)        # FXRSTOR loads it too
     struct.pack_into("<8Q", v, B_K, *(k & M64 for k in state.k))
     count = host.vector_count()

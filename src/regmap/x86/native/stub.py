@@ -1,8 +1,10 @@
 """The native engine's machine code, generated with iced-x86 into the region's code page.
 
 - prologue: save the host's callee-saved registers, rsp, MXCSR and FCW; block the
-  asynchronous signals, put up the alternate stack (when the thread is not on one
-  already: a signal handler's), route SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGTRAP to the
+  asynchronous signals; unless the run stays on the host's stack (B_SIGNALS bit 0,
+  a form run for the emulator), put up the alternate stack (when the thread is not
+  on one already: a signal handler's) and take rsp from B_RSP; route the fault
+  signals whose bits B_SIGNALS sets (SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGTRAP) to the
   handler (raw rt_sigaction, the old actions kept); load x87/SSE (FXRSTOR), the
   vector and opmask registers, MXCSR, rflags and the GPRs; jump to the instruction.
 - epilogue (the instruction jumps there): save it all back, then `restore`.
@@ -11,7 +13,7 @@
   `restore`; another thread's fault goes to the handler that was installed
   before, or, if that was the default action or SIG_IGN, the old action is put
   back and the fault repeats to act as it would have.
-- restore: put back the signal actions, the alternate stack and the mask, then
+- restore: put back the signal actions routed, the alternate stack and the mask, then
   the ABI's state (DF and AC clear, empty x87 stack, the host's control words),
   and return to the caller.
 """
@@ -24,8 +26,8 @@ from iced_x86 import BlockEncoder, Code, Instruction, MemoryOperand, Register
 from regmap.x86.native import host
 from regmap.x86.native.region import (
     B_ACTION, B_ALTSET, B_ALTSTACK, B_FAULT, B_FX, B_GPR, B_HOST, B_HOST_FCW, B_HOST_MXCSR, B_K, B_MASK,
-    B_MXCSR, B_OLDACT, B_OLDALT, B_OLDMASK, B_OWNER, B_RFLAGS, B_ZMM, C_EPILOGUE, C_HANDLER, C_INSN,
-    C_PROLOGUE, C_RESTORE, C_RESTORER, FAULT_SIGNALS, RFLAGS_FIXED, SA_ONSTACK)
+    B_MXCSR, B_OLDACT, B_OLDALT, B_OLDMASK, B_OWNER, B_RFLAGS, B_RSP, B_SIGNALS, B_ZMM, C_EPILOGUE, C_HANDLER, C_INSN,
+    C_PROLOGUE, C_RESTORE, C_RESTORER, FAULT_SIGNALS, HOST_STACK, RFLAGS_FIXED, SA_ONSTACK)
 
 GPR_REGISTERS = (Register.RAX, Register.RCX, Register.RDX, Register.RBX, Register.RSP, Register.RBP,
                  Register.RSI, Register.RDI, Register.R8, Register.R9, Register.R10, Register.R11,
@@ -102,8 +104,10 @@ def _assemble(instructions: list[Instruction], address: int) -> bytes:
 
 def _signal_setup(b: int) -> list[Instruction]:
     labels = _Labels()
-    plain, go = labels.new(), labels.new()
+    plain, go, stay = labels.new(), labels.new(), labels.new()
     ins = _syscall(SYS_RT_SIGPROCMASK, SIG_SETMASK, b + B_MASK, b + B_OLDMASK, 8)
+    ins += [Instruction.create_mem_i32(Code.TEST_RM32_IMM32, _abs(b + B_SIGNALS), HOST_STACK),
+            Instruction.create_branch(Code.JNE_REL32_64, stay)]
     ins += _syscall(SYS_SIGALTSTACK, b + B_ALTSTACK, b + B_OLDALT)
     ins += [Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_ALTSET), Register.RAX),
             Instruction.create_reg_reg(Code.TEST_RM64_R64, Register.RAX, Register.RAX),
@@ -115,10 +119,26 @@ def _signal_setup(b: int) -> list[Instruction]:
             # which rsp points into whenever the engine runs for the emulator
             labels.at(plain),
             Instruction.create_mem_i32(Code.AND_RM64_IMM32, _abs(b + B_ACTION + 8), ~SA_ONSTACK),
+            Instruction.create_branch(Code.JMP_REL32_64, go),
+            # the instruction runs on the host's stack and the handler below it (the runtime's
+            # alternate stack in-process), never on a thread's alternate stack that the handler,
+            # abandoning its frame without sigreturn, could leave disarmed (SS_AUTODISARM)
+            labels.at(stay),
+            Instruction.create_mem_i32(Code.MOV_RM64_IMM32, _abs(b + B_ALTSET), 1),     # nothing to put back
+            Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX, _abs(b + B_HOST + 0x30)),
+            Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_RSP), Register.RAX),
+            Instruction.create_mem_i32(Code.AND_RM64_IMM32, _abs(b + B_ACTION + 8), ~SA_ONSTACK),
             labels.at(go)]
     for sig in FAULT_SIGNALS:
-        ins += _syscall(SYS_RT_SIGACTION, sig, b + B_ACTION, b + B_OLDACT + 32 * sig, 8)
+        ins += _if_routed(b, sig, labels, _syscall(SYS_RT_SIGACTION, sig, b + B_ACTION, b + B_OLDACT + 32 * sig, 8))
     return ins
+
+
+def _if_routed(b: int, sig: int, labels: "_Labels", body: list[Instruction]) -> list[Instruction]:
+    """``body`` run only if this run routes ``sig`` to the handler (its bit in B_SIGNALS)."""
+    skip = labels.new()
+    return [Instruction.create_mem_i32(Code.TEST_RM32_IMM32, _abs(b + B_SIGNALS), 1 << sig),
+            Instruction.create_branch(Code.JE_REL32_64, skip), *body, labels.at(skip)]
 
 
 def _prologue(r) -> bytes:
@@ -129,6 +149,7 @@ def _prologue(r) -> bytes:
     ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX,
                                           MemoryOperand(displ=0, displ_size=8, seg=Register.FS)))
     ins.append(Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_OWNER), Register.RAX))
+    ins.append(Instruction.create_mem_i32(Code.MOV_RM64_IMM32, _abs(b + B_FAULT), 0))     # no fault yet
     ins.append(Instruction.create_mem(Code.STMXCSR_M32, _abs(b + B_HOST_MXCSR)))
     ins.append(Instruction.create_mem(Code.FNSTCW_M2BYTE, _abs(b + B_HOST_FCW)))
     ins += _signal_setup(b)
@@ -138,7 +159,7 @@ def _prologue(r) -> bytes:
     ins.append(Instruction.create_mem(Code.PUSH_RM64, _abs(b + B_RFLAGS)))
     ins.append(Instruction.create(Code.POPFQ))
     # from here on no instruction may touch the flags
-    ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _abs(b + B_GPR + 8 * 4)))
+    ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _abs(b + B_RSP)))
     for i, reg in enumerate(GPR_REGISTERS):
         if reg != Register.RSP:
             ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, _abs(b + B_GPR + 8 * i)))
@@ -168,7 +189,7 @@ def _restore(r) -> bytes:
     kept = labels.new()
     ins = [Instruction.create_i32(Code.PUSHQ_IMM8, RFLAGS_FIXED), Instruction.create(Code.POPFQ)]
     for sig in FAULT_SIGNALS:
-        ins += _syscall(SYS_RT_SIGACTION, sig, b + B_OLDACT + 32 * sig, 0, 8)
+        ins += _if_routed(b, sig, labels, _syscall(SYS_RT_SIGACTION, sig, b + B_OLDACT + 32 * sig, 0, 8))
     ins += [Instruction.create_mem_i32(Code.CMP_RM64_IMM8, _abs(b + B_ALTSET), 0),
             Instruction.create_branch(Code.JNE_REL32_64, kept)]
     ins += _syscall(SYS_SIGALTSTACK, b + B_OLDALT, 0)
