@@ -30,6 +30,7 @@ import struct
 import sys
 import time
 
+from regmap import clock
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess,
                            UnsupportedInstruction, WindowHole)
 from regmap.trace import ptrace
@@ -38,8 +39,13 @@ from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
 from regmap.trace.report import ProgramExit, Reporter, signal_source
 
 _raw_ptrace, _prepared = ptrace.raw_ptrace, ptrace.prepared
-_GETSIGINFO, _CONT = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_CONT
+_GETSIGINFO, _GETREGS = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_GETREGS
+_SETREGS, _CONT = ptrace.PTRACE_SETREGS, ptrace.PTRACE_CONT
 _now = time.perf_counter_ns
+_pread = os.pread
+
+# the bound of the tracer's own site cache (`Tracer._sites`); past it the older half goes
+MAX_SITES = 4096
 
 OPTIONS = (ptrace.PTRACE_O_TRACECLONE | ptrace.PTRACE_O_TRACEFORK | ptrace.PTRACE_O_TRACEVFORK
            | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_EXITKILL)
@@ -79,6 +85,11 @@ class Tracer:
         self.siginfo = ptrace.SigInfo()
         self._siginfo_address = ctypes.addressof(self.siginfo)
         self._trace = reporter.trace
+        self._timed = reporter.trace or reporter.stats     # someone reads `reporter.emulated`
+        # rip -> the emulator's Form whose compiled fast path ran there (see `_step`)
+        self._sites: dict[int, object] = {}
+        self._declined = ()          # the compiler's `Declined`, once there is a site to run
+        self._threads: dict[int, tuple] = {}   # tid -> `_thread`'s prepared calls
         self.main = 0
         self.main_status: int | None = None
         self.exec_seen = False
@@ -211,7 +222,7 @@ class Tracer:
                     if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
                         raise
             else:                                          # exited or killed
-                self.machine.memory.forget(tid)
+                self._forget(tid)
                 if self.patcher is not None:
                     self.patcher.exited(tid)
                 if tid == self.main:
@@ -263,10 +274,9 @@ class Tracer:
     def _exec_event(self, tid: int) -> None:
         # a new address space: what was kept for the old one goes (the exec'ing thread may
         # have been another thread of the process, now gone without an exit report)
-        memory = self.machine.memory
-        memory.forget(tid)
+        self._forget(tid)
         try:
-            memory.forget(ptrace.geteventmsg(tid))
+            self._forget(ptrace.geteventmsg(tid))
         except OSError:
             pass
         if tid != self.main:
@@ -308,22 +318,25 @@ class Tracer:
 
     # -- one fault ----------------------------------------------------------------------------
     def _fault(self, tid: int, sig: int) -> None:
-        started = _now()
-        check = ptrace.check
-        check(_raw_ptrace(*_prepared(_GETSIGINFO, tid, 0, self._siginfo_address)), _GETSIGINFO, tid)
+        started = _now() if self._timed else 0
+        calls = self._threads.get(tid) or self._thread(tid)
+        if _raw_ptrace(*calls[0]) == -1:
+            ptrace.check(-1, _GETSIGINFO, tid)
         code = self.siginfo.si_code
         if code <= 0 or code >= ptrace.SI_KERNEL:
             # sent by a process, or a general-protection fault: never a window access
             self._deliver(tid, sig, "not a page fault", self.siginfo.si_addr if code > 0 else 0)
             return
         machine = self.machine
-        machine.load(tid)
+        machine.reset(tid)
+        if _raw_ptrace(*calls[1]) == -1:
+            ptrace.check(-1, _GETREGS, tid)
         regs = machine.regs
         if regs.cs != ptrace.USER_CS_64:
             self._deliver(tid, sig, "not in 64-bit mode", regs.rip)
             return
         try:
-            step = self.emulator.step(machine, trace=self._trace)
+            step = self._step(machine, calls[4])
         except WindowHole as error:
             self._deliver(tid, sig, error.hole, regs.rip)
             return
@@ -345,21 +358,83 @@ class Tracer:
             self.reporter.internal_error(tid, regs.rip, error, sig)
             ptrace.cont(tid, sig)
             return
-        try:
-            machine.store()
-        except OSError as error:
-            if error.errno == errno.ESRCH:
-                raise
-            # the kernel refused the new state (e.g. a bad segment selector): the CPU
-            # would have faulted as well
-            self._deliver(tid, sig, f"cannot set registers: {os.strerror(error.errno)}", regs.rip)
-            return
+        # a step moves rip at least: the general registers always go back
+        refused = _raw_ptrace(*calls[2]) == -1
+        if refused or machine.xstate.dirty:
+            try:
+                if refused:
+                    ptrace.check(-1, _SETREGS, tid)
+                machine.xstate.store()
+            except OSError as error:
+                if error.errno == errno.ESRCH:
+                    raise
+                # the kernel refused the new state (e.g. a bad segment selector): the CPU
+                # would have faulted as well
+                self._deliver(tid, sig, f"cannot set registers: {os.strerror(error.errno)}",
+                              regs.rip)
+                return
         # the thread is stopped: a hot site may be rewritten now, before it runs on
         translation = self.patcher.fault(tid, step) if self.patcher is not None else None
-        check(_raw_ptrace(*_prepared(_CONT, tid)), _CONT, tid)
-        self.reporter.emulated(tid, step, _now() - started)
+        if _raw_ptrace(*calls[3]) == -1:
+            ptrace.check(-1, _CONT, tid)
+        if self._timed:
+            self.reporter.emulated(tid, step, _now() - started)
         if translation is not None:
             self.reporter.translated(tid, translation)
+
+    def _step(self, machine: TracedMachine, mem_fd: int):
+        """The emulator's step, but for a site whose compiled fast path ran before (`_sites`)
+        that path itself, once one read of the site's length shows its bytes unchanged."""
+        rip = machine.regs.rip
+        form = self._sites.get(rip)
+        if form is not None:
+            code = form.code
+            try:
+                current = _pread(mem_fd, len(code), rip)
+            except OSError:
+                current = None
+            if current == code:
+                try:
+                    form.fast(machine.regs, machine)
+                    return form.result
+                except self._declined:
+                    pass            # not an address its compiled code covers: the emulator decides
+        step = self.emulator.step(machine, trace=self._trace)
+        if not self._trace:
+            self._remember(rip, step)
+        return step
+
+    def _remember(self, rip: int, step) -> None:
+        """Keep the site of a step its compiled fast path did (the emulator's ``form.result``),
+        if the instruction lies within one page (one pread reads it, as the fetch's does)."""
+        form_at = getattr(self.emulator, "form_at", None)
+        if form_at is None or step.address != rip or (rip & 0xFFF) + len(step.code) > 0x1000:
+            return
+        form = form_at(rip, step.code)
+        if form.result is not step:
+            return                  # the generic path ran: nothing to repeat
+        if len(self._sites) >= MAX_SITES:
+            clock.evict(self._sites, MAX_SITES // 2, _never)
+        if self._declined is None:
+            from regmap.x86.compiler import Declined
+            self._declined = Declined
+        self._sites[rip] = form
+
+    def _thread(self, tid: int) -> tuple:
+        """Thread ``tid``'s prepared calls (GETSIGINFO, GETREGS, SETREGS, CONT) and its
+        /proc/TID/mem descriptor, kept until it exits or execs (`_forget`)."""
+        machine = self.machine
+        calls = self._threads[tid] = (
+            _prepared(_GETSIGINFO, tid, 0, self._siginfo_address),
+            _prepared(_GETREGS, tid, 0, machine.regs_address),
+            _prepared(_SETREGS, tid, 0, machine.regs_address),
+            _prepared(_CONT, tid),
+            machine.memory.descriptor(tid))
+        return calls
+
+    def _forget(self, tid: int) -> None:
+        self._threads.pop(tid, None)
+        self.machine.memory.forget(tid)
 
     def _deliver(self, tid: int, sig: int, reason: str, rip: int) -> None:
         ptrace.cont(tid, sig)
@@ -413,6 +488,10 @@ class Tracer:
         return tid
 
 
+def _never(_form) -> bool:
+    return False
+
+
 def _make_emulator(layout):
     from regmap.x86 import Emulator
     return Emulator(layout)
@@ -429,6 +508,7 @@ class _FirstFault:
     def step(self, machine, trace: bool = False):
         emulator = _make_emulator(_load_layout(self.layout))
         self.step = emulator.step           # every later fault calls it directly
+        self.form_at = emulator.form_at     # and the tracer keeps its sites (`Tracer._step`)
         return emulator.step(machine, trace=trace)
 
 
