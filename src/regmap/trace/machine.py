@@ -68,7 +68,9 @@ class TracedMachine:
     def reset(self, tid: int) -> None:
         self.tid = tid
         self.regs_dirty = False
-        self.xstate.reset(tid)
+        xstate = self.xstate
+        if xstate.loaded or xstate.tid != tid:    # (not loaded: not dirty either)
+            xstate.reset(tid)
 
     def load(self, tid: int) -> None:
         """``reset`` and read the general registers of ``tid`` (one PTRACE_GETREGS)."""

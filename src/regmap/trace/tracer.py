@@ -34,15 +34,15 @@ from regmap import clock
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess,
                            UnsupportedInstruction, WindowHole)
 from regmap.trace import ptrace
+from regmap.trace.batch import FETCH_SIZE, FaultCalls, runner
 from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
 from regmap.trace.report import ProgramExit, Reporter, signal_source
 
-_raw_ptrace, _prepared = ptrace.raw_ptrace, ptrace.prepared
+_raw_ptrace = ptrace.raw_ptrace
 _GETSIGINFO, _GETREGS = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_GETREGS
 _SETREGS, _CONT = ptrace.PTRACE_SETREGS, ptrace.PTRACE_CONT
 _now = time.perf_counter_ns
-_pread = os.pread
 
 # the bound of the tracer's own site cache (`Tracer._sites`); past it the older half goes
 MAX_SITES = 4096
@@ -89,7 +89,10 @@ class Tracer:
         # rip -> the emulator's Form whose compiled fast path ran there (see `_step`)
         self._sites: dict[int, object] = {}
         self._declined = ()          # the compiler's `Declined`, once there is a site to run
-        self._threads: dict[int, tuple] = {}   # tid -> `_thread`'s prepared calls
+        self._threads: dict[int, FaultCalls] = {}
+        self._run = None             # `batch.runner()`, made at the first fault
+        self._code_buffer = ctypes.create_string_buffer(FETCH_SIZE)   # the code at rip
+        self._code_view = memoryview(self._code_buffer).cast("B")
         self.main = 0
         self.main_status: int | None = None
         self.exec_seen = False
@@ -320,8 +323,10 @@ class Tracer:
     def _fault(self, tid: int, sig: int) -> None:
         started = _now() if self._timed else 0
         calls = self._threads.get(tid) or self._thread(tid)
-        if _raw_ptrace(*calls[0]) == -1:
-            ptrace.check(-1, _GETSIGINFO, tid)
+        enter = calls.enter
+        done = self._run(*enter.arguments)          # GETSIGINFO, GETREGS, the code at rip
+        if done < 2:
+            raise enter.error(done, f"ptrace({_GETREGS if done else _GETSIGINFO:#x}, {tid})")
         code = self.siginfo.si_code
         if code <= 0 or code >= ptrace.SI_KERNEL:
             # sent by a process, or a general-protection fault: never a window access
@@ -329,14 +334,12 @@ class Tracer:
             return
         machine = self.machine
         machine.reset(tid)
-        if _raw_ptrace(*calls[1]) == -1:
-            ptrace.check(-1, _GETREGS, tid)
         regs = machine.regs
         if regs.cs != ptrace.USER_CS_64:
             self._deliver(tid, sig, "not in 64-bit mode", regs.rip)
             return
         try:
-            step = self._step(machine, calls[4])
+            step = self._step(machine, enter.result(2) if done == 3 else 0)
         except WindowHole as error:
             self._deliver(tid, sig, error.hole, regs.rip)
             return
@@ -358,42 +361,51 @@ class Tracer:
             self.reporter.internal_error(tid, regs.rip, error, sig)
             ptrace.cont(tid, sig)
             return
-        # a step moves rip at least: the general registers always go back
-        refused = _raw_ptrace(*calls[2]) == -1
-        if refused or machine.xstate.dirty:
-            try:
-                if refused:
-                    ptrace.check(-1, _SETREGS, tid)
-                machine.xstate.store()
-            except OSError as error:
-                if error.errno == errno.ESRCH:
-                    raise
-                # the kernel refused the new state (e.g. a bad segment selector): the CPU
-                # would have faulted as well
-                self._deliver(tid, sig, f"cannot set registers: {os.strerror(error.errno)}",
-                              regs.rip)
+        if self.patcher is None and not machine.xstate.dirty:
+            done = self._run(*calls.leave.arguments)    # SETREGS (rip moved at least), CONT
+            if done == 2:
+                if started:
+                    self.reporter.emulated(tid, step, _now() - started)
                 return
+            if done == 1:
+                raise calls.leave.error(1, f"ptrace({_CONT:#x}, {tid})")
+            refusal = calls.leave.error(0, f"ptrace({_SETREGS:#x}, {tid})")
+        else:
+            refusal = self._store(calls)
+        if refusal is not None:
+            if refusal.errno == errno.ESRCH:
+                raise refusal
+            # the kernel refused the new state (e.g. a bad segment selector): the CPU
+            # would have faulted as well
+            self._deliver(tid, sig, f"cannot set registers: {os.strerror(refusal.errno)}", regs.rip)
+            return
         # the thread is stopped: a hot site may be rewritten now, before it runs on
         translation = self.patcher.fault(tid, step) if self.patcher is not None else None
-        if _raw_ptrace(*calls[3]) == -1:
-            ptrace.check(-1, _CONT, tid)
-        if self._timed:
+        ptrace.cont(tid, 0)
+        if started:
             self.reporter.emulated(tid, step, _now() - started)
         if translation is not None:
             self.reporter.translated(tid, translation)
 
-    def _step(self, machine: TracedMachine, mem_fd: int):
-        """The emulator's step, but for a site whose compiled fast path ran before (`_sites`)
-        that path itself, once one read of the site's length shows its bytes unchanged."""
+    def _store(self, calls) -> OSError | None:
+        """Write the registers back (general ones always: a step moves rip at least); the
+        error if the kernel refuses."""
+        if self._run(*calls.setregs.arguments) != 1:
+            return calls.setregs.error(0, f"ptrace({_SETREGS:#x}, {self.machine.tid})")
+        try:
+            self.machine.xstate.store()
+        except OSError as error:
+            return error
+        return None
+
+    def _step(self, machine: TracedMachine, fetched: int):
+        """The emulator's step; but at a site whose compiled fast path ran before (`_sites`),
+        whose bytes the fault's read (``fetched`` bytes at rip) shows unchanged, that path."""
         rip = machine.regs.rip
         form = self._sites.get(rip)
         if form is not None:
             code = form.code
-            try:
-                current = _pread(mem_fd, len(code), rip)
-            except OSError:
-                current = None
-            if current == code:
+            if fetched >= len(code) and self._code_view[:len(code)] == code:
                 try:
                     form.fast(machine.regs, machine)
                     return form.result
@@ -405,8 +417,8 @@ class Tracer:
         return step
 
     def _remember(self, rip: int, step) -> None:
-        """Keep the site of a step its compiled fast path did (the emulator's ``form.result``),
-        if the instruction lies within one page (one pread reads it, as the fetch's does)."""
+        """Keep the site of a step its compiled fast path did (the emulator's ``form.result``)
+        if the instruction lies within one page, as the fetch reads it."""
         form_at = getattr(self.emulator, "form_at", None)
         if form_at is None or step.address != rip or (rip & 0xFFF) + len(step.code) > 0x1000:
             return
@@ -415,21 +427,19 @@ class Tracer:
             return                  # the generic path ran: nothing to repeat
         if len(self._sites) >= MAX_SITES:
             clock.evict(self._sites, MAX_SITES // 2, _never)
-        if self._declined is None:
+        if self._declined == ():
             from regmap.x86.compiler import Declined
             self._declined = Declined
         self._sites[rip] = form
 
-    def _thread(self, tid: int) -> tuple:
-        """Thread ``tid``'s prepared calls (GETSIGINFO, GETREGS, SETREGS, CONT) and its
-        /proc/TID/mem descriptor, kept until it exits or execs (`_forget`)."""
+    def _thread(self, tid: int) -> FaultCalls:
+        """Thread ``tid``'s calls, kept until it exits or execs (`_forget`)."""
+        if self._run is None:
+            self._run = runner()
         machine = self.machine
-        calls = self._threads[tid] = (
-            _prepared(_GETSIGINFO, tid, 0, self._siginfo_address),
-            _prepared(_GETREGS, tid, 0, machine.regs_address),
-            _prepared(_SETREGS, tid, 0, machine.regs_address),
-            _prepared(_CONT, tid),
-            machine.memory.descriptor(tid))
+        calls = self._threads[tid] = FaultCalls(
+            tid, self._siginfo_address, machine.regs_address, machine.memory.descriptor(tid),
+            ctypes.addressof(self._code_buffer))
         return calls
 
     def _forget(self, tid: int) -> None:
