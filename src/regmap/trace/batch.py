@@ -35,7 +35,7 @@ _RESULT = Entry.result.offset
 
 
 def _code() -> list:
-    """``long run(Entry *entries, long count)``, System V ABI; rbx and r12..r14 saved."""
+    """``int run(Entry *entries, long count)``, System V ABI; rbx, r12 and r13 saved."""
     from iced_x86 import Code, Instruction, MemoryOperand, Register as R
 
     def at(base, offset: int) -> MemoryOperand:
@@ -99,8 +99,11 @@ def runner():
         ctypes.memmove(page, code, len(code))
         if libc.mprotect(page, 4096, 0x1 | 0x4) != 0:                # R X
             raise OSError(ctypes.get_errno(), "cannot make the system call batch executable")
-        # PYFUNCTYPE: the calls are short and never block, the GIL need not be dropped
-        _run = ctypes.PYFUNCTYPE(ctypes.c_long, ctypes.c_void_p, ctypes.c_long)(page)
+        # PYFUNCTYPE: the calls are short and never block, the GIL need not be dropped; no
+        # argtypes and an int result: each costs ctypes a lookup per call, and `Batch` passes
+        # ready-made ctypes arguments
+        _run = ctypes.PYFUNCTYPE(ctypes.c_int)(page)
+        _run.argtypes = None
     return _run
 
 
@@ -118,17 +121,19 @@ class Batch:
         self.count = len(calls)
         # ready-made arguments: no conversion per call
         self.arguments = (ctypes.c_void_p(ctypes.addressof(self.entries)), ctypes.c_long(self.count))
-        self._results = memoryview(self.entries).cast("B").cast("q")
+        self.results = memoryview(self.entries).cast("B").cast("q")   # see `result_index`
 
     def result(self, index: int) -> int:
-        return self._results[index * _STRIDE + _RESULT_INDEX]
+        return self.results[result_index(index)]
 
     def error(self, index: int, what: str) -> OSError:
         err = -self.result(index)
         return OSError(err, f"{what}: {os.strerror(err)}")
 
 
-_STRIDE, _RESULT_INDEX = _ENTRY_SIZE // 8, _RESULT // 8
+def result_index(index: int) -> int:
+    """Where call ``index``'s result is in ``Batch.results``."""
+    return index * (_ENTRY_SIZE // 8) + _RESULT // 8
 
 
 def ptrace_call(request: int, tid: int, addr: int = 0, data: int = 0) -> tuple:
@@ -142,6 +147,7 @@ def pread_call(fd: int, buffer: int, size: int, offset_at: int) -> tuple:
 
 
 FETCH_SIZE = 15         # the longest x86 instruction
+FETCHED = result_index(2)   # in ``FaultCalls.enter.results``: how many bytes of code were read
 
 
 class FaultCalls:

@@ -34,7 +34,7 @@ from regmap import clock
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess,
                            UnsupportedInstruction, WindowHole)
 from regmap.trace import ptrace
-from regmap.trace.batch import FETCH_SIZE, FaultCalls, runner
+from regmap.trace.batch import FETCH_SIZE, FETCHED, FaultCalls, runner
 from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
 from regmap.trace.report import ProgramExit, Reporter, signal_source
@@ -50,7 +50,9 @@ MAX_SITES = 4096
 OPTIONS = (ptrace.PTRACE_O_TRACECLONE | ptrace.PTRACE_O_TRACEFORK | ptrace.PTRACE_O_TRACEVFORK
            | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_EXITKILL)
 
-SIGSEGV, SIGBUS, SIGFPE, SIGTRAP = signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGTRAP
+# plain ints: a wait status's signal compares with them without the enum
+SIGSEGV, SIGBUS, SIGFPE, SIGTRAP = (int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
+                                                     signal.SIGTRAP))
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 TERMINAL_STOPS = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 
@@ -339,7 +341,7 @@ class Tracer:
             self._deliver(tid, sig, "not in 64-bit mode", regs.rip)
             return
         try:
-            step = self._step(machine, enter.result(2) if done == 3 else 0)
+            step = self._step(machine, enter.results[FETCHED] if done == 3 else 0)
         except WindowHole as error:
             self._deliver(tid, sig, error.hole, regs.rip)
             return
