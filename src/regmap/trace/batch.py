@@ -81,30 +81,61 @@ _run = None
 
 
 def runner():
-    """The generated function, made on first use (one page, read and execute only)."""
+    """The batch runner: the generated function, made on first use, or, where a page cannot
+    be made executable (a hardened kernel or policy), `run_in_python` with the same contract."""
     global _run
     if _run is None:
-        from iced_x86 import BlockEncoder
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.mmap.restype = ctypes.c_void_p
-        libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                              ctypes.c_int, ctypes.c_long)
-        libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        page = libc.mmap(None, 4096, 0x1 | 0x2, 0x02 | 0x20, -1, 0)   # RW, private anonymous
-        if page in (None, ctypes.c_void_p(-1).value):
-            raise OSError(ctypes.get_errno(), "cannot map a page for the system call batch")
-        encoder = BlockEncoder(64)
-        encoder.add_many(_code())
-        code = encoder.encode(page)
-        ctypes.memmove(page, code, len(code))
-        if libc.mprotect(page, 4096, 0x1 | 0x4) != 0:                # R X
-            raise OSError(ctypes.get_errno(), "cannot make the system call batch executable")
-        # PYFUNCTYPE: the calls are short and never block, the GIL need not be dropped; no
-        # argtypes and an int result: each costs ctypes a lookup per call, and `Batch` passes
-        # ready-made ctypes arguments
-        _run = ctypes.PYFUNCTYPE(ctypes.c_int)(page)
-        _run.argtypes = None
+        try:
+            _run = _generated()
+        except OSError:
+            _run = run_in_python
     return _run
+
+
+def _generated():
+    from iced_x86 import BlockEncoder
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    page = libc.mmap(None, 4096, 0x1 | 0x2, 0x02 | 0x20, -1, 0)   # RW, private anonymous
+    if page in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "cannot map a page for the system call batch")
+    encoder = BlockEncoder(64)
+    encoder.add_many(_code())
+    code = encoder.encode(page)
+    ctypes.memmove(page, code, len(code))
+    if libc.mprotect(page, 4096, 0x1 | 0x4) != 0:                # R X
+        error = ctypes.get_errno()
+        libc.munmap(ctypes.c_void_p(page), ctypes.c_size_t(4096))
+        raise OSError(error, "cannot make the system call batch executable")
+    # PYFUNCTYPE: the calls are short and never block, the GIL need not be dropped; no
+    # argtypes and an int result: each costs ctypes a lookup per call, and `Batch` passes
+    # ready-made ctypes arguments
+    run = ctypes.PYFUNCTYPE(ctypes.c_int)(page)
+    run.argtypes = None
+    return run
+
+
+_syscall = None
+
+
+def run_in_python(entries: ctypes.c_void_p, count: ctypes.c_long) -> int:
+    """What the generated function does, one ctypes call per system call."""
+    global _syscall
+    if _syscall is None:
+        _syscall = ctypes.CDLL(None, use_errno=True).syscall
+        _syscall.restype = ctypes.c_long
+        _syscall.argtypes = (ctypes.c_long,) * 7
+    for done, entry in enumerate((Entry * count.value).from_address(entries.value)):
+        args = [ctypes.c_long.from_address(arg).value if entry.indirect >> index & 1 else arg
+                for index, arg in enumerate(entry.args)]
+        result = _syscall(entry.number, *args)
+        entry.result = -ctypes.get_errno() if result == -1 else result
+        if result == -1:
+            return done
+    return count.value
 
 
 class Batch:
