@@ -111,3 +111,80 @@ def test_batch_runs_in_order_reads_indirect_arguments_and_stops_at_a_failure(run
     assert (calls.result(1), buffer.raw[:5]) == (5, b"bytes")
     assert calls.error(2, "ptrace").errno == 3                  # ESRCH
     assert calls.result(3) == 12345                             # not run
+
+
+class _NoFetch(Exception):
+    pass
+
+
+def _machine(code: bytes | None):
+    """A TracedMachine (no thread behind it) whose code is ``code``; None: fetching raises."""
+    from regmap.trace.machine import TracedMachine
+
+    class CodeMachine(TracedMachine):
+        __slots__ = ("code",)
+
+        def fetch(self, address: int) -> bytes:
+            if self.code is None:
+                raise _NoFetch(address)
+            return self.code
+
+    machine = CodeMachine()
+    machine.code = code
+    machine.regs.rcx = 1
+    return machine
+
+
+def _site_cache(max_sites=None, monkeypatch=None):
+    from regmap.trace import sites as sites_module
+    from regmap.x86 import Emulator
+    if max_sites is not None:
+        monkeypatch.setattr(sites_module, "MAX_SITES", max_sites)
+    buffer = ctypes.create_string_buffer(batch.FETCH_SIZE)
+    return sites_module.Sites(Emulator(), False, memoryview(buffer).cast("B")), buffer
+
+
+ADD = bytes.fromhex("4803042508000000")         # add rax,[8]
+SUB = bytes.fromhex("482b042508000000")         # sub rax,[8]
+
+
+def test_site_cache_runs_a_site_again_only_while_its_bytes_are_the_same():
+    cache, buffer = _site_cache()
+    machine = _machine(ADD)
+    machine.regs.rip = 0x401000
+    cache.step(machine, 0)                       # through the emulator: remembered
+    assert cache.forms[0x401000].code == ADD and machine.regs.rax == 1
+    machine.code = None                          # from here the emulator cannot fetch
+    buffer.raw = ADD + bytes(batch.FETCH_SIZE - len(ADD))
+    machine.regs.rip = 0x401000
+    cache.step(machine, 15)                      # the cache alone
+    assert machine.regs.rax == 2 and machine.regs.rip == 0x401008
+    buffer.raw = SUB + bytes(batch.FETCH_SIZE - len(SUB))   # the code changed
+    machine.regs.rip = 0x401000
+    with pytest.raises(_NoFetch):                # ... so the emulator is asked
+        cache.step(machine, 15)
+    machine.code = SUB
+    cache.step(machine, 15)
+    assert machine.regs.rax == 1 and cache.forms[0x401000].code == SUB
+    machine.code = None
+    machine.regs.rip = 0x401000                  # the buffer shows SUB, but only 4 bytes were read:
+    with pytest.raises(_NoFetch):                # that proves nothing, the emulator is asked
+        cache.step(machine, 4)
+
+
+def test_site_cache_keeps_no_site_that_crosses_a_page():
+    cache, _ = _site_cache()
+    machine = _machine(ADD)
+    machine.regs.rip = 0x401FFC
+    cache.step(machine, 0)
+    assert machine.regs.rax == 1 and not cache.forms
+
+
+def test_site_cache_is_bounded(monkeypatch):
+    cache, _ = _site_cache(8, monkeypatch)
+    machine = _machine(ADD)
+    for index in range(20):
+        machine.regs.rip = 0x401000 + 16 * index
+        cache.step(machine, 0)
+    assert machine.regs.rax == 20
+    assert len(cache.forms) <= 8 and 0x401000 + 16 * 19 in cache.forms

@@ -30,7 +30,6 @@ import struct
 import sys
 import time
 
-from regmap import clock
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess,
                            UnsupportedInstruction, WindowHole)
 from regmap.trace import ptrace
@@ -38,14 +37,12 @@ from regmap.trace.batch import FETCH_SIZE, FETCHED, FaultCalls, runner
 from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
 from regmap.trace.report import ProgramExit, Reporter, signal_source
+from regmap.trace.sites import Sites
 
 _raw_ptrace = ptrace.raw_ptrace
 _GETSIGINFO, _GETREGS = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_GETREGS
 _SETREGS, _CONT = ptrace.PTRACE_SETREGS, ptrace.PTRACE_CONT
 _now = time.perf_counter_ns
-
-# the bound of the tracer's own site cache (`Tracer._sites`); past it the older half goes
-MAX_SITES = 4096
 
 OPTIONS = (ptrace.PTRACE_O_TRACECLONE | ptrace.PTRACE_O_TRACEFORK | ptrace.PTRACE_O_TRACEVFORK
            | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_EXITKILL)
@@ -88,13 +85,10 @@ class Tracer:
         self._siginfo_address = ctypes.addressof(self.siginfo)
         self._trace = reporter.trace
         self._timed = reporter.trace or reporter.stats     # someone reads `reporter.emulated`
-        # rip -> the emulator's Form whose compiled fast path ran there (see `_step`)
-        self._sites: dict[int, object] = {}
-        self._declined = ()          # the compiler's `Declined`, once there is a site to run
         self._threads: dict[int, FaultCalls] = {}
         self._run = None             # `batch.runner()`, made at the first fault
         self._code_buffer = ctypes.create_string_buffer(FETCH_SIZE)   # the code at rip
-        self._code_view = memoryview(self._code_buffer).cast("B")
+        self.sites = Sites(emulator, reporter.trace, memoryview(self._code_buffer).cast("B"))
         self.main = 0
         self.main_status: int | None = None
         self.exec_seen = False
@@ -341,7 +335,7 @@ class Tracer:
             self._deliver(tid, sig, "not in 64-bit mode", regs.rip)
             return
         try:
-            step = self._step(machine, enter.results[FETCHED] if done == 3 else 0)
+            step = self.sites.step(machine, enter.results[FETCHED] if done == 3 else 0)
         except WindowHole as error:
             self._deliver(tid, sig, error.hole, regs.rip)
             return
@@ -399,40 +393,6 @@ class Tracer:
         except OSError as error:
             return error
         return None
-
-    def _step(self, machine: TracedMachine, fetched: int):
-        """The emulator's step; but at a site whose compiled fast path ran before (`_sites`),
-        whose bytes the fault's read (``fetched`` bytes at rip) shows unchanged, that path."""
-        rip = machine.regs.rip
-        form = self._sites.get(rip)
-        if form is not None:
-            code = form.code
-            if fetched >= len(code) and self._code_view[:len(code)] == code:
-                try:
-                    form.fast(machine.regs, machine)
-                    return form.result
-                except self._declined:
-                    pass            # not an address its compiled code covers: the emulator decides
-        step = self.emulator.step(machine, trace=self._trace)
-        if not self._trace:
-            self._remember(rip, step)
-        return step
-
-    def _remember(self, rip: int, step) -> None:
-        """Keep the site of a step its compiled fast path did (the emulator's ``form.result``)
-        if the instruction lies within one page, as the fetch reads it."""
-        form_at = getattr(self.emulator, "form_at", None)
-        if form_at is None or step.address != rip or (rip & 0xFFF) + len(step.code) > 0x1000:
-            return
-        form = form_at(rip, step.code)
-        if form.result is not step:
-            return                  # the generic path ran: nothing to repeat
-        if len(self._sites) >= MAX_SITES:
-            clock.evict(self._sites, MAX_SITES // 2, _never)
-        if self._declined == ():
-            from regmap.x86.compiler import Declined
-            self._declined = Declined
-        self._sites[rip] = form
 
     def _thread(self, tid: int) -> FaultCalls:
         """Thread ``tid``'s calls, kept until it exits or execs (`_forget`)."""
@@ -500,10 +460,6 @@ class Tracer:
         return tid
 
 
-def _never(_form) -> bool:
-    return False
-
-
 def _make_emulator(layout):
     from regmap.x86 import Emulator
     return Emulator(layout)
@@ -520,7 +476,7 @@ class _FirstFault:
     def step(self, machine, trace: bool = False):
         emulator = _make_emulator(_load_layout(self.layout))
         self.step = emulator.step           # every later fault calls it directly
-        self.form_at = emulator.form_at     # and the tracer keeps its sites (`Tracer._step`)
+        self.form_at = emulator.form_at     # and the tracer keeps its sites (`Sites`)
         return emulator.step(machine, trace=trace)
 
 
