@@ -255,7 +255,7 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
             lay.write(off, size, data, expected)
     if instr.is_vsib and any(m.access in _WRITES for m in _info_factory.info(instr).used_memory()):
         # a scatter: every element's bytes, as the CPU left them (masked-off ones unchanged)
-        from forms import vsib_addresses, vsib_elements
+        from form_draws import vsib_addresses, vsib_elements
         size = vsib_elements(instr)[1]
         for off in vsib_addresses(instr, values):
             window_basis |= {s.basis for s in lay.resolve(off, size)}

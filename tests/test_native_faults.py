@@ -124,15 +124,20 @@ def test_in_process_sigfpe_and_sigill_reach_the_programs_handler(built, tmp_path
 DIES = textwrap.dedent('''
     import ctypes, resource, sys
     import regmap
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.argv[3] == "core":    # the core file's notes only: its siginfo is what is checked
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        with open("/proc/self/coredump_filter", "w") as dump_filter:
+            dump_filter.write("0")
+    else:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     lib = ctypes.CDLL(sys.argv[1])
     lib.raw_case.argtypes = [ctypes.c_void_p, ctypes.c_int]
     buffer = (ctypes.c_char * 4096)()
     if sys.argv[2] == "window":
         regmap.map_registers()
-        lib.raw_case(0, 0)
+        lib.raw_case(0, int(sys.argv[4]))
     else:
-        lib.raw_case(ctypes.addressof(buffer), 0)
+        lib.raw_case(ctypes.addressof(buffer), int(sys.argv[4]))
 ''')
 
 
@@ -140,7 +145,54 @@ def test_in_process_general_protection_ends_the_program_as_without_regmap(built,
     _, library = built
     script = tmp_path / "dies.py"
     script.write_text(DIES)
-    ends = [subprocess.run([sys.executable, script, library, mode], capture_output=True, text=True,
-                           timeout=60, env=python_env()) for mode in ("plain", "window")]
+    ends = [subprocess.run([sys.executable, script, library, mode, "no core", "0"], capture_output=True,
+                           text=True, timeout=60, env=python_env()) for mode in ("plain", "window")]
     assert [end.returncode for end in ends] == [-signal.SIGSEGV, -signal.SIGSEGV], [e.stderr for e in ends]
     assert ends[1].stderr == ""
+
+
+@pytest.mark.parametrize("case", [0, 5], ids=["misaligned addps", "fxrstor of a bad MXCSR"])
+def test_in_process_general_protection_dies_with_the_cpus_siginfo(built, tmp_path, case):
+    """The core file's siginfo is the #GP's (SI_KERNEL, address 0) under regmap too.  A #GP the
+    CPU finds only in the data it has read (case 5) would become a page fault on the window if
+    the instruction simply ran again."""
+    _, library = built
+    script = tmp_path / "dies.py"
+    script.write_text(DIES)
+    seen = []
+    for mode in ("plain", "window"):
+        directory = tmp_path / mode
+        directory.mkdir()
+        end = subprocess.run([sys.executable, script, library, mode, "core", str(case)], cwd=directory,
+                             capture_output=True, text=True, timeout=60, env=python_env())
+        assert end.returncode == -signal.SIGSEGV, end.stderr
+        cores = sorted(directory.glob("core*"))
+        if not cores:
+            pytest.skip("the kernel writes no core file here (core_pattern "
+                        f"{Path('/proc/sys/kernel/core_pattern').read_text().strip()!r})")
+        seen.append(core_siginfo(cores[0]))
+    plain, window = seen
+    assert plain == (signal.SIGSEGV, SI_KERNEL, 0)
+    assert window == plain
+
+
+def core_siginfo(core: Path) -> tuple[int, int, int]:
+    """(si_signo, si_code, si_addr) from a core file's NT_SIGINFO note."""
+    import struct
+    data = core.read_bytes()
+    assert data[:4] == b"\x7fELF"
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        kind, _, offset, _, _, size = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        if kind != 4:                                   # PT_NOTE
+            continue
+        at, end = offset, offset + size
+        while at < end:
+            namesz, descsz, note = struct.unpack_from("<III", data, at)
+            desc = at + 12 + (namesz + 3) // 4 * 4
+            if note == 0x53494749:                      # NT_SIGINFO
+                signo, _, code, _, address = struct.unpack_from("<iiiiQ", data, desc)
+                return signo, code, address
+            at = desc + (descsz + 3) // 4 * 4
+    raise AssertionError(f"{core}: no NT_SIGINFO note")

@@ -78,10 +78,13 @@ class DivideError(InstructionFault):
 
 
 class MemoryFault(RegmapError):
-    """An access to real memory (outside the window) failed: a genuine fault."""
+    """An access to real memory (outside the window) failed: a genuine fault.
 
-    def __init__(self, address: int, write: bool = False):
-        self.address, self.write = address, write
+    ``cpu``, where the backend saw it (the in-process runtime), is the fault the CPU raised for
+    that access (signal, si_code, si_addr, trap number, error code): what the program gets."""
+
+    def __init__(self, address: int, write: bool = False, cpu=None):
+        self.address, self.write, self.cpu = address, write, cpu
         super().__init__(f"{'write to' if write else 'read from'} {address:#x} faulted")
 
 

@@ -60,6 +60,13 @@ static void run_case(char *base, int which) {
                          "at_ud: ud1 eax, [%0 + 0x2e0]\n"
                          ".att_syntax" :: "r"(base) : "rax", "xmm15");
         break;
+    case 5:     /* #GP found in the data read (an MXCSR image with reserved bits set): the CPU
+                 * reads the operand before it checks, so on the window a page fault comes first */
+        __asm__ volatile(".intel_syntax noprefix\n"
+                         "mov dword ptr [%0 + 0x118], 0xffffffff\n"
+                         "fxrstor [%0 + 0x100]\n"
+                         ".att_syntax" :: "r"(base) : "memory");
+        break;
     case 4:     /* #AC: alignment checking on, an x87 load from a misaligned operand */
         __asm__ volatile(".intel_syntax noprefix\n"
                          "mov rax, 0x3ff0000000000000\n"

@@ -154,6 +154,14 @@ def set_thread_mask(mask: int) -> int:
     return old.value
 
 
+def block_signals(signals) -> None:
+    """Add `signals` to this thread's signal mask (sigreturn puts the interrupted mask back)."""
+    mask = ctypes.c_uint64(sum(1 << (s - 1) for s in signals))
+    if _held_syscall(c_long(SYS_rt_sigprocmask), c_long(SIG_BLOCK), ctypes.byref(mask), None,
+                     c_long(8)):
+        raise errno_error("rt_sigprocmask")
+
+
 def queue_to_self(signo: int, siginfo: bytes) -> None:
     """Queue `signo` with exactly `siginfo` (128 bytes) to the calling thread.
 
@@ -195,6 +203,18 @@ def map_stack(size: int, guard: int) -> int:
 
 def unmap(base: int, size: int) -> None:
     LIBC_HELD.munmap(base, size)
+
+
+def map_code(generate, size: int) -> int:
+    """A private page of machine code: `generate(base)` gives the bytes for `base`, written while
+    the page is writable; then it is made read + execute (never writable and executable)."""
+    base = LIBC_HELD.mmap(None, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if base is None or base == MAP_FAILED:
+        raise errno_error("mmap")
+    code = generate(base)
+    ctypes.memmove(base, code, len(code))
+    mprotect(base, size, PROT_READ | PROT_EXEC)
+    return base
 
 
 # -- thread state the signal frame does not hold -------------------------------------------
@@ -291,69 +311,6 @@ def vm_transfer(address: int, buffer, size: int, write: bool) -> int:
     done = _held_syscall(c_long(number), c_long(_pid()), ctypes.byref(local), c_ulong(1),
                          remote, c_ulong(len(pieces)), c_ulong(0))
     return max(done, 0)
-
-
-class SmallTransfer:
-    """`vm_transfer` for a few bytes within one page, with nothing allocated per call.
-
-    One per frame machine (a thread's), so concurrent handlers never share
-    its buffer: the push of ``push [8]``, the pop of ``pop [0x10]``.  The
-    iovecs are set through a word view and the call's arguments are ready-made
-    ctypes objects: a transfer is the system call and little else.
-    """
-
-    SIZE = 64
-    __slots__ = ("buffer", "iov", "words", "view", "pid", "arguments")
-
-    def __init__(self):
-        self.buffer = ctypes.create_string_buffer(self.SIZE)
-        self.iov = (IOVec * 2)()
-        self.iov[0].base = ctypes.addressof(self.buffer)
-        # local base, local len, remote base, remote len
-        self.words = (ctypes.c_uint64 * 4).from_buffer(self.iov)
-        self.view = memoryview(self.buffer).cast("B")
-        self.pid = 0
-        self.arguments: tuple = ()
-
-    def _arguments(self) -> tuple:
-        """(pid, local iov, 1, remote iov, 1, 0), for this process (after a fork, the child's)."""
-        pid = _getpid()
-        if pid != self.pid:
-            self.pid = pid
-            local = ctypes.addressof(self.iov)
-            self.arguments = (ctypes.c_int(pid), c_void_p(local), c_ulong(1),
-                              c_void_p(local + ctypes.sizeof(IOVec)), c_ulong(1), c_ulong(0))
-        return self.arguments
-
-    def read(self, address: int, size: int) -> bytes | None:
-        """The bytes at `address`; None if they are not readable or not a small transfer
-        (more than SIZE bytes, or across a page boundary: `vm_transfer` finds where they end)."""
-        if not 0 < size <= self.SIZE or (address & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
-            return None
-        words = self.words
-        words[1] = words[3] = size
-        words[2] = address
-        if _vm_readv(*self._arguments()) != size:
-            return None
-        return bytes(self.view[:size])
-
-    def write(self, address: int, data: bytes) -> bool:
-        """Whether `data` was written at `address` (False: not writable, or not small)."""
-        size = len(data)
-        if not 0 < size <= self.SIZE or (address & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
-            return False
-        words = self.words
-        words[1] = words[3] = size
-        words[2] = address
-        self.view[:size] = data
-        return _vm_writev(*self._arguments()) == size
-
-
-_getpid = os.getpid     # each time: after a fork the child reads its own memory
-_vm_readv, _vm_writev = LIBC_HELD.process_vm_readv, LIBC_HELD.process_vm_writev
-for _call in (_vm_readv, _vm_writev):
-    _call.restype = ctypes.c_ssize_t
-    _call.argtypes = (ctypes.c_int, c_void_p, c_ulong, c_void_p, c_ulong, c_ulong)
 
 
 # -- rewriting code ----------------------------------------------------------------------------

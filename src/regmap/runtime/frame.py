@@ -30,6 +30,7 @@ import functools
 from regmap.errors import MemoryFault, RegisterNotWritable, RegmapError
 from regmap.runtime import _sys
 from regmap.runtime.sites import CODE_SITES, RETIRED_SITES, Site, new_site  # noqa: F401
+from regmap.runtime.usercopy import UserCopy
 
 # word indices into the frame
 W_STACK_SP, W_STACK_FLAGS, W_STACK_SIZE = 2, 3, 4
@@ -411,7 +412,7 @@ class FrameMachine:
     """
 
     __slots__ = ("ctx", "info", "frame", "namespace", "read_register", "write_register",
-                 "fetch_direct", "window", "site", "small")
+                 "fetch_direct", "window", "site", "copy")
 
     def __init__(self, ctx: int, info: int, window: int = 4096):
         self.ctx = ctx
@@ -427,7 +428,7 @@ class FrameMachine:
         self.fetch_direct = False
         self.window = window
         self.site = None
-        self.small = _sys.SmallTransfer()
+        self.copy = UserCopy()
 
     @property
     def words(self):
@@ -442,23 +443,26 @@ class FrameMachine:
 
     # -- memory ---------------------------------------------------------------------------------
     def read_memory(self, address: int, size: int) -> bytes:
-        data = self.small.read(address, size)
+        """Loaded by the CPU (`usercopy`); if that faults, through `vm_transfer`, which also
+        finds where the readable bytes end; if that fails too, a `MemoryFault` carrying what
+        the CPU raised."""
+        data = self.copy.read(address, size)
         if data is not None:
-            return data          # else the general path finds where the readable bytes end
+            return data
         buffer = ctypes.create_string_buffer(size)
         done = _sys.vm_transfer(address, buffer, size, write=False)
         if done < size:
-            raise MemoryFault(address + done, False)
+            raise MemoryFault(address + done, False, self.copy.fault())
         return buffer.raw
 
     def write_memory(self, address: int, data: bytes) -> None:
-        size = len(data)
-        if self.small.write(address, data):
+        if self.copy.write(address, data):
             return
+        size = len(data)
         buffer = ctypes.create_string_buffer(bytes(data), size)
         done = _sys.vm_transfer(address, buffer, size, write=True)
         if done < size:
-            raise MemoryFault(address + done, True)
+            raise MemoryFault(address + done, True, self.copy.fault())
 
     def fetch(self, address: int) -> bytes:
         """Up to 15 bytes at `address`, fewer before an unreadable page; never a fault.

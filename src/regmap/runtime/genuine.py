@@ -17,7 +17,7 @@ import sys
 from regmap.errors import UnsupportedInstruction
 from regmap.procmaps import mappings
 from regmap.runtime import _sys
-from regmap.runtime.frame import GREG_INDEX, FrameMachine
+from regmap.runtime.frame import GREG_INDEX, TRAP_PF, FrameMachine
 
 # A previous handler is called with the GIL held, as a C signal handler would run: nothing
 # else in the process moves while it looks at the faulting state.
@@ -40,6 +40,10 @@ COUNTERS = Counters()
 # What the last installation replaced: a signal that reaches the handler after unmapping (it
 # was on its way, or a handler installed over regmap's chains to it) is forwarded there.
 PREVIOUS: dict[int, _sys.KernelSigaction] = {signo: _sys.KernelSigaction() for signo in (7, 11)}
+# Not blocked while regmap's handler emulates (handler.HANDLER_FLAGS); blocked again as soon as
+# it hands a signal on, so that anything it queues waits for its return and a fault of its own
+# from then on ends the process, as without regmap.
+FAULT_SIGNALS = (_sys.SIGSEGV, _sys.SIGBUS)
 
 
 def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
@@ -64,22 +68,16 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
     SA_RESETHAND; whatever it changes in the frame takes effect when regmap's
     handler returns, and regmap stays installed.
     """
+    _sys.block_signals(FAULT_SIGNALS)   # from here on a fault inside the handler kills, as before
     COUNTERS.forwarded += 1
     COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
-    if state is None:
-        previous = PREVIOUS[signo]
-    elif signo in state.handed_over:
-        # The handler regmap handed this signal to put regmap back and raised it again
-        # (faulthandler does, when it was enabled over regmap): on to what regmap replaced.
-        previous = state.beneath[signo]
-    else:
-        previous = state.previous[signo]
+    previous = previous_action(signo, state)
     code = machine.si_code()
     from_cpu = 0 < code <= _sys.SI_KERNEL
     if not from_cpu:
         COUNTERS.sent += 1
     handler = previous.handler
-    if from_cpu and (handler in (_sys.SIG_DFL, _sys.SIG_IGN) or is_interpreter_code(handler)):
+    if from_cpu and ends_the_process(previous):
         hand_over(signo, previous, state)
         return
     if handler == _sys.SIG_IGN:
@@ -102,6 +100,25 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
         PREVIOUS_TYPE(handler)(signo, machine.info, machine.ctx)
     finally:
         _sys.set_thread_mask(old_mask)
+
+
+def previous_action(signo: int, state) -> _sys.KernelSigaction:
+    """Whoever would have had `signo` without regmap."""
+    if state is None:
+        return PREVIOUS[signo]
+    if signo in state.handed_over:
+        # The handler regmap handed this signal to put regmap back and raised it again
+        # (faulthandler does, when it was enabled over regmap): on to what regmap replaced.
+        return state.beneath[signo]
+    return state.previous[signo]
+
+
+def ends_the_process(action: _sys.KernelSigaction) -> bool:
+    """Whether a fault under `action` ends the process: the default action, an ignored fault
+    (the kernel kills for it too), or the interpreter's own handler (faulthandler's traceback,
+    then the default action)."""
+    handler = action.handler
+    return handler in (_sys.SIG_DFL, _sys.SIG_IGN) or is_interpreter_code(handler)
 
 
 def hand_over(signo: int, previous: _sys.KernelSigaction, state) -> None:
@@ -154,6 +171,15 @@ def deliver_fault(signo: int, info: int, machine: FrameMachine, fault, state) ->
     frame = machine.frame
     address = frame.rip if fault.si_addr is None else fault.si_addr
     if fault.signo == signo:
+        previous = previous_action(signo, state)
+        if ends_the_process(previous):
+            # `forward` would let the instruction fault again, on the window this time: the
+            # process would die with that page fault's siginfo, not this exception's.
+            COUNTERS.forwarded += 1
+            COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
+            hand_over(signo, previous, state)
+            queue_as_the_cpu_would(frame, signo, fault.si_code, address)
+            return
         frame.si_code = fault.si_code
         frame.si_addr = address
         forward(signo, info, machine, state)
@@ -161,9 +187,28 @@ def deliver_fault(signo: int, info: int, machine: FrameMachine, fault, state) ->
     queue_as_the_cpu_would(frame, fault.signo, fault.si_code, address)
 
 
+def deliver_memory_fault(signo: int, info: int, machine: FrameMachine, fault, state) -> None:
+    """Real memory the instruction touches (its stack, a string destination) faulted: deliver
+    what the CPU raised for it (`usercopy.CpuFault`: for a push onto a read-only page,
+    SEGV_ACCERR at the stack address, where the window fault said SEGV_MAPERR at the window),
+    with the trap number, error code and cr2 of that fault in the frame; without a record, the
+    signal being handled goes on as it is."""
+    cpu = fault.cpu
+    if cpu is None:
+        forward(signo, info, machine, state)
+        return
+    if cpu.signo == signo:
+        frame = machine.frame
+        frame.trapno, frame.err = cpu.trapno, cpu.err
+        if cpu.trapno == TRAP_PF:
+            frame.cr2 = cpu.si_addr
+    deliver_fault(signo, info, machine, cpu, state)
+
+
 def queue_as_the_cpu_would(frame, signo: int, si_code: int, address: int) -> None:
     """Queue `signo` to this thread with the kernel's siginfo for a CPU exception; as for a real
     one, a blocked or ignored signal is unblocked and reset to the default action first."""
+    _sys.block_signals(FAULT_SIGNALS)   # a queued SIGSEGV/SIGBUS waits for the handler's return
     bit = 1 << (signo - 1)
     action = _sys.get_action(signo)
     if action.handler == _sys.SIG_IGN or frame.sigmask & bit:

@@ -1,7 +1,10 @@
 """The SIGSEGV/SIGBUS handler: emulate window accesses, pass every other fault on untouched.
 
 The handler is a ctypes callback installed with ``sigaction`` (SA_SIGINFO |
-SA_ONSTACK | SA_RESTART; SIGSEGV, SIGBUS and SIGFPE blocked while it runs).
+SA_ONSTACK | SA_RESTART | SA_NODEFER; SIGFPE blocked while it runs).  SIGSEGV
+and SIGBUS stay deliverable while it emulates, so that a fault of the copy
+routine (`usercopy`) re-enters it and is recovered; the moment it decides a
+signal is genuine it blocks them (`genuine.forward`), as they were before.
 For each signal it:
 
 1. finds the `FrameMachine` of the frame (cached by frame address: a thread
@@ -30,7 +33,7 @@ from typing import NamedTuple
 
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
-from regmap.runtime import _sys, genuine, patch, sites
+from regmap.runtime import _sys, genuine, patch, sites, usercopy
 from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altstack,  # noqa: F401
                                      restore_altstack)
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
@@ -40,8 +43,11 @@ from regmap.x86.compiler import Declined
 HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 SIGNALS = (_sys.SIGSEGV, _sys.SIGBUS)
-HANDLER_FLAGS = _sys.SA_SIGINFO | _sys.SA_ONSTACK | _sys.SA_RESTART
-HANDLER_MASK = (_sys.SIGSEGV, _sys.SIGBUS, _sys.SIGFPE)
+# SIGSEGV and SIGBUS are not blocked while the handler runs (SA_NODEFER, and not in the mask):
+# the copy routine's faults must reach it (`usercopy`).  SIGFPE is, so that a divide error's
+# queued SIGFPE arrives when the handler returns.
+HANDLER_FLAGS = _sys.SA_SIGINFO | _sys.SA_ONSTACK | _sys.SA_RESTART | _sys.SA_NODEFER
+HANDLER_MASK = (_sys.SIGFPE,)
 
 
 class State:
@@ -87,7 +93,10 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
         # fault neither an instruction fetch (error code bit 4) nor outside the window.
         if state is None or not 0 < frame.si_code <= 0x80 or (
                 frame.trapno == 14 and (frame.err & 0x10 or frame.cr2 >= state.window)):
-            forward(signo, info, machine, state)
+            if runaway(frame, ctx):
+                give_up(signo)
+            elif not usercopy.recover(frame):
+                forward(signo, info, machine, state)
             return
         # The CPU was executing the instruction at rip when it faulted on a data access, so the
         # instruction's bytes are readable: compare them in place with what the site last held.
@@ -105,8 +114,8 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
                     patch.hot_site(site, state.layout, TRACE)
                 return
         emulate(signo, info, machine, state)
-    except MemoryFault:
-        forward(signo, info, machine, ACTIVE)
+    except MemoryFault as fault:
+        genuine.deliver_memory_fault(signo, info, machine, fault, ACTIVE)
     except UnsupportedInstruction as error:
         state = ACTIVE
         diagnose(error, machine, None if state is None else state.layout)
@@ -121,6 +130,11 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
 
 def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     """The general path: the emulator's `step`, then what the site should remember."""
+    if runaway(machine.frame, machine.ctx):
+        give_up(signo)
+        return
+    if usercopy.recover(machine.frame):
+        return   # the copy routine faulted (a #GP, or a stack inside the window)
     machine.fetch_direct = True
     machine.site = None
     if (patch.PATCHES or patch.BUSY) and patch.settle(machine.frame):
@@ -188,6 +202,31 @@ def retry_longer(machine: FrameMachine, state: State) -> bool:
     site.count += 1
     site.decoded(step.code, step.mnemonic, fast_path(state, step))
     return True
+
+
+# SIGSEGV and SIGBUS reach the handler while it emulates, so a fault of its own re-enters it.
+# One level is the copy routine's fault, two or three a trace callback's native code using the
+# window (15-31 KiB each at most); a handler that goes on faulting inside itself is a bug, and
+# is stopped here, before CPython's recursion limit refuses to enter the callback at all (ctypes
+# would then print the RecursionError and return, and the fault would repeat forever).
+NESTING_LIMIT = 128 * 1024
+
+
+def runaway(frame, ctx: int) -> bool:
+    """Whether this frame lies that deep in the thread's alternate stack (the kernel records the
+    stack's settings in the frame, not whether the interrupted code was on it)."""
+    depth = frame.ss_sp + frame.ss_size - ctx
+    return not frame.ss_flags & _sys.SS_DISABLE and NESTING_LIMIT < depth <= frame.ss_size
+
+
+def give_up(signo: int) -> None:
+    """The default action for the fault signals: the faulting instruction runs again and the
+    kernel ends the process with its signal, as without regmap."""
+    genuine.COUNTERS.internal_errors += 1
+    genuine.write_stderr(f"regmap: signal {signo} inside regmap's own handler, nested too deep; "
+                         "treated as a genuine fault\n")
+    for fault_signal in SIGNALS:
+        _sys.set_action(fault_signal, _sys.KernelSigaction())
 
 
 def internal_error(signo: int, info: int, ctx: int, error: BaseException) -> None:
@@ -277,6 +316,7 @@ def install(emulator, layout) -> State:
         if emulator is None:
             from regmap.x86 import Emulator
             emulator = Emulator(layout, max_forms=RUNTIME_FORMS)
+        usercopy.routine()      # generated now, not at the first fault
         callback = HANDLER_TYPE(on_signal)
         _CALLBACKS.append(callback)
         genuine.find_interpreter_code()

@@ -39,6 +39,8 @@ MASK64 = (1 << 64) - 1
 _GENERIC_ONLY_SLOTS = frozenset({"rflags", "mxcsr"})
 _SLOTS_OF_GENERIC_PATH = _GENERIC_ONLY_SLOTS | {"rip"}
 _STATUS = flags.STATUS
+# A completed instruction clears RF (the kernel set it in the faulting instruction's saved rflags).
+_NOT_RF = ~flags.RF & MASK64
 
 # mnemonic -> (result expression over a, b and the carry c; flag formula; writes the destination)
 _BINARY = {
@@ -156,7 +158,8 @@ def _rep_movs_out(form, layout):
     def fast(r, m):
         count, start, to = r.rcx, r.rsi, r.rdi
         total = count * size
-        if (r.rflags & direction or not 0 < total <= window or start + total > window
+        f = r.rflags
+        if (f & direction or not 0 < total <= window or start + total > window
                 or to < window or to + total > MASK64):
             raise Declined
         try:
@@ -173,7 +176,7 @@ def _rep_movs_out(form, layout):
             m.write_memory(to, value.to_bytes(total, "little"))
         except MemoryFault:
             raise Declined from None
-        r.rcx, r.rsi, r.rdi, r.rip = 0, start + total, to + total, next_ip
+        r.rcx, r.rsi, r.rdi, r.rip, r.rflags = 0, start + total, to + total, next_ip, f & _NOT_RF
     return fast
 
 
@@ -221,6 +224,8 @@ def _lines_at(form, layout, address: int):
     lines = [line for line in body if line]
     if not any(line.lstrip().startswith("r.rip =") for line in lines):
         lines.append("r.rip = next_ip")
+    if not any(line.startswith("r.rflags = ") for line in lines):  # unindented: always runs
+        lines.append(f"r.rflags &= {_NOT_RF:#x}")
     return lines
 
 
@@ -333,7 +338,7 @@ def _arithmetic(form, slices, widths, expression, formula, writes, names):
         bits = bits.format(szp=_SZP.format(w8=width - 8), w=width, w1=width - 1,
                            carry_sum="(a + b + c)" if carry else "(a + b)",
                            borrow="b + c" if carry else "b")
-        lines.append(f"r.rflags = (f & {~defined & (1 << 64) - 1:#x}) | {bits}")
+        lines.append(f"r.rflags = (f & {~(defined | flags.RF) & MASK64:#x}) | {bits}")
     return lines
 
 
@@ -357,7 +362,7 @@ def _exchange_add(form, slices, widths):
     return [f"a = {_read(dest, slices, widths, form)}", f"b = {_read(source, slices, widths, form)}",
             "f = r.rflags", f"res = (a + b) & {(1 << width) - 1:#x}",
             *_write(source, slices, "a", widths), *_write(dest, slices, "res", widths, masked=width),
-            f"r.rflags = (f & {~_STATUS & (1 << 64) - 1:#x}) | {bits}"]
+            f"r.rflags = (f & {~(_STATUS | flags.RF) & MASK64:#x}) | {bits}"]
 
 
 def _compare_exchange(form, slices, widths):
@@ -374,7 +379,7 @@ def _compare_exchange(form, slices, widths):
             f"b = {_read(dest, slices, widths, form)}",
             f"s = {_read(source, slices, widths, form)}",
             "f = r.rflags", f"res = (a - b) & {(1 << width) - 1:#x}",
-            f"r.rflags = (f & {~_STATUS & (1 << 64) - 1:#x}) | {bits}",
+            f"r.rflags = (f & {~(_STATUS | flags.RF) & MASK64:#x}) | {bits}",
             "if a == b:",
             *(indent + line for line in _write(dest, slices, "s", widths)),
             "else:",

@@ -31,7 +31,7 @@ class Access(NamedTuple):
 
 class Cpu:
     __slots__ = ("machine", "layout", "regs", "originals", "dirty", "window_writes",
-                 "memory_writes", "accesses", "next_ip", "addresses")
+                 "memory_writes", "accesses", "next_ip", "addresses", "restarts")
 
     def __init__(self, machine, layout, next_ip: int, trace: bool):
         self.machine = machine
@@ -44,6 +44,7 @@ class Cpu:
         self.accesses: list[Access] | None = [] if trace else None
         self.next_ip = next_ip
         self.addresses: dict = {}  # memory operand -> its effective address in this instruction
+        self.restarts = False      # rip stays on an unfinished instruction (see `restart`)
 
     # registers -------------------------------------------------------------
     def reg(self, basis: str) -> int:
@@ -71,6 +72,13 @@ class Cpu:
 
     def jump(self, target: int) -> None:
         self.set_reg("rip", target & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def restart(self, address: int) -> None:
+        """The instruction at `address` is not finished (a ``rep`` string instruction stopped
+        by a fault part-way): rip stays on it, and so does RF, as the CPU leaves them for the
+        instruction to resume."""
+        self.jump(address)
+        self.restarts = True
 
     # the window --------------------------------------------------------------
     def window_read(self, address: int, size: int) -> int:
@@ -135,6 +143,11 @@ class Cpu:
             self._store_window(address, size, value)
         if "rflags" in self.dirty:
             self._keep_system_flags(original_flags)
+        if not self.restarts and self.reg("rflags") & flags.RF:
+            # The instruction completed: the CPU clears RF, which the kernel set in the faulting
+            # instruction's saved rflags (left set, an instruction breakpoint on the next
+            # instruction would not fire).
+            self.set_reg("rflags", self.regs["rflags"] & ~flags.RF)
         if "mxcsr" in self.dirty and self.regs["mxcsr"] & ~MXCSR_WRITABLE:
             # LDMXCSR raises #GP for reserved bits; a signal return would refuse them too.
             raise GeneralProtection(f"mxcsr {self.regs['mxcsr']:#x} sets reserved bits")

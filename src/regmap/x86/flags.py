@@ -32,8 +32,9 @@ USER_WRITABLE = STATUS | TF | DF | NT | AC | ID
 # Bit 1 of RFLAGS always reads as 1.
 RESERVED_ONE = 1 << 1
 # What PUSHFQ never shows: the kernel sets RF in a faulting instruction's saved rflags, and VM is
-# clear in 64-bit mode.  A read of the rflags slot is a PUSHFQ; the saved value itself is kept
-# (sigreturn and PTRACE_SETREGS restore RF as the kernel left it).
+# clear in 64-bit mode.  A read of the rflags slot is a PUSHFQ.  An emulated instruction that
+# completes clears RF, as the CPU does (`Cpu.commit`, the compiled fast paths); one that stops
+# part-way to be restarted keeps it.
 PUSHFQ_HIDDEN = RF | VM
 
 # PF is set when the low byte of the result has an even number of 1 bits.

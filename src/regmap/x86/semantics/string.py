@@ -162,7 +162,7 @@ def _advance(cpu, form, dest, source, elements: int, count: int) -> None:
         if op is not None:
             op.pointer.write(cpu, op.pointer.read(cpu) + moved)
     if elements < count:
-        cpu.jump(form.address)
+        cpu.restart(form.address)
 
 
 def _pages(address: int, size: int):
@@ -232,7 +232,7 @@ def _bulk_compare(cpu, form, first, second) -> bool:
         if op.is_memory:
             op.pointer.write(cpu, op.pointer.read(cpu) + done * size)
     if faulted:
-        cpu.jump(form.address)      # the next element's page faults: the CPU restarts there
+        cpu.restart(form.address)   # the next element's page faults: the CPU restarts there
     return True
 
 
