@@ -8,8 +8,9 @@ the mean in nanoseconds.  It runs twice, in this one process:
   system compiler) that does what any tracer must do per fault and nothing
   else -- wait for the stop, PTRACE_GETREGS, the add (rax += rcx, with the
   flags), rip += 8, PTRACE_SETREGS, PTRACE_CONT;
-- regmap: under ``regmap.trace.run_traced`` with the real emulator (siginfo
-  check, GETREGS, fetch, decode-cache lookup, emulation, SETREGS, CONT).
+- regmap: under ``regmap.trace.run_traced`` with the real emulator (GETSIGINFO,
+  GETREGS and the read of the code at rip in one batch, the site cache's check,
+  the compiled emulation, SETREGS and CONT in a second batch).
 
 The ratio regmap / bare is the price of regmap's work on top of ptrace's.  Runs of
 the two kinds alternate; each figure is the median over runs of the per-run median.

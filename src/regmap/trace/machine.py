@@ -26,13 +26,8 @@ class TracedRegisters(ptrace.UserRegs):
     field, ``regs.rflags`` is eflags, a vector register or mxcsr goes to the thread's XSAVE
     area (`XState`, loaded on first use).  The compiled fast paths run on it directly."""
 
-    @property
-    def rflags(self) -> int:
-        return self.eflags
-
-    @rflags.setter
-    def rflags(self, value: int) -> None:
-        self.eflags = value
+    # eflags's own field descriptor under a second name: no Python property call per access
+    rflags = ptrace.UserRegs.eflags
 
 
 def _xstate_property(name: str) -> property:
@@ -73,7 +68,9 @@ class TracedMachine:
     def reset(self, tid: int) -> None:
         self.tid = tid
         self.regs_dirty = False
-        self.xstate.reset(tid)
+        xstate = self.xstate
+        if xstate.loaded or xstate.tid != tid:    # (not loaded: not dirty either)
+            xstate.reset(tid)
 
     def load(self, tid: int) -> None:
         """``reset`` and read the general registers of ``tid`` (one PTRACE_GETREGS)."""

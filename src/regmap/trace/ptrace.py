@@ -247,9 +247,8 @@ class RemoteMemory:
         first = min(size, self.PAGE - (address & (self.PAGE - 1)))
         fd = self._mem_fds.get(pid)
         if fd is None:
-            try:
-                fd = self._mem_fds[pid] = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
+            fd = self.descriptor(pid)
+            if fd < 0:
                 return self._fetch_vm(pid, address, size)
         try:
             head = os.pread(fd, first, address)
@@ -258,6 +257,17 @@ class RemoteMemory:
         if first == size or len(head) < first:
             return head
         return head + self._fetch_vm(pid, address + first, size - first)
+
+    def descriptor(self, pid: int) -> int:
+        """Thread ``pid``'s open ``/proc/PID/mem`` (kept until ``forget``), or -1 if it cannot
+        be opened.  For reading the code at a faulting rip only (see ``fetch``)."""
+        fd = self._mem_fds.get(pid)
+        if fd is None:
+            try:
+                fd = self._mem_fds[pid] = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return -1
+        return fd
 
     def _fetch_vm(self, pid: int, address: int, size: int) -> bytes:
         remote = self._remote

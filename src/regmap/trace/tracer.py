@@ -33,18 +33,23 @@ import time
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess,
                            UnsupportedInstruction, WindowHole)
 from regmap.trace import ptrace
+from regmap.trace.batch import FETCH_SIZE, FETCHED, FaultCalls, runner
 from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
 from regmap.trace.report import ProgramExit, Reporter, signal_source
+from regmap.trace.sites import Sites
 
-_raw_ptrace, _prepared = ptrace.raw_ptrace, ptrace.prepared
-_GETSIGINFO, _CONT = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_CONT
+_raw_ptrace = ptrace.raw_ptrace
+_GETSIGINFO, _GETREGS = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_GETREGS
+_SETREGS, _CONT = ptrace.PTRACE_SETREGS, ptrace.PTRACE_CONT
 _now = time.perf_counter_ns
 
 OPTIONS = (ptrace.PTRACE_O_TRACECLONE | ptrace.PTRACE_O_TRACEFORK | ptrace.PTRACE_O_TRACEVFORK
            | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_EXITKILL)
 
-SIGSEGV, SIGBUS, SIGFPE, SIGTRAP = signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGTRAP
+# plain ints: a wait status's signal compares with them without the enum
+SIGSEGV, SIGBUS, SIGFPE, SIGTRAP = (int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
+                                                     signal.SIGTRAP))
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 TERMINAL_STOPS = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 
@@ -79,6 +84,11 @@ class Tracer:
         self.siginfo = ptrace.SigInfo()
         self._siginfo_address = ctypes.addressof(self.siginfo)
         self._trace = reporter.trace
+        self._timed = reporter.trace or reporter.stats     # someone reads `reporter.emulated`
+        self._threads: dict[int, FaultCalls] = {}
+        self._run = None             # `batch.runner()`, made at the first fault
+        self._code_buffer = ctypes.create_string_buffer(FETCH_SIZE)   # the code at rip
+        self.sites = Sites(emulator, reporter.trace, memoryview(self._code_buffer).cast("B"))
         self.main = 0
         self.main_status: int | None = None
         self.exec_seen = False
@@ -211,7 +221,7 @@ class Tracer:
                     if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
                         raise
             else:                                          # exited or killed
-                self.machine.memory.forget(tid)
+                self._forget(tid)
                 if self.patcher is not None:
                     self.patcher.exited(tid)
                 if tid == self.main:
@@ -263,10 +273,9 @@ class Tracer:
     def _exec_event(self, tid: int) -> None:
         # a new address space: what was kept for the old one goes (the exec'ing thread may
         # have been another thread of the process, now gone without an exit report)
-        memory = self.machine.memory
-        memory.forget(tid)
+        self._forget(tid)
         try:
-            memory.forget(ptrace.geteventmsg(tid))
+            self._forget(ptrace.geteventmsg(tid))
         except OSError:
             pass
         if tid != self.main:
@@ -308,22 +317,25 @@ class Tracer:
 
     # -- one fault ----------------------------------------------------------------------------
     def _fault(self, tid: int, sig: int) -> None:
-        started = _now()
-        check = ptrace.check
-        check(_raw_ptrace(*_prepared(_GETSIGINFO, tid, 0, self._siginfo_address)), _GETSIGINFO, tid)
+        started = _now() if self._timed else 0
+        calls = self._threads.get(tid) or self._thread(tid)
+        enter = calls.enter
+        done = self._run(*enter.arguments)          # GETSIGINFO, GETREGS, the code at rip
+        if done < 2:
+            raise enter.error(done, f"ptrace({_GETREGS if done else _GETSIGINFO:#x}, {tid})")
         code = self.siginfo.si_code
         if code <= 0 or code >= ptrace.SI_KERNEL:
             # sent by a process, or a general-protection fault: never a window access
             self._deliver(tid, sig, "not a page fault", self.siginfo.si_addr if code > 0 else 0)
             return
         machine = self.machine
-        machine.load(tid)
+        machine.reset(tid)
         regs = machine.regs
         if regs.cs != ptrace.USER_CS_64:
             self._deliver(tid, sig, "not in 64-bit mode", regs.rip)
             return
         try:
-            step = self.emulator.step(machine, trace=self._trace)
+            step = self.sites.step(machine, enter.results[FETCHED] if done == 3 else 0)
         except WindowHole as error:
             self._deliver(tid, sig, error.hole, regs.rip)
             return
@@ -345,21 +357,56 @@ class Tracer:
             self.reporter.internal_error(tid, regs.rip, error, sig)
             ptrace.cont(tid, sig)
             return
-        try:
-            machine.store()
-        except OSError as error:
-            if error.errno == errno.ESRCH:
-                raise
+        if self.patcher is None and not machine.xstate.dirty:
+            done = self._run(*calls.leave.arguments)    # SETREGS (rip moved at least), CONT
+            if done == 2:
+                if started:
+                    self.reporter.emulated(tid, step, _now() - started)
+                return
+            if done == 1:
+                raise calls.leave.error(1, f"ptrace({_CONT:#x}, {tid})")
+            refusal = calls.leave.error(0, f"ptrace({_SETREGS:#x}, {tid})")
+        else:
+            refusal = self._store(calls)
+        if refusal is not None:
+            if refusal.errno == errno.ESRCH:
+                raise refusal
             # the kernel refused the new state (e.g. a bad segment selector): the CPU
             # would have faulted as well
-            self._deliver(tid, sig, f"cannot set registers: {os.strerror(error.errno)}", regs.rip)
+            self._deliver(tid, sig, f"cannot set registers: {os.strerror(refusal.errno)}", regs.rip)
             return
         # the thread is stopped: a hot site may be rewritten now, before it runs on
         translation = self.patcher.fault(tid, step) if self.patcher is not None else None
-        check(_raw_ptrace(*_prepared(_CONT, tid)), _CONT, tid)
-        self.reporter.emulated(tid, step, _now() - started)
+        ptrace.cont(tid, 0)
+        if started:
+            self.reporter.emulated(tid, step, _now() - started)
         if translation is not None:
             self.reporter.translated(tid, translation)
+
+    def _store(self, calls) -> OSError | None:
+        """Write the registers back (general ones always: a step moves rip at least); the
+        error if the kernel refuses."""
+        if self._run(*calls.setregs.arguments) != 1:
+            return calls.setregs.error(0, f"ptrace({_SETREGS:#x}, {self.machine.tid})")
+        try:
+            self.machine.xstate.store()
+        except OSError as error:
+            return error
+        return None
+
+    def _thread(self, tid: int) -> FaultCalls:
+        """Thread ``tid``'s calls, kept until it exits or execs (`_forget`)."""
+        if self._run is None:
+            self._run = runner()
+        machine = self.machine
+        calls = self._threads[tid] = FaultCalls(
+            tid, self._siginfo_address, machine.regs_address, machine.memory.descriptor(tid),
+            ctypes.addressof(self._code_buffer))
+        return calls
+
+    def _forget(self, tid: int) -> None:
+        self._threads.pop(tid, None)
+        self.machine.memory.forget(tid)
 
     def _deliver(self, tid: int, sig: int, reason: str, rip: int) -> None:
         ptrace.cont(tid, sig)
@@ -429,6 +476,7 @@ class _FirstFault:
     def step(self, machine, trace: bool = False):
         emulator = _make_emulator(_load_layout(self.layout))
         self.step = emulator.step           # every later fault calls it directly
+        self.form_at = emulator.form_at     # and the tracer keeps its sites (`Sites`)
         return emulator.step(machine, trace=trace)
 
 
