@@ -1,10 +1,12 @@
 """CLOCK eviction over a dict's insertion order, for regmap's bounded caches."""
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+TYPE_CHECKING = False     # typing costs `regmap exec` start-up its import: for checkers only
+if TYPE_CHECKING:
+    from typing import Callable, TypeVar
 
-K = TypeVar("K")
-V = TypeVar("V")
+    K = TypeVar("K")
+    V = TypeVar("V")
 
 
 def evict(cache: dict[K, V], keep: int, used: Callable[[V], bool],
