@@ -94,8 +94,10 @@ def readable(address: int) -> bool:
                 MAPPINGS[:] = [(m.start, m.end, m.perms[0] == "r") for m in mappings("self")]
             except (OSError, ValueError, IndexError):
                 return True  # no /proc: assume the usual readable code
-        for start, end, can_read in MAPPINGS:
+        for i, (start, end, can_read) in enumerate(MAPPINGS):
             if start <= address < end:
+                if i:   # first next time: new sites tend to follow the last one
+                    MAPPINGS.insert(0, MAPPINGS.pop(i))
                 return can_read
     return True
 

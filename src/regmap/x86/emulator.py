@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from typing import NamedTuple
 
 import iced_x86
@@ -72,10 +73,10 @@ class Form:
         copied); only what names the instruction's own address differs.  For a form whose
         meaning does not depend on where it is (`_position_independent`)."""
         form = Form.__new__(Form)
-        for name in _SHARED_SLOTS:
-            setattr(form, name, getattr(self, name))
+        for name, value in zip(_SHARED_SLOTS, _shared_values(self)):
+            setattr(form, name, value)
         form.address, form.next_ip, form.hits = address, address + len(self.code), 0
-        form.result = None if self.result is None else self.result._replace(address=address)
+        form.result = None if self.result is None else Step(address, *self.result[1:])
         return form
 
     @staticmethod
@@ -105,6 +106,7 @@ class Form:
 
 _SHARED_SLOTS = tuple(name for name in Form.__slots__
                       if name not in ("address", "next_ip", "result", "hits", "__weakref__"))
+_shared_values = operator.attrgetter(*_SHARED_SLOTS)
 _BRANCH_KINDS = frozenset({OpKind.NEAR_BRANCH16, OpKind.NEAR_BRANCH32, OpKind.NEAR_BRANCH64,
                            OpKind.FAR_BRANCH16, OpKind.FAR_BRANCH32})
 
