@@ -27,7 +27,7 @@ The machine this was written on has 2 CPUs shared with other work: figures move 
 per cent between runs.  Every row is the median over rounds with the spread (min .. max of
 the per-round ratios).  Needs gcc and Linux x86-64.
 
-    .venv/bin/python benchmarks/form_cost.py [--rounds R] [--faults N] [--sites 1000,100000]
+    .venv/bin/python benchmarks/form_cost.py [--rounds R] [--faults N] [--sites 1000,200000,1000000]
 """
 from __future__ import annotations
 
@@ -246,9 +246,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--faults", type=int, default=4000, help="faults per in-process loop")
     parser.add_argument("--traced-faults", type=int, default=5000)
-    parser.add_argument("--sites", default="1000,100000", help="distinct-site counts")
-    parser.add_argument("--site-rounds", type=int, default=3)
-    parser.add_argument("--site-passes", type=int, default=3, help="warm passes timed per count")
+    parser.add_argument("--sites", default="1000,200000,1000000", help="distinct-site counts")
+    parser.add_argument("--site-rounds", type=int, default=2)
+    parser.add_argument("--site-passes", type=int, default=2, help="warm passes timed per count")
     parser.add_argument("--only", default="forms,callback,traced,startup,sites")
     parser.add_argument("--sites-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -5,6 +5,7 @@ want to ask "what would this instruction do to these registers?".
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from regmap.emulation import Emulation, RegisterValues
@@ -42,6 +43,7 @@ class PureMachine:
         self.registers.update(registers or {})
         self.regions = {start: bytearray(data) for start, data in (memory or {}).items()}
         self.memory_writes: list[tuple[int, bytes]] = []
+        self.overwritten: list[tuple[int, bytes]] = []   # (address, the bytes each write replaced)
 
     def read_register(self, basis: str) -> int:
         return self.registers.get(basis, 0)
@@ -61,6 +63,7 @@ class PureMachine:
 
     def write_memory(self, address: int, data: bytes) -> None:
         region, offset = self._region(address, len(data), True)
+        self.overwritten.append((address, bytes(region[offset:offset + len(data)])))
         region[offset:offset + len(data)] = data
         self.memory_writes.append((address, bytes(data)))
 
@@ -101,30 +104,91 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
         raise ValueError(f"max_steps must be at least 1, not {max_steps}")
     if not isinstance(layout, Layout):
         layout = load_layout(layout)
-    registers = layout.registers
-    values: dict[str, int] = {}
-    for name, value in (regs or {}).items():
-        registers.write(name, value & ((1 << registers.width(name)) - 1), values)
-    registers.write("rip", rip, values)
-    values["rflags"] = values.get("rflags", 0) | 2
-    for name, value in _POWER_ON.items():     # what every process starts with, unless given
-        if name in registers.registers:
-            values.setdefault(name, value)
+    values = _starting_values(layout.registers, regs, rip)
     regions = dict(memory or {})
     regions[rip] = code
     machine = PureMachine(values, regions)
-    emulator, end = emulator_for(layout), rip + len(code)
-    steps: list[Step] = []
-    while len(steps) < max_steps and rip <= machine.registers["rip"] < end:
-        steps.append(emulator.step(machine, trace=trace, anywhere=True))
-    finished = not rip <= machine.registers["rip"] < end
-    return Emulation(RegisterValues(registers, machine.registers, layout.window),
-                     RegisterValues(registers, values, layout.window), layout,
-                     steps, machine.memory_writes, finished)
+    emulator, end, now = emulator_for(layout), rip + len(code), machine.registers
+    steps: list[Step]
+    step, steps = emulator.step, []
+    starts: list[tuple[dict[str, int], int]] = []   # with trace: where each step began
+    while len(steps) < max_steps and rip <= now["rip"] < end:
+        if trace:
+            starts.append((now.copy(), len(machine.overwritten)))
+        steps.append(step(machine, False, True))
+    finished = not rip <= now["rip"] < end
+    replay = _Replay(emulator, machine, starts) if trace else None
+    return Emulation(layout, values, now, steps, machine.memory_writes, finished, replay)
+
+
+def _starting_values(registers, regs: Mapping[str, int] | None, rip: int) -> dict[str, int]:
+    """The basis values `emulate` starts from: `regs` spliced in, rip, rflags bit 1, and the
+    control registers as every process starts."""
+    values: dict[str, int] = {}
+    whole, power_on = _starting_point(registers)
+    for name, value in (regs or {}).items():
+        mask = whole.get(name)
+        if mask is not None:            # a basis register by its own name: no splicing
+            values[name] = value & mask
+        else:
+            registers.write(name, value & ((1 << registers.width(name)) - 1), values)
+    registers.write("rip", rip, values)
+    values["rflags"] = values.get("rflags", 0) | 2
+    for name, value in power_on:
+        values.setdefault(name, value)
+    return values
+
+
+@functools.lru_cache(maxsize=None)
+def _starting_point(registers) -> tuple[dict[str, int], tuple[tuple[str, int], ...]]:
+    """For `_starting_values`: each basis register -> its mask (what a value given for it
+    keeps), and what every process starts with of the registers `registers` has."""
+    whole = {name: (1 << registers.width(name)) - 1 for name in registers.basis}
+    return whole, tuple((name, value) for name, value in _POWER_ON.items()
+                        if name in registers.registers)
+
+
+class _Replay:
+    """A traced emulation's window accesses, worked out when they are first read.
+
+    The run itself takes the compiled fast paths (``trace=False``) and records where each
+    step began: the registers, and how many memory writes had happened.  Read, each step
+    runs again with ``trace=True`` from there, on a scratch machine whose memory is as it
+    was then (the machine's, with the later writes' old bytes put back).  Every step is
+    deterministic, so its replay is the step: same result, plus its accesses.
+    """
+
+    def __init__(self, emulator: Emulator, machine: PureMachine,
+                 starts: list[tuple[dict[str, int], int]]):
+        self.emulator, self.machine, self.starts = emulator, machine, starts
+
+    def __call__(self, steps: list[Step]) -> list[Step]:
+        return [self.emulator.step(self._scratch(registers, writes), True, True)
+                for registers, writes in self.starts]
+
+    def _scratch(self, registers: dict[str, int], writes: int) -> PureMachine:
+        scratch = PureMachine.__new__(PureMachine)
+        scratch.namespace = _Registers()
+        scratch.registers = scratch.namespace.__dict__
+        scratch.registers.update(registers)
+        later = self.machine.overwritten[writes:]
+        if later:
+            # Memory as the step found it: the later writes' old bytes back, newest first.
+            scratch.regions = {start: bytearray(data) for start, data in self.machine.regions.items()}
+            for address, old in reversed(later):
+                region, offset = scratch._region(address, len(old), True)
+                region[offset:offset + len(old)] = old
+        else:
+            # No step wrote memory after this one began, so this one wrote none: share it.
+            scratch.regions = self.machine.regions
+        scratch.memory_writes, scratch.overwritten = [], []
+        return scratch
 
 
 def code_bytes(code: bytes | bytearray | memoryview | str) -> bytes:
     """Instruction bytes from bytes or hex text (whitespace ignored); `DecodeError` if empty."""
+    if type(code) is bytes and code:
+        return code
     if isinstance(code, str):
         try:
             data = bytes.fromhex("".join(code.split()))
