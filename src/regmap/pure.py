@@ -36,12 +36,15 @@ class PureMachine:
     region raises `MemoryFault`, as an unmapped page would.
     """
 
-    def __init__(self, registers: dict[str, int] | None = None,
-                 memory: dict[int, bytes] | None = None):
-        self.namespace = _Registers()
-        self.registers = self.namespace.__dict__
-        self.registers.update(registers or {})
-        self.regions = {start: bytearray(data) for start, data in (memory or {}).items()}
+    def __init__(self, registers: Mapping[str, int] | None = None,
+                 memory: Mapping[int, bytes] | None = None):
+        self.namespace = namespace = _Registers()
+        self.registers = namespace.__dict__
+        if registers:
+            self.registers.update(registers)
+        self.regions: dict[int, bytearray] = {}
+        for start, data in (memory or {}).items():
+            self.regions[start] = bytearray(data)
         self.memory_writes: list[tuple[int, bytes]] = []
         self.overwritten: list[tuple[int, bytes]] = []   # (address, the bytes each write replaced)
 
@@ -105,9 +108,8 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
     if not isinstance(layout, Layout):
         layout = load_layout(layout)
     values = _starting_values(layout.registers, regs, rip)
-    regions = dict(memory or {})
-    regions[rip] = code
-    machine = PureMachine(values, regions)
+    machine = PureMachine(values, memory)
+    machine.regions[rip] = bytearray(code)
     emulator, end, now = emulator_for(layout), rip + len(code), machine.registers
     steps: list[Step]
     step, steps = emulator.step, []
@@ -126,13 +128,12 @@ def _starting_values(registers, regs: Mapping[str, int] | None, rip: int) -> dic
     control registers as every process starts."""
     values: dict[str, int] = {}
     whole, power_on = _starting_point(registers)
-    for name, value in (regs or {}).items():
+    for name, value in (*(regs or {}).items(), ("rip", rip)):
         mask = whole.get(name)
         if mask is not None:            # a basis register by its own name: no splicing
             values[name] = value & mask
         else:
             registers.write(name, value & ((1 << registers.width(name)) - 1), values)
-    registers.write("rip", rip, values)
     values["rflags"] = values.get("rflags", 0) | 2
     for name, value in power_on:
         values.setdefault(name, value)
@@ -167,10 +168,7 @@ class _Replay:
                 for registers, writes in self.starts]
 
     def _scratch(self, registers: dict[str, int], writes: int) -> PureMachine:
-        scratch = PureMachine.__new__(PureMachine)
-        scratch.namespace = _Registers()
-        scratch.registers = scratch.namespace.__dict__
-        scratch.registers.update(registers)
+        scratch = PureMachine(registers)
         later = self.machine.overwritten[writes:]
         if later:
             # Memory as the step found it: the later writes' old bytes back, newest first.
@@ -181,7 +179,6 @@ class _Replay:
         else:
             # No step wrote memory after this one began, so this one wrote none: share it.
             scratch.regions = self.machine.regions
-        scratch.memory_writes, scratch.overwritten = [], []
         return scratch
 
 
