@@ -102,7 +102,8 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
     outside the window raises `MemoryFault`.  With `trace` (the default) each step
     lists its window accesses.
     """
-    code = code_bytes(code)
+    if type(code) is not bytes or not code:     # (bytes as they are: no copy)
+        code = code_bytes(code)
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, not {max_steps}")
     if not isinstance(layout, Layout):
@@ -110,7 +111,10 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
     values = _starting_values(layout.registers, regs, rip)
     machine = PureMachine(values, memory)
     machine.regions[rip] = bytearray(code)
-    emulator, end, now = emulator_for(layout), rip + len(code), machine.registers
+    emulator = _EMULATORS.get(id(layout))
+    if emulator is None or emulator.layout is not layout:
+        emulator = emulator_for(layout)
+    end, now = rip + len(code), machine.registers
     steps: list[Step]
     step, steps = emulator.step, []
     starts: list[tuple[dict[str, int], int]] = []   # with trace: where each step began
@@ -119,7 +123,7 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
             starts.append((now.copy(), len(machine.overwritten)))
         steps.append(step(machine, False, True))
     finished = not rip <= now["rip"] < end
-    replay = _Replay(emulator, machine, starts) if trace else None
+    replay = functools.partial(_replay, emulator, machine, starts) if trace else None
     return Emulation(layout, values, now, steps, machine.memory_writes, finished, replay)
 
 
@@ -149,43 +153,40 @@ def _starting_point(registers) -> tuple[dict[str, int], tuple[tuple[str, int], .
                         if name in registers.registers)
 
 
-class _Replay:
-    """A traced emulation's window accesses, worked out when they are first read.
+def _replay(emulator: Emulator, machine: PureMachine, starts: list[tuple[dict[str, int], int]],
+            steps: list[Step]) -> list[Step]:
+    """A traced emulation's `steps`, worked out when they are first read.
 
     The run itself takes the compiled fast paths (``trace=False``) and records where each
-    step began: the registers, and how many memory writes had happened.  Read, each step
-    runs again with ``trace=True`` from there, on a scratch machine whose memory is as it
-    was then (the machine's, with the later writes' old bytes put back).  Every step is
-    deterministic, so its replay is the step: same result, plus its accesses.
+    step began (`starts`): the registers, and how many memory writes had happened.  Here each
+    step runs again with ``trace=True`` from there, on a scratch machine whose memory is as it
+    was then.  Every step is deterministic, so its replay is the step: the same result, plus
+    its window accesses.
     """
+    return [emulator.step(_scratch(machine, registers, writes), True, True)
+            for registers, writes in starts]
 
-    def __init__(self, emulator: Emulator, machine: PureMachine,
-                 starts: list[tuple[dict[str, int], int]]):
-        self.emulator, self.machine, self.starts = emulator, machine, starts
 
-    def __call__(self, steps: list[Step]) -> list[Step]:
-        return [self.emulator.step(self._scratch(registers, writes), True, True)
-                for registers, writes in self.starts]
-
-    def _scratch(self, registers: dict[str, int], writes: int) -> PureMachine:
-        scratch = PureMachine(registers)
-        later = self.machine.overwritten[writes:]
-        if later:
-            # Memory as the step found it: the later writes' old bytes back, newest first.
-            scratch.regions = {start: bytearray(data) for start, data in self.machine.regions.items()}
-            for address, old in reversed(later):
-                region, offset = scratch._region(address, len(old), True)
-                region[offset:offset + len(old)] = old
-        else:
-            # No step wrote memory after this one began, so this one wrote none: share it.
-            scratch.regions = self.machine.regions
-        return scratch
+def _scratch(machine: PureMachine, registers: dict[str, int], writes: int) -> PureMachine:
+    """A machine with `registers` and `machine`'s memory as it was after its first `writes`
+    memory writes."""
+    scratch = PureMachine(registers)
+    later = machine.overwritten[writes:]
+    if later:
+        # The later writes' old bytes put back, newest first, on a copy.
+        for start, data in machine.regions.items():
+            scratch.regions[start] = bytearray(data)
+        for address, old in reversed(later):
+            region, offset = scratch._region(address, len(old), True)
+            region[offset:offset + len(old)] = old
+    else:
+        # No step wrote memory after this one began, so this one wrote none: share it.
+        scratch.regions = machine.regions
+    return scratch
 
 
 def code_bytes(code: bytes | bytearray | memoryview | str) -> bytes:
     """Instruction bytes from bytes or hex text (whitespace ignored); `DecodeError` if empty."""
-    if type(code) is bytes and code:
-        return code
     if isinstance(code, str):
         try:
             data = bytes.fromhex("".join(code.split()))
