@@ -26,13 +26,16 @@ class RegisterValues(Mapping[str, int]):
     A read-only mapping: ``values["ah"]``, ``"ah" in values``, iteration in
     declaration order, ``dict(values)``.  The layout's window is not a register.
     """
-    __slots__ = ("_registers", "_basis", "_window", "_names")
+    __slots__ = ("_registers", "_basis", "_window", "_names", "_whole")
 
     def __init__(self, registers: RegisterFile, basis: Mapping[str, int], window: str | None = None):
         self._registers, self._basis, self._window = registers, basis, window
-        self._names = _readable(registers, window)
+        self._names, self._whole = _readable(registers, window)
 
     def __getitem__(self, name: str) -> int:
+        mask = self._whole.get(name)
+        if mask is not None:            # a basis register: its own value
+            return self._basis.get(name, 0) & mask
         if name not in self._names:     # not as declared: any case, or not a register at all
             if name not in self._registers or name.lower() == self._window:
                 raise KeyError(name)
@@ -144,9 +147,12 @@ class Emulation:
 
 
 @functools.lru_cache(maxsize=None)
-def _readable(registers: RegisterFile, window: str | None) -> frozenset[str]:
-    """The register names a `RegisterValues` answers for, as declared (lower case)."""
-    return frozenset(registers.registers) - {window}
+def _readable(registers: RegisterFile, window: str | None) -> tuple[frozenset[str], dict[str, int]]:
+    """The register names a `RegisterValues` answers for, as declared (lower case), and of
+    those the basis registers with their masks."""
+    names = frozenset(registers.registers) - {window}
+    return names, {name: (1 << registers.width(name)) - 1 for name in registers.basis
+                   if name in names}
 
 
 @functools.lru_cache(maxsize=None)

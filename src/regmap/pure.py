@@ -35,6 +35,7 @@ class PureMachine:
     Memory is a set of regions (address -> bytes); an access outside every
     region raises `MemoryFault`, as an unmapped page would.
     """
+    __slots__ = ("namespace", "registers", "regions", "memory_writes", "overwritten")
 
     def __init__(self, registers: Mapping[str, int] | None = None,
                  memory: Mapping[int, bytes] | None = None):
@@ -117,9 +118,10 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
     end, now = rip + len(code), machine.registers
     steps: list[Step]
     step, steps = emulator.step, []
-    starts: list[tuple[dict[str, int], int]] = []   # with trace: where each step began
+    # With trace: where each step began (registers, memory writes so far); the first, at values.
+    starts: list[tuple[dict[str, int], int]] = [(values, 0)]
     while len(steps) < max_steps and rip <= now["rip"] < end:
-        if trace:
+        if trace and steps:
             starts.append((now.copy(), len(machine.overwritten)))
         steps.append(step(machine, False, True))
     finished = not rip <= now["rip"] < end
@@ -129,28 +131,40 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
 
 def _starting_values(registers, regs: Mapping[str, int] | None, rip: int) -> dict[str, int]:
     """The basis values `emulate` starts from: `regs` spliced in, rip, rflags bit 1, and the
-    control registers as every process starts."""
-    values: dict[str, int] = {}
+    control registers as every process starts (unless given)."""
     whole, power_on = _starting_point(registers)
-    for name, value in (*(regs or {}).items(), ("rip", rip)):
+    values = dict(power_on)
+    for name, value in (regs or {}).items():
         mask = whole.get(name)
-        if mask is not None:            # a basis register by its own name: no splicing
-            values[name] = value & mask
-        else:
-            registers.write(name, value & ((1 << registers.width(name)) - 1), values)
+        if mask is None:                # an alias (or a name in another case): splice them all
+            return _spliced_values(registers, regs or {}, rip, power_on)
+        values[name] = value & mask
+    if "rip" not in whole:
+        return _spliced_values(registers, regs or {}, rip, power_on)
+    values["rip"] = rip & whole["rip"]
     values["rflags"] = values.get("rflags", 0) | 2
-    for name, value in power_on:
+    return values
+
+
+def _spliced_values(registers, regs: Mapping[str, int], rip: int,
+                    power_on: dict[str, int]) -> dict[str, int]:
+    """`_starting_values` when some name is not a basis register's: each spliced in turn."""
+    values: dict[str, int] = {}
+    for name, value in regs.items():
+        registers.write(name, value & ((1 << registers.width(name)) - 1), values)
+    registers.write("rip", rip, values)
+    values["rflags"] = values.get("rflags", 0) | 2
+    for name, value in power_on.items():
         values.setdefault(name, value)
     return values
 
 
 @functools.lru_cache(maxsize=None)
-def _starting_point(registers) -> tuple[dict[str, int], tuple[tuple[str, int], ...]]:
+def _starting_point(registers) -> tuple[dict[str, int], dict[str, int]]:
     """For `_starting_values`: each basis register -> its mask (what a value given for it
     keeps), and what every process starts with of the registers `registers` has."""
     whole = {name: (1 << registers.width(name)) - 1 for name in registers.basis}
-    return whole, tuple((name, value) for name, value in _POWER_ON.items()
-                        if name in registers.registers)
+    return whole, {name: value for name, value in _POWER_ON.items() if name in registers.registers}
 
 
 def _replay(emulator: Emulator, machine: PureMachine, starts: list[tuple[dict[str, int], int]],
