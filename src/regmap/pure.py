@@ -44,8 +44,9 @@ class PureMachine:
         if registers:
             self.registers.update(registers)
         self.regions: dict[int, bytearray] = {}
-        for start, data in (memory or {}).items():
-            self.regions[start] = bytearray(data)
+        if memory:
+            for start, data in memory.items():
+                self.regions[start] = bytearray(data)
         self.memory_writes: list[tuple[int, bytes]] = []
         self.overwritten: list[tuple[int, bytes]] = []   # (address, the bytes each write replaced)
 
