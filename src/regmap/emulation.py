@@ -67,9 +67,9 @@ class Emulation:
     real memory, as ``(address, bytes)``; ``finished`` is false when ``max_steps`` ran out
     before rip left the code.
 
-    Built when first read: the register views, and a traced emulation's window accesses
-    (`Trace`: the run itself takes the compiled fast paths and records only where each step
-    started).
+    Built when first read: the register views, and a traced emulation's steps (`trace`
+    works them out, with their window accesses, from the untraced ones: the run itself takes
+    the compiled fast paths and records only where each step began).
     """
     __slots__ = ("layout", "memory_writes", "finished", "_before", "_after", "_steps", "_trace",
                  "_regs", "_before_view")
