@@ -19,9 +19,9 @@ Other rows:
   ``/bin/true``, after one run that leaves the bytecode cache a normal install
   has;
 - sites: warm cost per fault with N distinct sites (N copies of ``add rax,
-  [8]`` in generated code, run once cold, then timed) as a ratio to the warm
-  cost at 1,000 sites, and the growth of the resident set at the largest N;
-  each N in a fresh process.
+  [8]`` in generated code, run once cold, then timed, each pass at least
+  200,000 faults) as a ratio to the warm cost at 1,000 sites, and the growth
+  of the resident set; each N in a fresh process.
 
 The machine this was written on has 2 CPUs shared with other work: figures move by tens of
 per cent between runs.  Every row is the median over rounds with the spread (min .. max of
@@ -194,6 +194,9 @@ def children_cpu() -> float:
 
 # -- many sites ---------------------------------------------------------------------------------
 
+WARM_FAULTS = 200_000    # at least this many faults per timed warm pass (1 000 sites: 200 runs)
+
+
 def sites_child(count: int, passes: int) -> None:
     """In a fresh process: `count` distinct sites, cold once, then timed warm; prints
     ``ns-per-warm-fault rss-growth-bytes``."""
@@ -209,10 +212,12 @@ def sites_child(count: int, passes: int) -> None:
         run()                                           # cold: every site decoded once
         rss_after = resident()
         warm = []
+        repeat = max(1, WARM_FAULTS // count)     # a small count's pass runs the loop again
         for _ in range(passes):
             start = time.thread_time()
-            run()
-            warm.append((time.thread_time() - start) / count * 1e9)
+            for _ in range(repeat):
+                run()
+            warm.append((time.thread_time() - start) / (count * repeat) * 1e9)
     finally:
         regmap.unmap_registers()
     print(statistics.median(warm), rss_after - rss_before)
