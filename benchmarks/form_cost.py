@@ -23,15 +23,15 @@ Other rows:
   valgrind, also the instructions one run of each executes (callgrind), which
   the load does not move;
 - sites: warm cost per fault with N distinct sites (N copies of ``add rax,
-  [8]`` in generated code, run once cold, then timed) as a ratio to the warm
-  cost at 1,000 sites, and the growth of the resident set at the largest N;
-  each N in a fresh process.
+  [8]`` in generated code, run once cold, then timed, each pass at least
+  200,000 faults) as a ratio to the warm cost at 1,000 sites, and the growth
+  of the resident set; each N in a fresh process.
 
 The machine this was written on has 2 CPUs shared with other work: figures move by tens of
 per cent between runs.  Every row is the median over rounds with the spread (min .. max of
 the per-round ratios).  Needs gcc and Linux x86-64.
 
-    .venv/bin/python benchmarks/form_cost.py [--rounds R] [--faults N] [--sites 1000,100000]
+    .venv/bin/python benchmarks/form_cost.py [--rounds R] [--faults N] [--sites 1000,200000,1000000]
 """
 from __future__ import annotations
 
@@ -239,6 +239,9 @@ def children_cpu() -> float:
 
 # -- many sites ---------------------------------------------------------------------------------
 
+WARM_FAULTS = 200_000    # at least this many faults per timed warm pass (1 000 sites: 200 runs)
+
+
 def sites_child(count: int, passes: int) -> None:
     """In a fresh process: `count` distinct sites, cold once, then timed warm; prints
     ``ns-per-warm-fault rss-growth-bytes``."""
@@ -254,10 +257,12 @@ def sites_child(count: int, passes: int) -> None:
         run()                                           # cold: every site decoded once
         rss_after = resident()
         warm = []
+        repeat = max(1, WARM_FAULTS // count)     # a small count's pass runs the loop again
         for _ in range(passes):
             start = time.thread_time()
-            run()
-            warm.append((time.thread_time() - start) / count * 1e9)
+            for _ in range(repeat):
+                run()
+            warm.append((time.thread_time() - start) / (count * repeat) * 1e9)
     finally:
         regmap.unmap_registers()
     print(statistics.median(warm), rss_after - rss_before)
@@ -291,9 +296,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--faults", type=int, default=4000, help="faults per in-process loop")
     parser.add_argument("--traced-faults", type=int, default=5000)
-    parser.add_argument("--sites", default="1000,100000", help="distinct-site counts")
-    parser.add_argument("--site-rounds", type=int, default=3)
-    parser.add_argument("--site-passes", type=int, default=3, help="warm passes timed per count")
+    parser.add_argument("--sites", default="1000,200000,1000000", help="distinct-site counts")
+    parser.add_argument("--site-rounds", type=int, default=2)
+    parser.add_argument("--site-passes", type=int, default=2, help="warm passes timed per count")
     parser.add_argument("--only", default="forms,callback,traced,startup,sites")
     parser.add_argument("--sites-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -168,3 +168,45 @@ def test_an_instruction_without_semantics_stops_the_snippet_with_its_bytes():
 def test_trailing_bytes_that_do_not_decode_are_a_decode_error():
     with pytest.raises(DecodeError, match=r"at 0x400008 from \[48\]"):
         regmap.emulate(ADD_RAX_RCX_SLOT + " 48", {})
+
+
+# -- the trace, worked out when read ------------------------------------------------------------
+
+def stepped_with_trace(emulation, code: str, memory: dict[int, bytes]):
+    """The steps a traced `Emulator.step` takes, one by one, from the emulation's start."""
+    from regmap.pure import PureMachine
+    from regmap.x86 import Emulator
+    machine = PureMachine(emulation.before.basis(), {0x400000: bytes.fromhex(code), **memory})
+    emulator, end = Emulator(), 0x400000 + len(bytes.fromhex(code))
+    steps = []
+    while 0x400000 <= machine.registers["rip"] < end:
+        steps.append(emulator.step(machine, trace=True, anywhere=True))
+    return steps, machine
+
+
+@pytest.mark.parametrize("code, regs, memory", [
+    (SUM_LOOP, {"rcx": 3}, {}),
+    # call f; jmp end; f: mov rax, [8]; ret; end:
+    ("e8 02 00 00 00 eb 09 48 8b 04 25 08 00 00 00 c3", {"rcx": 0x55, "rsp": 0x7040},
+     {0x7000: bytes(64)}),
+    # pop qword [8]; push rax; pop qword [0x10]: the push overwrites what the first pop read
+    ("8f 04 25 08 00 00 00 50 8f 04 25 10 00 00 00", {"rax": 0x2222, "rsp": 0x7038},
+     {0x7000: bytes(56) + (0x1111).to_bytes(8, "little")}),
+    # mov [0], rcx; xchg [8], rax; rep stosb into the window (rdi = 0x20, 4 bytes)
+    ("48 89 0c 25 00 00 00 00 48 87 04 25 08 00 00 00 f3 aa",
+     {"rax": 0x33, "rcx": 4, "rdi": 0x20}, {}),
+], ids=["loop", "call-ret", "stack-overwritten-later", "window-writes"])
+def test_the_trace_read_afterwards_is_what_a_traced_step_records(code, regs, memory):
+    emulation = regmap.emulate(code, regs, memory=memory)
+    expected, machine = stepped_with_trace(emulation, code, memory)
+    assert emulation.steps == expected
+    assert emulation.regs.basis() == {name: machine.registers.get(name, 0)
+                                      for name in emulation.layout.registers.basis}
+    assert emulation.memory_writes == machine.memory_writes
+    assert any(step.accesses for step in emulation.steps)
+
+
+def test_without_trace_the_steps_carry_no_accesses():
+    emulation = regmap.emulate(SUM_LOOP, {"rcx": 2}, trace=False)
+    assert [step.accesses for step in emulation.steps] == [None] * 6
+    assert emulation.regs["rax"] == 3

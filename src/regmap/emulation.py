@@ -8,8 +8,7 @@ the register file.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
 
 from regmap.alias import RegisterFile
 from regmap.layout import Layout
@@ -27,14 +26,19 @@ class RegisterValues(Mapping[str, int]):
     A read-only mapping: ``values["ah"]``, ``"ah" in values``, iteration in
     declaration order, ``dict(values)``.  The layout's window is not a register.
     """
-    __slots__ = ("_registers", "_basis", "_window")
+    __slots__ = ("_registers", "_basis", "_window", "_names", "_whole")
 
     def __init__(self, registers: RegisterFile, basis: Mapping[str, int], window: str | None = None):
         self._registers, self._basis, self._window = registers, basis, window
+        self._names, self._whole = _readable(registers, window)
 
     def __getitem__(self, name: str) -> int:
-        if name not in self._registers or name.lower() == self._window:
-            raise KeyError(name)
+        mask = self._whole.get(name)
+        if mask is not None:            # a basis register: its own value
+            return self._basis.get(name, 0) & mask
+        if name not in self._names:     # not as declared: any case, or not a register at all
+            if name not in self._registers or name.lower() == self._window:
+                raise KeyError(name)
         return self._registers.read(name, self._basis)
 
     def __contains__(self, name: object) -> bool:
@@ -55,7 +59,6 @@ class RegisterValues(Mapping[str, int]):
         return f"RegisterValues({{{shown}}})"
 
 
-@dataclass(eq=False, repr=False)
 class Emulation:
     """The outcome of `regmap.emulate`.
 
@@ -63,13 +66,43 @@ class Emulation:
     ``steps`` lists the instructions that ran, in order; ``memory_writes`` what reached
     real memory, as ``(address, bytes)``; ``finished`` is false when ``max_steps`` ran out
     before rip left the code.
+
+    Built when first read: the register views, and a traced emulation's steps (`trace`
+    works them out, with their window accesses, from the untraced ones: the run itself takes
+    the compiled fast paths and records only where each step began).
     """
-    regs: RegisterValues
-    before: RegisterValues
-    layout: Layout
-    steps: list[Step] = field(default_factory=list)
-    memory_writes: list[tuple[int, bytes]] = field(default_factory=list)
-    finished: bool = True
+    __slots__ = ("layout", "memory_writes", "finished", "_before", "_after", "_steps", "_trace",
+                 "_regs", "_before_view")
+
+    def __init__(self, layout: Layout, before: dict[str, int], after: dict[str, int],
+                 steps: list[Step], memory_writes: list[tuple[int, bytes]], finished: bool = True,
+                 trace: Callable[[list[Step]], list[Step]] | None = None):
+        self.layout, self.memory_writes, self.finished = layout, memory_writes, finished
+        self._before, self._after, self._steps, self._trace = before, after, steps, trace
+        self._regs: RegisterValues | None = None
+        self._before_view: RegisterValues | None = None
+
+    @property
+    def regs(self) -> RegisterValues:
+        view = self._regs
+        if view is None:
+            view = self._regs = RegisterValues(self.layout.registers, self._after,
+                                               self.layout.window)
+        return view
+
+    @property
+    def before(self) -> RegisterValues:
+        view = self._before_view
+        if view is None:
+            view = self._before_view = RegisterValues(self.layout.registers, self._before,
+                                                      self.layout.window)
+        return view
+
+    @property
+    def steps(self) -> list[Step]:
+        if self._trace is not None:
+            self._steps, self._trace = self._trace(self._steps), None
+        return self._steps
 
     @property
     def step(self) -> Step | None:
@@ -111,6 +144,15 @@ class Emulation:
         if flag_changes:
             lines.append(f"  flags: {flag_changes}")
         return "\n".join(lines) + ">"
+
+
+@functools.lru_cache(maxsize=None)
+def _readable(registers: RegisterFile, window: str | None) -> tuple[frozenset[str], dict[str, int]]:
+    """The register names a `RegisterValues` answers for, as declared (lower case), and of
+    those the basis registers with their masks."""
+    names = frozenset(registers.registers) - {window}
+    return names, {name: (1 << registers.width(name)) - 1 for name in registers.basis
+                   if name in names}
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,6 +5,7 @@ want to ask "what would this instruction do to these registers?".
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from regmap.emulation import Emulation, RegisterValues
@@ -34,14 +35,20 @@ class PureMachine:
     Memory is a set of regions (address -> bytes); an access outside every
     region raises `MemoryFault`, as an unmapped page would.
     """
+    __slots__ = ("namespace", "registers", "regions", "memory_writes", "overwritten")
 
-    def __init__(self, registers: dict[str, int] | None = None,
-                 memory: dict[int, bytes] | None = None):
-        self.namespace = _Registers()
-        self.registers = self.namespace.__dict__
-        self.registers.update(registers or {})
-        self.regions = {start: bytearray(data) for start, data in (memory or {}).items()}
+    def __init__(self, registers: Mapping[str, int] | None = None,
+                 memory: Mapping[int, bytes] | None = None):
+        self.namespace = namespace = _Registers()
+        self.registers = namespace.__dict__
+        if registers:
+            self.registers.update(registers)
+        self.regions: dict[int, bytearray] = {}
+        if memory:
+            for start, data in memory.items():
+                self.regions[start] = bytearray(data)
         self.memory_writes: list[tuple[int, bytes]] = []
+        self.overwritten: list[tuple[int, bytes]] = []   # (address, the bytes each write replaced)
 
     def read_register(self, basis: str) -> int:
         return self.registers.get(basis, 0)
@@ -61,6 +68,7 @@ class PureMachine:
 
     def write_memory(self, address: int, data: bytes) -> None:
         region, offset = self._region(address, len(data), True)
+        self.overwritten.append((address, bytes(region[offset:offset + len(data)])))
         region[offset:offset + len(data)] = data
         self.memory_writes.append((address, bytes(data)))
 
@@ -96,31 +104,100 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
     outside the window raises `MemoryFault`.  With `trace` (the default) each step
     lists its window accesses.
     """
-    code = code_bytes(code)
+    if type(code) is not bytes or not code:     # (bytes as they are: no copy)
+        code = code_bytes(code)
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, not {max_steps}")
     if not isinstance(layout, Layout):
         layout = load_layout(layout)
-    registers = layout.registers
-    values: dict[str, int] = {}
+    values = _starting_values(layout.registers, regs, rip)
+    machine = PureMachine(values, memory)
+    machine.regions[rip] = bytearray(code)
+    emulator = _EMULATORS.get(id(layout))
+    if emulator is None or emulator.layout is not layout:
+        emulator = emulator_for(layout)
+    end, now = rip + len(code), machine.registers
+    steps: list[Step]
+    step, steps = emulator.step, []
+    # With trace: where each step began (registers, memory writes so far); the first, at values.
+    starts: list[tuple[dict[str, int], int]] = [(values, 0)]
+    while len(steps) < max_steps and rip <= now["rip"] < end:
+        if trace and steps:
+            starts.append((now.copy(), len(machine.overwritten)))
+        steps.append(step(machine, False, True))
+    finished = not rip <= now["rip"] < end
+    replay = functools.partial(_replay, emulator, machine, starts) if trace else None
+    return Emulation(layout, values, now, steps, machine.memory_writes, finished, replay)
+
+
+def _starting_values(registers, regs: Mapping[str, int] | None, rip: int) -> dict[str, int]:
+    """The basis values `emulate` starts from: `regs` spliced in, rip, rflags bit 1, and the
+    control registers as every process starts (unless given)."""
+    whole, power_on = _starting_point(registers)
+    values = dict(power_on)
     for name, value in (regs or {}).items():
+        mask = whole.get(name)
+        if mask is None:                # an alias (or a name in another case): splice them all
+            return _spliced_values(registers, regs or {}, rip, power_on)
+        values[name] = value & mask
+    if "rip" not in whole:
+        return _spliced_values(registers, regs or {}, rip, power_on)
+    values["rip"] = rip & whole["rip"]
+    values["rflags"] = values.get("rflags", 0) | 2
+    return values
+
+
+def _spliced_values(registers, regs: Mapping[str, int], rip: int,
+                    power_on: dict[str, int]) -> dict[str, int]:
+    """`_starting_values` when some name is not a basis register's: each spliced in turn."""
+    values: dict[str, int] = {}
+    for name, value in regs.items():
         registers.write(name, value & ((1 << registers.width(name)) - 1), values)
     registers.write("rip", rip, values)
     values["rflags"] = values.get("rflags", 0) | 2
-    for name, value in _POWER_ON.items():     # what every process starts with, unless given
-        if name in registers.registers:
-            values.setdefault(name, value)
-    regions = dict(memory or {})
-    regions[rip] = code
-    machine = PureMachine(values, regions)
-    emulator, end = emulator_for(layout), rip + len(code)
-    steps: list[Step] = []
-    while len(steps) < max_steps and rip <= machine.registers["rip"] < end:
-        steps.append(emulator.step(machine, trace=trace, anywhere=True))
-    finished = not rip <= machine.registers["rip"] < end
-    return Emulation(RegisterValues(registers, machine.registers, layout.window),
-                     RegisterValues(registers, values, layout.window), layout,
-                     steps, machine.memory_writes, finished)
+    for name, value in power_on.items():
+        values.setdefault(name, value)
+    return values
+
+
+@functools.lru_cache(maxsize=None)
+def _starting_point(registers) -> tuple[dict[str, int], dict[str, int]]:
+    """For `_starting_values`: each basis register -> its mask (what a value given for it
+    keeps), and what every process starts with of the registers `registers` has."""
+    whole = {name: (1 << registers.width(name)) - 1 for name in registers.basis}
+    return whole, {name: value for name, value in _POWER_ON.items() if name in registers.registers}
+
+
+def _replay(emulator: Emulator, machine: PureMachine, starts: list[tuple[dict[str, int], int]],
+            steps: list[Step]) -> list[Step]:
+    """A traced emulation's `steps`, worked out when they are first read.
+
+    The run itself takes the compiled fast paths (``trace=False``) and records where each
+    step began (`starts`): the registers, and how many memory writes had happened.  Here each
+    step runs again with ``trace=True`` from there, on a scratch machine whose memory is as it
+    was then.  Every step is deterministic, so its replay is the step: the same result, plus
+    its window accesses.
+    """
+    return [emulator.step(_scratch(machine, registers, writes), True, True)
+            for registers, writes in starts]
+
+
+def _scratch(machine: PureMachine, registers: dict[str, int], writes: int) -> PureMachine:
+    """A machine with `registers` and `machine`'s memory as it was after its first `writes`
+    memory writes."""
+    scratch = PureMachine(registers)
+    later = machine.overwritten[writes:]
+    if later:
+        # The later writes' old bytes put back, newest first, on a copy.
+        for start, data in machine.regions.items():
+            scratch.regions[start] = bytearray(data)
+        for address, old in reversed(later):
+            region, offset = scratch._region(address, len(old), True)
+            region[offset:offset + len(old)] = old
+    else:
+        # No step wrote memory after this one began, so this one wrote none: share it.
+        scratch.regions = machine.regions
+    return scratch
 
 
 def code_bytes(code: bytes | bytearray | memoryview | str) -> bytes:

@@ -150,10 +150,11 @@ def set_trace(target=None) -> None:
 
 def set_cache_limits(*, sites: int | None = None, forms: int | None = None) -> None:
     """Bound the runtime's caches: `sites` instruction addresses in the site cache (default
-    262144, about 0.4 KiB each) and `forms` decoded instructions in the emulator's form cache
-    (default 8192, about 1.5 KiB each; a site with a fast path does not need its form).  Both evict with CLOCK (the least recently faulting
-    first, a fraction at a time): past the bound a program pays a decode per site it comes
-    back to, never a cliff.  None leaves a limit as it is."""
+    1048576, about 0.25 KiB each) and `forms` decoded instructions in the emulator's form cache
+    (default 8192, about 1.5 KiB each, a few hundred bytes for another address of the same
+    bytes; a site with a fast path does not need its form).  Both evict with CLOCK (the least
+    recently faulting first, a fraction at a time): past the bound a program pays a decode per
+    site it comes back to, never a cliff.  None leaves a limit as it is."""
     _check_platform()
     from regmap.runtime import handler
     from regmap.runtime import sites as site_cache

@@ -38,6 +38,7 @@ from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altsta
                                      restore_altstack)
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
 from regmap.runtime.genuine import PREVIOUS, deliver_divide_error, diagnose, forward
+from regmap.runtime.sites import MEMORY
 from regmap.x86.compiler import Declined
 
 HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
@@ -103,7 +104,7 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
         site = _sites.get(frame.rip)
         if site is not None:
             fast = site.fast
-            if fast is not None and site.check.raw == site.code and TRACE is None:
+            if fast is not None and MEMORY[site.address:site.end] == site.code and TRACE is None:
                 try:
                     fast(frame, machine)
                 except Declined:

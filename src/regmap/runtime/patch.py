@@ -94,7 +94,7 @@ def translate_site(site, layout) -> Translation | None:
         if site.translation is not None:
             return None
         site.translation = False
-        if site.check is None or not site.code:
+        if not site.in_place or not site.code:
             return None         # bytes not viewable in place (execute-only, or across a page)
         translation = translate(site.address, site.code, layout)
         if translation is None or not apply(translation):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from typing import NamedTuple
 
 import iced_x86
@@ -68,6 +69,17 @@ class Form:
         self.fast = compile_form(self, factory.layout) if self.execute is not None else None
         self.result = Step(address, self.code, self.mnemonic_name, self.disassembly, None)
 
+    def placed(self, address: int) -> Form:
+        """This form at `address`: the same bytes, operands and compiled function (shared, not
+        copied); only what names the instruction's own address differs.  For a form whose
+        meaning does not depend on where it is (`_position_independent`)."""
+        form = Form.__new__(Form)
+        for name, value in zip(_SHARED_SLOTS, _shared_values(self)):
+            setattr(form, name, value)
+        form.address, form.next_ip, form.hits = address, address + len(self.code), 0
+        form.result = None if self.result is None else Step(address, *self.result[1:])
+        return form
+
     @staticmethod
     def _explicit_memory(instruction, factory):
         if any(instruction.op_kind(i) == OpKind.MEMORY for i in range(instruction.op_count)):
@@ -91,6 +103,22 @@ class Form:
     @property
     def mnemonic_name(self) -> str:
         return _MNEMONIC_NAMES.get(self.mnemonic, "?")
+
+
+_SHARED_SLOTS = tuple(name for name in Form.__slots__
+                      if name not in ("address", "next_ip", "result", "hits", "__weakref__"))
+_shared_values = operator.attrgetter(*_SHARED_SLOTS)
+_BRANCH_KINDS = frozenset({OpKind.NEAR_BRANCH16, OpKind.NEAR_BRANCH32, OpKind.NEAR_BRANCH64,
+                           OpKind.FAR_BRANCH16, OpKind.FAR_BRANCH32})
+
+
+def _position_independent(instruction) -> bool:
+    """Whether a form of `instruction` is the same wherever it is, but for its own address and
+    the next one: no RIP-relative operand, no branch target, and not a string instruction
+    (its compiled `rep movs` and restarts name the address)."""
+    return not (instruction.is_ip_rel_memory_operand or instruction.is_string_instruction
+                or any(instruction.op_kind(i) in _BRANCH_KINDS
+                       for i in range(instruction.op_count)))
 
 
 class _RegisterAttributes:
@@ -131,31 +159,45 @@ class Emulator:
         self.registers = self.layout.registers
         self._factory = OperandFactory(self.registers, self.layout)
         self._forms: dict[int, Form] = {}
+        self._shared: dict[bytes, Form] = {}    # a position-independent form by its bytes
         self.max_forms = max_forms or self.MAX_FORMS
 
     def form_at(self, address: int, code: bytes) -> Form:
         """The decoded form of the instruction at `address`, cached per (address, bytes).
 
-        The cache holds at most `max_forms` forms, with CLOCK eviction (`_evict`).
+        The cache holds at most `max_forms` forms, with CLOCK eviction (`_evict`).  The same
+        bytes at another address share one decoded form (`Form.placed`) unless the instruction
+        names its own address; those shared forms are bounded by `max_forms` too.
         """
         form = self._forms.get(address)
         if form is not None and code.startswith(form.code):
             form.hits += 1
             return form
         if len(self._forms) >= self.max_forms:
-            self._evict()
+            self._evict(self._forms)
         decoder = iced_x86.Decoder(64, code, ip=address)
         instruction = decoder.decode()
         if instruction.is_invalid:
             raise DecodeError(address, code, decoder.last_error == DecoderError.NO_MORE_BYTES)
-        form = Form(address, code[:instruction.len], instruction, self._factory)
+        code = code[:instruction.len]
+        if not _position_independent(instruction):
+            form = Form(address, code, instruction, self._factory)
+        else:
+            # The same bytes elsewhere: one decoded form, placed at each address it runs at.
+            shared = self._shared.get(code)
+            if shared is None:
+                if len(self._shared) >= self.max_forms:
+                    self._evict(self._shared)
+                shared = self._shared[code] = Form(address, code, instruction, self._factory)
+            shared.hits += 1
+            form = shared.placed(address)
         self._forms[address] = form
         return form
 
-    def _evict(self) -> None:
+    def _evict(self, forms: dict) -> None:
         """Forget an eighth of the forms: the oldest not used since the last sweep (the used
         ones get a second chance at the back)."""
-        clock.evict(self._forms, self.max_forms - max(1, self.max_forms // 8), _used_since_sweep)
+        clock.evict(forms, self.max_forms - max(1, self.max_forms // 8), _used_since_sweep)
 
     def step(self, machine, trace: bool = False, anywhere: bool = False) -> Step:
         """Execute the instruction at rip.  It must access the window (else `NotWindowAccess`)
