@@ -22,6 +22,7 @@ from operator import attrgetter
 from types import CodeType, FunctionType
 
 from regmap.errors import LayoutError
+from regmap.x86 import flags
 from regmap.x86.compiler import Declined
 from regmap.x86.native import engine, host, region as _region
 from regmap.x86.native.region import GPRS, SHADOW_SIZE
@@ -29,6 +30,7 @@ from regmap.x86.native.region import GPRS, SHADOW_SIZE
 PLAIN = frozenset(GPRS) | {f"zmm{i}" for i in range(32)} | {f"k{i}" for i in range(8)}
 ADDRESSES = 64          # placements kept per form (an instruction that walks the window is rare)
 ILLEGAL = 1 << signal.SIGILL
+NOT_RF = ~flags.RF & (1 << 64) - 1     # a completed instruction clears RF (`Cpu.commit`)
 _CODE: dict[str, CodeType] = {}     # generated source -> its compiled function body
 MAX_CODE = 4096
 
@@ -124,7 +126,8 @@ def _loads_only(native: _Native, code: bytes, reads):
              "except NativeFault as fault:",
              "    raise delivered(fault) from None",
              "if plan.routed & ILLEGAL:",
-             "    plan.ran()"]
+             "    plan.ran()",
+             f"after[{index['rflags']}] &= {NOT_RF:#x}"]     # completed: RF clears (flags.RF)
     for i, name in enumerate(names):
         if name != "rsp":             # only an address register: the stub's rsp ran
             lines += [f"if after[{i}] != v[{i}]:", f"    r.{name} = after[{i}]"]
@@ -184,6 +187,7 @@ def _with_stores(native: _Native, code: bytes, reads, writes):
             plan.ran()
         if rsp_at is not None:
             after[rsp_at] = before[rsp_at]        # an address register only: the stub's rsp ran
+        after[flags_at] &= NOT_RF                 # the instruction completed: RF clears
         changed = {name: new for name, old, new in zip(names, before, after) if new != old}
         for (start, size, always, slices), new in zip(writes, stored):
             if always:
