@@ -145,11 +145,14 @@ class Stacks:
         self.areas = []
         self.files = []
         self.holes: dict[int, int] = {}
+        self.unpunched: list[int] = []
 
     def punch(self) -> None:
-        """Unmap the holes: after the areas are mapped, so that no area fills another's hole."""
-        for hole in self.holes.values():
-            assert _libc.munmap(hole, PAGE) == 0
+        """Unmap the holes made since the last punch: after the areas are mapped, so that no area
+        fills another's hole.  A hole punched before is never unmapped again: the page there may
+        be someone else's by now (regmap's handler's trampoline, mapped by `map_registers`)."""
+        while self.unpunched:
+            assert _libc.munmap(self.unpunched.pop(), PAGE) == 0
 
     def still_arranged(self, base: int) -> bool:
         """Whether the area's hole is still one (another mmap of the process may fill it)."""
@@ -172,6 +175,7 @@ class Stacks:
                 "straddling unmapped above": b}.get(case)
         if hole is not None:
             self.holes[base] = hole     # unmapped by `punch`, after the other areas are made
+            self.unpunched.append(hole)
         if case == "past the end of a file":
             handle = tempfile.TemporaryFile()
             handle.write(b"x")
