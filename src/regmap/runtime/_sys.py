@@ -205,18 +205,6 @@ def unmap(base: int, size: int) -> None:
     LIBC_HELD.munmap(base, size)
 
 
-def map_code(generate, size: int) -> int:
-    """A private page of machine code: `generate(base)` gives the bytes for `base`, written while
-    the page is writable; then it is made read + execute (never writable and executable)."""
-    base = LIBC_HELD.mmap(None, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-    if base is None or base == MAP_FAILED:
-        raise errno_error("mmap")
-    code = generate(base)
-    ctypes.memmove(base, code, len(code))
-    mprotect(base, size, PROT_READ | PROT_EXEC)
-    return base
-
-
 # -- thread state the signal frame does not hold -------------------------------------------
 
 def arch_prctl_get(code: int) -> int:

@@ -32,7 +32,7 @@ from typing import NamedTuple
 from iced_x86 import Code, Instruction, MemoryOperand, Register
 
 from regmap.runtime import _sys
-from regmap.x86.native.stub import _assemble as assemble, _Labels as Labels
+from regmap.x86.machine_code import Labels, assemble, code_page
 
 # The block, in 64-bit words: the routine's arguments, then the fault record `recover` writes.
 B_ADDRESS, B_SIZE, B_LOCAL = 0, 1, 2     # user memory, byte count, the local side of the copy
@@ -58,7 +58,7 @@ class _Routine:
     """The generated code: its page and the two entry points as ctypes functions."""
 
     def __init__(self):
-        self.base = _sys.map_code(_code, CODE_SIZE)
+        self.base = code_page(_code, CODE_SIZE)
         self.fixup = self.base + FIXUP
         self.start, self.end = self.base + COPY, self.base + CODE_SIZE
         # No argtypes: the block (a ctypes array) goes as a pointer, for less than converting

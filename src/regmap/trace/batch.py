@@ -93,23 +93,8 @@ def runner():
 
 
 def _generated():
-    from iced_x86 import BlockEncoder
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long)
-    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    page = libc.mmap(None, 4096, 0x1 | 0x2, 0x02 | 0x20, -1, 0)   # RW, private anonymous
-    if page in (None, ctypes.c_void_p(-1).value):
-        raise OSError(ctypes.get_errno(), "cannot map a page for the system call batch")
-    encoder = BlockEncoder(64)
-    encoder.add_many(_code())
-    code = encoder.encode(page)
-    ctypes.memmove(page, code, len(code))
-    if libc.mprotect(page, 4096, 0x1 | 0x4) != 0:                # R X
-        error = ctypes.get_errno()
-        libc.munmap(ctypes.c_void_p(page), ctypes.c_size_t(4096))
-        raise OSError(error, "cannot make the system call batch executable")
+    from regmap.x86.machine_code import assemble, code_page
+    page = code_page(lambda base: assemble(_code(), base))
     # PYFUNCTYPE: the calls are short and never block, the GIL need not be dropped; no
     # argtypes and an int result: each costs ctypes a lookup per call, and `Batch` passes
     # ready-made ctypes arguments

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import ctypes
 
-from iced_x86 import BlockEncoder, Code, Instruction, MemoryOperand, Register
+from iced_x86 import Code, Instruction, MemoryOperand, Register
 
+from regmap.x86.machine_code import Labels, assemble
 from regmap.x86.native import host
 from regmap.x86.native.region import (
     B_ACTION, B_ALTSET, B_ALTSTACK, B_FAULT, B_FX, B_GPR, B_HOST, B_HOST_FCW, B_HOST_MXCSR, B_K, B_MASK,
@@ -55,23 +56,6 @@ def _syscall(number: int, *args: int) -> list[Instruction]:
     return ins + [Instruction.create(Code.SYSCALL)]
 
 
-class _Labels:
-    """Branch targets for BlockEncoder: an instruction whose ip is the label's number."""
-
-    def __init__(self):
-        self.count = 0
-
-    def new(self) -> int:
-        self.count += 1
-        return self.count
-
-    @staticmethod
-    def at(label: int) -> Instruction:
-        mark = Instruction.create(Code.NOPD)
-        mark.ip = label
-        return mark
-
-
 def _vector_moves(block: int, load: bool) -> list[Instruction]:
     out = []
     width = host.vector_width()
@@ -96,14 +80,8 @@ def _vector_moves(block: int, load: bool) -> list[Instruction]:
     return out
 
 
-def _assemble(instructions: list[Instruction], address: int) -> bytes:
-    encoder = BlockEncoder(64)
-    encoder.add_many(instructions)
-    return encoder.encode(address)
-
-
 def _signal_setup(b: int) -> list[Instruction]:
-    labels = _Labels()
+    labels = Labels()
     plain, go, stay = labels.new(), labels.new(), labels.new()
     ins = _syscall(SYS_RT_SIGPROCMASK, SIG_SETMASK, b + B_MASK, b + B_OLDMASK, 8)
     ins += [Instruction.create_mem_i32(Code.TEST_RM32_IMM32, _abs(b + B_SIGNALS), HOST_STACK),
@@ -134,7 +112,7 @@ def _signal_setup(b: int) -> list[Instruction]:
     return ins
 
 
-def _if_routed(b: int, sig: int, labels: "_Labels", body: list[Instruction]) -> list[Instruction]:
+def _if_routed(b: int, sig: int, labels: "Labels", body: list[Instruction]) -> list[Instruction]:
     """``body`` run only if this run routes ``sig`` to the handler (its bit in B_SIGNALS)."""
     skip = labels.new()
     return [Instruction.create_mem_i32(Code.TEST_RM32_IMM32, _abs(b + B_SIGNALS), 1 << sig),
@@ -164,7 +142,7 @@ def _prologue(r) -> bytes:
         if reg != Register.RSP:
             ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, _abs(b + B_GPR + 8 * i)))
     ins.append(Instruction.create_branch(Code.JMP_REL32_64, r.code + C_INSN))
-    return _assemble(ins, r.code + C_PROLOGUE)
+    return assemble(ins, r.code + C_PROLOGUE)
 
 
 def _epilogue(r) -> bytes:
@@ -180,12 +158,12 @@ def _epilogue(r) -> bytes:
     ins.append(Instruction.create_mem(Code.STMXCSR_M32, _abs(b + B_MXCSR)))
     ins.append(Instruction.create_mem(Code.FXSAVE64_M512BYTE, _abs(b + B_FX)))
     ins.append(Instruction.create_branch(Code.JMP_REL32_64, r.code + C_RESTORE))
-    return _assemble(ins, r.epilogue)
+    return assemble(ins, r.epilogue)
 
 
 def _restore(r) -> bytes:
     b = r.block
-    labels = _Labels()
+    labels = Labels()
     kept = labels.new()
     ins = [Instruction.create_i32(Code.PUSHQ_IMM8, RFLAGS_FIXED), Instruction.create(Code.POPFQ)]
     for sig in FAULT_SIGNALS:
@@ -203,14 +181,14 @@ def _restore(r) -> bytes:
     if host.vector_width() >= 256:
         ins.append(Instruction.create(Code.VEX_VZEROUPPER))
     ins.append(Instruction.create(Code.RETNQ))
-    return _assemble(ins, r.code + C_RESTORE)
+    return assemble(ins, r.code + C_RESTORE)
 
 
 def _handler(r) -> bytes:
     """``void handler(int sig, siginfo_t *info, ucontext_t *uc)``."""
     b = r.block
     f = b + B_FAULT
-    labels = _Labels()
+    labels = Labels()
     foreign, default, drop = labels.new(), labels.new(), labels.new()
     ins = [
         Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX, MemoryOperand(displ=0, displ_size=8, seg=Register.FS)),
@@ -249,12 +227,12 @@ def _handler(r) -> bytes:
         labels.at(drop),
         Instruction.create(Code.RETNQ),
     ]
-    return _assemble(ins, r.code + C_HANDLER)
+    return assemble(ins, r.code + C_HANDLER)
 
 
 def _restorer(r) -> bytes:
     """The handler's sa_restorer (only another thread's ignored fault returns through it)."""
-    return _assemble(_syscall(SYS_RT_SIGRETURN), r.code + C_RESTORER)
+    return assemble(_syscall(SYS_RT_SIGRETURN), r.code + C_RESTORER)
 
 
 def install(r) -> None:
