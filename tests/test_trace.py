@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -14,16 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tracer_host import CC, TRACED_PROGRAMS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
-CC = shutil.which("cc") or shutil.which("gcc")
 
-pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
-                       reason="the tracer needs Linux on x86-64"),
-    pytest.mark.skipif(CC is None, reason="no C compiler (cc/gcc) on PATH to build test programs"),
-]
+pytestmark = TRACED_PROGRAMS
 
 
 def regmap(*args, timeout=60, env=None, **kwargs) -> subprocess.CompletedProcess:

@@ -7,24 +7,16 @@ core could be met half written (the tracer cannot serialize it), so neither is p
 from __future__ import annotations
 
 import json
-import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from runtime_build import python_env  # noqa: E402
+from tracer_host import CC, TRACED_PROGRAMS  # noqa: E402
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
-CC = shutil.which("cc") or shutil.which("gcc")
-pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
-                       reason="the tracer needs Linux on x86-64"),
-    pytest.mark.skipif(CC is None, reason="no C compiler (cc/gcc) on PATH to build test programs"),
-]
+pytestmark = TRACED_PROGRAMS
 
 
 def test_a_clone_vm_child_keeps_its_parent_from_being_patched(tmp_path):

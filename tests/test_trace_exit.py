@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -19,17 +18,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from tracer_host import CC, TRACED_PROGRAMS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
-CC = shutil.which("cc") or shutil.which("gcc")
 REGMAP = [sys.executable, "-m", "regmap"]
 
-pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
-                       reason="the tracer needs Linux on x86-64"),
-    pytest.mark.skipif(CC is None, reason="no C compiler (cc/gcc) on PATH to build test programs"),
-]
+pytestmark = TRACED_PROGRAMS
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="no bash on PATH")
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import ctypes
 import io
 import os
-import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,16 +17,13 @@ from pathlib import Path
 import pytest
 
 from regmap.trace import batch
+from tracer_host import CC, NEEDS_CC, ON_LINUX_X86_64  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
-CC = shutil.which("cc") or shutil.which("gcc")
 
-pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
-                       reason="the tracer needs Linux on x86-64"),
-]
-needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler (cc/gcc) on PATH")
+pytestmark = ON_LINUX_X86_64
+needs_cc = NEEDS_CC
 
 
 @pytest.fixture(scope="module")

@@ -5,23 +5,17 @@ import hashlib
 import io
 import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tracer_host import CC, TRACED_PROGRAMS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
-CC = shutil.which("cc") or shutil.which("gcc")
 
-pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
-                       reason="the tracer needs Linux on x86-64"),
-    pytest.mark.skipif(CC is None, reason="no C compiler (cc/gcc) on PATH to build test programs"),
-]
+pytestmark = TRACED_PROGRAMS
 
 LOOP = r"""
 #include <stdio.h>
