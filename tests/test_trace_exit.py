@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tracer_host import CC, TRACED_PROGRAMS  # noqa: E402
+from tracer_host import TRACED_PROGRAMS, build_program  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -43,10 +43,7 @@ def ptrace_allowed():
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
-    executable = tmp_path_factory.mktemp("trace-exit") / "faults"
-    subprocess.run([CC, "-O2", "-fno-delete-null-pointer-checks", "-o", executable,
-                    PROGRAMS / "faults.c"], check=True)
-    return executable
+    return build_program(tmp_path_factory, "faults")
 
 
 def kill_self(signal_name: str) -> list[str]:

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from regmap.trace import batch
-from tracer_host import CC, NEEDS_CC, ON_LINUX_X86_64  # noqa: E402
+from tracer_host import build_program, NEEDS_CC, ON_LINUX_X86_64  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 pytestmark = ON_LINUX_X86_64
 needs_cc = NEEDS_CC
@@ -28,10 +27,7 @@ needs_cc = NEEDS_CC
 
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory):
-    executable = tmp_path_factory.mktemp("sites") / "sites"
-    subprocess.run([CC, "-O2", "-fno-delete-null-pointer-checks", "-o", executable,
-                    PROGRAMS / "sites.c"], check=True)
-    return executable
+    return build_program(tmp_path_factory, "sites")
 
 
 def regmap_exec(*args) -> subprocess.CompletedProcess:
