@@ -27,25 +27,27 @@ def test_xlat_reads_the_window_at_rbx_plus_al():
         assert out.regs["rbx"] == 0x100
 
 
+def masked_store(old: int, data: int, mask: int, count: int) -> int:
+    """`old` with each of its low `count` bytes replaced by `data`'s where `mask`'s byte has
+    its top bit set: what MASKMOVDQU/MASKMOVQ store."""
+    want = bytearray(old.to_bytes(64, "little"))      # room for any register here
+    for i in range(count):
+        if mask >> (8 * i + 7) & 1:
+            want[i] = data >> (8 * i) & 0xFF
+    return int.from_bytes(want, "little")
+
+
 def test_maskmovdqu_stores_the_selected_bytes_at_rdi():
     data, mask, old = rng.getrandbits(128), rng.getrandbits(128), rng.getrandbits(256)
     out = regmap.emulate(bytes.fromhex("66 0f f7 ca"), {"rdi": 0x100, "xmm1": data, "xmm2": mask, "ymm0": old})
-    want = bytearray(old.to_bytes(32, "little"))
-    for i in range(16):
-        if mask >> (8 * i + 7) & 1:
-            want[i] = data >> (8 * i) & 0xFF
-    assert out.regs["ymm0"] == int.from_bytes(want, "little") and out.regs["rdi"] == 0x100
+    assert out.regs["ymm0"] == masked_store(old, data, mask, 16) and out.regs["rdi"] == 0x100
 
 
 def test_maskmovq_on_mmx_registers_sets_the_x87_tags():
     # mm1 and mm2 are physical registers 1 and 2: st1 and st2 while TOP is 0
     data, mask, old = rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64)
     out = regmap.emulate(bytes.fromhex("0f f7 ca"), {"rdi": 0x8, "st1": data, "st2": mask, "rcx": old})
-    want = bytearray(old.to_bytes(8, "little"))
-    for i in range(8):
-        if mask >> (8 * i + 7) & 1:
-            want[i] = data >> (8 * i) & 0xFF
-    assert out.regs["rcx"] == int.from_bytes(want, "little")
+    assert out.regs["rcx"] == masked_store(old, data, mask, 8)
     assert out.regs["top"] == 0 and out.regs["ftw"] == 0xFF          # an MMX instruction's effect
 
 
