@@ -38,30 +38,28 @@ def _code() -> list:
     """``int run(Entry *entries, long count)``, System V ABI; rbx, r12 and r13 saved."""
     from iced_x86 import Code, Instruction, MemoryOperand, Register as R
 
+    from regmap.x86.machine_code import Labels
+
     def at(base, offset: int) -> MemoryOperand:
         return MemoryOperand(base, displ=offset, displ_size=1 if -128 <= offset < 128 else 4)
 
-    def label(number: int) -> Instruction:
-        mark = Instruction.create(Code.NOPD)
-        mark.ip = number
-        return mark
-
-    LOOP, DONE = 1, 2
+    labels = Labels()
+    LOOP, DONE = labels.new(), labels.new()
     saved = (R.RBX, R.R12, R.R13)
     ins = [Instruction.create_reg(Code.PUSH_R64, reg) for reg in saved]
     ins += [Instruction.create_reg_reg(Code.MOV_R64_RM64, R.RBX, R.RDI),     # rbx: the entry
             Instruction.create_reg_reg(Code.MOV_R64_RM64, R.R12, R.RSI),     # r12: the count
             Instruction.create_reg_reg(Code.XOR_R32_RM32, R.R13D, R.R13D),   # r13: calls done
-            label(LOOP),
+            labels.at(LOOP),
             Instruction.create_reg_reg(Code.CMP_R64_RM64, R.R13, R.R12),
             Instruction.create_branch(Code.JGE_REL32_64, DONE)]
     for index, reg in enumerate((R.RDI, R.RSI, R.RDX, R.R10, R.R8, R.R9)):
-        direct = 100 + index
+        direct = labels.new()
         ins += [Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, at(R.RBX, _ARGS + 8 * index)),
                 Instruction.create_mem_u32(Code.TEST_RM8_IMM8, at(R.RBX, _INDIRECT), 1 << index),
                 Instruction.create_branch(Code.JE_REL32_64, direct),
                 Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, at(reg, 0)),
-                label(direct)]
+                labels.at(direct)]
     ins += [Instruction.create_reg_mem(Code.MOV_R64_RM64, R.RAX, at(R.RBX, 0)),
             Instruction.create(Code.SYSCALL),
             Instruction.create_mem_reg(Code.MOV_RM64_R64, at(R.RBX, _RESULT), R.RAX),
@@ -70,7 +68,7 @@ def _code() -> list:
             Instruction.create_reg_i32(Code.ADD_RM64_IMM32, R.RBX, _ENTRY_SIZE),
             Instruction.create_reg(Code.INC_RM64, R.R13),
             Instruction.create_branch(Code.JMP_REL32_64, LOOP),
-            label(DONE),
+            labels.at(DONE),
             Instruction.create_reg_reg(Code.MOV_R64_RM64, R.RAX, R.R13)]
     ins += [Instruction.create_reg(Code.POP_R64, reg) for reg in reversed(saved)]
     ins.append(Instruction.create(Code.RETNQ))
