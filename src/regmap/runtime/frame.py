@@ -29,7 +29,7 @@ import functools
 
 from regmap.errors import MemoryFault, RegisterNotWritable, RegmapError
 from regmap.runtime import _sys
-from regmap.runtime.sites import CODE_SITES, RETIRED_SITES, Site, new_site  # noqa: F401
+from regmap.runtime.sites import CODE_SITES, MEMORY, RETIRED_SITES, Site, new_site  # noqa: F401
 from regmap.runtime.usercopy import UserCopy
 
 # word indices into the frame
@@ -477,10 +477,10 @@ class FrameMachine:
             if site is None:
                 site = new_site(address)
             self.site = site
+            direct = MEMORY[address:address + site.direct]
             if site.tail:
-                return (ctypes.string_at(address, site.direct)
-                        + read_partial(address + site.direct, 15 - site.direct))
-            return ctypes.string_at(address, site.direct)
+                return direct + read_partial(address + site.direct, 15 - site.direct)
+            return direct
         return read_partial(address, 15)
 
 
