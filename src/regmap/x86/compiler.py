@@ -39,8 +39,6 @@ MASK64 = (1 << 64) - 1
 _GENERIC_ONLY_SLOTS = frozenset({"rflags", "mxcsr"})
 _SLOTS_OF_GENERIC_PATH = _GENERIC_ONLY_SLOTS | {"rip"}
 _STATUS = flags.STATUS
-# A completed instruction clears RF (the kernel set it in the faulting instruction's saved rflags).
-_NOT_RF = ~flags.RF & MASK64
 
 # mnemonic -> (result expression over a, b and the carry c; flag formula; writes the destination)
 _BINARY = {
@@ -153,7 +151,7 @@ def _rep_movs_out(form, layout):
             or source.pointer.width != 64 or dest.pointer.width != 64):
         return None
     size, window, next_ip, resolve = source.size, layout.size, form.next_ip, layout.resolve
-    direction = flags.DF
+    direction, clear_rf = flags.DF, flags.CLEAR_RF
 
     def fast(r, m):
         count, start, to = r.rcx, r.rsi, r.rdi
@@ -176,7 +174,7 @@ def _rep_movs_out(form, layout):
             m.write_memory(to, value.to_bytes(total, "little"))
         except MemoryFault:
             raise Declined from None
-        r.rcx, r.rsi, r.rdi, r.rip, r.rflags = 0, start + total, to + total, next_ip, f & _NOT_RF
+        r.rcx, r.rsi, r.rdi, r.rip, r.rflags = 0, start + total, to + total, next_ip, f & clear_rf
     return fast
 
 
@@ -225,7 +223,7 @@ def _lines_at(form, layout, address: int):
     if not any(line.lstrip().startswith("r.rip =") for line in lines):
         lines.append("r.rip = next_ip")
     if not any(line.startswith("r.rflags = ") for line in lines):  # unindented: always runs
-        lines.append(f"r.rflags &= {_NOT_RF:#x}")
+        lines.append(f"r.rflags &= {flags.CLEAR_RF:#x}")
     return lines
 
 

@@ -36,6 +36,8 @@ RESERVED_ONE = 1 << 1
 # completes clears RF, as the CPU does (`Cpu.commit`, the compiled fast paths); one that stops
 # part-way to be restarted keeps it.
 PUSHFQ_HIDDEN = RF | VM
+# rflags & CLEAR_RF: the flags after an instruction completes (the compiled fast paths' form).
+CLEAR_RF = ~RF & (1 << 64) - 1
 
 # PF is set when the low byte of the result has an even number of 1 bits.
 PARITY = tuple(PF if bin(byte).count("1") % 2 == 0 else 0 for byte in range(256))

@@ -30,7 +30,6 @@ from regmap.x86.native.region import GPRS, SHADOW_SIZE
 PLAIN = frozenset(GPRS) | {f"zmm{i}" for i in range(32)} | {f"k{i}" for i in range(8)}
 ADDRESSES = 64          # placements kept per form (an instruction that walks the window is rare)
 ILLEGAL = 1 << signal.SIGILL
-NOT_RF = ~flags.RF & (1 << 64) - 1     # a completed instruction clears RF (`Cpu.commit`)
 _CODE: dict[str, CodeType] = {}     # generated source -> its compiled function body
 MAX_CODE = 4096
 
@@ -127,7 +126,7 @@ def _loads_only(native: _Native, code: bytes, reads):
              "    raise delivered(fault) from None",
              "if plan.routed & ILLEGAL:",
              "    plan.ran()",
-             f"after[{index['rflags']}] &= {NOT_RF:#x}"]     # completed: RF clears (flags.RF)
+             f"after[{index['rflags']}] &= {flags.CLEAR_RF:#x}"]     # completed: RF clears (flags.RF)
     for i, name in enumerate(names):
         if name != "rsp":             # only an address register: the stub's rsp ran
             lines += [f"if after[{i}] != v[{i}]:", f"    r.{name} = after[{i}]"]
@@ -187,7 +186,7 @@ def _with_stores(native: _Native, code: bytes, reads, writes):
             plan.ran()
         if rsp_at is not None:
             after[rsp_at] = before[rsp_at]        # an address register only: the stub's rsp ran
-        after[flags_at] &= NOT_RF                 # the instruction completed: RF clears
+        after[flags_at] &= flags.CLEAR_RF                 # the instruction completed: RF clears
         changed = {name: new for name, old, new in zip(names, before, after) if new != old}
         for (start, size, always, slices), new in zip(writes, stored):
             if always:
