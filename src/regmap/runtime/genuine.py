@@ -35,6 +35,10 @@ class Counters:
     def clear(self) -> None:
         self.__init__()
 
+    def count_forwarded(self, signo: int) -> None:
+        self.forwarded += 1
+        self.by_signal[signo] = self.by_signal.get(signo, 0) + 1
+
 
 COUNTERS = Counters()
 # What the last installation replaced: a signal that reaches the handler after unmapping (it
@@ -69,8 +73,7 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
     handler returns, and regmap stays installed.
     """
     _sys.block_signals(FAULT_SIGNALS)   # from here on a fault inside the handler kills, as before
-    COUNTERS.forwarded += 1
-    COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
+    COUNTERS.count_forwarded(signo)
     previous = previous_action(signo, state)
     code = machine.si_code()
     from_cpu = 0 < code <= _sys.SI_KERNEL
@@ -175,8 +178,7 @@ def deliver_fault(signo: int, info: int, machine: FrameMachine, fault, state) ->
         if ends_the_process(previous):
             # `forward` would let the instruction fault again, on the window this time: the
             # process would die with that page fault's siginfo, not this exception's.
-            COUNTERS.forwarded += 1
-            COUNTERS.by_signal[signo] = COUNTERS.by_signal.get(signo, 0) + 1
+            COUNTERS.count_forwarded(signo)
             hand_over(signo, previous, state)
             queue_as_the_cpu_would(frame, signo, fault.si_code, address)
             return
