@@ -110,11 +110,6 @@ class IoVec(ctypes.Structure):
     _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
 
 
-def _fail(what: str) -> OSError:
-    err = get_errno()
-    return OSError(err, f"{what}: {os.strerror(err)}")
-
-
 # the bare ctypes function, for the per-fault path: returns -1 on failure (see ``check``)
 raw_ptrace = _ptrace
 
@@ -160,10 +155,6 @@ def seize(pid: int, options: int) -> None:
     ptrace(PTRACE_SEIZE, pid, 0, options)
 
 
-def traceme() -> None:
-    ptrace(PTRACE_TRACEME, 0, 0, 0)
-
-
 def cont(tid: int, sig: int = 0) -> None:
     ptrace(PTRACE_CONT, tid, 0, sig)
 
@@ -172,26 +163,14 @@ def listen(tid: int) -> None:
     ptrace(PTRACE_LISTEN, tid, 0, 0)
 
 
-def interrupt(tid: int) -> None:
-    ptrace(PTRACE_INTERRUPT, tid, 0, 0)
-
-
 def geteventmsg(tid: int) -> int:
     value = ctypes.c_ulong()
     ptrace(PTRACE_GETEVENTMSG, tid, 0, ctypes.addressof(value))
     return value.value
 
 
-def getsiginfo(tid: int, info: SigInfo) -> None:
-    ptrace(PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(info))
-
-
 def setsiginfo(tid: int, info: SigInfo) -> None:
     ptrace(PTRACE_SETSIGINFO, tid, 0, ctypes.addressof(info))
-
-
-def getregs(tid: int, regs: UserRegs) -> None:
-    ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
 
 
 def setregs(tid: int, regs: UserRegs) -> None:
