@@ -195,8 +195,8 @@ def form_info(code: int) -> FormInfo:
 
 def host_can_run(code: int, flags: frozenset[str]) -> tuple[bool, str]:
     """Whether a CPU with /proc/cpuinfo ``flags`` executes ``code``; else the missing features
-    (iced-x86's CPUID features, spelled as /proc/cpuinfo does by `regmap.x86.native.host`)."""
-    from regmap.x86.native.host import missing_features
+    (iced-x86's CPUID features, spelled as /proc/cpuinfo does by `regmap.x86.host`)."""
+    from regmap.x86.host import missing_features
     missing = missing_features(code, frozenset(flags))
     return (not missing, "host CPU lacks " + ", ".join(missing) if missing else "")
 

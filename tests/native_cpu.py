@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from iced_x86 import Instruction, MemorySizeExt, Register, RegisterExt
 
-from regmap.x86.native import host
+from regmap.x86 import host
 from regmap.x86.native import region as _region
 from regmap.x86.native.engine import NativeFault, Placed, decode, memory_operand_index, place, run
 from regmap.x86.native.region import GPRS, SHADOW_SIZE, STACK_SIZE

@@ -10,7 +10,7 @@ import pytest
 
 from regmap.x86 import coverage, supported_codes
 from regmap.x86.emulator import has_python_semantics
-from regmap.x86.native import host
+from regmap.x86 import host
 from regmap.x86.native.plan import Plan
 from regmap.x86.native.unsupported import UNSUPPORTED
 from regmap.x86.support import in_universe
@@ -81,7 +81,7 @@ def test_cli_json_is_the_same_census():
 def test_off_linux_x86_64_native_forms_are_unsupported_and_say_why(monkeypatch):
     import regmap
     from regmap.errors import UnsupportedInstruction
-    from regmap.x86.native import host as native_host
+    from regmap.x86 import host as native_host
     reason = "the native engine needs Linux (this is darwin)"
     monkeypatch.setattr(native_host, "platform_problem", lambda: reason)
     with pytest.raises(UnsupportedInstruction) as raised:

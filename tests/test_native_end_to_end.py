@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from runtime_build import python_env  # noqa: E402
 
-from regmap.x86.native.host import cpu_flags  # noqa: E402
+from regmap.x86.host import cpu_flags  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = HERE / "programs"

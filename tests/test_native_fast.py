@@ -25,7 +25,7 @@ from regmap.errors import InstructionFault, NotWindowAccess  # noqa: E402
 from regmap.pure import PureMachine  # noqa: E402
 from regmap.x86 import Emulator  # noqa: E402
 from regmap.x86.native import fast as native_fast  # noqa: E402
-from regmap.x86.native.host import cpu_flags  # noqa: E402
+from regmap.x86.host import cpu_flags  # noqa: E402
 
 RIP = 0x400000
 ADDSD_XMM0_8 = bytes.fromhex("f20f58042508000000")        # addsd xmm0, [8]     (rcx's slot)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from regmap.errors import GeneralProtection, MemoryFault, RegmapError
 from regmap.x86 import flags
-from regmap.x86.native.host import MXCSR_WRITABLE  # noqa: F401 - the emulator's name for it
+from regmap.x86.host import MXCSR_WRITABLE  # noqa: F401 - the emulator's name for it
 
 
 class Access(NamedTuple):

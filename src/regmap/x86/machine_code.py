@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from iced_x86 import BlockEncoder, Code, Instruction
+from iced_x86 import BlockEncoder, Code, Decoder, Instruction
 
 PAGE = 4096
 _PROT_READ, _PROT_WRITE, _PROT_EXEC = 1, 2, 4
@@ -49,6 +49,18 @@ def assemble(instructions: list[Instruction], address: int) -> bytes:
     encoder = BlockEncoder(64)
     encoder.add_many(instructions)
     return encoder.encode(address)
+
+
+def label_addresses(instructions: list[Instruction], code: bytes, address: int) -> dict[int, int]:
+    """Where each `Labels` mark among ``instructions`` landed in ``code`` (their assembly at
+    ``address``).  BlockEncoder returns only bytes and may shorten branches, so the bytes are
+    decoded back, one instruction for each one given (a mark is a one-byte NOP): this also checks
+    that the code decodes back to as many instructions as were assembled."""
+    decoded = list(Decoder(64, code, ip=address))
+    if len(decoded) != len(instructions) or any(d.code == Code.INVALID for d in decoded):
+        raise ValueError(f"{len(instructions)} instructions assembled, {len(decoded)} decoded back")
+    return {given.ip: got.ip for given, got in zip(instructions, decoded)
+            if given.code == Code.NOPD and given.ip}
 
 
 def code_page(generate, size: int = PAGE) -> int:

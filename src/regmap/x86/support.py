@@ -13,7 +13,7 @@ import functools
 import iced_x86
 from iced_x86 import Mnemonic, OpCodeInfo, OpCodeOperandKind as K
 
-from regmap.x86.native import host
+from regmap.x86 import host
 from regmap.x86.native.unsupported import form_refusal
 
 # operand kinds that name memory (explicit, VSIB, MPX, AMX's SIB memory, implicit rsi/rdi/rbx)

@@ -7,7 +7,7 @@ loaded from a state block, the instruction runs, everything is saved back
 instruction's effect (`family`).  Linux on x86-64 only; elsewhere the forms
 that need it raise `UnsupportedInstruction` saying why.
 """
-from regmap.x86.native.host import cpu_flags, missing_features, platform_problem, vector_count, vector_width
+from regmap.x86.host import cpu_flags, missing_features, platform_problem, vector_count, vector_width
 from regmap.x86.native.state import NativeState
 
 __all__ = ["NativeState", "cpu_flags", "missing_features", "platform_problem", "vector_count",

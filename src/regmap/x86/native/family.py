@@ -14,7 +14,8 @@ from __future__ import annotations
 from iced_x86 import OpKind
 
 from regmap.errors import LayoutError, UnsupportedInstruction
-from regmap.x86.native import engine, host, region as _region
+from regmap.x86 import host
+from regmap.x86.native import engine, region as _region
 from regmap.x86.native.fast import compile_native
 from regmap.x86.native.plan import Plan, plan_for
 

@@ -24,7 +24,8 @@ from types import CodeType, FunctionType
 from regmap.errors import LayoutError
 from regmap.x86 import flags
 from regmap.x86.compiler import Declined
-from regmap.x86.native import engine, host, region as _region
+from regmap.x86 import host
+from regmap.x86.native import engine, region as _region
 from regmap.x86.native.region import GPRS, SHADOW_SIZE
 
 PLAIN = frozenset(GPRS) | {f"zmm{i}" for i in range(32)} | {f"k{i}" for i in range(8)}

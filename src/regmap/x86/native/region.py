@@ -1,6 +1,6 @@
 """The engine's low region: a shadow page, a state block, a scratch stack and generated code.
 
-One private RWX mapping, placed low so every save and restore in the stub can
+One private mapping, placed low so every save and restore in the stub can
 use ``[disp32]`` absolute addressing with no register, and so a window operand
 moves onto the shadow page by a 32-bit displacement:
 
@@ -13,39 +13,49 @@ offset          contents
 0x03000-0x03fff state block: GPRs, rflags, mxcsr, rsp and signals of the
                 run, zmm0-zmm31, k0-k7, host slots, fault record, signal
                 plumbing, FXSAVE area
-0x04000-0x07fff scratch stack (``stack_top`` leaves room for a signal frame)
-0x08000-0x08fff guard page
-0x09000-0x09fff code: prologue, epilogue, fault handler, the instruction
-0x0a000-0x11fff alternate signal stack for the fault handler
+0x04000-0x04fff guard page
+0x05000-0x08fff scratch stack (``stack_top`` leaves room for a signal frame)
+0x09000-0x09fff guard page
+0x0a000-0x0bfff code: prologue, epilogue, fault handler, restore, the
+                instruction slot (`stub` lays them out from their lengths)
+0x0c000-0x13fff alternate signal stack for the fault handler
 ==============  =========================================================
 
 The guard pages turn an access that strays from the shadow page or the stack
-into a fault instead of a corrupted state block.  Nothing is mapped until the
-engine is first used (`ensure`).  The code is in `stub`; one call of it blocks
-the asynchronous signals, routes the synchronous faults to its handler, runs
-the instruction and puts everything back, all in machine code.
+into a fault instead of a corrupted state block.  The code is never writable
+and executable at once (W^X): it is a memfd mapped twice, read + execute in
+the region and read + write elsewhere, and the instruction slot is written
+through the second view.  Where memfd_create is refused the code pages are
+made writable for the moment of a write instead.  Nothing is mapped until
+the engine is first used (`ensure`); a start that fails unmaps everything and
+the error is kept, so every later use reports it at once.  The code is in
+`stub`; one call of it blocks the asynchronous signals, routes the
+synchronous faults to its handler, runs the instruction and puts everything
+back, all in machine code.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import struct
 import threading
 
-from regmap.x86.native import host
+from regmap.x86 import host
 
 GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 
-REGION_SIZE = 0x12000
+REGION_SIZE = 0x14000
 _CANDIDATE_BASES = tuple(range(0x10000, 0x100000, 0x20000))
-GUARD_OFFS = (0x0000, 0x2000, 0x8000)
+GUARD_OFFS = (0x0000, 0x2000, 0x4000, 0x9000)
 SHADOW_OFF = SHADOW_SIZE = 0x1000
 BLOCK_OFF = 0x3000
-STACK_OFF, STACK_SIZE = 0x4000, 0x4000
+STACK_OFF, STACK_SIZE = 0x5000, 0x4000
 STACK_TOP_OFF = 0x3000           # in the stack: 12 KiB below for pushes and signal frames, 4 KiB above
-CODE_OFF = 0x9000
-ALTSTACK_OFF, ALTSTACK_SIZE = 0xA000, 0x8000
+CODE_OFF, CODE_SIZE = 0xA000, 0x2000
+ALTSTACK_OFF, ALTSTACK_SIZE = 0xC000, 0x8000
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 
 # state block fields (offsets inside the block): what a run loads and saves first, contiguous (a
 # plan's `Transfer` moves its part with one struct call), then the stub's own slots
@@ -70,8 +80,6 @@ B_OLDMASK = 0xBA8
 B_ALTSTACK = 0xBB0     # stack_t of the stub's alternate stack
 B_OLDALT = 0xBC8
 B_FX = 0xC00           # 512-byte FXSAVE area (16-byte aligned)
-
-C_PROLOGUE, C_EPILOGUE, C_HANDLER, C_RESTORE, C_RESTORER, C_INSN = 0x000, 0x400, 0x800, 0xA00, 0xC00, 0xD00
 
 FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP)
 ALL_FAULT_SIGNALS = sum(1 << sig for sig in FAULT_SIGNALS)      # a B_SIGNALS value
@@ -110,6 +118,7 @@ def _load_libc():
                               ctypes.c_long)
         libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
         libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        libc.memfd_create.argtypes = (ctypes.c_char_p, ctypes.c_uint)
         libc.setitimer.argtypes = (ctypes.c_int, ctypes.POINTER(_ITimerVal), ctypes.POINTER(_ITimerVal))
         libc.sigaction.argtypes = (ctypes.c_int, ctypes.POINTER(SigAction), ctypes.POINTER(SigAction))
         _libc = libc
@@ -125,34 +134,54 @@ def arm_watchdog(seconds: float) -> None:
 class Region:
     """The mapped region, its addresses and its stub."""
 
-    def __init__(self):
+    def __init__(self, profile: host.Profile | None = None):
         from regmap.x86.native import stub
         _load_libc()
+        self.profile = profile or host.current()
         self.base = _map()
-        for guard in GUARD_OFFS:
-            if _libc.mprotect(self.base + guard, 0x1000, 0) != 0:
-                raise OSError(ctypes.get_errno(), "cannot protect the native engine's guard pages")
-        self.shadow = self.base + SHADOW_OFF
-        self.block = self.base + BLOCK_OFF
-        self.stack = self.base + STACK_OFF
-        self.stack_top = self.stack + STACK_TOP_OFF
-        self.code = self.base + CODE_OFF
-        self.insn = self.code + C_INSN
-        self.epilogue = self.code + C_EPILOGUE
-        self.altstack = self.base + ALTSTACK_OFF
+        self._writable_code = 0         # the code's read + write view (0: none, mprotect instead)
+        try:
+            for guard in GUARD_OFFS:
+                _protect(self.base + guard, 0x1000, PROT_NONE, "its guard pages")
+            self.shadow = self.base + SHADOW_OFF
+            self.block = self.base + BLOCK_OFF
+            self.stack = self.base + STACK_OFF
+            self.stack_top = self.stack + STACK_TOP_OFF
+            self.code = self.base + CODE_OFF
+            self.altstack = self.base + ALTSTACK_OFF
+            self._writable_code = _map_code_twice(self.code)
+            if not self._writable_code:
+                _protect(self.code, CODE_SIZE, PROT_READ | PROT_EXEC, "its code")
+            entries = stub.install(self, self.profile)
+        except BaseException:
+            if self._writable_code:
+                _libc.munmap(self._writable_code, CODE_SIZE)
+            _libc.munmap(self.base, REGION_SIZE)
+            raise
+        self.entries = entries
+        self.insn = entries["insn"]
+        self.epilogue = entries["epilogue"]
+        self.handler = entries["handler"]
         # the block as bytes, for struct.pack_into / unpack_from in place
         self.view = memoryview((ctypes.c_char * 0x1000).from_address(self.block)).cast("B")
         self.shadow_view = memoryview((ctypes.c_char * SHADOW_SIZE).from_address(self.shadow)).cast("B")
-        self.code_view = memoryview((ctypes.c_char * 0x1000).from_address(self.code)).cast("B")
         self._body = b""                    # what the instruction slot holds (`call` writes it)
-        stub.install(self)
-        self.stub = ctypes.PYFUNCTYPE(None)(self.code + C_PROLOGUE)
-        self._prepare_plumbing()
+        self.stub = ctypes.PYFUNCTYPE(None)(entries["prologue"])
+        self._prepare_plumbing(entries)
 
-    def _prepare_plumbing(self) -> None:
+    def write_code(self, offset: int, data: bytes) -> None:
+        """Put ``data`` at ``offset`` in the code, never making it writable and executable at once."""
+        if self._writable_code:
+            ctypes.memmove(self._writable_code + offset, data, len(data))
+            return
+        _protect(self.code, CODE_SIZE, PROT_READ | PROT_WRITE, "its code")
+        ctypes.memmove(self.code + offset, data, len(data))
+        _protect(self.code, CODE_SIZE, PROT_READ | PROT_EXEC, "its code")
+
+    def _prepare_plumbing(self, entries: dict[str, int]) -> None:
         v = self.view
-        struct.pack_into("<QQQQ", v, B_ACTION, self.code + C_HANDLER, SA_SIGINFO | SA_NODEFER | SA_RESTORER,
-                         self.code + C_RESTORER, 0)
+        struct.pack_into("<QQQQ", v, B_ACTION, entries["handler"], SA_SIGINFO | SA_NODEFER | SA_RESTORER,
+                         entries["restorer"], 0)
         mask = 0
         for sig in range(1, 65):
             if sig not in FAULT_SIGNALS + (signal.SIGVTALRM, signal.SIGKILL, signal.SIGSTOP):
@@ -168,11 +197,11 @@ class Region:
         stub with SIGVTALRM.
         """
         if body != self._body:              # a loop at one site runs the same body every time
-            self.code_view[C_INSN:C_INSN + len(body)] = body
+            self.write_code(self.insn - self.code, body)
             self._body = body
         if watchdog:
             old = SigAction()
-            action = SigAction(self.code + C_HANDLER, (ctypes.c_ulong * 16)(), SA_SIGINFO | SA_NODEFER | SA_ONSTACK,
+            action = SigAction(self.handler, (ctypes.c_ulong * 16)(), SA_SIGINFO | SA_NODEFER | SA_ONSTACK,
                                None)
             _libc.sigaction(signal.SIGVTALRM, ctypes.byref(action), ctypes.byref(old))
             arm_watchdog(watchdog)
@@ -192,8 +221,35 @@ class Region:
         return b"\xe9" + struct.pack("<i", self.epilogue - (at + 5))
 
 
+def _protect(address: int, size: int, prot: int, what: str) -> None:
+    if _libc.mprotect(address, size, prot) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"cannot protect the native engine's {what}: {os.strerror(error)}")
+
+
+def _map_code_twice(code: int) -> int:
+    """Map a memfd read + execute at ``code`` (over the region's pages) and read + write
+    elsewhere; the writable view's address, or 0 where memfd_create is refused."""
+    fd = _libc.memfd_create(b"regmap-native", 1)          # MFD_CLOEXEC
+    if fd < 0:
+        return 0
+    try:
+        if os.ftruncate(fd, CODE_SIZE) is not None:
+            return 0
+        shared, fixed = 0x01, 0x10                         # MAP_SHARED, MAP_FIXED (over our own pages)
+        writable = _libc.mmap(None, CODE_SIZE, PROT_READ | PROT_WRITE, shared, fd, 0)
+        if writable in (None, ctypes.c_void_p(-1).value):
+            return 0
+        if _libc.mmap(code, CODE_SIZE, PROT_READ | PROT_EXEC, shared | fixed, fd, 0) != code:
+            _libc.munmap(writable, CODE_SIZE)
+            return 0
+        return writable
+    finally:
+        os.close(fd)
+
+
 def _map() -> int:
-    prot = 0x1 | 0x2 | 0x4                                 # PROT_READ | PROT_WRITE | PROT_EXEC
+    prot = PROT_READ | PROT_WRITE                          # the code pages become read + execute
     flags = 0x02 | 0x20 | 0x100000                         # MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
     for base in _CANDIDATE_BASES:
         got = _libc.mmap(base, REGION_SIZE, prot, flags, -1, 0)
@@ -205,20 +261,27 @@ def _map() -> int:
 
 
 _REGION: Region | None = None
+_FAILED: OSError | None = None          # why the region could not be made (reported once, kept)
 _MAKING = threading.Lock()
 
 
 def ensure() -> Region:
     """The region, mapped and its code generated on first use (once: threads that fault at the
-    same moment must not make two)."""
-    global _REGION
+    same moment must not make two).  OSError if it cannot be made here, the same one each time."""
+    global _REGION, _FAILED
     region = _REGION
     if region is None:
         with _MAKING:
             if _REGION is None:
+                if _FAILED is not None:
+                    raise _FAILED
                 problem = host.platform_problem()
-                if problem:
-                    raise OSError(problem)
-                _REGION = Region()
+                try:
+                    if problem:
+                        raise OSError(problem)
+                    _REGION = Region()
+                except OSError as error:
+                    _FAILED = error
+                    raise
             region = _REGION
     return region

@@ -5,8 +5,8 @@ import ctypes
 import dataclasses
 import struct
 
-from regmap.x86.native import host
-from regmap.x86.native.host import MXCSR_WRITABLE
+from regmap.x86 import host
+from regmap.x86.host import MXCSR_WRITABLE
 from regmap.x86.native.region import (ALL_FAULT_SIGNALS, B_FX, B_GPR, B_K, B_RFLAGS, B_ZMM, GPRS,
                                       LOADED_RFLAGS, RFLAGS_FIXED, SHADOW_SIZE, STACK_SIZE, Region)
 

@@ -16,6 +16,12 @@
 - restore: put back the signal actions routed, the alternate stack and the mask, then
   the ABI's state (DF and AC clear, empty x87 stack, the host's control words),
   and return to the caller.
+
+The parts are one block of instructions, their entries labels, assembled in one pass
+(`generate`); where each entry landed is read back from the bytes, and the instruction slot
+follows the last part.  Nothing has a fixed room: the prologue loads 32 zmm and 8 opmask
+registers on an AVX-512 host and 16 xmm on an SSE-only one.  `generate` depends only on a
+`Profile`'s features, so the tests generate it for every profile on any host.
 """
 from __future__ import annotations
 
@@ -23,12 +29,12 @@ import ctypes
 
 from iced_x86 import Code, Instruction, MemoryOperand, Register
 
-from regmap.x86.machine_code import Labels, assemble
-from regmap.x86.native import host
+from regmap.x86.host import Profile
+from regmap.x86.machine_code import Labels, assemble, label_addresses
 from regmap.x86.native.region import (
     B_ACTION, B_ALTSET, B_ALTSTACK, B_FAULT, B_FX, B_GPR, B_HOST, B_HOST_FCW, B_HOST_MXCSR, B_K, B_MASK,
-    B_MXCSR, B_OLDACT, B_OLDALT, B_OLDMASK, B_OWNER, B_RFLAGS, B_RSP, B_SIGNALS, B_ZMM, C_EPILOGUE, C_HANDLER, C_INSN,
-    C_PROLOGUE, C_RESTORE, C_RESTORER, FAULT_SIGNALS, HOST_STACK, RFLAGS_FIXED, SA_ONSTACK)
+    B_MXCSR, B_OLDACT, B_OLDALT, B_OLDMASK, B_OWNER, B_RFLAGS, B_RSP, B_SIGNALS, B_ZMM, FAULT_SIGNALS, HOST_STACK,
+    RFLAGS_FIXED, SA_ONSTACK)
 
 GPR_REGISTERS = (Register.RAX, Register.RCX, Register.RDX, Register.RBX, Register.RSP, Register.RBP,
                  Register.RSI, Register.RDI, Register.R8, Register.R9, Register.R10, Register.R11,
@@ -56,19 +62,31 @@ def _syscall(number: int, *args: int) -> list[Instruction]:
     return ins + [Instruction.create(Code.SYSCALL)]
 
 
-def _vector_moves(block: int, load: bool) -> list[Instruction]:
+ENTRIES = ("prologue", "epilogue", "handler", "restore", "restorer", "insn")
+MAX_BODY = 64       # the instruction slot: one instruction (at most 15 bytes) and its jump back
+
+
+class _Entries(dict):
+    """Entry name -> its label, while the stub is generated."""
+
+    def __init__(self, labels: Labels):
+        super().__init__((name, labels.new()) for name in ENTRIES)
+        self.labels = labels
+
+
+def _vector_moves(p: Profile, block: int, load: bool) -> list[Instruction]:
     out = []
-    width = host.vector_width()
+    width = p.vector_width
     moves = {512: (Register.ZMM0, Code.EVEX_VMOVDQU64_ZMM_K1Z_ZMMM512, Code.EVEX_VMOVDQU64_ZMMM512_K1Z_ZMM),
              256: (Register.YMM0, Code.VEX_VMOVDQU_YMM_YMMM256, Code.VEX_VMOVDQU_YMMM256_YMM),
              128: (Register.XMM0, Code.MOVDQU_XMM_XMMM128, Code.MOVDQU_XMMM128_XMM)}
     first, load_code, store_code = moves[width]
-    for i in range(host.vector_count()):
+    for i in range(p.vector_count):
         slot = _abs(block + B_ZMM + 64 * i)
         out.append(Instruction.create_reg_mem(load_code, first + i, slot) if load
                    else Instruction.create_mem_reg(store_code, slot, first + i))
     if width == 512:
-        wide = host.wide_opmasks()
+        wide = p.wide_opmasks
         for i in range(8):
             slot = _abs(block + B_K + 8 * i)
             if load:
@@ -80,8 +98,7 @@ def _vector_moves(block: int, load: bool) -> list[Instruction]:
     return out
 
 
-def _signal_setup(b: int) -> list[Instruction]:
-    labels = Labels()
+def _signal_setup(b: int, labels: Labels) -> list[Instruction]:
     plain, go, stay = labels.new(), labels.new(), labels.new()
     ins = _syscall(SYS_RT_SIGPROCMASK, SIG_SETMASK, b + B_MASK, b + B_OLDMASK, 8)
     ins += [Instruction.create_mem_i32(Code.TEST_RM32_IMM32, _abs(b + B_SIGNALS), HOST_STACK),
@@ -119,8 +136,7 @@ def _if_routed(b: int, sig: int, labels: "Labels", body: list[Instruction]) -> l
             Instruction.create_branch(Code.JE_REL32_64, skip), *body, labels.at(skip)]
 
 
-def _prologue(r) -> bytes:
-    b = r.block
+def _prologue(p: Profile, b: int, e: _Entries) -> list[Instruction]:
     ins = [Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_HOST + 8 * i), reg)
            for i, reg in enumerate(_HOST_SAVED)]
     ins.append(Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_HOST + 0x30), Register.RSP))
@@ -130,9 +146,9 @@ def _prologue(r) -> bytes:
     ins.append(Instruction.create_mem_i32(Code.MOV_RM64_IMM32, _abs(b + B_FAULT), 0))     # no fault yet
     ins.append(Instruction.create_mem(Code.STMXCSR_M32, _abs(b + B_HOST_MXCSR)))
     ins.append(Instruction.create_mem(Code.FNSTCW_M2BYTE, _abs(b + B_HOST_FCW)))
-    ins += _signal_setup(b)
+    ins += _signal_setup(b, e.labels)
     ins.append(Instruction.create_mem(Code.FXRSTOR64_M512BYTE, _abs(b + B_FX)))
-    ins += _vector_moves(b, load=True)
+    ins += _vector_moves(p, b, load=True)
     ins.append(Instruction.create_mem(Code.LDMXCSR_M32, _abs(b + B_MXCSR)))
     ins.append(Instruction.create_mem(Code.PUSH_RM64, _abs(b + B_RFLAGS)))
     ins.append(Instruction.create(Code.POPFQ))
@@ -141,12 +157,11 @@ def _prologue(r) -> bytes:
     for i, reg in enumerate(GPR_REGISTERS):
         if reg != Register.RSP:
             ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, _abs(b + B_GPR + 8 * i)))
-    ins.append(Instruction.create_branch(Code.JMP_REL32_64, r.code + C_INSN))
-    return assemble(ins, r.code + C_PROLOGUE)
+    ins.append(Instruction.create_branch(Code.JMP_REL32_64, e["insn"]))
+    return ins
 
 
-def _epilogue(r) -> bytes:
-    b = r.block
+def _epilogue(p: Profile, b: int, e: _Entries) -> list[Instruction]:
     ins = [Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_GPR + 8 * i), reg)
            for i, reg in enumerate(GPR_REGISTERS)]
     ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _abs(b + B_HOST + 0x30)))
@@ -154,16 +169,15 @@ def _epilogue(r) -> bytes:
     ins.append(Instruction.create_mem(Code.POP_RM64, _abs(b + B_RFLAGS)))
     ins.append(Instruction.create_i32(Code.PUSHQ_IMM8, RFLAGS_FIXED))    # AC off before the stores
     ins.append(Instruction.create(Code.POPFQ))
-    ins += _vector_moves(b, load=False)
+    ins += _vector_moves(p, b, load=False)
     ins.append(Instruction.create_mem(Code.STMXCSR_M32, _abs(b + B_MXCSR)))
     ins.append(Instruction.create_mem(Code.FXSAVE64_M512BYTE, _abs(b + B_FX)))
-    ins.append(Instruction.create_branch(Code.JMP_REL32_64, r.code + C_RESTORE))
-    return assemble(ins, r.epilogue)
+    ins.append(Instruction.create_branch(Code.JMP_REL32_64, e["restore"]))
+    return ins
 
 
-def _restore(r) -> bytes:
-    b = r.block
-    labels = Labels()
+def _restore(p: Profile, b: int, e: _Entries) -> list[Instruction]:
+    labels = e.labels
     kept = labels.new()
     ins = [Instruction.create_i32(Code.PUSHQ_IMM8, RFLAGS_FIXED), Instruction.create(Code.POPFQ)]
     for sig in FAULT_SIGNALS:
@@ -178,17 +192,16 @@ def _restore(r) -> bytes:
             Instruction.create_mem(Code.FLDCW_M2BYTE, _abs(b + B_HOST_FCW))]
     ins += [Instruction.create_reg_mem(Code.MOV_R64_RM64, reg, _abs(b + B_HOST + 8 * i))
             for i, reg in enumerate(_HOST_SAVED)]
-    if host.vector_width() >= 256:
+    if p.vector_width >= 256:
         ins.append(Instruction.create(Code.VEX_VZEROUPPER))
     ins.append(Instruction.create(Code.RETNQ))
-    return assemble(ins, r.code + C_RESTORE)
+    return ins
 
 
-def _handler(r) -> bytes:
+def _handler(p: Profile, b: int, e: _Entries) -> list[Instruction]:
     """``void handler(int sig, siginfo_t *info, ucontext_t *uc)``."""
-    b = r.block
     f = b + B_FAULT
-    labels = Labels()
+    labels = e.labels
     foreign, default, drop = labels.new(), labels.new(), labels.new()
     ins = [
         Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX, MemoryOperand(displ=0, displ_size=8, seg=Register.FS)),
@@ -204,7 +217,7 @@ def _handler(r) -> bytes:
         Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(f + 0x20), Register.RAX),
         Instruction.create_mem_i32(Code.MOV_RM64_IMM32, _abs(f), 1),
         Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _abs(b + B_HOST + 0x30)),
-        Instruction.create_branch(Code.JMP_REL32_64, r.code + C_RESTORE),
+        Instruction.create_branch(Code.JMP_REL32_64, e["restore"]),
         labels.at(foreign),
         # another thread faulted: the action its signal had before
         Instruction.create_reg_reg(Code.MOV_R32_RM32, Register.ECX, Register.EDI),
@@ -227,19 +240,40 @@ def _handler(r) -> bytes:
         labels.at(drop),
         Instruction.create(Code.RETNQ),
     ]
-    return assemble(ins, r.code + C_HANDLER)
+    return ins
 
 
-def _restorer(r) -> bytes:
+def _restorer(p: Profile, b: int, e: _Entries) -> list[Instruction]:
     """The handler's sa_restorer (only another thread's ignored fault returns through it)."""
-    return assemble(_syscall(SYS_RT_SIGRETURN), r.code + C_RESTORER)
+    return _syscall(SYS_RT_SIGRETURN)
 
 
-def install(r) -> None:
-    parts = ((C_PROLOGUE, _prologue, C_EPILOGUE), (C_EPILOGUE, _epilogue, C_HANDLER),
-             (C_HANDLER, _handler, C_RESTORE), (C_RESTORE, _restore, C_RESTORER),
-             (C_RESTORER, _restorer, C_INSN))
-    for offset, generate, limit in parts:
-        blob = generate(r)
-        assert len(blob) <= limit - offset, (generate.__name__, len(blob))
-        ctypes.memmove(r.code + offset, blob, len(blob))
+_PARTS = (("prologue", _prologue), ("epilogue", _epilogue), ("handler", _handler), ("restore", _restore),
+          ("restorer", _restorer))
+
+
+def generate(p: Profile, block: int, code: int) -> tuple[bytes, dict[str, int]]:
+    """The stub for a CPU with ``p``'s features, its state block at ``block``, assembled at
+    ``code``: its bytes and the address of each entry (`ENTRIES`; ``insn``, the instruction
+    slot, just after the bytes)."""
+    e = _Entries(Labels())
+    ins: list[Instruction] = []
+    for name, part in _PARTS:
+        ins.append(e.labels.at(e[name]))
+        ins += part(p, block, e)
+    ins.append(e.labels.at(e["insn"]))
+    blob = assemble(ins, code)
+    at = label_addresses(ins, blob, code)
+    return blob[:-1], {name: at[label] for name, label in e.items()}       # the slot's own mark dropped
+
+
+def install(r, p: Profile) -> dict[str, int]:
+    """Generate the stub into region ``r``'s code room; the entries.  OSError if it does not fit
+    (with room for the instruction slot)."""
+    from regmap.x86.native.region import CODE_SIZE
+    blob, entries = generate(p, r.block, r.code)
+    if len(blob) + MAX_BODY > CODE_SIZE:
+        raise OSError(f"the native engine's code for {p.describe()} is {len(blob)} bytes; with its "
+                      f"{MAX_BODY}-byte instruction slot it does not fit in {CODE_SIZE}")
+    r.write_code(0, blob)
+    return entries

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import struct
 
-from regmap.x86.native import host
-from regmap.x86.native.host import MXCSR_WRITABLE
+from regmap.x86 import host
+from regmap.x86.host import MXCSR_WRITABLE
 from regmap.x86.native.region import (B_FX, B_GPR, B_K, B_MXCSR, B_RFLAGS, B_RSP, B_SIGNALS, B_ZMM, GPRS,
                                       LOADED_RFLAGS, RFLAGS_FIXED)
 
