@@ -87,8 +87,7 @@ def run_in_child(code: bytes, state: NativeState, **kw) -> int:
             struct.pack_into("<Q", REGION.view, _region.B_ACTION, 0)
             placed = place(code)
             body = placed.native + REGION.jump_to_epilogue(placed.after)
-            import ctypes
-            ctypes.memmove(INSN_ADDRESS, body, len(body))
+            REGION.write_code(INSN_ADDRESS - REGION.code, body)
             run = state.copy()
             for name, amount in (kw.get("bias") or {}).items():
                 run.gpr[name] = (run.gpr[name] + amount) & (2**64 - 1)

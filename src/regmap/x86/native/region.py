@@ -23,10 +23,11 @@ offset          contents
 
 The guard pages turn an access that strays from the shadow page or the stack
 into a fault instead of a corrupted state block.  The code is never writable
-and executable at once (W^X): it is a memfd mapped twice, read + execute in
-the region and read + write elsewhere, and the instruction slot is written
-through the second view.  Where memfd_create is refused the code pages are
-made writable for the moment of a write instead.  Nothing is mapped until
+and executable at once (W^X): the code pages are made read + write for the
+moment the instruction slot changes, which a loop at one site never does.  (A
+memfd mapped twice, one view writable, would save the two mprotect calls, but
+a process that forks, from C as well, would share the writable view with its
+child, and each would rewrite the other's instruction slot.)  Nothing is mapped until
 the engine is first used (`ensure`); a start that fails unmaps everything and
 the error is kept, so every later use reports it at once.  The code is in
 `stub`; one call of it blocks the asynchronous signals, routes the
@@ -118,7 +119,6 @@ def _load_libc():
                               ctypes.c_long)
         libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
         libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        libc.memfd_create.argtypes = (ctypes.c_char_p, ctypes.c_uint)
         libc.setitimer.argtypes = (ctypes.c_int, ctypes.POINTER(_ITimerVal), ctypes.POINTER(_ITimerVal))
         libc.sigaction.argtypes = (ctypes.c_int, ctypes.POINTER(SigAction), ctypes.POINTER(SigAction))
         _libc = libc
@@ -139,7 +139,6 @@ class Region:
         _load_libc()
         self.profile = profile or host.current()
         self.base = _map()
-        self._writable_code = 0         # the code's read + write view (0: none, mprotect instead)
         try:
             for guard in GUARD_OFFS:
                 _protect(self.base + guard, 0x1000, PROT_NONE, "its guard pages")
@@ -149,13 +148,8 @@ class Region:
             self.stack_top = self.stack + STACK_TOP_OFF
             self.code = self.base + CODE_OFF
             self.altstack = self.base + ALTSTACK_OFF
-            self._writable_code = _map_code_twice(self.code)
-            if not self._writable_code:
-                _protect(self.code, CODE_SIZE, PROT_READ | PROT_EXEC, "its code")
             entries = stub.install(self, self.profile)
         except BaseException:
-            if self._writable_code:
-                _libc.munmap(self._writable_code, CODE_SIZE)
             _libc.munmap(self.base, REGION_SIZE)
             raise
         self.entries = entries
@@ -171,9 +165,6 @@ class Region:
 
     def write_code(self, offset: int, data: bytes) -> None:
         """Put ``data`` at ``offset`` in the code, never making it writable and executable at once."""
-        if self._writable_code:
-            ctypes.memmove(self._writable_code + offset, data, len(data))
-            return
         _protect(self.code, CODE_SIZE, PROT_READ | PROT_WRITE, "its code")
         ctypes.memmove(self.code + offset, data, len(data))
         _protect(self.code, CODE_SIZE, PROT_READ | PROT_EXEC, "its code")
@@ -225,27 +216,6 @@ def _protect(address: int, size: int, prot: int, what: str) -> None:
     if _libc.mprotect(address, size, prot) != 0:
         error = ctypes.get_errno()
         raise OSError(error, f"cannot protect the native engine's {what}: {os.strerror(error)}")
-
-
-def _map_code_twice(code: int) -> int:
-    """Map a memfd read + execute at ``code`` (over the region's pages) and read + write
-    elsewhere; the writable view's address, or 0 where memfd_create is refused."""
-    fd = _libc.memfd_create(b"regmap-native", 1)          # MFD_CLOEXEC
-    if fd < 0:
-        return 0
-    try:
-        if os.ftruncate(fd, CODE_SIZE) is not None:
-            return 0
-        shared, fixed = 0x01, 0x10                         # MAP_SHARED, MAP_FIXED (over our own pages)
-        writable = _libc.mmap(None, CODE_SIZE, PROT_READ | PROT_WRITE, shared, fd, 0)
-        if writable in (None, ctypes.c_void_p(-1).value):
-            return 0
-        if _libc.mmap(code, CODE_SIZE, PROT_READ | PROT_EXEC, shared | fixed, fd, 0) != code:
-            _libc.munmap(writable, CODE_SIZE)
-            return 0
-        return writable
-    finally:
-        os.close(fd)
 
 
 def _map() -> int:
