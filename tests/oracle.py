@@ -87,14 +87,27 @@ def window_writes(instr, offset: int, gpr: dict[str, int]) -> list[tuple[int, in
 
 
 def selected_elements(instr, ranges: list[tuple[int, int]], values: dict[str, int]) -> list[tuple[int, int]]:
-    """An opmasked store writes only the elements its mask selects: ``ranges`` cut down to them."""
+    """An opmasked store writes only the elements its mask selects: ``ranges`` cut down to them.
+
+    A compress (vpcompress*, vcompressp*) is not a masked store: it packs the selected elements
+    together, so it writes popcnt(mask) elements from the operand's start (SDM: "compress store").
+    Without a mask (k0) both write every element."""
     from iced_x86 import MemorySizeInfo, Register
     if instr.op_mask == Register.NONE:
         return ranges
     selector = values.get(f"k{instr.op_mask - Register.K0}", 0)
     element = MemorySizeInfo(instr.memory_size).element_size or 1
+    if _is_compress(instr):
+        return [(offset, element * bin(selector & ((1 << (size // element)) - 1)).count("1"))
+                for offset, size in ranges if selector & ((1 << (size // element)) - 1)]
     return [(offset + i * element, element) for offset, size in ranges
             for i in range(size // element) if selector >> i & 1]
+
+
+def _is_compress(instr) -> bool:
+    from iced_x86 import Mnemonic
+    return instr.mnemonic in {getattr(Mnemonic, m) for m in ("VPCOMPRESSB", "VPCOMPRESSW", "VPCOMPRESSD",
+                                                                "VPCOMPRESSQ", "VCOMPRESSPS", "VCOMPRESSPD")}
 
 
 _SHIFTS = None
@@ -395,7 +408,8 @@ def check_minimized(form: Form, regs: dict[str, int], *, stack: bytes | None = N
         from forms import slot_registers
         keep |= slot_registers(form.offset, form.size)
     current = dict(regs)
-    simple = {"rflags": 0, "mxcsr": 0x1F80}
+    # fcw's reserved bit 6 reads back as 1 (FXSAVE): a trial fcw of 0 would add a difference of its own
+    simple = {"rflags": 0, "mxcsr": 0x1F80, "fcw": 0x37F}
     for name in [n for n in current if n not in keep]:
         target = simple.get(name, 0)
         if current[name] == target:
