@@ -45,6 +45,9 @@ def built(tmp_path_factory):
     return executable, library
 
 
+RESULTS = 15            # native.c prints 15 results: 0..8 SSE/x87/AES/FMA/strings, 9..14 AVX-512
+
+
 def results(lines: list[str]) -> list[bytes]:
     return [bytes.fromhex(line) for line in lines]
 
@@ -64,7 +67,7 @@ def check_values(out: list[bytes]) -> None:
     assert struct.unpack_from("<q", out[7])[0] == 0x60 + len("native engine")
     assert struct.unpack_from("<i", out[8])[0] == 0
     if AVX512:
-        assert [f64(out[9][i:i + 8]) for i in range(0, 64, 8)] == [3.0] * 8
+        assert [f64(out[9][i:i + 8]) for i in range(0, 64, 8)] == [1.0 + 2.0] * 8
 
 
 def run(*args, **kw) -> subprocess.CompletedProcess:
@@ -90,18 +93,20 @@ INPROCESS = textwrap.dedent('''
     import ctypes, sys
     import regmap
     lib = ctypes.CDLL(sys.argv[1])
+    RESULTS = int(sys.argv[3])
     lib.native_ops.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
     avx512 = int(sys.argv[2])
     buffer = (ctypes.c_char * 4096)()
     for base in (ctypes.addressof(buffer), 0):
-        out = (ctypes.c_ubyte * 512)()
+        out = (ctypes.c_ubyte * 1024)()
         if base == 0:
             regmap.map_registers()
         lib.native_ops(base, out, avx512)
         if base == 0:
             regmap.unmap_registers()
         data = bytes(out)
-        print(" ".join(data[32 * i:32 * i + (64 if i == 9 else 32)].hex() for i in range(10)))
+        print(" ".join((data[32 * i:32 * i + 32] if i < 9 else data[288 + 64 * (i - 9):][:64]).hex()
+                       for i in range(RESULTS)))
 ''')
 
 
@@ -109,19 +114,32 @@ def test_in_process_the_window_gives_the_cpus_results(built, tmp_path):
     _, library = built
     script = tmp_path / "inprocess.py"
     script.write_text(INPROCESS)
-    result = run(sys.executable, script, library, int(AVX512), env=python_env())
+    result = run(sys.executable, script, library, int(AVX512), RESULTS, env=python_env())
     assert result.returncode == 0, result.stderr
     plain, window = result.stdout.splitlines()
     assert window == plain
     check_values(results(window.split()))
 
 
-@pytest.mark.skipif(not AVX512, reason="host CPU lacks avx512f: the AVX-512 operation is not run")
-def test_avx512_operation_on_the_window(built):
+# the AVX-512 operations native_ops runs on window operands (results 9..14): each must have been
+# emulated (a fault on the window), and give what the CPU gives on a plain buffer
+AVX512_MNEMONICS = ("vaddpd", "vfmadd231pd", "vmovdqu64", "vpcompressd", "vpexpandd", "vpcmpgtd")
+
+
+@pytest.mark.skipif(not AVX512, reason="host CPU lacks avx512f: the AVX-512 operations are not run")
+def test_avx512_operations_on_the_window(built):
     executable, _ = built
+    plain = run(executable, "plain", "avx512")
+    assert plain.returncode == 0, plain.stderr
+    without = run(executable, "plain")
     traced = run(sys.executable, "-m", "regmap.cli", "exec", "--stats", executable, "window", "avx512",
                  env=python_env())
     assert traced.returncode == 0, traced.stderr
-    assert "  vaddpd\n" in traced.stderr
-    out = results(traced.stdout.split())
-    assert [f64(out[9][i:i + 8]) for i in range(0, 64, 8)] == [3.0] * 8
+    for mnemonic in AVX512_MNEMONICS:
+        assert f"  {mnemonic}\n" in traced.stderr, (mnemonic, traced.stderr)
+    cpu, window = results(plain.stdout.split()), results(traced.stdout.split())
+    assert len(cpu) == len(window) == RESULTS
+    # the operations ran in the plain run: every AVX-512 result differs from the one it skips
+    assert all(cpu[i] != skipped for i, skipped in enumerate(results(without.stdout.split())) if i >= 9)
+    for i in range(9, RESULTS):
+        assert window[i] == cpu[i], f"result {i}: window {window[i].hex()} CPU {cpu[i].hex()}"

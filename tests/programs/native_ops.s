@@ -1,10 +1,11 @@
-# void native_ops(char *base, unsigned char out[512], long avx512)
+# void native_ops(char *base, unsigned char out[1024], long avx512)
 #
 # Instructions regmap runs on its native engine, each on a memory operand at base + slot: with
 # base = 0 under regmap the operands are the register window (slot 0x8 is rcx, 0x60 r12, 0x120
 # xmm1...), with base = a plain buffer the same code runs without regmap.  Every value an
 # operand needs is stored to its slot first, through the same base, so the two runs compute the
-# same results: result i is at out + 32 i.
+# same results: result i < 9 is 32 bytes at out + 32 i, result i >= 9 (AVX-512) 64 bytes at
+# out + 288 + 64 (i - 9).
     .intel_syntax noprefix
     .text
     .globl native_ops
@@ -18,7 +19,9 @@ native_ops:
     sub rsp, 8
     mov rbp, rdi                  # base
     mov rbx, rsi                  # out
-    mov r15, rdx                  # avx512?
+    # avx512? on the stack: under regmap every general register has a window slot the
+    # operations below overwrite (strlen's string lies on r12..r15)
+    mov [rsp], rdx
     # 0: addsd xmm0, [base+8] = 2.25 + 1.5
     mov rax, 0x3ff8000000000000   # 1.5
     mov [rbp + 8], rax
@@ -81,17 +84,56 @@ native_ops:
     lea rsi, [rip + expected]
     call strcmp@PLT
     mov [rbx + 256], rax
-    # 9: vaddpd zmm5, zmm6, [base+0x100] (AVX-512 only)
-    test r15, r15
-    jz 1f
+    # 9..13: AVX-512 (only when asked).  Register operands are zmm16..31 and k1..k4: under regmap
+    # the slots 0x100.. are ymm0..15, so an operation on zmm0..15 would see its own window stores.
+    # Each stores a value that differs from what was there, so an operation regmap skipped or got
+    # wrong changes the output.
+    cmp qword ptr [rsp], 0
+    je 1f
+    # 9: vaddpd zmm16, zmm17, [base+0x100] (ymm0:ymm1's slots, 64 bytes) = 1.0 + 2.0
     mov rax, 0x3ff0000000000000
-    vpbroadcastq zmm6, rax
+    vpbroadcastq zmm17, rax
     mov rax, 0x4000000000000000
-    vpbroadcastq ymm7, rax
-    vmovdqu [rbp + 0x100], ymm7
-    vmovdqu [rbp + 0x120], ymm7
-    vaddpd zmm5, zmm6, [rbp + 0x100]
-    vmovdqu64 [rbx + 288], zmm5
+    vpbroadcastq zmm18, rax
+    vmovdqu64 [rbp + 0x100], zmm18
+    vaddpd zmm16, zmm17, [rbp + 0x100]
+    vmovdqu64 [rbx + 288], zmm16
+    # 10: vfmadd231pd zmm19{k1}, zmm20, qword [base+8]{1to8}: a broadcast from rcx's slot, merge-masked
+    vmovdqu64 zmm19, [rip + doubles]
+    vmovdqu64 zmm20, [rip + doubles + 64]
+    mov rax, 0x3fd0000000000000   # 0.25
+    mov [rbp + 8], rax
+    mov eax, 0xa5
+    kmovw k1, eax
+    vfmadd231pd zmm19{k1}, zmm20, qword ptr [rbp + 8]{1to8}
+    vmovdqu64 [rbx + 352], zmm19
+    # 11: vmovdqu64 [base+0x140]{k2}, zmm21 (ymm2:ymm3's slots): a masked store, read back whole
+    vmovdqu64 zmm22, [rip + dwords]
+    vmovdqu64 [rbp + 0x140], zmm22
+    vpaddd zmm21, zmm22, zmm22
+    mov eax, 0x3c
+    kmovw k2, eax
+    vmovdqu64 [rbp + 0x140]{k2}, zmm21
+    vmovdqu64 zmm23, [rbp + 0x140]
+    vmovdqu64 [rbx + 416], zmm23
+    # 12: vpcompressd [base+0x180]{k3}, zmm21 (ymm4:ymm5's slots): popcnt(k3) dwords packed from
+    # the slot's start, the rest left as they were; read back whole
+    vmovdqu64 [rbp + 0x180], zmm22
+    mov eax, 0x9a53
+    kmovw k3, eax
+    vpcompressd [rbp + 0x180]{k3}, zmm21
+    vmovdqu64 zmm24, [rbp + 0x180]
+    vmovdqu64 [rbx + 480], zmm24
+    # 13: vpexpandd zmm24{k3}{z}, [base+0x180]: the packed dwords back to k3's lanes, the rest zero
+    vpexpandd zmm24{k3}{z}, [rbp + 0x180]
+    vmovdqu64 [rbx + 544], zmm24
+    # 14: vpcmpgtd k4, zmm22, [base+0x200] (ymm8:ymm9's slots) into a mask register, shown as
+    # zmm25 with the lanes k4 does not select zeroed
+    vpsubd zmm25, zmm22, [rip + dwords + 64]
+    vmovdqu64 [rbp + 0x200], zmm25
+    vpcmpgtd k4, zmm22, [rbp + 0x200]
+    vmovdqa32 zmm26{k4}{z}, zmm25
+    vmovdqu64 [rbx + 608], zmm26
 1:
     add rsp, 8
     pop r15
@@ -106,4 +148,11 @@ native_ops:
     .section .rodata
 expected:
     .asciz "native engine!"
+    .balign 64
+doubles:                          # 16 doubles: zmm19's and zmm20's lanes
+    .double 1.5, -2.0, 3.25, 1e300, -0.0, 7.0, 0.1, 1e-310
+    .double 2.0, 4.0, -8.0, 1e10, 3.0, 0.5, 0.3, 1e-300
+dwords:                           # 16 dwords 1..16, then 16 small signed ones
+    .long 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
+    .long 3, -1, 0, 7, -5, 2, 2, 0, 9, -9, 1, 20, -3, 4, 0, 6
     .section .note.GNU-stack,"",@progbits
