@@ -14,13 +14,13 @@ All of it is one ctypes array of 64-bit words (`WORDS`), created once per frame
 address and reused: a thread faulting in a loop lands its frame at the same
 address every time, so the hot path allocates no ctypes objects.
 
-Vector state lives in the XSAVE image (standard, non-compacted format, which
-the kernel uses for signal frames): xmm0-15 and mxcsr in the legacy FXSAVE
-area, the upper halves of ymm0-15 in component 2, opmask k0-7 in component 5,
-the upper halves of zmm0-15 in component 6 and zmm16-31 in component 7.  A
-component whose XSTATE_BV bit is clear is in its initial state (all zeros)
-and its bytes in the frame are stale: reads give zeros, and a write first
-zeroes the component and sets its bit.
+Vector and x87 state live in the XSAVE image the frame points at (standard,
+non-compacted format, which the kernel uses for signal frames), each register
+where this CPU's CPUID leaf 0xD puts it (`regmap.x86.xsave`; Intel and AMD
+differ).  The image's features and size (fpx_sw_bytes) are checked against
+that layout before any register is read from it.  A component whose
+XSTATE_BV bit is clear is in its initial state and its bytes in the frame are
+stale: reads give that state, and a write first sets it and the bit.
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ from regmap.errors import MemoryFault, RegisterNotWritable, RegmapError
 from regmap.runtime import _sys
 from regmap.runtime.sites import CODE_SITES, MEMORY, RETIRED_SITES, Site, new_site  # noqa: F401
 from regmap.runtime.usercopy import UserCopy
+from regmap.x86 import xsave
+from regmap.x86.host import AVX, SSE, ZMM_HI256
 
 # word indices into the frame
 W_STACK_SP, W_STACK_FLAGS, W_STACK_SIZE = 2, 3, 4
@@ -58,74 +60,39 @@ SELECTOR_SHIFT = {"cs": 0, "gs": 16, "fs": 32, "ss": 48}
 # -- the XSAVE image ---------------------------------------------------------------------
 FP_XSTATE_MAGIC1 = 0x46505853
 SW_MAGIC1, SW_XFEATURES, SW_XSTATE_SIZE = 464, 472, 480
-XSTATE_BV = 512
-X87, SSE, AVX, OPMASK, ZMM_HI256, HI16_ZMM = 0, 1, 2, 5, 6, 7
-# Standard-format offset and size of each component (CPUID.(EAX=0DH,ECX=i)).  These are the
-# values every Intel CPU with the component reports; the frame's own total size is checked
-# against them before the AVX-512 components are trusted (`Xsave.trusted`).
-COMPONENTS = {AVX: (576, 256), 3: (960, 64), 4: (1024, 64), OPMASK: (1088, 64),
-              ZMM_HI256: (1152, 512), HI16_ZMM: (1664, 1024), 9: (2688, 8)}
-LEGACY_XMM, LEGACY_ST, LEGACY_MXCSR = 160, 32, 24
-X87_CONTROL = {"fcw": (0, 2), "fsw": (2, 2), "ftw": (4, 1)}     # ftw: FXSAVE's abridged tag byte
-X87_INIT = {0: 0x037F}                                          # FCW after FNINIT; the rest zero
-
-
+XSTATE_BV = xsave.XSTATE_BV
+LEGACY_XMM, LEGACY_ST = xsave.LEGACY_XMM, xsave.LEGACY_ST
+X87_CONTROL = xsave.X87_CONTROL
 MASK64 = (1 << 64) - 1
-
-
-class XstateLayoutError(RegmapError):
-    """The signal frame's XSAVE image is not laid out as regmap expects."""
+XstateLayoutError = xsave.XstateLayoutError
 
 
 def _u64(address: int) -> int:
     return ctypes.c_uint64.from_address(address).value
 
 
-def _set_u64(address: int, value: int) -> None:
-    ctypes.c_uint64.from_address(address).value = value
-
-
-def _read_int(address: int, size: int) -> int:
-    return int.from_bytes((ctypes.c_char * size).from_address(address).raw, "little")
-
-
-def _write_int(address: int, size: int, value: int) -> None:
-    ctypes.memmove(address, value.to_bytes(size, "little"), size)
-
-
 class Xsave:
-    """The FXSAVE/XSAVE image one frame points at."""
+    """The FXSAVE/XSAVE image one frame points at, and the layout it is read with."""
 
-    __slots__ = ("base", "xsave", "xfeatures", "size", "trusted", "words")
-    _checked: dict[tuple[int, int], bool] = {}
+    __slots__ = ("base", "xsave", "xfeatures", "size", "words", "view", "layout", "avx_word", "hi256")
 
-    def __init__(self, base: int):
+    def __init__(self, base: int, layout: xsave.Layout | None = None):
         self.base = base
+        self.layout = layout = layout or xsave.layout()
         self.xsave = ctypes.c_uint32.from_address(base + SW_MAGIC1).value == FP_XSTATE_MAGIC1
         if self.xsave:
             self.xfeatures = _u64(base + SW_XFEATURES)
             self.size = ctypes.c_uint32.from_address(base + SW_XSTATE_SIZE).value
-        else:
+            layout.check(self.xfeatures, self.size, "the signal frame's XSAVE image")
+        else:           # a kernel that saves with FXSAVE: the legacy area alone
             self.xfeatures, self.size = 0b11, 512
-        self.trusted = self._layout_matches(self.xfeatures, self.size)
-        # The image as 64-bit words: a register read is a few plain field reads.
+        # The image as 64-bit words (a register read is a few plain field reads) and as bytes.
         self.words = (ctypes.c_uint64 * (max(self.size, 512 + 64 if self.xsave else 512) // 8)
                       ).from_address(base)
-
-    @classmethod
-    def _layout_matches(cls, xfeatures: int, size: int) -> bool:
-        """Whether the standard offsets account for the frame's XSAVE size exactly."""
-        key = (xfeatures, size)
-        known = cls._checked.get(key)
-        if known is None:
-            end = 512 + 64 if xfeatures & ~0b11 else 512
-            for bit, (offset, length) in COMPONENTS.items():
-                if xfeatures >> bit & 1:
-                    end = max(end, offset + length)
-            # Components regmap does not know (AMX, ...) come after the ones it does.
-            unknown = xfeatures & ~(0b11 | sum(1 << bit for bit in COMPONENTS))
-            known = cls._checked[key] = end == size or (unknown != 0 and end <= size)
-        return known
+        self.view = memoryview(self.words).cast("B")
+        components = layout.components
+        self.avx_word = components[AVX][0] // 8 if self.xfeatures >> AVX & 1 else None
+        self.hi256 = components[ZMM_HI256][0] if self.xfeatures >> ZMM_HI256 & 1 else None
 
     def same_header(self) -> bool:
         """The image at `base` still has the header this object was made from."""
@@ -135,40 +102,14 @@ class Xsave:
         return not self.xsave or (words[SW_XFEATURES // 8] == self.xfeatures
                                   and words[SW_XSTATE_SIZE // 8] & 0xFFFF_FFFF == self.size)
 
-    def has(self, component: int) -> bool:
-        return bool(self.xfeatures >> component & 1)
-
-    def _bv(self) -> int:
+    def bv(self) -> int:
         return self.words[XSTATE_BV // 8] if self.xsave else 0b11
 
-    def live(self, component: int) -> bool:
-        """The component holds state (its XSTATE_BV bit is set); otherwise it reads as zeros."""
-        return bool(self._bv() >> component & 1)
+    def read(self, name: str) -> int:
+        return self.layout.read(self.view, name, self.xfeatures, self.bv())
 
-    def offset(self, component: int) -> int:
-        if component > AVX and not self.trusted:
-            raise XstateLayoutError(
-                f"the signal frame's XSAVE image ({self.size} bytes, features {self.xfeatures:#x}) "
-                f"is not in the layout regmap knows; component {component} is not accessible")
-        return COMPONENTS[component][0]
-
-    def make_live(self, component: int) -> None:
-        """Set the component's XSTATE_BV bit, zeroing it first if it was in its initial state."""
-        if not self.xsave:
-            return
-        bv = self._bv()
-        if bv >> component & 1:
-            return
-        if component == SSE:
-            ctypes.memset(self.base + LEGACY_XMM, 0, 16 * 16)
-        elif component == X87:
-            ctypes.memset(self.base, 0, 24)
-            ctypes.memset(self.base + LEGACY_ST, 0, 8 * 16)
-            ctypes.c_uint16.from_address(self.base).value = 0x037F  # FCW after FNINIT
-        else:
-            offset, length = COMPONENTS[component]
-            ctypes.memset(self.base + self.offset(component), 0, length)
-        _set_u64(self.base + XSTATE_BV, bv | 1 << component)
+    def write(self, name: str, value: int) -> None:
+        self.layout.write(self.view, name, value, self.xfeatures, header=self.xsave)
 
 
 XSAVES: dict[int, Xsave] = {}     # image address -> its Xsave (see Frame.xsave)
@@ -220,84 +161,16 @@ class Frame(ctypes.Structure):
         self.__dict__["xs"] = xs
         return xs
 
-    def read_zmm(self, n: int) -> int:
-        xs = self.xsave()
-        words = xs.words
-        if n >= 16:
-            if not (xs.has(HI16_ZMM) and xs.live(HI16_ZMM)):
-                return 0
-            return _read_int(xs.base + xs.offset(HI16_ZMM) + 64 * (n - 16), 64)
-        bv = words[XSTATE_BV // 8] if xs.xsave else 0b11
-        at = (LEGACY_XMM + 16 * n) // 8
-        value = words[at] | words[at + 1] << 64 if bv & 1 << SSE else 0
-        if bv & 1 << AVX and xs.xfeatures & 1 << AVX:
-            at = (COMPONENTS[AVX][0] + 16 * n) // 8
-            value |= (words[at] | words[at + 1] << 64) << 128
-        if bv & 1 << ZMM_HI256 and xs.xfeatures & 1 << ZMM_HI256:
-            value |= _read_int(xs.base + xs.offset(ZMM_HI256) + 32 * n, 32) << 256
-        return value
+    def read_xstate(self, name: str) -> int:
+        return self.xsave().read(name)
 
-    def write_zmm(self, n: int, value: int) -> None:
-        xs = self.xsave()
-        base = xs.base
-        if n >= 16:
-            if xs.has(HI16_ZMM) and (value or xs.live(HI16_ZMM)):
-                xs.make_live(HI16_ZMM)
-                _write_int(base + xs.offset(HI16_ZMM) + 64 * (n - 16), 64, value)
-            return
-        low, ymm_high, zmm_high = value & (1 << 128) - 1, value >> 128 & (1 << 128) - 1, value >> 256
-        words = xs.words
-        if low or xs.live(SSE):
-            xs.make_live(SSE)
-            at = (LEGACY_XMM + 16 * n) // 8
-            words[at], words[at + 1] = low & MASK64, low >> 64
-        if xs.has(AVX) and (ymm_high or xs.live(AVX)):
-            xs.make_live(AVX)
-            at = (COMPONENTS[AVX][0] + 16 * n) // 8
-            words[at], words[at + 1] = ymm_high & MASK64, ymm_high >> 64
-        if xs.has(ZMM_HI256) and (zmm_high or xs.live(ZMM_HI256)):
-            xs.make_live(ZMM_HI256)
-            _write_int(base + xs.offset(ZMM_HI256) + 32 * n, 32, zmm_high)
-
-    def read_k(self, n: int) -> int:
-        xs = self.xsave()
-        if not (xs.has(OPMASK) and xs.live(OPMASK)):
-            return 0
-        return _u64(xs.base + xs.offset(OPMASK) + 8 * n)
-
-    def write_k(self, n: int, value: int) -> None:
-        xs = self.xsave()
-        if not xs.has(OPMASK):
-            return  # no AVX-512: the bits the CPU lacks stay zero
-        if value or xs.live(OPMASK):
-            xs.make_live(OPMASK)
-            _set_u64(xs.base + xs.offset(OPMASK) + 8 * n, value)
-
-    def read_x87(self, offset: int, size: int) -> int:
-        """Bytes offset..offset+size-1 of the legacy x87 area (FCW 0, FSW 2, FTW 4, ST(i) at
-        32 + 16 i); in its initial state, FNINIT's values."""
-        xs = self.xsave()
-        if not xs.live(X87):
-            return X87_INIT.get(offset, 0)
-        return _read_int(xs.base + offset, size)
-
-    def write_x87(self, offset: int, size: int, value: int) -> None:
-        xs = self.xsave()
-        xs.make_live(X87)
-        _write_int(xs.base + offset, size, value)
+    def write_xstate(self, name: str, value: int) -> None:
+        self.xsave().write(name, value)
 
     def read_selector(self, name: str) -> int:
         if name == "ss" and not self.uc_flags & UC_SIGCONTEXT_SS:
             return 0x2B  # __USER_DS: what ss holds in a 64-bit process
         return self.csgsfs >> SELECTOR_SHIFT[name] & 0xFFFF
-
-    @property
-    def mxcsr(self) -> int:
-        return ctypes.c_uint32.from_address(self.xsave().base + LEGACY_MXCSR).value
-
-    @mxcsr.setter
-    def mxcsr(self, value: int) -> None:
-        ctypes.c_uint32.from_address(self.xsave().base + LEGACY_MXCSR).value = value
 
     @property
     def fs_base(self) -> int:
@@ -324,10 +197,10 @@ def _read_only(name: str):
 
 
 def _low_zmm(n: int) -> property:
-    """zmm0-15 as one property each, word indices resolved: the fast paths' vector access."""
-    sse_at, avx_at = (LEGACY_XMM + 16 * n) // 8, (COMPONENTS[AVX][0] + 16 * n) // 8
-    bv_at, sse, avx, hi256 = XSTATE_BV // 8, 1 << SSE, 1 << AVX, 1 << ZMM_HI256
-    mask128 = (1 << 128) - 1
+    """zmm0-15 as one property each, the legacy part's word index resolved: the fast paths'
+    vector access (the other parts' places are the image's layout's)."""
+    sse_at, bv_at, sse, avx, hi256 = (LEGACY_XMM + 16 * n) // 8, XSTATE_BV // 8, 1 << SSE, 1 << AVX, 1 << ZMM_HI256
+    name = f"zmm{n}"
 
     def get(frame) -> int:
         xs = frame.__dict__.get("xs")
@@ -339,52 +212,33 @@ def _low_zmm(n: int) -> property:
         bv = words[bv_at] & xs.xfeatures
         value = words[sse_at] | words[sse_at + 1] << 64 if bv & sse else 0
         if bv & avx:
-            value |= (words[avx_at] | words[avx_at + 1] << 64) << 128
+            at = xs.avx_word + 2 * n
+            value |= (words[at] | words[at + 1] << 64) << 128
         if bv & hi256:
-            value |= _read_int(xs.base + xs.offset(ZMM_HI256) + 32 * n, 32) << 256
+            at = xs.hi256 + 32 * n
+            value |= int.from_bytes(xs.view[at:at + 32], "little") << 256
         return value
 
     def set(frame, value: int) -> None:
         xs = frame.__dict__.get("xs")
         if xs is None or xs.base != frame.fpregs:
             xs = frame._new_xsave()
-        words = xs.words
-        bv = words[bv_at] if xs.xsave else 0b11
-        low, high = value & mask128, value >> 128 & mask128
-        if low or bv & sse:
-            if not bv & sse:
-                xs.make_live(SSE)
-            words[sse_at], words[sse_at + 1] = low & MASK64, low >> 64
-        if xs.xfeatures & avx and (high or bv & avx):
-            if not bv & avx:
-                xs.make_live(AVX)
-            words[avx_at], words[avx_at + 1] = high & MASK64, high >> 64
-        top = value >> 256
-        if xs.xfeatures & hi256 and (top or bv & hi256):
-            xs.make_live(ZMM_HI256)
-            _write_int(xs.base + xs.offset(ZMM_HI256) + 32 * n, 32, top)
+        xs.write(name, value)
 
     return property(get, set)
 
 
 def _install_properties() -> None:
-    def prop(getter, setter):
-        return property(getter, setter)
+    def prop(name):
+        return property(lambda self: self.read_xstate(name), lambda self, v: self.write_xstate(name, v))
     for n in range(16):
         setattr(Frame, f"zmm{n}", _low_zmm(n))
     for n in range(16, 32):
-        setattr(Frame, f"zmm{n}", prop(lambda self, n=n: self.read_zmm(n),
-                                       lambda self, v, n=n: self.write_zmm(n, v)))
-    for n in range(8):
-        setattr(Frame, f"k{n}", prop(lambda self, n=n: self.read_k(n),
-                                     lambda self, v, n=n: self.write_k(n, v)))
-        setattr(Frame, f"st{n}", prop(lambda self, n=n: self.read_x87(LEGACY_ST + 16 * n, 10),
-                                      lambda self, v, n=n: self.write_x87(LEGACY_ST + 16 * n, 10, v)))
-    for name, (offset, size) in X87_CONTROL.items():
-        setattr(Frame, name, prop(lambda self, o=offset, s=size: self.read_x87(o, s),
-                                  lambda self, v, o=offset, s=size: self.write_x87(o, s, v)))
+        setattr(Frame, f"zmm{n}", prop(f"zmm{n}"))
+    for name in [f"k{n}" for n in range(8)] + [f"st{n}" for n in range(8)] + list(X87_CONTROL) + ["mxcsr"]:
+        setattr(Frame, name, prop(name))
     for name in SELECTOR_SHIFT:
-        setattr(Frame, name, prop(lambda self, name=name: self.read_selector(name), _read_only(name)))
+        setattr(Frame, name, property(lambda self, name=name: self.read_selector(name), _read_only(name)))
     # A 64-bit Linux process runs with null ds and es; the frame does not hold them.
     Frame.ds = Frame.es = property(lambda self: 0, _read_only("ds/es"))
 

@@ -38,7 +38,7 @@ LEGACY_SIZE, HEADER_SIZE = 512, 64
 DEFAULT_MXCSR_MASK = 0xFFBF           # what an FXSAVE image's MXCSR_MASK of 0 stands for
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)      # hashed by identity: one layout per profile
 class Profile:
     """One CPU as regmap needs to know it (see the module's text)."""
 
