@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import functools
 
+from regmap import places
 from regmap.errors import MemoryFault, RegisterNotWritable, RegmapError
 from regmap.runtime import _sys
 from regmap.runtime.sites import CODE_SITES, MEMORY, RETIRED_SITES, Site, new_site  # noqa: F401
@@ -37,9 +38,7 @@ from regmap.x86.host import AVX, SSE, ZMM_HI256
 # word indices into the frame
 W_STACK_SP, W_STACK_FLAGS, W_STACK_SIZE = 2, 3, 4
 GREGS = 5
-GREG_INDEX = {name: GREGS + i for i, name in enumerate(
-    ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx",
-     "rax", "rcx", "rsp", "rip", "rflags"))}
+GREG_INDEX = {name: GREGS + i for i, name in enumerate(places.GREGS_ORDER)}
 W_RIP, W_RFLAGS = GREG_INDEX["rip"], GREG_INDEX["rflags"]
 W_CSGSFS = GREGS + 18
 W_ERR, W_TRAPNO, W_CR2 = GREGS + 19, GREGS + 20, GREGS + 22
@@ -115,8 +114,7 @@ class Xsave:
 XSAVES: dict[int, Xsave] = {}     # image address -> its Xsave (see Frame.xsave)
 MAX_XSAVES = 256
 
-_GREG_NAMES = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
-               "rdx", "rax", "rcx", "rsp", "rip", "rflags")
+_GREG_NAMES = places.GREGS_ORDER         # uc_mcontext.gregs, word by word
 
 
 class Frame(ctypes.Structure):

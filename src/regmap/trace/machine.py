@@ -3,18 +3,14 @@ from __future__ import annotations
 
 import ctypes
 
+from regmap import places
 from regmap.errors import MemoryFault
 from regmap.trace import ptrace
 from regmap.trace.xstate import NAMES as XSTATE_NAMES, XState
 
 # basis register name -> (user_regs_struct field, width mask)
-_GP = {name: (name, (1 << 64) - 1) for name in (
-    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
-    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "fs_base", "gs_base")}
-_GP["rflags"] = ("eflags", (1 << 64) - 1)
-for _segment in ("cs", "ds", "es", "fs", "gs", "ss"):
-    _GP[_segment] = (_segment, 0xFFFF)
-del _segment
+_GP = {name: (field, (1 << 64) - 1) for name, field in places.USER_REGS.items()}
+_GP.update({segment: (segment, 0xFFFF) for segment in places.SELECTORS})
 
 REGISTER_NAMES = frozenset(_GP) | XSTATE_NAMES
 _raw_ptrace, _prepared = ptrace.raw_ptrace, ptrace.prepared

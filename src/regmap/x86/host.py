@@ -28,9 +28,10 @@ from typing import Mapping
 
 from iced_x86 import CpuidFeature, Instruction
 
-# XSAVE state components (SDM Vol. 1, 13.1)
-X87, SSE, AVX, BNDREGS, BNDCSR, OPMASK, ZMM_HI256, HI16_ZMM, PKRU, XTILECFG, XTILEDATA = (
-    0, 1, 2, 3, 4, 5, 6, 7, 9, 17, 18)
+from regmap.places import AVX, HI16_ZMM, OPMASK, SSE, X87, ZMM_HI256
+
+# XSAVE state components (SDM Vol. 1, 13.1): those holding registers are in `places`
+BNDREGS, BNDCSR, PKRU, XTILECFG, XTILEDATA = 3, 4, 9, 17, 18
 COMPONENT_NAMES = {X87: "x87", SSE: "SSE", AVX: "AVX", BNDREGS: "BNDREGS", BNDCSR: "BNDCSR",
                    OPMASK: "opmask", ZMM_HI256: "ZMM_Hi256", HI16_ZMM: "Hi16_ZMM", PKRU: "PKRU",
                    XTILECFG: "XTILECFG", XTILEDATA: "XTILEDATA"}

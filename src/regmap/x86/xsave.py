@@ -21,18 +21,18 @@ from __future__ import annotations
 import functools
 import struct
 
+from regmap import places
 from regmap.errors import RegmapError
-from regmap.x86.host import (AVX, COMPONENT_NAMES, HEADER_SIZE, HI16_ZMM, LEGACY_SIZE, OPMASK, SSE, X87,
-                             ZMM_HI256, Profile, current)
+from regmap.x86.host import (AVX, COMPONENT_NAMES, HEADER_SIZE, LEGACY_SIZE, SSE, X87, Profile, current)
 
 XSTATE_BV = 512                 # the header's first quadword
-LEGACY_XMM, LEGACY_ST, LEGACY_MXCSR = 160, 32, 24
+LEGACY_XMM, LEGACY_ST, LEGACY_MXCSR = places.LEGACY_START[SSE], 32, places.MXCSR_OFFSET
 FNINIT_FCW = 0x037F
 # what the legacy area's own components hold in their initial state, by register
 INITIAL = {"fcw": FNINIT_FCW}
 # components kept in the legacy area: their bytes there, zeroed when they leave the initial state
 LEGACY_BYTES = {X87: ((0, 24), (LEGACY_ST, 128)), SSE: ((LEGACY_XMM, 256),)}
-X87_CONTROL = {"fcw": (0, 2), "fsw": (2, 2), "ftw": (4, 1)}    # ftw: FXSAVE's abridged tag byte
+X87_CONTROL = {name: places.XSAVE[name][0][1:3] for name in ("fcw", "fsw", "ftw")}     # (offset, bytes)
 
 
 class XstateLayoutError(RegmapError):
@@ -48,24 +48,12 @@ class Layout:
         self.pieces = self._pieces()
 
     def _pieces(self) -> dict[str, tuple[tuple[int, int, int, int], ...]]:
-        c = self.components
-        table: dict[str, tuple[tuple[int, int, int, int], ...]] = {}
-        for n in range(32):
-            if n < 16:
-                parts = [(SSE, LEGACY_XMM + 16 * n, 16, 0)]
-                if AVX in c:
-                    parts.append((AVX, c[AVX][0] + 16 * n, 16, 128))
-                if ZMM_HI256 in c:
-                    parts.append((ZMM_HI256, c[ZMM_HI256][0] + 32 * n, 32, 256))
-            else:
-                parts = [(HI16_ZMM, c[HI16_ZMM][0] + 64 * (n - 16), 64, 0)] if HI16_ZMM in c else []
-            table[f"zmm{n}"] = tuple(parts)
-        for n in range(8):
-            table[f"k{n}"] = ((OPMASK, c[OPMASK][0] + 8 * n, 8, 0),) if OPMASK in c else ()
-            table[f"st{n}"] = ((X87, LEGACY_ST + 16 * n, 10, 0),)
-        for name, (offset, size) in X87_CONTROL.items():
-            table[name] = ((X87, offset, size, 0),)
-        return table
+        """`places.XSAVE` with each component's start added; the pieces of components this CPU
+        does not have are left out (their bits read as zero)."""
+        start = {**places.LEGACY_START, **{i: offset for i, (offset, _) in self.components.items()}}
+        return {name: tuple((component, start[component] + offset, size, shift)
+                            for component, offset, size, shift in pieces if component in start)
+                for name, pieces in places.XSAVE.items()}
 
     @property
     def names(self) -> frozenset[str]:

@@ -42,10 +42,10 @@ import signal
 import struct
 import threading
 
+from regmap import places
 from regmap.x86 import host
 
-GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
-        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+GPRS = places.ENGINE_ORDER          # the state block's general registers, slot by slot
 
 REGION_SIZE = 0x14000
 _CANDIDATE_BASES = tuple(range(0x10000, 0x100000, 0x20000))
