@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
-from regmap.runtime import _sys, genuine, patch, sites, usercopy
+from regmap.runtime import _sys, genuine, liveflags, patch, sites, usercopy
 from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altstack,  # noqa: F401
                                      restore_altstack)
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
@@ -140,6 +140,7 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     machine.site = None
     if (patch.PATCHES or patch.BUSY) and patch.settle(machine.frame):
         return
+    flags_before = machine.frame.rflags
     try:
         if TRACE is None:
             step = state.step(machine)
@@ -150,6 +151,8 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
         if not retry_longer(machine, state):
             forward(signo, info, machine, state)
         return
+    if (machine.frame.rflags ^ flags_before) & liveflags.CARRIED:
+        liveflags.set_live(machine.frame.rflags)    # sigreturn takes NT and ID from the handler
     site = machine.site
     if site is None or site.address != step.address:
         site = CODE_SITES.get(step.address) or sites.new_site(step.address)

@@ -220,6 +220,11 @@ def _lines_at(form, layout, address: int):
     if body is None:
         return None
     lines = [line for line in body if line]
+    if form.mnemonic in _STACK_FORMS:
+        # rsp in the window makes the stack registers too (`pop [0x130]` with rsp = 0x48 reads
+        # r9): the generic path's stack slots go through the layout, these lines to real memory
+        at = next(i for i, line in enumerate(lines) if line.startswith("sp = ")) + 1
+        lines.insert(at, f"if sp < {layout.size}: raise Declined")
     if not any(line.lstrip().startswith("r.rip =") for line in lines):
         lines.append("r.rip = next_ip")
     if not any(line.startswith("r.rflags = ") for line in lines):  # unindented: always runs
@@ -467,7 +472,9 @@ def _misaligned(form, address: int, size: int) -> str | None:
 
 
 _LANES = {mnemonic: lane for mnemonic, (_, lane) in PACKED.items()}
-_GLOBALS.update(PARITY=flags.PARITY, LANE=_LANES, GeneralProtection=GeneralProtection)
+_GLOBALS.update(PARITY=flags.PARITY, LANE=_LANES, GeneralProtection=GeneralProtection,
+                Declined=Declined)
+_STACK_FORMS = frozenset((M.PUSH, M.POP, M.CALL))
 _SPECIAL = {M.XCHG: _exchange, M.XADD: _exchange_add, M.CMPXCHG: _compare_exchange, M.PUSH: _push,
             M.POP: _pop, M.JMP: _jump, M.CALL: _call, **{m: _packed for m in PACKED}}
 

@@ -17,7 +17,7 @@ from regmap.x86.cpu import Access, Cpu
 from regmap.x86.flags import CONDITIONS
 from regmap.x86.native import family as native_family
 from regmap.x86.native.unsupported import form_refusal
-from regmap.x86.operands import MemoryOperand, OperandFactory
+from regmap.x86.operands import MemoryOperand, OperandFactory, stack_slots
 from regmap.x86.semantics import EVEX_READY, SEMANTICS, STRING_SEMANTICS
 
 _FORMATTER = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL)
@@ -26,6 +26,7 @@ _FORMATTER.show_branch_size = False
 _MNEMONIC_NAMES = {value: name.lower() for name, value in vars(Mnemonic).items()
                    if isinstance(value, int) and not name.startswith("_")}
 _ACCUMULATORS = {8: "al", 16: "ax", 32: "eax", 64: "rax"}
+_INFO = iced_x86.InstructionInfoFactory()
 
 
 class Form:
@@ -63,6 +64,9 @@ class Form:
             self.result = Step(address, self.code, self.mnemonic_name, self.disassembly, None)
             return
         self.memory = tuple(op for op in self.ops if op.is_memory)
+        if self.execute is not None and (instruction.stack_pointer_increment
+                                         or self.mnemonic == Mnemonic.LEAVE):
+            self.memory += stack_slots(instruction, _INFO)      # rsp may be in the window
         if self.execute is None and native_family.prepare(self, instruction, factory):
             self.result = Step(address, self.code, self.mnemonic_name, self.disassembly, None)
             return

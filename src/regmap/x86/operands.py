@@ -148,6 +148,33 @@ class MemoryOperand(_MemoryAccess):
         return f"mem{self.width}"
 
 
+class StackSlot(_MemoryAccess):
+    """An implicit stack access, rsp (or rbp, for `leave`) plus an offset: only the window check
+    sees it.  With rsp in page 0 the stack is the window, so `push rax` is a window access; the
+    semantic functions reach the same bytes through `Form.read_memory`/`write_memory`."""
+    __slots__ = ("base", "offset", "size", "width")
+
+    def __init__(self, base: str, offset: int, size: int):
+        self.base, self.offset, self.size, self.width = base, offset, size, 8 * size
+
+    def address(self, cpu) -> int:
+        return (cpu.reg(self.base) + self.offset) & MASK64
+
+    def __repr__(self) -> str:
+        return f"stack[{self.base}{self.offset:+#x}]{self.width}"
+
+
+def stack_slots(ins: iced_x86.Instruction, info_factory) -> tuple:
+    """The implicit stack accesses of a push, pop, call, ret, pushf, popf, enter or leave."""
+    slots = []
+    for used in info_factory.info(ins).used_memory():
+        if used.segment == Register.SS and used.base in (Register.RSP, Register.RBP):
+            offset = used.displacement - (1 << 64) if used.displacement >> 63 else used.displacement
+            slots.append(StackSlot(REGISTER_NAMES[used.base], offset,
+                                   MemorySizeInfo(used.memory_size).size))
+    return tuple(slots)
+
+
 class StringOperand(_MemoryAccess):
     """The implicit [rsi] or [rdi] of a string instruction; `step` moves it by one element."""
     __slots__ = ("pointer", "size", "width", "segment_base")

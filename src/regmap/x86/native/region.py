@@ -73,6 +73,7 @@ B_HOST_MXCSR = 0x938
 B_HOST_FCW = 0x940
 B_OWNER = 0x948        # fs:[0] of the thread running the stub
 B_ALTSET = 0x950       # 0 when the stub installed its alternate stack (to put the old one back)
+B_HOST_RFLAGS = 0x958  # the caller's rflags, less DF and AC: what `restore` puts back
 B_FAULT = 0x980        # flag, signo, si_code, si_addr, rip
 B_OLDACT = 0xA00       # 12 x 32: the kernel sigaction each fault signal had, by signal number
 B_ACTION = 0xB80       # the stub's kernel sigaction: handler, flags, restorer, mask
@@ -91,6 +92,10 @@ SA_SIGINFO, SA_ONSTACK, SA_RESTORER, SA_NODEFER = 0x4, 0x08000000, 0x04000000, 0
 # TF would single-step the stub
 LOADED_RFLAGS = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x40000
 RFLAGS_FIXED = 0x2
+# What `restore` clears of the caller's rflags: the ABI's DF and AC.  The rest (ID and NT above
+# all) goes back as it was: in a signal handler, sigreturn takes ID and NT from the live rflags,
+# not from the frame (the kernel's FIX_EFLAGS), so a stub leaving 0x2 cleared the thread's ID.
+HOST_RFLAGS_CLEARED = 0x400 | 0x40000
 
 
 class _TimeVal(ctypes.Structure):

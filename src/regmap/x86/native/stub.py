@@ -13,8 +13,10 @@
   `restore`; another thread's fault goes to the handler that was installed
   before, or, if that was the default action or SIG_IGN, the old action is put
   back and the fault repeats to act as it would have.
-- restore: put back the signal actions routed, the alternate stack and the mask, then
-  the ABI's state (DF and AC clear, empty x87 stack, the host's control words),
+- restore: put back the caller's rflags (less DF and AC, which the ABI wants clear: ID and NT
+  as they were, which a signal handler's sigreturn does not take from the frame), the signal
+  actions routed, the alternate stack and the mask, then the ABI's state (empty x87 stack,
+  the host's control words),
   and return to the caller.
 
 The parts are one block of instructions, their entries labels, assembled in one pass
@@ -34,7 +36,7 @@ from regmap.x86.machine_code import Labels, assemble, label_addresses
 from regmap.x86.native.region import (
     B_ACTION, B_ALTSET, B_ALTSTACK, B_FAULT, B_FX, B_GPR, B_HOST, B_HOST_FCW, B_HOST_MXCSR, B_K, B_MASK,
     B_MXCSR, B_OLDACT, B_OLDALT, B_OLDMASK, B_OWNER, B_RFLAGS, B_RSP, B_SIGNALS, B_ZMM, FAULT_SIGNALS, HOST_STACK,
-    RFLAGS_FIXED, SA_ONSTACK)
+    B_HOST_RFLAGS, HOST_RFLAGS_CLEARED, RFLAGS_FIXED, SA_ONSTACK)
 
 GPR_REGISTERS = (Register.RAX, Register.RCX, Register.RDX, Register.RBX, Register.RSP, Register.RBP,
                  Register.RSI, Register.RDI, Register.R8, Register.R9, Register.R10, Register.R11,
@@ -140,6 +142,10 @@ def _prologue(p: Profile, b: int, e: _Entries) -> list[Instruction]:
     ins = [Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_HOST + 8 * i), reg)
            for i, reg in enumerate(_HOST_SAVED)]
     ins.append(Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_HOST + 0x30), Register.RSP))
+    ins.append(Instruction.create(Code.PUSHFQ))             # the caller's ID and NT, for `restore`
+    ins.append(Instruction.create_mem(Code.POP_RM64, _abs(b + B_HOST_RFLAGS)))
+    ins.append(Instruction.create_mem_i32(Code.AND_RM64_IMM32, _abs(b + B_HOST_RFLAGS),
+                                          ~HOST_RFLAGS_CLEARED))
     ins.append(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RAX,
                                           MemoryOperand(displ=0, displ_size=8, seg=Register.FS)))
     ins.append(Instruction.create_mem_reg(Code.MOV_RM64_R64, _abs(b + B_OWNER), Register.RAX))
@@ -179,7 +185,8 @@ def _epilogue(p: Profile, b: int, e: _Entries) -> list[Instruction]:
 def _restore(p: Profile, b: int, e: _Entries) -> list[Instruction]:
     labels = e.labels
     kept = labels.new()
-    ins = [Instruction.create_i32(Code.PUSHQ_IMM8, RFLAGS_FIXED), Instruction.create(Code.POPFQ)]
+    # the caller's rflags (DF and AC clear): the ID and NT a signal handler's sigreturn keeps
+    ins = [Instruction.create_mem(Code.PUSH_RM64, _abs(b + B_HOST_RFLAGS)), Instruction.create(Code.POPFQ)]
     for sig in FAULT_SIGNALS:
         ins += _if_routed(b, sig, labels, _syscall(SYS_RT_SIGACTION, sig, b + B_OLDACT + 32 * sig, 0, 8))
     ins += [Instruction.create_mem_i32(Code.CMP_RM64_IMM8, _abs(b + B_ALTSET), 0),
