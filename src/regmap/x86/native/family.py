@@ -15,7 +15,7 @@ from iced_x86 import OpKind
 
 from regmap.errors import LayoutError, UnsupportedInstruction
 from regmap.x86 import host
-from regmap.x86.native import engine, region as _region
+from regmap.x86.native import elements, engine, region as _region
 from regmap.x86.native.fast import compile_native
 from regmap.x86.native.plan import Plan, plan_for
 
@@ -32,6 +32,10 @@ def execute(cpu, form) -> None:
     if plan.refusal:
         raise UnsupportedInstruction(form.address, form.code, form.disassembly, plan.refusal)
     r = _region.ensure()
+    if plan.kind == "vsib":
+        active = plan.active(cpu)
+        if plan.element_wise(cpu, active, r):   # window and real memory mixed, or a hole
+            return elements.run(cpu, form, plan, r, active)
     reads, writes, code, bias = plan.locate(cpu, form.memory[0].operand, r, form)
     layout = cpu.layout
     for start, size, _ in reads:

@@ -12,8 +12,9 @@ import signal
 from iced_x86 import (Code, CpuidFeature, EncodingKind, FlowControl, InstructionInfoFactory, MemorySizeExt,
                       Mnemonic, OpAccess, OpCodeInfo, OpKind, Register, RegisterExt)
 
-from regmap.errors import UnsupportedInstruction
-from regmap.x86.native import engine
+from regmap.errors import LayoutError, UnsupportedInstruction
+from regmap.x86 import host
+from regmap.x86.native import engine, footprint, masked
 from regmap.x86.native.transfer import Transfer
 from regmap.x86.native.unsupported import form_refusal
 
@@ -38,6 +39,8 @@ _STRING_KINDS = {OpKind.MEMORY_SEG_RSI, OpKind.MEMORY_SEG_ESI, OpKind.MEMORY_SEG
 _RFBM_FORMS = {Mnemonic.XSAVE, Mnemonic.XSAVE64, Mnemonic.XSAVEOPT, Mnemonic.XSAVEOPT64,
                Mnemonic.XSAVEC, Mnemonic.XSAVEC64, Mnemonic.XRSTOR, Mnemonic.XRSTOR64}
 PKRU_COMPONENT = 1 << 9
+# AMX: TILECFG and TILEDATA (XCR0 bits 17, 18) are not in the engine's state either
+AMX_COMPONENTS = (1 << 17) | (1 << 18)
 # The fault signals a run routes to the stub's handler (`Plan.signals`), a bit per signal number.
 # Architecturally: SIGSEGV (#GP, #PF) any instruction may raise; SIGILL (#UD) depends on the
 # encoding and the CPU only, so a plan that ran once cannot raise it (but for the shadow-stack
@@ -95,7 +98,8 @@ class Plan:
     operand's address."""
 
     __slots__ = ("instruction", "code", "refusal", "kind", "accesses", "pointer", "size", "swap",
-                 "vectors", "opmasks", "x87", "whole", "gprs", "zeroed", "routed", "_transfers")
+                 "vectors", "opmasks", "x87", "whole", "gprs", "zeroed", "routed", "_transfers",
+                 "mask", "scatter", "data", "count")
 
     def __init__(self, instruction, code: bytes):
         self.instruction, self.code = instruction, code
@@ -112,6 +116,11 @@ class Plan:
         else:
             self.kind = "explicit"
         self.size = max(MemorySizeExt.size(instruction.memory_size), 1)
+        # a masked access touches only its masked-on elements (`masked`)
+        self.mask = masked.mask_of(instruction, self.size)
+        self.scatter, self.data, self.count = False, None, 0
+        if instruction.is_vsib:
+            self._vsib_shape(instruction)
         self._registers_used(instruction)
         self.swap = None
         if self.refusal is None:
@@ -210,6 +219,16 @@ class Plan:
         self.swap = _GPR64[stand_in]
         self.gprs = tuple(dict.fromkeys(self.gprs + ("rsp", self.swap)))
 
+    def _vsib_shape(self, instr) -> None:
+        """A gather's or scatter's data register (number), element count, and whether it stores."""
+        data = [instr.op_register(i) for i in range(instr.op_count)
+                if instr.op_kind(i) == OpKind.REGISTER and RegisterExt.is_vector_register(instr.op_register(i))]
+        index_bits = 32 if instr.is_vsib32 else 64
+        self.data = RegisterExt.number(data[0])
+        self.count = min(RegisterExt.size(data[0]) * 8 // (self.size * 8),
+                         RegisterExt.size(instr.memory_index) * 8 // index_bits)
+        self.scatter = any(m.access in _WRITES for m in _info_factory.info(instr).used_memory())
+
     @staticmethod
     def _explicit(m, instruction) -> bool:
         return m.base == instruction.memory_base and m.index == instruction.memory_index
@@ -224,9 +243,46 @@ class Plan:
         return min(self.elements(cpu))
 
     def in_window(self, cpu, operand) -> bool:
-        if self.kind == "vsib":
-            return any(cpu.layout.contains(a, self.size) for a in self.elements(cpu))
+        if self.kind == "vsib":       # a masked-off element is not accessed
+            window = cpu.layout.size
+            elements = self.elements(cpu)
+            return any(elements[i] < window for i in self.active(cpu))
         return cpu.layout.contains(self.address(cpu, operand), self.size)
+
+    def active(self, cpu) -> list[int]:
+        """The masked-on elements of a gather or scatter, in element order."""
+        bits = self.mask.bits(cpu, self.count)
+        return [i for i in range(self.count) if bits >> i & 1]
+
+    def origin(self, cpu, r) -> int | None:
+        """The displacement that puts a gather's or scatter's elements on the shadow page with
+        its base register dropped (base + disp + shadow), None if no disp32 reaches it."""
+        instr = self.instruction
+        base = 0
+        if instr.memory_base != Register.NONE:
+            base = cpu.reg(_GPR64[RegisterExt.full_register(instr.memory_base)])
+        origin = (base + instr.memory_displacement + r.shadow) & M64
+        if engine.address_bits(instr) == 32:
+            return origin & 0xFFFFFFFF        # 67h: the CPU's sum wraps at 32 bits, any disp32 reaches
+        if origin >= 1 << 63:
+            origin -= 1 << 64
+        return origin if -2**31 <= origin < 2**31 else None
+
+    def element_wise(self, cpu, active: list[int], r) -> bool:
+        """Whether a gather or scatter must run element by element (`elements`): a masked-on
+        element outside the window, across its end, or on a hole, or a base too far for the
+        placed displacement."""
+        if self.origin(cpu, r) is None:
+            return True
+        layout, elements = cpu.layout, self.elements(cpu)
+        try:
+            for i in active:
+                if not layout.contains(elements[i], self.size):
+                    return True
+                layout.resolve(elements[i], self.size)
+        except LayoutError:
+            return True
+        return False
 
     def _pointer_address(self, cpu) -> int:
         full = _GPR64[RegisterExt.full_register(self.pointer)]
@@ -240,45 +296,34 @@ class Plan:
         """The address of every element of a gather or scatter (masked-off ones included)."""
         instr = self.instruction
         index_bits = 32 if instr.is_vsib32 else 64
-        data = [instr.op_register(i) for i in range(instr.op_count)
-                if instr.op_kind(i) == OpKind.REGISTER and RegisterExt.is_vector_register(instr.op_register(i))]
-        index_reg_bits = RegisterExt.size(instr.memory_index) * 8
-        count = min(RegisterExt.size(data[0]) * 8 // (self.size * 8), index_reg_bits // index_bits)
+        count = self.count
         vector = cpu.reg(f"zmm{RegisterExt.number(instr.memory_index)}")
         base = 0
         if instr.memory_base != Register.NONE:
             full = _GPR64[RegisterExt.full_register(instr.memory_base)]
             base = cpu.reg(full) & ((1 << RegisterExt.size(instr.memory_base) * 8) - 1)
+        # a 67h prefix makes the addresses 32-bit: each wraps there, as the CPU computes it
+        wrap = M64 if engine.address_bits(instr) == 64 else 0xFFFFFFFF
         out = []
         for i in range(count):
             index = (vector >> (index_bits * i)) & ((1 << index_bits) - 1)
             if index >> (index_bits - 1):
                 index -= 1 << index_bits
-            out.append((base + index * instr.memory_index_scale + instr.memory_displacement) & M64)
+            out.append((base + index * instr.memory_index_scale + instr.memory_displacement) & wrap)
         return out
 
     def locate(self, cpu, operand, r, form):
         """(read ranges, write ranges, machine code, bias) for this execution.  Ranges are
         ``(address, size, always)``: ``always`` writes land whole, others only where bytes changed."""
         window = cpu.layout.size
-        if self.instruction.mnemonic in _RFBM_FORMS and cpu.reg("rax") & PKRU_COMPONENT:
-            raise UnsupportedInstruction(form.address, form.code, form.disassembly,
-                                         "the PKRU component (edx:eax bit 9): the host CPU would load "
-                                         "or store regmap's own protection-key rights")
-        if self.kind == "vsib":
+        if self.instruction.mnemonic in _RFBM_FORMS:
+            self._requested(cpu, form)
+        if self.kind == "vsib":       # only masked-on elements, all in registers (`element_wise`)
             elements = self.elements(cpu)
-            if not all(cpu.layout.contains(a, self.size) for a in elements):
-                raise UnsupportedInstruction(form.address, form.code, form.disassembly,
-                                             "gather/scatter elements both in the window and outside it")
-            ranges = [(a, self.size, False) for a in elements]
-            writes = ranges if any(always or maybe for _, _, always, maybe in self.accesses) else []
-            base = 0
-            if self.instruction.memory_base != Register.NONE:
-                base = cpu.reg(_GPR64[RegisterExt.full_register(self.instruction.memory_base)])
-            origin = (base + self.instruction.memory_displacement + r.shadow) & M64
-            if origin >= 1 << 63:
-                origin -= 1 << 64
-            if not -2**31 <= origin < 2**31:
+            ranges = [(elements[i], self.size, False) for i in self.active(cpu)]
+            writes = ranges if self.scatter else []
+            origin = self.origin(cpu, r)
+            if origin is None:        # `element_wise` says so first
                 raise UnsupportedInstruction(form.address, form.code, form.disassembly,
                                              "gather/scatter base and displacement too far from the window")
             return ranges, writes, engine.place_vsib(self.code, origin), {}
@@ -288,10 +333,48 @@ class Plan:
             raise UnsupportedInstruction(form.address, form.code, form.disassembly,
                                          "memory accesses both in the window and outside it")
         reads, writes = located
+        if self.mask is not None:     # a masked-off element is not read: a hole there is no fault
+            reads = [(at, size, False) for start, length, _ in reads
+                     for at, size in masked.pieces(self.mask, cpu, start, length)]
+        if self.instruction.mnemonic in footprint.FORMS:
+            self._footprint(cpu, form, address)
         if self.kind == "bias":
             name = _GPR64[RegisterExt.full_register(self.pointer)]
             return reads, writes, self.code, {name: r.shadow}
         return reads, writes, engine.place_at(self.code, address), {}
+
+    def _requested(self, cpu, form) -> None:
+        """Refuse an XSAVE-family RFBM naming state the stub does not swap."""
+        if cpu.reg("rax") & PKRU_COMPONENT:
+            raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                         "the PKRU component (edx:eax bit 9): the host CPU would load "
+                                         "or store regmap's own protection-key rights")
+        requested = (cpu.reg("rdx") << 32 | cpu.reg("rax") & 0xFFFFFFFF) & host.current().xcr0
+        if requested & AMX_COMPONENTS:
+            raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                         "the AMX components (edx:eax bits 17, 18): the engine does not "
+                                         "swap TILECFG/TILEDATA, the host CPU would load or store "
+                                         "regmap's own tile state")
+
+    def _footprint(self, cpu, form, address: int) -> None:
+        """Check every byte a state save or restore accesses (`footprint`): a hole faults as
+        unmapped memory would (`LayoutError`), bytes past the window are refused."""
+        layout, mnemonic = cpu.layout, self.instruction.mnemonic
+        rfbm = (cpu.reg("rdx") << 32 | cpu.reg("rax") & 0xFFFFFFFF) & host.current().xcr0
+        xcomp = 0
+        head = footprint.header_bytes(mnemonic)
+        if head is not None:          # XRSTOR reads its header first: which form, which components
+            self._check(layout, form, address + head[0], head[1])
+            xcomp = cpu._peek_window(address + head[0] + 8, 8)
+        for offset, size in footprint.accessed(mnemonic, rfbm, xcomp):
+            self._check(layout, form, address + offset, size)
+
+    @staticmethod
+    def _check(layout, form, start: int, size: int) -> None:
+        if start + size > layout.size:
+            raise UnsupportedInstruction(form.address, form.code, form.disassembly,
+                                         "memory accesses both in the window and outside it")
+        layout.resolve(start, size)
 
     def ranges(self, address: int, window: int):
         """``(reads, writes)`` of the accesses of an operand at window address ``address`` (not a
