@@ -34,10 +34,12 @@ from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindow
                            UnsupportedInstruction, WindowHole)
 from regmap.trace import ptrace
 from regmap.trace.batch import FETCH_SIZE, FETCHED, FaultCalls, runner
+from regmap.trace.idflag import IdSetter
 from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
 from regmap.trace.report import ProgramExit, Reporter, signal_source
 from regmap.trace.sites import Sites
+from regmap.x86.flags import ID
 
 _raw_ptrace = ptrace.raw_ptrace
 _GETSIGINFO, _GETREGS = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_GETREGS
@@ -97,6 +99,7 @@ class Tracer:
         self._saved_dispositions: dict[int, object] = {}
         self.program = ""
         self.patcher = None        # a regmap.trace.patch.Patcher when sites are translated
+        self.id_setter = IdSetter()  # a window instruction that changes ID (trace/idflag.py)
 
     # -- spawning ------------------------------------------------------------------------------
     def spawn(self, path: str, argv: list[str], env: dict | None = None) -> int:
@@ -274,6 +277,7 @@ class Tracer:
         # a new address space: what was kept for the old one goes (the exec'ing thread may
         # have been another thread of the process, now gone without an exit report)
         self._forget(tid)
+        self.id_setter.forget(tid)          # after exec the thread is its process's leader
         try:
             self._forget(ptrace.geteventmsg(tid))
         except OSError:
@@ -334,6 +338,7 @@ class Tracer:
         if regs.cs != ptrace.USER_CS_64:
             self._deliver(tid, sig, "not in 64-bit mode", regs.rip)
             return
+        flags_before = regs.eflags
         try:
             step = self.sites.step(machine, enter.results[FETCHED] if done == 3 else 0)
         except WindowHole as error:
@@ -357,6 +362,8 @@ class Tracer:
             self.reporter.internal_error(tid, regs.rip, error, sig)
             ptrace.cont(tid, sig)
             return
+        if (regs.eflags ^ flags_before) & ID:       # SETREGS cannot set ID: the tracee does
+            self.id_setter.resume_through(tid, self._tgid(tid), regs, machine.memory)
         if self.patcher is None and not machine.xstate.dirty:
             done = self._run(*calls.leave.arguments)    # SETREGS (rip moved at least), CONT
             if done == 2:
