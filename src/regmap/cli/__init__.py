@@ -23,12 +23,14 @@ COMMAND_MODULES = (
     "regmap.cli.execute",   # run, exec
     "regmap.cli.emulate",   # emulate
     "regmap.cli.coverage",  # coverage
+    "regmap.cli.doctor",    # doctor
 )
 # subcommand -> its module: a command line that names one imports only that module (a traced
 # program's start-up does not pay for the emulate and alias commands' imports)
 COMMANDS = {"alias": "regmap.cli.alias", "layout": "regmap.cli.layout",
             "explain": "regmap.cli.layout", "run": "regmap.cli.execute",
-            "exec": "regmap.cli.execute", "emulate": "regmap.cli.emulate"}
+            "exec": "regmap.cli.execute", "emulate": "regmap.cli.emulate",
+            "doctor": "regmap.cli.doctor"}
 # the subcommands that run a program: their module reads a plain command line itself
 # (``quick_args(command, words)``: the arguments, or None for argparse), and run from the
 # process's own command line they end the process directly (``_end_process``)
