@@ -29,7 +29,7 @@ from types import CodeType, FunctionType
 from iced_x86 import EncodingKind, Mnemonic as M
 
 from regmap.errors import GeneralProtection, LayoutError, MemoryFault
-from regmap.x86 import flags
+from regmap.x86 import flags, undefined
 from regmap.x86.operands import ImmediateOperand, MemoryOperand, RegisterOperand, SelectorOperand
 from regmap.x86.semantics import vector
 from regmap.x86.semantics.packed import PACKED, destination_and_sources
@@ -116,6 +116,8 @@ def compile_form(form, layout):
     """
     if form.mnemonic in _MOVS:
         return _rep_movs_out(form, layout)
+    if form.mnemonic in _LOGIC and not undefined.always_clears(form.code, flags.AF):
+        return None    # AF is undefined there: the host was not seen to clear it (the generic path asks it)
     op = _window_candidate(form)
     if op is None or any(isinstance(other, SelectorOperand) for other in form.ops):
         return None  # a selector load can #GP
@@ -131,6 +133,7 @@ def compile_form(form, layout):
 
 
 _MOVS = frozenset((M.MOVSB, M.MOVSW, M.MOVSD, M.MOVSQ))
+_LOGIC = frozenset((M.AND, M.OR, M.XOR, M.TEST))
 
 
 def _rep_movs_out(form, layout):

@@ -3,9 +3,13 @@
 Every instruction family computes its flags here, named after the SDM's
 pseudo-code, so each rule is written once.
 
-Undefined flags policy: where the SDM leaves a flag undefined, regmap leaves
-it unchanged — with one exception, AF after the logical instructions (AND,
-OR, XOR, TEST and the BMI logic), which is cleared as every x86 CPU does.
+Undefined flags: where the SDM leaves a flag undefined, CPUs differ, and
+regmap gives what the host CPU gives: the semantic functions compute what the
+SDM defines here and take the undefined flags from the host's own run of the
+instruction (`regmap.x86.undefined`), joined by `settled`.  Where no machine
+code can run (the pure backend off Linux x86-64) the update a function
+computed stands: undefined flags left unchanged, except AF after the logical
+instructions, which is cleared (and the rotates' OF: `regmap.x86.semantics.shift`).
 The functions below return ``(mask, bits)``: the flags the instruction
 defines and their new values.
 """
@@ -67,6 +71,16 @@ def sub(a: int, b: int, borrow: int, width: int) -> tuple[int, int]:
 def logic(result: int, width: int) -> tuple[int, int]:
     """AND/OR/XOR/TEST: CF and OF cleared, AF cleared (see the policy above)."""
     return STATUS, szp(result, width)
+
+
+def settled(update: tuple[int, int], undefined: int, host) -> tuple[int, int]:
+    """`update` with the flags in `undefined` as the host CPU left them: `host` is the
+    `regmap.x86.undefined.Answer` of the instruction's run on the host, or None (no machine
+    code here), and then `update` stands as computed."""
+    if host is None:
+        return update
+    mask, bits = update
+    return mask | undefined, (bits & ~undefined) | (host.rflags & undefined)
 
 
 def without(flags: tuple[int, int], kept: int) -> tuple[int, int]:

@@ -31,7 +31,10 @@ None (with `why_not` saying which failed) otherwise:
   (``bt [8], rax`` addresses a bit string beyond the operand, ``bt rcx, rax``
   takes the offset modulo 64), LOCK (invalid with a register), and stack
   instructions on the rsp slot are declined;
-- the new encoding fits in the old bytes.
+- the new encoding fits in the old bytes;
+- where the SDM leaves a flag undefined, the host CPU answers alike for both
+  forms (an Intel CPU computes OF of ``rol m64, imm8`` by more than one bit
+  and leaves it alone for ``rol r64, imm8``), on a sample of inputs.
 
 One read of the rip slot is translated too: ``mov r64, qword [0x80]`` (the
 window's rip reads as the next instruction's address) becomes
@@ -60,6 +63,7 @@ from iced_x86 import (Code, Decoder, EncodingKind, Encoder, Formatter, Formatter
 
 from regmap.alias import Slice
 from regmap.errors import LayoutError
+from regmap.x86 import undefined
 from regmap.x86.operands import REGISTER_NAMES
 
 _K = OpCodeOperandKind
@@ -152,7 +156,19 @@ def _translate(address: int, code: bytes, layout) -> Translation:
     body = _encode(new_ins, address, len(old))
     new = padded(body, len(old))
     _verify(address, new, ins, index, register)
+    _check_undefined_alike(ins, old, body, register, width, layout)
     return Translation(address, old, new, _FORMATTER.format(ins), _FORMATTER.format(new_ins))
+
+
+def _check_undefined_alike(ins, old: bytes, body: bytes, register: int, width: int, layout) -> None:
+    """Where the SDM leaves a flag (or a 16-bit shld/shrd's result) undefined, a CPU may answer
+    differently for the memory and the register form (an Intel one does for ``rol m64, imm8``):
+    translated only if the host answers alike (`regmap.x86.undefined.same_answers`)."""
+    if not ins.rflags_undefined:
+        return
+    basis, _, lo = layout.registers.slices(REGISTER_NAMES[register])[0]
+    if basis not in undefined.GPRS or not undefined.same_answers(old, body, basis, lo, width):
+        raise Declined("the host CPU leaves the undefined flags otherwise in the register form")
 
 
 def _reads_rip_slot(ins, window_address: int, layout) -> bool:

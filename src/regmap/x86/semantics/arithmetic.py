@@ -1,7 +1,7 @@
 """ADD ADC SUB SBB CMP AND OR XOR TEST INC DEC NEG NOT ADCX ADOX."""
 from iced_x86 import Mnemonic as M
 
-from regmap.x86 import flags
+from regmap.x86 import flags, undefined
 from regmap.x86.semantics import semantics
 
 
@@ -29,11 +29,17 @@ _LOGIC = {M.AND: int.__and__, M.TEST: int.__and__, M.OR: int.__or__, M.XOR: int.
 
 @semantics(*_LOGIC)
 def logic(cpu, form):
+    """AF is undefined: cleared, as the host was seen to do for this form, else the host's."""
     dest, source = form.ops
-    result = _LOGIC[form.mnemonic](dest.read(cpu), source.read(cpu))
+    a, b = dest.read(cpu), source.read(cpu)
+    result = _LOGIC[form.mnemonic](a, b)
+    update = flags.logic(result, dest.width)
+    if not undefined.always_clears(form.code, flags.AF):
+        memory = a if dest.is_memory else b if source.is_memory else 0
+        update = flags.settled(update, flags.AF, undefined.answer(cpu, form, memory))
     if form.mnemonic != M.TEST:
         dest.write(cpu, result)
-    cpu.set_flags(flags.logic(result, dest.width))
+    cpu.set_flags(update)
 
 
 @semantics(M.INC)

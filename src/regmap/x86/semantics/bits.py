@@ -1,7 +1,12 @@
-"""BT BTS BTR BTC BSF BSR TZCNT LZCNT POPCNT ANDN BLSI BLSR BLSMSK BEXTR BZHI PDEP PEXT CRC32."""
+"""BT BTS BTR BTC BSF BSR TZCNT LZCNT POPCNT ANDN BLSI BLSR BLSMSK BEXTR BZHI PDEP PEXT CRC32.
+
+The flags the SDM leaves undefined here (and BSF/BSR's destination for a zero
+source) are the host CPU's (`regmap.x86.undefined`), or left unchanged where
+no machine code runs.
+"""
 from iced_x86 import Mnemonic as M
 
-from regmap.x86 import flags
+from regmap.x86 import flags, undefined
 from regmap.x86.operands import ImmediateOperand
 from regmap.x86.semantics import mask, semantics, sign
 
@@ -31,7 +36,11 @@ def bit_test(cpu, form):
         address = base.address_beyond(cpu, (offset >> (width.bit_length() - 1)) * size)
     bit = 1 << (offset & (width - 1))
     unit = base.read(cpu) if address is None else base.read_at(cpu, address, size)
-    cpu.set_flags((flags.CF, flags.CF if unit & bit else 0))
+    # the host's run sees the unit alone: its offset within the unit, not beyond it
+    within = None if address is None else {offset_operand.basis: offset & (width - 1)}
+    host = undefined.answer(cpu, form, unit if base.is_memory else 0, within)
+    cpu.set_flags(flags.settled((flags.CF, flags.CF if unit & bit else 0),
+                                flags.OF | flags.SF | flags.AF | flags.PF, host))
     update = _BIT_UPDATE[form.mnemonic]
     if update is None:
         return
@@ -41,17 +50,27 @@ def bit_test(cpu, form):
         base.write_at(cpu, address, size, update(unit, bit))
 
 
+def _host(cpu, form, source, value: int):
+    """The host's run of the instruction, `value` being the source's (before any write)."""
+    return undefined.answer(cpu, form, value if source.is_memory else 0)
+
+
 @semantics(M.BSF, M.BSR)
 def bit_scan(cpu, form):
-    """A zero source sets ZF and leaves the destination alone (as Intel and AMD CPUs do)."""
+    """A zero source sets ZF; the destination is then undefined: the host's, or left alone
+    where no machine code runs (as Intel and AMD CPUs are known to do)."""
     dest, source = form.ops
     value = source.read(cpu)
+    host = _host(cpu, form, source, value)
+    unknown = flags.CF | flags.OF | flags.SF | flags.AF | flags.PF
     if value == 0:
-        cpu.set_flags((flags.ZF, flags.ZF))
+        if host is not None:      # the whole register: a 32-bit one may or may not be extended
+            cpu.set_reg(dest.basis, host.register(dest.basis))
+        cpu.set_flags(flags.settled((flags.ZF, flags.ZF), unknown, host))
         return
     index = (value & -value).bit_length() - 1 if form.mnemonic == M.BSF else value.bit_length() - 1
     dest.write(cpu, index)
-    cpu.set_flags((flags.ZF, 0))
+    cpu.set_flags(flags.settled((flags.ZF, 0), unknown, host))
 
 
 @semantics(M.TZCNT, M.LZCNT)
@@ -62,8 +81,10 @@ def count_zeros(cpu, form):
         count = (value & -value).bit_length() - 1 if value else width
     else:
         count = width - value.bit_length()
+    host = _host(cpu, form, source, value)
     dest.write(cpu, count)
-    cpu.set_flags((flags.CF | flags.ZF, (0 if value else flags.CF) | (0 if count else flags.ZF)))
+    cpu.set_flags(flags.settled((flags.CF | flags.ZF, (0 if value else flags.CF) | (0 if count else flags.ZF)),
+                                flags.OF | flags.SF | flags.PF | flags.AF, host))
 
 
 @semantics(M.POPCNT)
@@ -81,9 +102,12 @@ def _sign_zero(result: int, width: int) -> int:
 @semantics(M.ANDN)
 def andn(cpu, form):
     dest, first, second = form.ops
-    result = ~first.read(cpu) & second.read(cpu) & mask(dest.width)
+    b = second.read(cpu)
+    result = ~first.read(cpu) & b & mask(dest.width)
+    host = _host(cpu, form, second, b)
     dest.write(cpu, result)
-    cpu.set_flags((flags.SF | flags.ZF | flags.CF | flags.OF | flags.AF, _sign_zero(result, dest.width)))
+    cpu.set_flags(flags.settled((flags.SF | flags.ZF | flags.CF | flags.OF | flags.AF,
+                                 _sign_zero(result, dest.width)), flags.AF | flags.PF, host))
 
 
 _LOWEST_BIT = {
@@ -99,10 +123,12 @@ def lowest_set_bit(cpu, form):
     dest, source = form.ops
     width, value = dest.width, source.read(cpu)
     result = _LOWEST_BIT[form.mnemonic](value) & mask(width)
+    host = _host(cpu, form, source, value)
     dest.write(cpu, result)
     carry = bool(value) if form.mnemonic == M.BLSI else not value
     sign_zero = _sign_zero(result, width) & (flags.SF if form.mnemonic == M.BLSMSK else ~0)
-    cpu.set_flags((flags.SF | flags.ZF | flags.CF | flags.OF, sign_zero | (flags.CF if carry else 0)))
+    cpu.set_flags(flags.settled((flags.SF | flags.ZF | flags.CF | flags.OF,
+                                 sign_zero | (flags.CF if carry else 0)), flags.AF | flags.PF, host))
 
 
 @semantics(M.BEXTR)
@@ -112,8 +138,10 @@ def bextr(cpu, form):
     start, length = ctl & 0xFF, ctl >> 8 & 0xFF
     value = source.read(cpu)  # read whatever the start: a source in a hole faults
     result = (value >> start) & mask(min(length, width)) if start < width else 0
+    host = _host(cpu, form, source, value)
     dest.write(cpu, result)
-    cpu.set_flags((flags.ZF | flags.CF | flags.OF, 0 if result else flags.ZF))
+    cpu.set_flags(flags.settled((flags.ZF | flags.CF | flags.OF, 0 if result else flags.ZF),
+                                flags.AF | flags.SF | flags.PF, host))
 
 
 @semantics(M.BZHI)
@@ -122,9 +150,11 @@ def bzhi(cpu, form):
     width, index = dest.width, index_operand.read(cpu) & 0xFF
     value = source.read(cpu)
     result = value & mask(index) if index < width else value
+    host = _host(cpu, form, source, value)
     dest.write(cpu, result)
-    cpu.set_flags((flags.SF | flags.ZF | flags.CF | flags.OF,
-                   _sign_zero(result, width) | (flags.CF if index > width - 1 else 0)))
+    cpu.set_flags(flags.settled((flags.SF | flags.ZF | flags.CF | flags.OF,
+                                 _sign_zero(result, width) | (flags.CF if index > width - 1 else 0)),
+                                flags.AF | flags.PF, host))
 
 
 def _mask_bits(select: int):

@@ -1,15 +1,24 @@
 """MUL IMUL DIV IDIV MULX.
 
 Undefined flags (SF ZF AF PF after a multiply, all six after a divide) are
-left unchanged: see `regmap.x86.flags`.
+the host CPU's (`regmap.x86.undefined`), or left unchanged where no machine
+code runs: see `regmap.x86.flags`.
 """
 from iced_x86 import Mnemonic as M
 
 from regmap.errors import DivideError
-from regmap.x86 import flags
+from regmap.x86 import flags, undefined
 from regmap.x86.semantics import mask, semantics, sign
 
 _HIGH_HALF = {16: "dx", 32: "edx", 64: "rdx"}
+_MULTIPLY_UNDEFINED = flags.SF | flags.ZF | flags.AF | flags.PF
+
+
+def _host(cpu, form, operands, values):
+    """The host's run of the instruction: `values` are the `operands`' values as read (the
+    memory one's is the twin's memory operand).  Before any write."""
+    memory = next((value for op, value in zip(operands, values) if op.is_memory), 0)
+    return undefined.answer(cpu, form, memory)
 
 
 def _overflow_flags(overflow: bool) -> tuple[int, int]:
@@ -29,9 +38,11 @@ def _store_double(cpu, form, width: int, product: int) -> None:
 def mul(cpu, form):
     source, = form.ops
     width = source.width
-    product = form.accumulator(width).read(cpu) * source.read(cpu)
+    factor = source.read(cpu)
+    product = form.accumulator(width).read(cpu) * factor
+    host = _host(cpu, form, (source,), (factor,))
     _store_double(cpu, form, width, product)
-    cpu.set_flags(_overflow_flags(product >> width != 0))
+    cpu.set_flags(flags.settled(_overflow_flags(product >> width != 0), _MULTIPLY_UNDEFINED, host))
 
 
 @semantics(M.IMUL)
@@ -39,16 +50,20 @@ def imul(cpu, form):
     if len(form.ops) == 1:
         source, = form.ops
         width = source.width
-        product = sign(form.accumulator(width).read(cpu), width) * sign(source.read(cpu), width)
+        factor = source.read(cpu)
+        product = sign(form.accumulator(width).read(cpu), width) * sign(factor, width)
+        host = _host(cpu, form, (source,), (factor,))
         _store_double(cpu, form, width, product & mask(2 * width))
     else:
         dest, *factors = form.ops
         width = dest.width
         a, b = (factors if len(factors) == 2 else (dest, factors[0]))
-        product = sign(a.read(cpu), width) * sign(b.read(cpu), width)
+        first, second = a.read(cpu), b.read(cpu)
+        product = sign(first, width) * sign(second, width)
+        host = _host(cpu, form, (a, b), (first, second))
         dest.write(cpu, product)
     truncated = sign(product & mask(width), width)
-    cpu.set_flags(_overflow_flags(truncated != product))
+    cpu.set_flags(flags.settled(_overflow_flags(truncated != product), _MULTIPLY_UNDEFINED, host))
 
 
 def _dividend(cpu, form, width: int) -> int:
@@ -76,14 +91,17 @@ def div(cpu, form):
     quotient, remainder = divmod(_dividend(cpu, form, width), divisor)
     if quotient > mask(width):
         raise DivideError("quotient too large")
+    host = _host(cpu, form, (source,), (divisor,))      # only now: the host must not fault
     _store_quotient(cpu, form, width, quotient, remainder)
+    cpu.set_flags(flags.settled((0, 0), flags.STATUS, host))
 
 
 @semantics(M.IDIV)
 def idiv(cpu, form):
     source, = form.ops
     width = source.width
-    divisor = sign(source.read(cpu), width)
+    raw = source.read(cpu)
+    divisor = sign(raw, width)
     if divisor == 0:
         raise DivideError("divide by zero")
     dividend = sign(_dividend(cpu, form, width), 2 * width)
@@ -93,7 +111,9 @@ def idiv(cpu, form):
     remainder = dividend - quotient * divisor
     if not -(1 << (width - 1)) <= quotient < 1 << (width - 1):
         raise DivideError("quotient too large")
+    host = _host(cpu, form, (source,), (raw,))      # only now: the host must not fault
     _store_quotient(cpu, form, width, quotient, remainder)
+    cpu.set_flags(flags.settled((0, 0), flags.STATUS, host))
 
 
 @semantics(M.MULX)

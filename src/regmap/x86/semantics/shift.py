@@ -1,17 +1,20 @@
 """SHL/SAL SHR SAR ROL ROR RCL RCR SHLD SHRD SARX SHLX SHRX RORX, after the SDM pseudo-code.
 
-A masked count of zero changes nothing, flags included.  For shifts the SDM
-defines OF only for a count of 1; otherwise, like AF, it is left unchanged.
-Rotates set OF for every count from the result (ROL/RCL: MSB xor CF; ROR/RCR:
-the two top bits), the count-1 rule applied to the final state.  For counts
-above 1 the SDM leaves OF undefined and CPUs disagree (Intel matches this rule
-only in part, AMD differently): this is regmap's choice, not a CPU's.  A
-whole-turn RCL/RCR (8- and 16-bit counts that are multiples of 9 and 17)
-changes nothing.
+A masked count of zero changes nothing, flags included.  What the SDM leaves
+undefined for a non-zero count -- AF of every shift, OF beyond a 1-bit shift or
+rotate, CF of SHL/SHR by the operand's width or more, the result and every
+flag of a 16-bit SHLD/SHRD by more than 16 -- is what the host CPU gives
+(`regmap.x86.undefined`; CPUs disagree there, and an Intel CPU even with
+itself between forms).  Where no machine code runs, regmap's own choices
+stand: AF and a shift's undefined OF unchanged, rotates' OF for every count
+from the result (ROL/RCL: MSB xor CF; ROR/RCR: the two top bits, the count-1
+rule applied to the final state), a whole-turn RCL/RCR (8- and 16-bit counts
+that are multiples of 9 and 17) changing nothing, and the 16-bit SHLD/SHRD
+below.
 """
 from iced_x86 import Mnemonic as M
 
-from regmap.x86 import flags
+from regmap.x86 import flags, undefined
 from regmap.x86.semantics import mask, semantics, sign
 
 
@@ -21,6 +24,11 @@ def _count_mask(width: int) -> int:
 
 def _msb(value: int, width: int) -> int:
     return value >> (width - 1) & 1
+
+
+def _host(cpu, form, dest, value: int):
+    """The host's run of the instruction, `value` being the destination's (before any write)."""
+    return undefined.answer(cpu, form, value if dest.is_memory else 0)
 
 
 def _result_flags(result: int, width: int, carry: int, overflow: int | None) -> tuple[int, int]:
@@ -52,8 +60,12 @@ def shift(cpu, form):
         signed = sign(value, width)
         result, carry = (signed >> count) & mask(width), signed >> (count - 1) & 1
         overflow = 0
+    unknown = flags.AF | (flags.OF if count > 1 else 0) \
+        | (flags.CF if count >= width and form.mnemonic != M.SAR else 0)
+    host = _host(cpu, form, dest, value)
     dest.write(cpu, result)
-    cpu.set_flags(_result_flags(result, width, carry, overflow if count == 1 else None))
+    cpu.set_flags(flags.settled(_result_flags(result, width, carry, overflow if count == 1 else None),
+                                unknown, host))
 
 
 @semantics(M.ROL, M.ROR)
@@ -74,8 +86,10 @@ def rotate(cpu, form):
         result = (value >> count | value << (width - count)) & mask(width)
         carry = _msb(result, width)
         overflow = _msb(result, width) ^ (result >> (width - 2) & 1)
+    host = _host(cpu, form, dest, value) if masked > 1 else None
     dest.write(cpu, result)
-    cpu.set_flags((flags.CF | flags.OF, carry * flags.CF | overflow * flags.OF))
+    cpu.set_flags(flags.settled((flags.CF | flags.OF, carry * flags.CF | overflow * flags.OF),
+                                flags.OF, host))
 
 
 @semantics(M.RCL, M.RCR)
@@ -89,8 +103,10 @@ def rotate_through_carry(cpu, form):
         dest.write(cpu, value)
         return
     count = masked % (width + 1)
-    if count == 0:  # 8- and 16-bit: a whole turn leaves DEST and the flags as they were
+    host = _host(cpu, form, dest, value) if masked > 1 else None
+    if count == 0:  # 8- and 16-bit: a whole turn leaves DEST and CF as they were (OF undefined)
         dest.write(cpu, value)
+        cpu.set_flags(flags.settled((0, 0), flags.OF, host))
         return
     wide = carry_in << width | value
     if form.mnemonic == M.RCL:
@@ -103,16 +119,17 @@ def rotate_through_carry(cpu, form):
     else:
         overflow = _msb(result, width) ^ (result >> (width - 2) & 1)
     dest.write(cpu, result)
-    cpu.set_flags((flags.CF | flags.OF, carry * flags.CF | overflow * flags.OF))
+    cpu.set_flags(flags.settled((flags.CF | flags.OF, carry * flags.CF | overflow * flags.OF),
+                                flags.OF, host))
 
 
 @semantics(M.SHLD, M.SHRD)
 def double_shift(cpu, form):
     """SHLD shifts bits of SRC into DEST from the right, SHRD from the left.
 
-    A 16-bit count above 16 leaves the result undefined in the SDM; regmap
-    shifts the 48-bit DEST:SRC:DEST (SHLD) or SRC:DEST with DEST above
-    (SHRD), which is what Intel CPUs do.
+    A 16-bit count above 16 leaves the result and every flag undefined in the
+    SDM: they are the host CPU's.  Where no machine code runs, regmap shifts
+    the 48-bit DEST:SRC:DEST (SHLD) or SRC:DEST with DEST above (SHRD).
     """
     dest, source, count_operand = form.ops
     width = dest.width
@@ -128,9 +145,15 @@ def double_shift(cpu, form):
     else:
         wide = value << 2 * width | fill << width | value
         result, carry = wide >> count & mask(width), wide >> (count - 1) & 1
-    dest.write(cpu, result)
     overflow = _msb(result, width) ^ _msb(value, width)
-    cpu.set_flags(_result_flags(result, width, carry, overflow if count == 1 else None))
+    update = _result_flags(result, width, carry, overflow if count == 1 else None)
+    unknown = flags.AF | (flags.OF if count > 1 else 0)
+    host = _host(cpu, form, dest, value)
+    if count > width and host is not None:     # 16 bits only: the result is the host's too
+        unknown = flags.STATUS
+        result = host.memory if dest.is_memory else host.register(dest.basis) >> dest.lo
+    dest.write(cpu, result & mask(width))
+    cpu.set_flags(flags.settled(update, unknown, host))
 
 
 @semantics(M.SARX, M.SHLX, M.SHRX)

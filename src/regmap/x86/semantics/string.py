@@ -22,7 +22,7 @@ CPU then restarts (and faults on, genuinely, if the page is still missing).
 from iced_x86 import Mnemonic as M
 
 from regmap.errors import LayoutError, MemoryFault
-from regmap.x86 import flags
+from regmap.x86 import flags, undefined
 from regmap.x86.semantics import semantics
 
 PAGE = 4096
@@ -38,12 +38,28 @@ def _repeat(cpu, form, element) -> None:
         return
     counter = form.register(_COUNTERS[_address_width(form)])
     remaining = counter.read(cpu)
+    if not remaining and counter.width == 32:
+        _nothing_repeated(cpu, form)
+        return
     while remaining:
         zero = element()
         remaining -= 1
         counter.write(cpu, remaining)
         if zero is not None and (zero != (form.repeat == "rep")):
             break
+
+
+def _nothing_repeated(cpu, form) -> None:
+    """A 67h repeat with ecx = 0 repeats nothing, and the SDM does not say what becomes of the
+    upper halves of rcx, rsi and rdi: Intel CPUs have been seen to clear some, AMD's to keep
+    them.  The host's run of the instruction says (it touches no memory with ecx = 0); where no
+    machine code runs they are kept."""
+    host = undefined.answer(cpu, form)
+    if host is None:
+        return
+    for name in ("rcx", "rsi", "rdi"):
+        if name in host.names and host.register(name) != cpu.reg(name):
+            cpu.set_reg(name, host.register(name))
 
 
 def _address_width(form) -> int:
