@@ -92,6 +92,7 @@ def run_in_child(code: bytes, state: NativeState, **kw) -> int:
             for name, amount in (kw.get("bias") or {}).items():
                 run.gpr[name] = (run.gpr[name] + amount) & (2**64 - 1)
             write_state(REGION, run)
+            REGION.unblock_watchdog(True)        # the stub blocks SIGVTALRM but for a watchdog's run
             _region.arm_watchdog(WATCHDOG_SECONDS)
             REGION.stub()
         finally:

@@ -24,6 +24,13 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "MOVDIR64B_R16_M512", "MOVDIR64B_R32_M512", "MOVDIR64B_R64_M512",
         "ENQCMD_R16_M512", "ENQCMD_R32_M512", "ENQCMD_R64_M512",
         "ENQCMDS_R16_M512", "ENQCMDS_R32_M512", "ENQCMDS_R64_M512"),
+    # the engine's state has no TILECFG/TILEDATA: run natively, ldtilecfg would load the window
+    # into the tile configuration of regmap's own thread (it stays there: measured), sttilecfg
+    # store regmap's instead of the program's, and a tile load or store raises #NM unless this
+    # process asked for the tile data (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)
+    "AMX tile state (TILECFG, TILEDATA) is not part of the native engine's state": (
+        "VEX_LDTILECFG_M512", "VEX_STTILECFG_M512", "VEX_TILELOADD_TMM_SIBMEM",
+        "VEX_TILELOADDT1_TMM_SIBMEM", "VEX_TILESTORED_SIBMEM_TMM"),
 }
 
 UNSUPPORTED: dict[int, str] = {getattr(Code, name): reason
