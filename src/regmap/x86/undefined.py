@@ -301,16 +301,25 @@ def same_answers(memory_form: bytes, register_form: bytes, register: str, lo: in
     `register_form` (the same instruction naming the register) on `PROBES` inputs drawn from
     the bytes: the check hot-site translation makes before it swaps one for the other where
     the SDM leaves a flag undefined (an Intel CPU computes OF of ``rol m64, imm8`` beyond one
-    bit, and leaves it alone for ``rol r64, imm8``).  True where no machine code runs."""
+    bit, and leaves it alone for ``rol r64, imm8``).  A divide is probed only with inputs it
+    takes without #DE (too few such inputs: False).  True where no machine code runs."""
     if not available():
         return True
     import random
+    from iced_x86 import Decoder, Mnemonic
     rng = random.Random(memory_form + register_form)
     old, new = _Code(memory_form), _Code(register_form)
-    for _ in range(PROBES):
+    ins = Decoder(64, memory_form).decode()
+    divide = ins.mnemonic in (Mnemonic.DIV, Mnemonic.IDIV)
+    compared = 0
+    for _ in range(4 * PROBES):
         inputs = {name: rng.choice((0, _MASK64, 1 << 63, rng.getrandbits(6), rng.getrandbits(64)))
                   for name in GPRS}
         inputs["rflags"] = rng.getrandbits(12) & flags.STATUS
+        if divide:
+            inputs["rdx"], inputs["rax"] = 0, rng.getrandbits(6)
+            if not _divides(ins.mnemonic == Mnemonic.IDIV, width, inputs, inputs[register] >> lo):
+                continue
         first = answer(_Inputs(inputs), old, inputs[register] >> lo)
         second = answer(_Inputs(inputs), new)
         if first is None or second is None:
@@ -320,4 +329,24 @@ def same_answers(memory_form: bytes, register_form: bytes, register: str, lo: in
         field = (1 << width) - 1
         if register in second.names and first.memory & field != second.register(register) >> lo & field:
             return False
-    return True
+        compared += 1
+        if compared == PROBES:
+            return True
+    return False
+
+
+def _divides(signed: bool, width: int, inputs: dict[str, int], divisor: int) -> bool:
+    """Whether a ``div``/``idiv`` of `width` bits by `divisor` runs without #DE on `inputs`."""
+    field = (1 << width) - 1
+    low = inputs["rax"] & (0xFFFF if width == 8 else field)
+    dividend = low if width == 8 else (inputs["rdx"] & field) << width | low
+    divisor &= field
+    if not divisor:
+        return False
+    if not signed:
+        return dividend // divisor <= field
+    total = 16 if width == 8 else 2 * width
+    dividend -= (dividend >> (total - 1) & 1) << total
+    divisor -= (divisor >> (width - 1) & 1) << width
+    quotient = abs(dividend) // abs(divisor)
+    return quotient < 1 << (width - 1)
