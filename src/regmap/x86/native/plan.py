@@ -333,9 +333,11 @@ class Plan:
             raise UnsupportedInstruction(form.address, form.code, form.disassembly,
                                          "memory accesses both in the window and outside it")
         reads, writes = located
-        if self.mask is not None:     # a masked-off element is not read: a hole there is no fault
+        if self.mask is not None:     # a masked-off element is not accessed: a hole there is no fault
             reads = [(at, size, False) for start, length, _ in reads
                      for at, size in masked.pieces(self.mask, cpu, start, length)]
+            # nor stored (iced-x86 calls vmaskmov's store unconditional): only changed bytes land
+            writes = [(start, length, False) for start, length, _ in writes]
         if self.instruction.mnemonic in footprint.FORMS:
             self._footprint(cpu, form, address)
         if self.kind == "bias":
