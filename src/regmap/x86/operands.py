@@ -223,6 +223,8 @@ class OperandFactory:
             raise KeyError("rip as an operand")
         if name.startswith("mm"):
             raise KeyError("MMX registers")  # they live in the x87 stack, with its tag word
+        if name.startswith("tmm"):
+            raise KeyError("AMX tile registers")  # no register file has them: the native table says why
         (basis, hi, lo), = self.registers.slices(name)
         width = hi - lo + 1
         extend = width

@@ -224,6 +224,8 @@ class Plan:
         data = [instr.op_register(i) for i in range(instr.op_count)
                 if instr.op_kind(i) == OpKind.REGISTER and RegisterExt.is_vector_register(instr.op_register(i))]
         index_bits = 32 if instr.is_vsib32 else 64
+        if not data or instr.memory_index == Register.NONE:
+            return                    # a bare `Instruction.create(code)` (coverage's): no shape
         self.data = RegisterExt.number(data[0])
         self.count = min(RegisterExt.size(data[0]) * 8 // (self.size * 8),
                          RegisterExt.size(instr.memory_index) * 8 // index_bits)
