@@ -15,6 +15,10 @@ This module imports nothing: ``regmap exec`` reads it before the x86 layer is lo
 """
 from __future__ import annotations
 
+# where each flag lives in rflags (bit 1 always reads 1)
+CF, PF, AF, ZF, SF, TF, IF, DF, OF = (1 << b for b in (0, 2, 4, 6, 7, 8, 9, 10, 11))
+NT, RF, VM, AC, ID = (1 << b for b in (14, 16, 17, 18, 21))
+
 # XSAVE state components (SDM Vol. 1, 13.1)
 X87, SSE, AVX, OPMASK, ZMM_HI256, HI16_ZMM = 0, 1, 2, 5, 6, 7
 

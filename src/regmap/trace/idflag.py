@@ -20,7 +20,7 @@ import signal
 import struct
 
 from regmap.trace import ptrace
-from regmap.x86.flags import ID, NT, RF, TF
+from regmap.places import ID, NT, RF, TF     # not x86.flags: exec starts without the x86 layer
 
 TRAMPOLINE = bytes.fromhex("9d 48 cf")      # popfq; iretq
 RED_ZONE = 128

@@ -39,7 +39,7 @@ from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
 from regmap.trace.report import ProgramExit, Reporter, signal_source
 from regmap.trace.sites import Sites
-from regmap.x86.flags import ID
+from regmap.places import ID     # not x86.flags: exec starts without the x86 layer
 
 _raw_ptrace = ptrace.raw_ptrace
 _GETSIGINFO, _GETREGS = ptrace.PTRACE_GETSIGINFO, ptrace.PTRACE_GETREGS

@@ -15,20 +15,7 @@ defines and their new values.
 """
 from __future__ import annotations
 
-CF = 1 << 0
-PF = 1 << 2
-AF = 1 << 4
-ZF = 1 << 6
-SF = 1 << 7
-TF = 1 << 8
-IF = 1 << 9
-DF = 1 << 10
-OF = 1 << 11
-NT = 1 << 14
-RF = 1 << 16
-VM = 1 << 17
-AC = 1 << 18
-ID = 1 << 21
+from regmap.places import AC, AF, CF, DF, ID, IF, NT, OF, PF, RF, SF, TF, VM, ZF  # noqa: F401 - re-exported
 
 STATUS = CF | PF | AF | ZF | SF | OF
 # What POPFQ can change at CPL 3 (IOPL 0): a write to the rflags slot is one.
