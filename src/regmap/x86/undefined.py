@@ -265,14 +265,16 @@ def _mem(base, displacement: int = 0) -> MemoryOperand:
 def _frame(body: Instruction, order: tuple, base) -> list[Instruction]:
     """rdi = io: keep the callee-saved registers, load the inputs (io[i] is ``order[i]``, then
     rflags, then the memory operand) and rflags, run the body, store rflags and the registers
-    back.  DF is clear again on return, as the ABI wants."""
+    back.  The caller's own rflags come back on return: in-process this runs inside the signal
+    handler, whose live ID and NT sigreturn leaves to the interrupted thread (DF stays clear, as
+    the ABI wants)."""
     R, C = Register, Code
     saved = (R.RBX, R.RBP, R.R12, R.R13, R.R14, R.R15)
     io = R.RDI
     slot = {register: 8 * i for i, register in enumerate(order)}
     flags_at, memory_at = 8 * len(order), 8 * len(order) + 8
     others = [r for r in order if r != io]
-    out = [Instruction.create_reg(C.PUSH_R64, r) for r in saved]
+    out = [Instruction.create(C.PUSHFQ)] + [Instruction.create_reg(C.PUSH_R64, r) for r in saved]
     out.append(Instruction.create_reg(C.PUSH_R64, io))
     out.append(Instruction.create_mem(C.PUSH_RM64, _mem(io, flags_at)))
     out.extend(Instruction.create_reg_mem(C.MOV_R64_RM64, r, _mem(io, slot[r])) for r in others)
@@ -291,7 +293,7 @@ def _frame(body: Instruction, order: tuple, base) -> list[Instruction]:
     out.extend(Instruction.create_mem_reg(C.MOV_RM64_R64, _mem(io, slot[r]), r) for r in others)
     out.append(Instruction.create_reg_i32(C.ADD_RM64_IMM8, R.RSP, 8))
     out.extend(Instruction.create_reg(C.POP_R64, r) for r in reversed(saved))
-    out.append(Instruction.create(C.RETNQ))
+    out += [Instruction.create(C.POPFQ), Instruction.create(C.RETNQ)]
     return out
 
 
