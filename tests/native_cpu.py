@@ -26,12 +26,35 @@ __all__ = [
     "window_address",
 ]
 
-REGION = _region.ensure()
-REGION_BASE = REGION.base
-SHADOW_BASE = REGION.shadow
-STACK_BASE = REGION.stack
-STACK_TOP = REGION.stack_top
-INSN_ADDRESS = REGION.insn
+# The region's addresses (REGION, SHADOW_BASE, ...) are looked up when a test first uses one, not
+# when this module is imported: a region that cannot be made then fails (or, off a supported host,
+# skips) each test that needs it with the reason, instead of stopping the collection of every
+# module that imports this one.
+_LAZY = {"REGION": lambda r: r, "REGION_BASE": lambda r: r.base, "SHADOW_BASE": lambda r: r.shadow,
+         "STACK_BASE": lambda r: r.stack, "STACK_TOP": lambda r: r.stack_top, "INSN_ADDRESS": lambda r: r.insn}
+
+
+def region() -> _region.Region:
+    """The native engine's region, made on first use.  Skips the test where the host cannot run the
+    engine at all; on a host that can, a region that cannot be made is a failure (``OSError``)."""
+    try:
+        return _region.ensure()
+    except OSError as error:
+        problem = host.platform_problem()
+        if problem:
+            import pytest
+            pytest.skip(f"the native engine cannot run here: {problem}")
+        raise OSError(error.errno, f"the native engine's region cannot be made: {error}") from error
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return _LAZY[name](region())
+    if name == "USER_CS":
+        return user_cs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 USER_RFLAGS = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800
 WATCHDOG_SECONDS = 2.0      # an instruction that has not finished by then (a branch gone astray) is stopped
 cpu_flags, vector_width, vector_count = host.cpu_flags, host.vector_width, host.vector_count
@@ -84,25 +107,29 @@ def run_in_child(code: bytes, state: NativeState, **kw) -> int:
                 signal.signal(sig, signal.SIG_DFL)
             # the stub installs its action for the fault signals: make that action SIG_DFL
             import struct
-            struct.pack_into("<Q", REGION.view, _region.B_ACTION, 0)
+            r = region()
+            struct.pack_into("<Q", r.view, _region.B_ACTION, 0)
             placed = place(code)
-            body = placed.native + REGION.jump_to_epilogue(placed.after)
-            REGION.write_code(INSN_ADDRESS - REGION.code, body)
+            body = placed.native + r.jump_to_epilogue(placed.after)
+            r.write_code(r.insn - r.code, body)
             run = state.copy()
             for name, amount in (kw.get("bias") or {}).items():
                 run.gpr[name] = (run.gpr[name] + amount) & (2**64 - 1)
-            write_state(REGION, run)
-            REGION.unblock_watchdog(True)        # the stub blocks SIGVTALRM but for a watchdog's run
+            write_state(r, run)
+            r.unblock_watchdog(True)        # the stub blocks SIGVTALRM but for a watchdog's run
             _region.arm_watchdog(WATCHDOG_SECONDS)
-            REGION.stub()
+            r.stub()
         finally:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
     return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
 
 
-# the code segment selector this process runs with (a far branch through the window must load it again)
-USER_CS = run_native(b"\x8c\xc8", NativeState()).gpr["rax"] & 0xFFFF      # mov eax, cs
+@lru_cache(maxsize=1)
+def user_cs() -> int:
+    """The code segment selector this process runs with (a far branch through the window must load
+    it again): ``USER_CS``."""
+    return run_native(b"\x8c\xc8", NativeState()).gpr["rax"] & 0xFFFF      # mov eax, cs
 
 
 @lru_cache(maxsize=4096)
