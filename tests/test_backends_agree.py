@@ -11,8 +11,8 @@ the same on all three.  Where it means something the plain CPU runs the same ins
 window operand on a page holding the window's image, and the result, read back through the
 layout, must be the same too.
 
-Known differences being fixed elsewhere are separate tests marked xfail (strict=False): rflags ID
-and NT after native-engine forms and rflags-slot writes, and vendor-undefined flags against the CPU.
+rflags ID and NT, and the flags the SDM leaves undefined (which follow the host CPU), are tests of
+their own, so that a difference there names itself.
 """
 from __future__ import annotations
 
@@ -41,27 +41,7 @@ pytestmark = [
 SEEDS = [1, 2, 3, 4]
 BACKENDS = ("inprocess", "traced")
 
-ISSUE_ID_NT = ("known, being fixed elsewhere (issue 16 ongoing work (a)): rflags ID/NT after a "
-               "native-engine form or an rflags-slot write differ between backends")
-ISSUE_UNDEFINED = ("known, being fixed elsewhere (issue 16 ongoing work (b)): vendor-undefined flags "
-                   "(shift/rotate/bt) are left unchanged rather than following the host CPU")
-
-
-@functools.lru_cache(maxsize=None)
-def _native_names() -> frozenset[str]:
-    """The cases whose instruction runs on the native engine (assembled once, at collection)."""
-    if sys.platform != "linux" or shutil.which("as") is None:
-        return frozenset()
-    with tempfile.TemporaryDirectory() as directory:
-        codes = bc.assemble([c.text.format(w=0) for c in bc.CASES], Path(directory))
-    return frozenset(c.name for c, code in zip(bc.CASES, codes) if bc.is_native(code))
-
-
-def _known_id_nt(case: bc.Case) -> bool:
-    return case.slot_write or case.name in _native_names()
-
-
-def _params(select=lambda case: True, xfail: str | None = None, when=lambda case: False):
+def _params(select=lambda case: True):
     params = []
     for seed in SEEDS:
         for case in bc.CASES:
@@ -71,8 +51,6 @@ def _params(select=lambda case: True, xfail: str | None = None, when=lambda case
             why = bc.available(case)
             if why:
                 marks.append(pytest.mark.skip(reason=why))
-            elif xfail and when(case):
-                marks.append(pytest.mark.xfail(strict=False, reason=xfail))
             params.append(pytest.param(case.name, seed, id=f"{case.name}-{seed}", marks=marks))
     return params
 
@@ -128,17 +106,12 @@ def test_every_register_agrees_across_the_backends(runs, name, seed):
         assert not lines, _report(run, backend, lines)
 
 
-@pytest.mark.parametrize("name, seed", _params(xfail=ISSUE_ID_NT, when=_known_id_nt))
+@pytest.mark.parametrize("name, seed", _params())
 def test_rflags_id_and_nt_agree(runs, name, seed):
     run = _run(runs, name, seed, *BACKENDS)
     values = {backend: run.after[backend][0]["rflags"] & bc.ID_NT for backend in ("pure", *BACKENDS)}
     report = (f"{run.case.text.format(w=0)} at {run.address:#x}, rflags {run.before['rflags']:#x} "
               "before: ID/NT bits " + ", ".join(f"{b} {v:#x}" for b, v in values.items()))
-    again = run.after.get("inprocess-again")
-    if (values["traced"] == values["pure"] != values["inprocess"] and again is not None
-            and again[0]["rflags"] & bc.ID_NT == values["pure"]):
-        pytest.xfail("intermittent, the same run in a new process agrees (related to ongoing work "
-                     "(a), reported): " + report)
     assert len(set(values.values())) == 1, report
 
 
@@ -147,13 +120,11 @@ def test_the_window_gives_what_the_cpu_gives_on_memory(runs, name, seed):
     """The plain CPU with the operand on an image of the window, read back through the layout,
     against pure (which the other test holds the in-process and traced backends to)."""
     run = _run(runs, name, seed, "cpu")
-    mask = run.case.undefined | (bc.ID_NT if _known_id_nt(run.case) else 0)
-    lines = differences(run.before, run.after["cpu"], run.after["pure"], mask)
+    lines = differences(run.before, run.after["cpu"], run.after["pure"], 0)
     assert not lines, _report(run, "pure (expected: the CPU)", lines)
 
 
-@pytest.mark.parametrize("name, seed", _params(select=lambda case: case.cpu and case.undefined,
-                                               xfail=ISSUE_UNDEFINED, when=lambda case: True))
+@pytest.mark.parametrize("name, seed", _params(select=lambda case: case.cpu and case.undefined))
 def test_undefined_flags_follow_the_cpu(runs, name, seed):
     run = _run(runs, name, seed, "cpu")
     cpu, emulated = (run.after[b][0]["rflags"] & run.case.undefined for b in ("cpu", "pure"))
