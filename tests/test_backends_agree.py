@@ -16,11 +16,9 @@ their own, so that a difference there names itself.
 """
 from __future__ import annotations
 
-import functools
 import platform
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
