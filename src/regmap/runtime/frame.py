@@ -62,7 +62,7 @@ SW_MAGIC1, SW_XFEATURES, SW_XSTATE_SIZE = 464, 472, 480
 XSTATE_BV = xsave.XSTATE_BV
 LEGACY_XMM, LEGACY_ST = xsave.LEGACY_XMM, xsave.LEGACY_ST
 X87_CONTROL = xsave.X87_CONTROL
-MASK64 = (1 << 64) - 1
+MASK64, MASK256 = (1 << 64) - 1, (1 << 256) - 1
 XstateLayoutError = xsave.XstateLayoutError
 
 
@@ -221,7 +221,17 @@ def _low_zmm(n: int) -> property:
         xs = frame.__dict__.get("xs")
         if xs is None or xs.base != frame.fpregs:
             xs = frame._new_xsave()
-        xs.write(name, value)
+        words = xs.words
+        bv = words[bv_at] if xs.xsave else 0
+        top = value >> 256
+        if bv & (sse | avx) != sse | avx or (top and not bv & hi256 and xs.hi256 is not None):
+            return xs.write(name, value)         # a component leaves its initial state: the layout's
+        # the common case, every part live (or absent): plain stores, no layout walk
+        words[sse_at], words[sse_at + 1] = value & MASK64, value >> 64 & MASK64
+        if xs.hi256 is not None and bv & hi256:
+            xs.view[xs.hi256 + 32 * n:xs.hi256 + 32 * n + 32] = (top & MASK256).to_bytes(32, "little")
+        at = xs.avx_word + 2 * n
+        words[at], words[at + 1] = value >> 128 & MASK64, value >> 192 & MASK64
 
     return property(get, set)
 
