@@ -172,3 +172,16 @@ def test_this_hosts_layout_is_its_cpuid():
 
 def test_the_frame_fixture_is_at_siginfo_offset():
     assert SIGINFO_OFFSET == 304 and Frame.fpregs.offset == 8 * (GREGS + 23)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_the_compacted_alignment_bits_are_the_recorded_cpuids(name):
+    text = (HOSTS / name / "cpuid.txt").read_text()
+    want = set()
+    for line in text.splitlines():
+        if line.startswith("leaf_0xd.") and int(line.split(".")[1].split(":")[0]) >= 2:
+            number = int(line.split(".")[1].split(":")[0])
+            ecx = int(line.split("ecx=")[1].split()[0], 16)
+            if ecx & 2 and number in profile(name).components:
+                want.add(number)
+    assert profile(name).aligned == want

@@ -52,6 +52,7 @@ class Profile:
     xcr0: int
     components: Mapping[int, tuple[int, int]]
     mxcsr_mask: int
+    aligned: frozenset = frozenset()    # components 64-byte aligned in the compacted format (0xD ECX[1])
 
     @property
     def vector_width(self) -> int:
@@ -133,14 +134,16 @@ def parse(text: str, name: str = "recorded") -> Profile:
         return int(fields[key].split()[0], 0)
 
     xcr0 = number("xcr0")
-    components = {}
+    components, aligned = {}, set()
     for i, (size, offset, ecx) in sorted(leaves.items()):
         if i >= 2 and xcr0 >> i & 1 and size and not ecx & 1:
             components[i] = (offset, size)
+            if ecx & 2:
+                aligned.add(i)
     mask = number("mxcsr_mask")
     return Profile(name, fields.get("vendor", "?"), number("family"), number("model"), number("stepping"),
                    frozenset(fields.get("cpuinfo_flags", "").split()), xcr0, components,
-                   mask or DEFAULT_MXCSR_MASK)
+                   mask or DEFAULT_MXCSR_MASK, frozenset(aligned))
 
 
 # -- the running host -----------------------------------------------------------------------------
@@ -232,18 +235,20 @@ def measure() -> Profile:
         model |= (eax >> 16 & 0xF) << 4
     osxsave = bool(probe.leaf(1)[2] >> 27 & 1)
     xcr0 = probe.xgetbv() if osxsave else 0b11
-    components = {}
+    components, compact_aligned = {}, set()
     for i in range(2, 64):
         if xcr0 >> i & 1:
             size, offset, ecx, _ = probe.leaf(0xD, i)
             if size and not ecx & 1:
                 components[i] = (offset, size)
+                if ecx & 2:
+                    compact_aligned.add(i)
     area = (ctypes.c_uint8 * (512 + 16))()
     aligned = (ctypes.addressof(area) + 15) & ~15
     probe.fxsave(aligned)
     mask = ctypes.c_uint32.from_address(aligned + 28).value
     return Profile("this host", vendor, family, model, eax & 0xF, cpu_flags(), xcr0, components,
-                   mask or DEFAULT_MXCSR_MASK)
+                   mask or DEFAULT_MXCSR_MASK, frozenset(compact_aligned))
 
 
 @functools.lru_cache(maxsize=None)

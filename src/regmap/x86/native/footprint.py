@@ -26,7 +26,6 @@ initialising the others: all are accessed (measured: with XSTATE_BV 0 it still f
 """
 from __future__ import annotations
 
-import functools
 
 from iced_x86 import Mnemonic
 
@@ -81,22 +80,9 @@ def _extended(placed: int, wanted: int, compacted: bool) -> list[tuple[int, int]
     for i in sorted(profile.components):
         offset, size = profile.components[i]
         if compacted and placed >> i & 1:
-            if _aligned(i):
+            if i in profile.aligned:
                 at = (at + 63) & ~63
             offset, at = at, at + size
         if wanted >> i & 1:
             out.append((offset, size))
     return out
-
-
-@functools.lru_cache(maxsize=None)
-def _aligned(component: int) -> bool:
-    """CPUID.(EAX=0DH, ECX=i):ECX[1]: in the compacted format the component starts 64-aligned."""
-    if host.platform_problem():
-        return False
-    return bool(_probe().leaf(0xD, component)[2] & 2)
-
-
-@functools.lru_cache(maxsize=1)
-def _probe():
-    return host._Probe()      # the host module's CPUID page; its profile keeps only offset and size
