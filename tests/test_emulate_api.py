@@ -48,7 +48,7 @@ def test_an_invalid_opcode_names_its_bytes_and_address():
 
 
 def test_code_of_another_type_is_a_type_error():
-    with pytest.raises(TypeError, match="bytes or hex text"):
+    with pytest.raises(TypeError, match="bytes, hex text or assembly text"):
         regmap.emulate(0x48, {})
 
 

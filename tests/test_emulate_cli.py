@@ -87,7 +87,7 @@ def test_without_an_assembler_the_error_says_so(tmp_path):
                           capture_output=True, text=True, env=env)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == ("regmap emulate: no assembler: 'as' (GNU binutils) is not on PATH; "
-                           "install binutils, or give the instruction bytes with --hex\n")
+                           "install binutils, or give the instruction bytes as hex (regmap emulate --hex)\n")
     hex_input = subprocess.run([sys.executable, "-m", "regmap", "emulate", "--hex", ADC_AL_CH_SLOT],
                                capture_output=True, text=True, env=env)
     assert hex_input.returncode == 0 and "adc al,[9]" in hex_input.stdout

@@ -8,8 +8,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
+from regmap.assembler import code_bytes
 from regmap.emulation import Emulation, RegisterValues
-from regmap.errors import DecodeError, MemoryFault
+from regmap.errors import MemoryFault
 from regmap.layout import Layout, load_layout
 from regmap.x86.emulator import Emulator, Step
 
@@ -91,7 +92,8 @@ def emulate(code: bytes | str, regs: Mapping[str, int] | None = None, *, rip: in
             trace: bool = True, max_steps: int = MAX_STEPS) -> Emulation:
     """Run the instructions in `code` on a copy of `regs`; return the registers before and after.
 
-    `code` is bytes or hex text (``"48 03 04 25 08 00 00 00"``), placed at `rip`.  Its
+    `code` is bytes, hex text (``"48 03 04 25 08 00 00 00"``) or Intel-syntax assembly
+    (``"add rax, [8]"``, as ``regmap emulate`` takes it: see `regmap.assembler`), placed at `rip`.  Its
     instructions run in order, branches included, until rip leaves the code or
     `max_steps` instructions have run.  Instructions that touch the window and those
     that do not both run (with the emulator's semantics; one it has none for raises
@@ -198,20 +200,3 @@ def _scratch(machine: PureMachine, registers: dict[str, int], writes: int) -> Pu
         # No step wrote memory after this one began, so this one wrote none: share it.
         scratch.regions = machine.regions
     return scratch
-
-
-def code_bytes(code: bytes | bytearray | memoryview | str) -> bytes:
-    """Instruction bytes from bytes or hex text (whitespace ignored); `DecodeError` if empty."""
-    if isinstance(code, str):
-        try:
-            data = bytes.fromhex("".join(code.split()))
-        except ValueError:
-            raise DecodeError(None, b"", text=code,
-                              reason="not hex text (write bytes as '48 03 04 25 08 00 00 00')") from None
-    elif isinstance(code, (bytes, bytearray, memoryview)):
-        data = bytes(code)
-    else:
-        raise TypeError(f"code must be bytes or hex text, not {type(code).__name__}")
-    if not data:
-        raise DecodeError(None, data, text=code if isinstance(code, str) else None)
-    return data

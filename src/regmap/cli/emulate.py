@@ -7,21 +7,18 @@
     regmap emulate 'l: add rax, [8]; dec rcx; jnz l' rcx=3 --random --seed 7
 
 CODE is Intel syntax assembled with the system assembler (GNU ``as``,
-``.intel_syntax noprefix``; ``;`` separates instructions), or hex with ``--hex``.
+``.intel_syntax noprefix``; ``;`` separates instructions), or hex with ``--hex``: both through
+`regmap.assembler`, as `regmap.emulate` reads them.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 
 from regmap.emulation import Emulation, format_access, format_change
+from regmap.assembler import AssemblyError, assemble, hex_bytes  # noqa: F401  (tests import assemble here)
 from regmap.errors import RegmapError
 
 STEPS_PRINTED = 100          # text output lists at most this many instructions
@@ -35,7 +32,9 @@ DESCRIPTION = """\
 Run instructions on the pure backend (no process, any OS) and print what they did:
 each instruction with its page-0 window accesses, then every register and flag
 that changed, before -> after.  CODE is Intel syntax, assembled with the system
-assembler (as; separate instructions with ';'), or hex bytes with --hex.
+assembler (GNU as, .intel_syntax noprefix; separate instructions with ';'; sizes
+as 'qword ptr [8]' or NASM's 'qword [8]'), or hex bytes with --hex ('48 03',
+'0x48 0x03', '\\x48\\x03' or '48,03').
 Registers not given are zero (or random with --random)."""
 
 
@@ -60,9 +59,9 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from regmap.layout import load_layout
-    from regmap.pure import code_bytes, emulate
+    from regmap.pure import emulate
     try:
-        code = code_bytes(args.code) if args.hex else assemble(args.code)
+        code = hex_bytes(args.code) if args.hex else assemble(args.code)
         layout = load_layout(args.layout)
         regs = _initial_values(args, layout)
         result = emulate(code, regs, rip=_integer(args.rip, "--rip"), layout=layout,
@@ -75,35 +74,6 @@ def run(args) -> int:
 
 
 # -- input -------------------------------------------------------------------------------------
-
-class AssemblyError(RegmapError):
-    """No assembler, or the assembler refused the code."""
-
-
-def assemble(source: str) -> bytes:
-    """Machine code for Intel-syntax `source`, assembled with the system ``as``."""
-    assembler = shutil.which("as")
-    if assembler is None:
-        raise AssemblyError("no assembler: 'as' (GNU binutils) is not on PATH; install binutils, "
-                            "or give the instruction bytes with --hex")
-    from regmap.trace.build import elf_section_contents
-    with tempfile.TemporaryDirectory(prefix="regmap-emulate-") as directory:
-        source_path, object_path = (os.path.join(directory, name) for name in ("code.s", "code.o"))
-        with open(source_path, "w") as file:
-            file.write(f".intel_syntax noprefix\n.text\n{source}\n")
-        done = subprocess.run([assembler, "--64", "-o", object_path, source_path],
-                              capture_output=True, text=True, errors="replace")
-        if done.returncode != 0:
-            lines = (line.strip() for line in done.stderr.replace(source_path + ":", "").splitlines())
-            messages = [re.sub(r"^\d+: ", "", line) for line in lines
-                        if line and not line.startswith("Assembler messages")]
-            raise AssemblyError(f"as cannot assemble {source!r}: " + "; ".join(messages))
-        sections = elf_section_contents(object_path)
-    if sections.get(".rela.text"):
-        raise AssemblyError(f"{source!r} refers to a symbol outside the code (the assembler left a "
-                            "relocation); emulate runs code on its own")
-    return sections.get(".text", b"")
-
 
 def _integer(text: str, what: str) -> int:
     try:

@@ -19,6 +19,7 @@ import struct
 import subprocess
 from typing import NamedTuple
 
+from regmap.elf import elf_sections
 from regmap.trace.program import FAILURE, NOT_FOUND, TraceError
 
 C_SUFFIXES = (".c",)
@@ -57,33 +58,6 @@ def find_compiler() -> list[str] | None:
     return None
 
 
-def _elf_sections(data: bytes) -> list[tuple]:
-    """The section headers of an ELF64 little-endian object, as tuples of their fields
-    (name offset, type, flags, address, offset, size, link, info, alignment, entry size)."""
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return []
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    return [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-
-
-def elf_section_contents(path: str) -> dict[str, bytes]:
-    """Section name -> contents of an ELF64 little-endian object file (empty for NOBITS)."""
-    with open(path, "rb") as file:
-        data = file.read()
-    sections = _elf_sections(data)
-    if not sections:
-        return {}
-    names_index, = struct.unpack_from("<H", data, 0x3E)
-    names = sections[names_index]
-    strings = data[names[4]:names[4] + names[5]]
-    contents = {}
-    for name_offset, kind, _flags, _addr, offset, size, *_ in sections:
-        name = strings[name_offset:strings.find(b"\0", name_offset)].decode("utf-8", "replace")
-        contents[name] = b"" if kind == 8 else data[offset:offset + size]    # SHT_NOBITS
-    return contents
-
-
 class Symbols(NamedTuple):
     """The symbol names of an object file."""
     defined: set[str]          # global, weak or local
@@ -95,7 +69,7 @@ def elf_symbols(path: str) -> Symbols:
     """The symbol names of an ELF64 little-endian object file."""
     with open(path, "rb") as file:
         data = file.read()
-    sections = _elf_sections(data)
+    sections = elf_sections(data)
     defined, undefined, local = set(), set(), set()
     for _name, kind, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
         if kind != 2 or not entsize:                 # SHT_SYMTAB

@@ -198,7 +198,7 @@ def _compile_at(form, layout, address: int):
         return None
     if any("next_ip" in line for line in lines):
         # the instruction's own address is rip: the code does not depend on where it is
-        lines.insert(0, f"next_ip = r.rip + {len(form.code)}")
+        lines.insert(0, f"next_ip = (r.rip + {len(form.code)}) & 0xFFFFFFFFFFFFFFFF")
     return _function("def fast(r, m):\n    " + "\n    ".join(lines) + "\n", form.disassembly)
 
 

@@ -40,7 +40,7 @@ class Form:
         self.address, self.code, self.instruction = address, code, instruction
         self.hits = 0
         self.mnemonic = instruction.mnemonic
-        self.next_ip = instruction.next_ip
+        self.next_ip = instruction.next_ip & 0xFFFF_FFFF_FFFF_FFFF   # rip wraps at 64 bits
         self.condition_code = instruction.condition_code
         self.disassembly = _FORMATTER.format(instruction)
         # the unsupported table overrides Python semantics too (a far jmp is a jmp to them)
@@ -80,7 +80,8 @@ class Form:
         form = Form.__new__(Form)
         for name, value in zip(_SHARED_SLOTS, _shared_values(self)):
             setattr(form, name, value)
-        form.address, form.next_ip, form.hits = address, address + len(self.code), 0
+        form.address, form.hits = address, 0
+        form.next_ip = (address + len(self.code)) & 0xFFFF_FFFF_FFFF_FFFF
         form.result = None if self.result is None else Step(address, *self.result[1:])
         return form
 
