@@ -110,7 +110,7 @@ def test_a_window_write_is_listed_with_its_before_and_after():
     emulation = regmap.emulate("48 89 0c 25 00 00 00 00", {"rax": 7, "rcx": 9})   # mov [0], rcx
     (access,) = emulation.step.accesses
     assert access.write and (access.before, access.after, access.names) == (7, 9, "rax")
-    assert "write [0x0] 8 bytes 0x7 → 0x9  (rax)" in repr(emulation)
+    assert "write [0x0] 8 bytes 0x7 -> 0x9  (rax)" in repr(emulation)
 
 
 def test_emulation_is_exported():

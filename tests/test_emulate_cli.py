@@ -50,7 +50,7 @@ def test_a_snippet_with_a_loop_assembles_with_its_label(regmap_cli):
     assert result["finished"] and len(result["steps"]) == 12
     assert result["changed"]["rax"] == ["0x0", "0xa"] and result["changed"]["rcx"] == ["0x4", "0x0"]
     assert result["steps"][0]["accesses"] == [{"address": 8, "size": 8, "write": False,
-                                              "before": "0x4", "after": None, "registers": "rcx"}]
+                                              "names": ["rcx"], "before": "0x4", "after": "0x4"}]
     assert result["flags"]["zf"] == 1 and result["flags_changed"]["zf"] == [0, 1]
 
 

@@ -191,8 +191,8 @@ def test_stdin_passes_through():
 
 TRACE_LINE = re.compile(
     r"regmap: \[(?P<tid>\d+)\] (?P<rip>0x[0-9a-f]+)  (?P<instruction>.+?)  "
-    r"(?P<kind>read|write) \[(?P<address>0x[0-9a-f]+),(?P<size>\d+)\] (?P<names>.+?) "
-    r"(?:= (?P<value>0x[0-9a-f]+)|(?P<before>0x[0-9a-f]+) -> (?P<after>0x[0-9a-f]+))")
+    r"(?P<kind>read|write) +\[(?P<address>0x[0-9a-f]+)\] (?P<size>\d+) bytes? "
+    r"(?:= (?P<value>0x[0-9a-f]+)|(?P<before>0x[0-9a-f]+) -> (?P<after>0x[0-9a-f]+))  \((?P<names>.+?)\)")
 
 
 def test_trace_lines():

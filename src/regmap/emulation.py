@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping
 
+from regmap.accesses import format_access
 from regmap.alias import RegisterFile
 from regmap.layout import Layout
-from regmap.x86.cpu import Access
 from regmap.x86.emulator import Step
 
 __all__ = ["Emulation", "RegisterValues", "flag_bits", "format_access", "format_change"]
@@ -170,11 +170,3 @@ def _decode_flags(registers: RegisterFile, rflags: int) -> dict[str, int]:
 
 def format_change(before: int, after: int) -> str:
     return f"{before:#x} → {after:#x}"
-
-
-def format_access(access: Access) -> str:
-    """``read  [0x9] 1 byte = 0x1  (ch)`` or ``write [0x0] 8 bytes 0x0 → 0x5  (rax)``."""
-    size = f"{access.size} byte{'s' if access.size != 1 else ''}"
-    value = (format_change(access.before, access.after) if access.write and access.after is not None
-             else f"= {access.before:#x}")
-    return f"{'write' if access.write else 'read '} [{access.address:#x}] {size} {value}  ({access.names})"

@@ -17,7 +17,8 @@ import json
 import random
 import sys
 
-from regmap.emulation import Emulation, format_access, format_change
+from regmap.accesses import access_record, format_access
+from regmap.emulation import Emulation, format_change
 from regmap.assembler import AssemblyError, assemble, hex_bytes  # noqa: F401  (tests import assemble here)
 from regmap.errors import RegmapError
 
@@ -125,10 +126,7 @@ def as_text(result: Emulation) -> list[str]:
 def as_json(result: Emulation) -> dict:
     return {
         "steps": [{"address": step.address, "bytes": step.code.hex(), "disassembly": step.disassembly,
-                   "accesses": [{"address": a.address, "size": a.size, "write": a.write,
-                                 "before": hex(a.before),
-                                 "after": hex(a.after) if a.after is not None else None,
-                                 "registers": a.names} for a in step.accesses or ()]}
+                   "accesses": [access_record(access) for access in step.accesses or ()]}
                   for step in result.steps],
         "finished": result.finished,
         "changed": {name: [hex(before), hex(after)] for name, (before, after) in result.changed.items()},

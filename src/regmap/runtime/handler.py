@@ -31,6 +31,7 @@ import sys
 import threading
 from typing import NamedTuple
 
+from regmap.accesses import format_access
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
 from regmap.runtime import _sys, genuine, liveflags, patch, sites, usercopy
@@ -264,11 +265,8 @@ class TraceEvent(NamedTuple):
     before: int
     after: int | None    # None for a read
 
-    def __str__(self) -> str:
-        change = f"{self.before:#x} -> {self.after:#x}" if self.write else f"{self.before:#x}"
-        kind = "write" if self.write else "read "
-        return (f"[{self.thread}] {self.rip:#x}  {self.disassembly:40s} {kind} "
-                f"[{self.address:#x}]+{self.size} {self.names} = {change}")
+    def __str__(self) -> str:      # the trace line of `regmap exec --trace`, the access's own form
+        return f"[{self.thread}] {self.rip:#x}  {self.disassembly}  {format_access(self)}"
 
 
 def emit_trace(step) -> None:

@@ -11,6 +11,8 @@ import sys
 import time
 from collections import Counter, namedtuple
 
+from regmap.accesses import access_record, format_access
+
 # deaths a shell does not report (bash says nothing for ^C, nor for a pipe's reader gone)
 SILENT_DEATHS = frozenset({signal.SIGINT, signal.SIGPIPE})
 
@@ -63,14 +65,6 @@ def signal_source(code: int, pid: int) -> str:
     if code in SENT_BY_PROCESS:
         return f"sent by pid {pid}"
     return SIGNAL_SOURCES.get(code, "from the kernel" if code > 0 else f"si_code {code}")
-
-
-def _names(names) -> list[str]:
-    if names is None:
-        return []
-    if isinstance(names, str):
-        return [part for part in names.split(" . ") if part]
-    return [str(name) for name in names]
 
 
 def _json_line(record: dict) -> str:
@@ -130,22 +124,12 @@ class Reporter:
             self._emit({"event": "step", "tid": tid, "rip": step.address,
                         "instruction": step.disassembly},
                        f"regmap: [{tid}] {step.address:#x}  {step.disassembly}")
-        for access in accesses:
-            names = _names(access.names)
-            joined = " . ".join(names) or "(hole)"
-            after = access.before if access.after is None else access.after
-            if access.write:
-                change = f"{access.before:#x} -> {after:#x}"
-            else:
-                change = f"= {after:#x}"
+        for access in accesses:       # the access's own form: regmap.accesses
             self._emit(
                 {"event": "access", "tid": tid, "rip": step.address,
                  "instruction": step.disassembly, "mnemonic": getattr(step, "mnemonic", None),
-                 "address": access.address, "size": access.size, "write": bool(access.write),
-                 "names": names, "before": hex(access.before), "after": hex(after)},
-                f"regmap: [{tid}] {step.address:#x}  {step.disassembly}  "
-                f"{'write' if access.write else 'read'} [{access.address:#x},{access.size}] "
-                f"{joined} {change}")
+                 **access_record(access)},
+                f"regmap: [{tid}] {step.address:#x}  {step.disassembly}  {format_access(access)}")
 
     def translated(self, tid: int, translation) -> None:
         """A site rewritten into its register form (shown with ``--trace``, listed by ``--stats``)."""

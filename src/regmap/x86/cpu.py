@@ -20,7 +20,8 @@ from regmap.x86.host import MXCSR_WRITABLE  # noqa: F401 - the emulator's name f
 
 
 class Access(NamedTuple):
-    """One window access, for traces: before/after are the window bytes' values."""
+    """One window access, for traces: before/after are the window bytes' values (after None for
+    a read).  How it is shown, as text and as JSON: `regmap.accesses`."""
     address: int
     size: int
     write: bool

@@ -38,8 +38,9 @@ def execute(cpu, form) -> None:
             return elements.run(cpu, form, plan, r, active)
     reads, writes, code, bias = plan.locate(cpu, form.memory[0].operand, r, form)
     layout = cpu.layout
-    for start, size, _ in reads:
-        layout.resolve(start, size)          # a hole faults (LayoutError) before anything runs
+    # a hole faults (LayoutError) before anything runs: where the instruction reads, or surely stores
+    for start, size, _ in reads + [write for write in writes if write[2]]:
+        layout.resolve(start, size)
     transfer = plan.transfer("fcw" in layout.registers.registers)
     before = [cpu.reg(name) for name in transfer.names]
     window = _window(cpu, plan, reads, writes)

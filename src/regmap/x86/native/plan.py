@@ -23,6 +23,8 @@ _info_factory = InstructionInfoFactory()
 _ALWAYS = {OpAccess.WRITE, OpAccess.READ_WRITE}
 _WRITES = {OpAccess.WRITE, OpAccess.READ_WRITE, OpAccess.COND_WRITE, OpAccess.READ_COND_WRITE}
 _MAYBE = {OpAccess.COND_WRITE, OpAccess.READ_COND_WRITE}
+# the kinds that read: a pure store (WRITE, COND_WRITE) reads nothing, and a trace says so
+_READS = {OpAccess.READ, OpAccess.COND_READ, OpAccess.READ_WRITE, OpAccess.READ_COND_WRITE}
 # iced-x86 calls their store conditional, but the SDM has them write the destination back when the
 # comparison fails: the window bytes land whole, after the register writes
 _STORE_ALWAYS = {Mnemonic.CMPXCHG, Mnemonic.CMPXCHG8B, Mnemonic.CMPXCHG16B}
@@ -134,7 +136,8 @@ class Plan:
             if offset >= 1 << 63:
                 offset -= 1 << 64
             always = m.access in _ALWAYS or (m.access in _MAYBE and instruction.mnemonic in _STORE_ALWAYS)
-            accesses.append((offset, MemorySizeExt.size(m.memory_size), always, m.access in _MAYBE))
+            accesses.append((offset, MemorySizeExt.size(m.memory_size), m.access in _READS, always,
+                             m.access in _MAYBE))
         if self.kind == "explicit" and not any(self._explicit(m, instruction)
                                                for m in _info_factory.info(instruction).used_memory()):
             accesses = accesses[:1]
@@ -322,13 +325,14 @@ class Plan:
             self._requested(cpu, form)
         if self.kind == "vsib":       # only masked-on elements, all in registers (`element_wise`)
             elements = self.elements(cpu)
-            ranges = [(elements[i], self.size, False) for i in self.active(cpu)]
-            writes = ranges if self.scatter else []
+            ranges = [(elements[i], self.size, self.scatter) for i in self.active(cpu)]
+            # a scatter stores each masked-on element (and reads none), a gather only reads them
+            reads, writes = ([], ranges) if self.scatter else (ranges, [])
             origin = self.origin(cpu, r)
             if origin is None:        # `element_wise` says so first
                 raise UnsupportedInstruction(form.address, form.code, form.disassembly,
                                              "gather/scatter base and displacement too far from the window")
-            return ranges, writes, engine.place_vsib(self.code, origin), {}
+            return reads, writes, engine.place_vsib(self.code, origin), {}
         address = self.address(cpu, operand)
         located = self.ranges(address, window)
         if located is None:
@@ -338,8 +342,10 @@ class Plan:
         if self.mask is not None:     # a masked-off element is not accessed: a hole there is no fault
             reads = [(at, size, False) for start, length, _ in reads
                      for at, size in masked.pieces(self.mask, cpu, start, length)]
-            # nor stored (iced-x86 calls vmaskmov's store unconditional): only changed bytes land
-            writes = [(start, length, False) for start, length, _ in writes]
+            # nor stored (iced-x86 calls vmaskmov's store unconditional, an AVX-512 masked store
+            # conditional): each masked-on element is stored whole, the others are not touched
+            writes = [(at, size, True) for start, length, _ in writes
+                      for at, size in masked.pieces(self.mask, cpu, start, length)]
         if self.instruction.mnemonic in footprint.FORMS:
             self._footprint(cpu, form, address)
         if self.kind == "bias":
@@ -384,7 +390,7 @@ class Plan:
         """``(reads, writes)`` of the accesses of an operand at window address ``address`` (not a
         gather's), None if one falls outside the ``window``-byte window."""
         reads, writes = [], []
-        for offset, size, always, maybe in self.accesses:
+        for offset, size, read, always, maybe in self.accesses:
             start = address + offset
             if size == 0:                  # variable size (xsave and friends): to the window's end
                 if always or maybe:
@@ -392,7 +398,8 @@ class Plan:
                 continue
             if not 0 <= start <= window - size:
                 return None
-            reads.append((start, size, always))
+            if read:
+                reads.append((start, size, always))
             if always or maybe:
                 writes.append((start, size, always))
         return reads, writes
