@@ -34,7 +34,7 @@ from typing import NamedTuple
 from regmap.accesses import format_access
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
-from regmap.runtime import _sys, genuine, liveflags, patch, sites, usercopy
+from regmap.runtime import _sys, genuine, liveflags, patch, sites, trampolines, usercopy
 from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altstack,  # noqa: F401
                                      restore_altstack)
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
@@ -140,6 +140,8 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     machine.fetch_direct = True
     machine.site = None
     if (patch.PATCHES or patch.BUSY) and patch.settle(machine.frame):
+        return
+    if trampolines.TABLE and trampolines.fault_inside(signo, info, machine, state):
         return
     flags_before = machine.frame.rflags
     try:
@@ -366,6 +368,7 @@ def uninstall() -> bool:
             _sys.set_action(signo, previous)
         restore_altstack(state)
         patch.uninstall_trap_handler()
+        trampolines.uninstall_handlers()
         ACTIVE = None
         FRAMES.clear()
         return True

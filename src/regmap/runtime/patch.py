@@ -36,7 +36,7 @@ import threading
 from typing import NamedTuple
 
 from regmap.procmaps import private_code
-from regmap.runtime import _sys
+from regmap.runtime import _sys, trampolines
 from regmap.runtime.frame import CODE_SITES, Frame
 from regmap.x86.translate import Translation, translate
 
@@ -96,7 +96,8 @@ def translate_site(site, layout) -> Translation | None:
         site.translation = False
         if not site.in_place or not site.code:
             return None         # bytes not viewable in place (execute-only, or across a page)
-        translation = translate(site.address, site.code, layout)
+        translation = translate(site.address, site.code, layout) \
+            or trampolines.translate(site.address, site.code, layout)
         if translation is None or not apply(translation):
             return None
         site.translation = translation

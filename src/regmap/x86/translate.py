@@ -96,6 +96,7 @@ class Translation(NamedTuple):
     new: bytes
     old_text: str      # "add rax,[8]"
     new_text: str      # "add rax,rcx" (the prefixes that pad it are not shown)
+    kind: str = "in place"     # or "trampoline" (`regmap.x86.trampoline`: new is a jmp to it)
 
     def __str__(self) -> str:
         return f"{self.address:#x}  {self.old_text}  ->  {self.new_text}"

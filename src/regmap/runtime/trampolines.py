@@ -1,0 +1,203 @@
+"""Trampolines in-process: where they live, and faults inside them mapped back onto their sites.
+
+`regmap.x86.trampoline` builds a site's trampoline; this module places it in
+a code region within ±2 GiB of the site (``jmp rel32`` reaches it), writes
+it through /proc/self/mem (the region is mapped read+execute and stays so)
+and hands `regmap.runtime.patch` the site's new bytes, which it writes with
+the same protocol as a register form.
+
+Trampolines are never freed: after `unmap_registers()` has put a site's
+bytes back, a thread may still be inside its trampoline, and finishes there.
+A forked child inherits the regions and this table; exec drops both.
+
+Faults.  Only the moved instruction in a trampoline can fault (#GP, #AC,
+#DE, #XM, #MF, #UD).  `TABLE` maps its address to its trampoline; a fault
+there is turned back into the site's own (`map_back`: rsp and the base
+register restored, rip the site's, si_addr the site where the kernel gave the
+faulting instruction's address) before it is delivered like any fault of an
+emulated instruction (`regmap.runtime.genuine`).  SIGSEGV and SIGBUS reach
+regmap's handler anyway; SIGFPE and SIGILL get a handler of their own from
+the first trampoline on (`install_handlers`), which passes every other one
+on untouched, as `patch.forward_trap` does for SIGTRAP.
+
+An asynchronous signal delivered while a thread is inside a trampoline shows
+the trampoline's rip in its ucontext, rsp lowered by the trampoline's frame
+and the base register holding the scratch address: the program's handler may
+look at that state and return, and the trampoline finishes; regmap does not
+rewrite it (a handler that longjmps away leaves the base register changed).
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import NamedTuple
+
+from regmap.procmaps import mappings
+from regmap.runtime import _sys, genuine
+from regmap.x86 import host
+from regmap.x86.trampoline import SAVED_BASE, Declined, Trampoline, build, plan
+from regmap.x86.translate import Translation
+
+REGION_SIZE = 1 << 16          # one mapping holds many trampolines
+REACH = (1 << 31) - REGION_SIZE   # a rel32 jump from the site reaches anywhere in the region
+LOWEST = 1 << 16               # below vm.mmap_min_addr's usual value: never asked for
+ALIGN = 16
+MAP_FIXED_NOREPLACE = 0x100000  # Linux >= 4.17
+
+TABLE: dict[int, Trampoline] = {}        # moved instruction's address -> its trampoline
+REGIONS: list[list[int]] = []            # [start, end, next free address]
+
+
+class Fault(NamedTuple):
+    """A CPU exception as `genuine.deliver_fault` takes it."""
+    signo: int
+    si_code: int
+    si_addr: int | None
+
+
+def translate(site: int, code: bytes, layout) -> Translation | None:
+    """Build and place the trampoline of the instruction `code` at `site`: the Translation the
+    site becomes (a ``jmp``), or None if it gets none."""
+    width = host.vector_width()
+    try:
+        p = plan(site, code, layout, width)
+        size = len(build(p, site, width).code)   # the same length anywhere: its jumps are rel32
+        address = _room(site, size)
+        if address is None:
+            return None
+        trampoline = build(p, address, width)
+    except Declined:
+        return None
+    if not _sys.write_code(address, trampoline.code):
+        return None
+    install_handlers()
+    TABLE[trampoline.instruction] = trampoline
+    return Translation(site, trampoline.old, trampoline.jump, trampoline.old_text,
+                       trampoline.new_text, "trampoline")
+
+
+def _room(site: int, size: int) -> int | None:
+    """`size` bytes of code within reach of `site`: in a region already mapped, or a new one."""
+    for region in REGIONS:
+        start, end, free = region
+        if free + size <= end and abs(start - site) < REACH and abs(end - site) < REACH:
+            region[2] = (free + size + ALIGN - 1) // ALIGN * ALIGN
+            return free
+    start = _map_near(site)
+    if start is None:
+        return None
+    REGIONS.append([start, start + REGION_SIZE, start])
+    return _room(site, size)
+
+
+def _map_near(site: int) -> int | None:
+    """A new read+execute region in a gap of the address space as near `site` as there is."""
+    try:
+        spans = [(m.start, m.end) for m in mappings("self")]
+    except (OSError, ValueError):
+        return None
+    candidates = []
+    previous_end = LOWEST
+    for start, end in spans + [(1 << 47, 1 << 47)]:
+        if start - previous_end >= REGION_SIZE:
+            for at in (previous_end, start - REGION_SIZE):      # either end of the gap
+                if abs(at - site) < REACH and at >= LOWEST:
+                    candidates.append(at)
+        previous_end = max(previous_end, end)
+    for at in sorted(candidates, key=lambda a: abs(a - site)):
+        got = _sys.LIBC_HELD.mmap(at, REGION_SIZE, _sys.PROT_READ | _sys.PROT_EXEC,
+                                  _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                                  -1, 0)
+        if got == at:
+            return at
+        if got not in (None, _sys.MAP_FAILED):
+            _sys.unmap(got, REGION_SIZE)       # an old kernel took the address as a hint only
+    return None
+
+
+# -- faults inside a trampoline ------------------------------------------------------------------
+
+def map_back(frame) -> Trampoline | None:
+    """If the frame stopped on a trampoline's moved instruction, make it the site's: the state
+    the instruction had there (rsp, the base register), rip the site, si_addr the site where it
+    was the instruction's address.  The trampoline, or None (the frame is left alone)."""
+    trampoline = TABLE.get(frame.rip)
+    if trampoline is None:
+        return None
+    setattr(frame, trampoline.base,
+            ctypes.c_uint64.from_address(frame.rsp + SAVED_BASE).value)
+    frame.rsp += trampoline.frame
+    frame.rip = trampoline.site
+    if frame.si_addr == trampoline.instruction:
+        frame.si_addr = trampoline.site
+    return trampoline
+
+
+def fault_inside(signo: int, info: int, machine, state) -> bool:
+    """regmap's SIGSEGV/SIGBUS handler: a fault of a trampoline's instruction goes on as the
+    site's (as an emulated instruction's exception would); False if it is not one."""
+    frame = machine.frame
+    if map_back(frame) is None:
+        return False
+    genuine.deliver_fault(signo, info, machine, Fault(signo, frame.si_code, frame.si_addr), state)
+    return True
+
+
+HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+PREVIOUS_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+SIGILL = 4
+OWN_SIGNALS = (_sys.SIGFPE, SIGILL)
+PREVIOUS: dict[int, _sys.KernelSigaction] = {}
+_KEEP_ALIVE: list = []
+
+
+def on_signal(signo: int, info: int, ctx: int) -> None:
+    """SIGFPE/SIGILL: mapped back if raised inside a trampoline, then passed on as it was."""
+    try:
+        from regmap.runtime.frame import Frame
+        frame = Frame.from_address(ctx)
+        if 0 < frame.si_code <= _sys.SI_KERNEL:
+            map_back(frame)
+        forward(signo, info, ctx, frame)
+    except BaseException:  # noqa: BLE001 - nothing may escape a signal handler
+        _sys.set_action(signo, PREVIOUS.get(signo, _sys.KernelSigaction()))
+
+
+def forward(signo: int, info: int, ctx: int, frame) -> None:
+    """To the handler regmap replaced; under SIG_DFL/SIG_IGN the same siginfo is queued again
+    with the default action, delivered as this handler returns (to the mapped-back state)."""
+    previous = PREVIOUS[signo]
+    sent = frame.si_code <= 0
+    if previous.handler == _sys.SIG_IGN and sent:
+        return
+    if previous.handler in (_sys.SIG_DFL, _sys.SIG_IGN):
+        genuine.queue_as_the_cpu_would(frame, signo, frame.si_code, frame.si_addr) if not sent \
+            else _sys.queue_to_self(signo, ctypes.string_at(info, 128))
+        default = _sys.KernelSigaction.from_buffer_copy(previous)
+        default.handler = _sys.SIG_DFL
+        _sys.set_action(signo, default)
+        return
+    mask = frame.sigmask | previous.mask
+    mask = mask & ~(1 << signo - 1) if previous.flags & _sys.SA_NODEFER else mask | 1 << signo - 1
+    old_mask = _sys.set_thread_mask(mask)
+    try:
+        PREVIOUS_TYPE(previous.handler)(signo, info, ctx)
+    finally:
+        _sys.set_thread_mask(old_mask)
+
+
+def install_handlers() -> None:
+    """SIGFPE and SIGILL through `on_signal`, from the first trampoline until unmapping."""
+    if PREVIOUS:
+        return
+    callback = HANDLER_TYPE(on_signal)
+    _KEEP_ALIVE.append(callback)
+    address = ctypes.cast(callback, ctypes.c_void_p).value
+    flags = _sys.SA_SIGINFO | _sys.SA_ONSTACK | _sys.SA_RESTART
+    for signo in OWN_SIGNALS:
+        PREVIOUS[signo] = _sys.install_handler(signo, address, flags, (signo,))
+
+
+def uninstall_handlers() -> None:
+    for signo, previous in list(PREVIOUS.items()):
+        _sys.set_action(signo, previous)
+    PREVIOUS.clear()

@@ -1,0 +1,323 @@
+"""Trampolines: out-of-line machine code that does what a window instruction does, without a fault.
+
+A window instruction with a constant address and no exact register form
+(`regmap.x86.translate`) -- ``mov rax, [4]``, ``mov dword [8], eax``,
+``or qword [0x88], 0x400``, ``movdqu xmm0, [0]``, ``vpaddd zmm1, zmm2, [0x100]`` --
+can still run on the CPU if its window bytes are in memory.  Its trampoline
+puts them there, on the thread's own stack, runs the instruction against
+them, and puts the written bytes back into the registers:
+
+1. ``lea rsp, [rsp - FRAME]``: the scratch lies below the red zone (the 128
+   bytes under rsp that leaf code may use) and above the new rsp, so a signal
+   delivered meanwhile puts its frame below it and leaves it alone;
+2. one general register, the *base* (one the instruction does not use), is
+   saved at ``[rsp]`` and pointed at a 64-byte aligned mirror of the window:
+   ``rorx base, base, 6`` and ``lea base, [base*8]`` twice clear its low six
+   bits without touching the flags (``and`` would);
+3. every register placed in the window bytes the operand covers is stored at
+   its window offset in the mirror (the rip slot as the site's next address,
+   the rflags slot through ``pushfq``), so the operand's address modulo 64 is
+   the window's: #GP for an aligned SSE operand and #AC are raised as at the
+   window address;
+4. the instruction itself, its memory operand ``[base + offset]``;
+5. if it writes memory, the registers are loaded back from the mirror (a
+   general register whole; xmm with a legacy load and ymm with an insert into
+   the zmm, which keep the upper lanes, as the window write does; rflags with
+   ``popfq``, which at CPL 3 changes the user-writable flags only, the
+   emulator's `regmap.x86.flags.USER_WRITABLE`);
+6. the base back from ``[rsp]``, ``lea rsp, [rsp + FRAME]``, ``jmp`` to the
+   site's next instruction, or, when the rip slot was written, ``ret`` to the
+   written address (``ret imm16`` pops the target and restores rsp in one
+   instruction: no byte of it ever sits below rsp).
+
+Only step 4 can fault, at a known address (`Trampoline.instruction`): the
+runtime maps such a fault back onto the site (rsp and the base restored, rip
+the site's) before it delivers it, as if the instruction had raised it in
+place.  Flags are never touched by steps 1-3 and 5-6 (``mov``, ``lea``,
+``rorx``, ``pushfq``/``pop``, vector moves), so undefined flags are the CPU's
+by construction.
+
+The site becomes ``jmp rel32`` to the trampoline, followed by int3 up to its
+old length (never executed).  This module only builds the bytes; the
+runtime (`regmap.runtime.trampolines`) finds room within ±2 GiB of the site,
+writes them and patches the site.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from iced_x86 import (Code, Decoder, Encoder, FlowControl, Formatter, FormatterSyntax, Instruction,
+                      InstructionInfoFactory, MemoryOperand, MemorySizeInfo, OpKind,
+                      Register, RegisterExt)
+
+from regmap.errors import LayoutError
+from regmap.x86.operands import REGISTER_NAMES
+from regmap.x86.translate import ENCODINGS, WRITES, Declined
+
+RED_ZONE = 128          # System V ABI: below rsp, leaf code's own
+SAVED_BASE = 0          # [moved rsp + 0]: the base register's value
+TARGET = 8              # [moved rsp + 8]: where a write to the rip slot jumps
+MIRROR = 16             # the mirror starts at the first 64-byte boundary from here
+LINE = 64               # the alignment the mirror keeps (a cache line, the largest operand)
+JMP_REL32 = 0xE9
+INT3 = 0xCC
+JUMP_LENGTH = 5
+MAX_OPERAND = 64
+# The base is the first of these the instruction does not use (rbp and rsp never: rsp moves).
+BASES = (Register.R11, Register.R10, Register.R9, Register.R8, Register.RSI, Register.RDI,
+         Register.RDX, Register.RCX, Register.RBX, Register.RAX, Register.R12, Register.R13,
+         Register.R14, Register.R15)
+
+ICED = {name: value for value, name in REGISTER_NAMES.items()}
+_FORMATTER = Formatter(FormatterSyntax.INTEL)
+_INFO = InstructionInfoFactory()
+
+
+class Trampoline(NamedTuple):
+    """A site's trampoline: `code` to be placed at `address`, and what the site becomes."""
+    site: int
+    old: bytes             # the site's instruction
+    jump: bytes            # its replacement: jmp rel32 to `address`, int3 to the old length
+    address: int
+    code: bytes
+    instruction: int       # address of the moved instruction, the only one that can fault
+    frame: int             # how far rsp is moved down while inside
+    base: str              # the general register saved at [rsp] while inside ("r11")
+    old_text: str
+    new_text: str
+
+
+class Plan(NamedTuple):
+    """What a site's trampoline will do, decided before any address is known."""
+    site: int
+    old: bytes
+    ins: Instruction
+    placements: tuple      # (name, mirror offset, size) of each register the operand covers
+    operand: int           # the operand's offset in the mirror
+    base: int              # iced Register
+    writes: bool           # whether the instruction writes its memory operand
+    frame: int
+
+
+def plan(site: int, code: bytes, layout, vector_width: int = 512) -> Plan:
+    """Decide whether the instruction at `site` gets a trampoline (raises `Declined` if not)."""
+    ins = Decoder(64, code, ip=site).decode()
+    if ins.is_invalid:
+        raise Declined("not a valid instruction")
+    if ins.encoding not in ENCODINGS and not _is_evex(ins):
+        raise Declined("only legacy, VEX and EVEX encodings get trampolines")
+    memory = [i for i in range(ins.op_count) if ins.op_kind(i) == OpKind.MEMORY]
+    if len(memory) != 1:
+        raise Declined("no explicit [address] operand")
+    if ins.memory_base != Register.NONE or ins.memory_index != Register.NONE:
+        raise Declined("the address depends on a register")
+    if ins.segment_prefix != Register.NONE:
+        raise Declined("a segment override")
+    if ins.memory_displ_size != 8:
+        raise Declined("an address-size prefix (the address wraps at 32 bits)")
+    if ins.len < JUMP_LENGTH:
+        raise Declined("shorter than a jmp rel32")
+    if ins.flow_control != FlowControl.NEXT:
+        raise Declined("a branch (it would leave the trampoline)")
+    address = ins.memory_displacement
+    size = MemorySizeInfo(ins.memory_size).size
+    if not 0 < size <= MAX_OPERAND:
+        raise Declined(f"an operand of {size} bytes (at most {MAX_OPERAND} are mirrored)")
+    info = _INFO.info(ins)
+    used = {RegisterExt.full_register(u.register) for u in info.used_registers()}
+    written = {RegisterExt.full_register(u.register) for u in info.used_registers()
+               if u.access in WRITES}
+    if Register.RSP in used or ins.stack_pointer_increment:
+        raise Declined("uses rsp (moved while inside the trampoline)")
+    if any(RegisterExt.is_segment_register(r) or RegisterExt.is_cr(r) or RegisterExt.is_dr(r)
+           for r in used):
+        raise Declined("a segment or system register operand")
+    writes = info.op_access(memory[0]) in WRITES
+    placements = _placements(layout, address, size)
+    bases = {layout.registers.slices(name)[0].basis for name, _, _ in placements}
+    # (a write to the rflags slot is loaded back after the instruction's own flags: the window
+    # write wins, as in the emulator: ``or qword [0x88], 0x400`` keeps CF)
+    if writes and any(REGISTER_NAMES.get(r) in bases for r in written):
+        raise Declined("writes a register its own operand's window bytes hold too")
+    if any(name == "rsp" for name, _, _ in placements):
+        raise Declined("the rsp slot (rsp moves while inside the trampoline)")
+    for name, _, _ in placements:
+        _check_copyable(name, layout, vector_width)
+    base = next((r for r in BASES if r not in used and REGISTER_NAMES[r] not in bases), None)
+    if base is None:
+        raise Declined("no general register left for the scratch base")
+    start = min(at for _, at, _ in placements) // LINE * LINE
+    end = max(at + length for _, at, length in placements)
+    mirrored = tuple((name, offset - start, length) for name, offset, length in placements)
+    frame = -(-(MIRROR + LINE - 1 + (end - start) + RED_ZONE) // 16) * 16
+    return Plan(site, bytes(code[:ins.len]), ins, mirrored, address - start, base, writes, frame)
+
+
+def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
+    """The trampoline of plan `p` placed at `address` (within ±2 GiB of the site)."""
+    out = _Code(address)
+    base, ins = p.base, p.ins
+    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, _mem(Register.RSP, -p.frame)))
+    out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(Register.RSP, SAVED_BASE), base))
+    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, base, _mem(Register.RSP, MIRROR + LINE - 1)))
+    out.add(Instruction.create_reg_reg_u32(Code.VEX_RORX_R64_RM64_IMM8, base, base, 6))
+    for _ in range(2):
+        out.add(Instruction.create_reg_mem(Code.LEA_R64_M, base,
+                                           MemoryOperand(index=base, scale=8, displ_size=4)))
+    for name, offset, _ in p.placements:
+        for stored in _store(name, base, offset, ins.next_ip):
+            out.add(stored)
+    moved = ins.copy()
+    moved.memory_base = base
+    moved.memory_displacement = p.operand
+    moved.memory_displ_size = 1
+    instruction = out.add(moved)
+    rip_written = False
+    if p.writes:
+        for name, offset, _ in p.placements:
+            if name == "rip":
+                rip_written = True
+                continue
+            for loaded in _load(name, _mem(base, offset), vector_width):
+                out.add(loaded)
+    if rip_written:
+        offset = next(o for n, o, _ in p.placements if n == "rip")
+        out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, base, _mem(base, offset)))
+        out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(Register.RSP, TARGET), base))
+    out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, base, _mem(Register.RSP, SAVED_BASE)))
+    if rip_written:
+        out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, _mem(Register.RSP, TARGET)))
+        out.add(Instruction.create_u32(Code.RETNQ_IMM16, p.frame - TARGET - 8))
+    else:
+        out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, _mem(Register.RSP, p.frame)))
+        out.add(Instruction.create_branch(Code.JMP_REL32_64, ins.next_ip))
+    displacement = address - (p.site + JUMP_LENGTH)
+    if not -(1 << 31) <= displacement < 1 << 31:
+        raise Declined("the trampoline is beyond a rel32 jump from the site")
+    jump = (bytes([JMP_REL32]) + (displacement & 0xFFFFFFFF).to_bytes(4, "little")
+            + bytes([INT3]) * (len(p.old) - JUMP_LENGTH))
+    return Trampoline(p.site, p.old, jump, address, bytes(out.data), instruction, p.frame,
+                      REGISTER_NAMES[base], _FORMATTER.format(ins),
+                      f"jmp {address:#x} ({_FORMATTER.format(moved)} on the stack)")
+
+
+def why_not(site: int, code: bytes, layout, vector_width: int = 512) -> str | None:
+    """None if the instruction gets a trampoline, else the reason it does not."""
+    try:
+        build(plan(site, code, layout, vector_width), site, vector_width)
+    except Declined as reason:
+        return str(reason)
+    return None
+
+
+# -- the pieces ----------------------------------------------------------------------------------
+
+class _Code:
+    """Instructions encoded one after another from `address`."""
+
+    def __init__(self, address: int):
+        self.address = address
+        self.data = bytearray()
+        self._encoder = Encoder(64)
+
+    def add(self, ins: Instruction) -> int:
+        """Append `ins`; its address."""
+        at = self.address + len(self.data)
+        try:
+            self._encoder.encode(ins, at)
+        except ValueError as error:
+            raise Declined(f"no encoding: {error}") from None
+        self.data += self._encoder.take_buffer()
+        return at
+
+
+def _mem(base: int, displacement: int) -> MemoryOperand:
+    return MemoryOperand(base=base, displ=displacement, displ_size=1 if displacement else 0)
+
+
+def _is_evex(ins) -> bool:
+    from iced_x86 import EncodingKind
+    return ins.encoding == EncodingKind.EVEX
+
+
+def _overlapping(layout, address: int, size: int):
+    return [p for p in layout.placements() if p.address < address + size and address < p.address + p.size]
+
+
+def _placements(layout, address: int, size: int) -> tuple:
+    """(name, window address, size) of the registers placed in the operand's bytes; each byte
+    must be a register's (`layout.resolve` raises otherwise) and no register placed twice."""
+    try:
+        layout.resolve(address, size)
+    except LayoutError as error:
+        raise Declined(f"not a window operand: {error}") from None
+    found = _overlapping(layout, address, size)
+    bases = [layout.registers.slices(p.name)[0].basis for p in found]
+    if len(set(bases)) != len(bases):
+        raise Declined("one register placed twice in the operand's bytes")
+    return tuple((p.name, p.address, p.size) for p in found)
+
+
+def _check_copyable(name: str, layout, vector_width: int) -> None:
+    if name in ("rip", "rflags"):
+        return
+    register = ICED.get(name)
+    if register is None:
+        raise Declined(f"{name}: no trampoline copies it yet")
+    if RegisterExt.is_gpr64(register):
+        return
+    vector = RegisterExt.is_xmm(register) or RegisterExt.is_ymm(register) \
+        or RegisterExt.is_zmm(register)
+    if not vector:
+        raise Declined(f"{name}: no trampoline copies it yet")
+    width = 8 * RegisterExt.size(register)
+    if width > vector_width or (vector_width < 512 and RegisterExt.number(register) >= 16):
+        raise Declined(f"{name}: not on this host")
+
+
+def _store(name: str, base: int, offset: int, next_ip: int) -> list:
+    """Instructions that store register `name` at ``[base + offset]``, flags untouched; the rip
+    slot holds the site's next address."""
+    memory = _mem(base, offset)
+    if name == "rip":
+        return [Instruction.create_mem_u32(Code.MOV_RM32_IMM32, memory, next_ip & 0xFFFFFFFF),
+                Instruction.create_mem_u32(Code.MOV_RM32_IMM32, _mem(base, offset + 4),
+                                           next_ip >> 32)]
+    if name == "rflags":
+        return [Instruction.create(Code.PUSHFQ), Instruction.create_mem(Code.POP_RM64, memory)]
+    register = ICED[name]
+    if RegisterExt.is_gpr64(register):
+        return [Instruction.create_mem_reg(Code.MOV_RM64_R64, memory, register)]
+    high = RegisterExt.number(register) >= 16
+    if RegisterExt.is_xmm(register):
+        code = Code.EVEX_VMOVDQU64_XMMM128_K1Z_XMM if high else Code.MOVDQU_XMMM128_XMM
+    elif RegisterExt.is_ymm(register):
+        code = Code.EVEX_VMOVDQU64_YMMM256_K1Z_YMM if high else Code.VEX_VMOVDQU_YMMM256_YMM
+    else:
+        code = Code.EVEX_VMOVDQU64_ZMMM512_K1Z_ZMM
+    return [Instruction.create_mem_reg(code, memory, register)]
+
+
+def _load(name: str, memory: MemoryOperand, vector_width: int) -> list:
+    """Instructions that load register `name` from `memory`, changing no other bits of the
+    register's basis (the window write changes only the bytes it writes) and no flag but
+    through the rflags slot."""
+    if name == "rflags":
+        return [Instruction.create_mem(Code.PUSH_RM64, memory), Instruction.create(Code.POPFQ)]
+    register = ICED[name]
+    if RegisterExt.is_gpr64(register):
+        return [Instruction.create_reg_mem(Code.MOV_R64_RM64, register, memory)]
+    number = RegisterExt.number(register)
+    zmm = Register.ZMM0 + number
+    if RegisterExt.is_zmm(register):
+        return [Instruction.create_reg_mem(Code.EVEX_VMOVDQU64_ZMM_K1Z_ZMMM512, register, memory)]
+    if RegisterExt.is_xmm(register):
+        if number < 16:
+            return [Instruction.create_reg_mem(Code.MOVDQU_XMM_XMMM128, register, memory)]
+        return [Instruction.create_reg_reg_mem_u32(Code.EVEX_VINSERTI32X4_ZMM_K1Z_ZMM_XMMM128_IMM8,
+                                                   zmm, zmm, memory, 0)]
+    if vector_width >= 512:
+        return [Instruction.create_reg_reg_mem_u32(Code.EVEX_VINSERTI64X4_ZMM_K1Z_ZMM_YMMM256_IMM8,
+                                                   zmm, zmm, memory, 0)]
+    return [Instruction.create_reg_mem(Code.VEX_VMOVDQU_YMM_YMMM256, register, memory)]
+
