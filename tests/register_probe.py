@@ -47,7 +47,8 @@ def source(code: str, inputs: dict[str, int] | None = None, program: bool = Fals
     lines += [f"mov {name}, [rip + in_ + {8 * i}]" for i, name in enumerate(GPRS) if name != "rsp"]
     lines += ["mov rsp, [rip + rsp_]", "probe_code:", "code_:", *code.split(";")]
     lines += [f"mov [rip + out_ + {8 * i}], {name}" for i, name in enumerate(GPRS)]
-    lines += ["mov rsp, [rip + saved_]", "pushfq", f"pop qword ptr [rip + out_ + {8 * len(GPRS)}]",
+    # cld: a popfq under test may leave DF set, and C code (memcpy) must not run with it set
+    lines += ["mov rsp, [rip + saved_]", "pushfq", f"pop qword ptr [rip + out_ + {8 * len(GPRS)}]", "cld",
               "lea rax, [rip + code_]", f"mov [rip + out_ + {8 * WORDS}], rax",
               "pop r15", "pop r14", "pop r13", "pop r12", "pop rbp", "pop rbx", "ret"]
     if program:
