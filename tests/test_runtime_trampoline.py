@@ -1,0 +1,211 @@
+"""Faults inside trampolines: delivered as the site's own, the same as without translation.
+
+A native trial function loads every general register and rflags from a state, runs one window
+instruction and stores them back.  A handler written in assembly (installed before regmap, so
+regmap passes genuine faults on to it) records the signal, si_code, si_addr and every register
+of the ucontext, then resumes at the trial's exit.  Each form's site is made hot with states
+that do not fault (it becomes a trampoline), then run with one that does; the record must be the
+one the same state gives with every execution emulated.
+"""
+from __future__ import annotations
+
+import ctypes
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
+from runtime_build import build_library, why_not_native  # noqa: E402
+
+import regmap  # noqa: E402
+from regmap.runtime import _sys, trampolines  # noqa: E402
+
+REASON = why_not_native()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+FLAGS = 16 * 8
+AC = 1 << 18
+SIGILL, SIGBUS, SIGFPE, SIGSEGV = 4, 7, 8, 11
+# uc_mcontext.gregs: r8-r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags
+RECORDED = 18
+
+# (instruction, registers of a state that runs, the same with a change that makes it fault)
+FORMS = [
+    # #DE: edx:eax / rax[63:32] (window bytes 4..7), zero
+    ("div dword ptr [4]", {"rax": 3 << 32 | 7, "rdx": 1}, {"rax": 7}),
+    # #DE: rdx:rax / rcx[31:0] . rax[63:32] (a divisor across two registers), zero
+    ("div qword ptr [4]", {"rax": 5 << 32, "rcx": 1, "rdx": 0}, {"rax": 5, "rcx": 0}),
+    # #GP: MXCSR's reserved bits (a read of rax[63:32]).  Emulated, regmap's Python semantics
+    # pass the window's page fault on (SEGV_MAPERR at 4); the trampoline delivers the CPU's #GP
+    # (SI_KERNEL, 0), as the native engine does: everything else must be the same
+    ("ldmxcsr dword ptr [4]", {"rax": 0x1F80 << 32}, {"rax": 0xFFFF << 48}),
+]
+
+
+def trial_source(index: int, instruction: str) -> str:
+    loads = "\n".join(f"    mov {r}, [rdi + {8 * i}]" for i, r in enumerate(GPRS)
+                      if r not in ("rsp", "rdi"))
+    saves = "\n".join(f"    mov [rdi + {8 * i}], {r}" for i, r in enumerate(GPRS)
+                      if r not in ("rsp", "rdi"))
+    return f"""
+    .globl trial_{index}
+trial_{index}:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rip + saved_rsp], rsp
+    mov [rip + state], rdi
+    push qword ptr [rdi + {FLAGS}]
+{loads}
+    mov rdi, [rdi + 56]
+    popfq
+    .globl site_{index}
+site_{index}:
+    {instruction}
+    pushfq
+    push rdi
+    mov rdi, [rip + state]
+    pop qword ptr [rdi + 56]
+    pop qword ptr [rdi + {FLAGS}]
+{saves}
+    xor eax, eax
+    jmp done
+"""
+
+
+HANDLER = f"""
+    .globl catcher
+catcher:                        # (signo, siginfo, ucontext): record, resume at `recover`
+    lea rax, [rip + record_here]
+    mov [rax], rdi
+    mov ecx, [rsi + 8]
+    mov [rax + 8], rcx
+    mov rcx, [rsi + 16]
+    mov [rax + 16], rcx
+    xor ecx, ecx
+1:  mov r8, [rdx + 40 + 8 * rcx]
+    mov [rax + 24 + 8 * rcx], r8
+    inc ecx
+    cmp ecx, {RECORDED}
+    jb 1b
+    lea rcx, [rip + recover]
+    mov [rdx + 40 + 8 * 16], rcx
+    mov rcx, [rip + saved_rsp]
+    mov [rdx + 40 + 8 * 15], rcx
+    and qword ptr [rdx + 40 + 8 * 17], {~AC}
+    ret
+recover:
+    mov rsp, [rip + saved_rsp]
+    mov eax, 1
+done:
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+    .data
+    .globl record
+record:
+record_here: .space {8 * (3 + RECORDED)}
+saved_rsp: .quad 0
+state: .quad 0
+    .text
+"""
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("trampoline-faults")
+    source = directory / "trials.s"
+    source.write_text(".intel_syntax noprefix\n.text\n" + HANDLER
+                      + "".join(trial_source(i, text) for i, (text, _, _) in enumerate(FORMS))
+                      + '.section .note.GNU-stack,"",@progbits\n')
+    lib = ctypes.CDLL(str(build_library(directory, source, "libtrials.so")))
+    for i in range(len(FORMS)):
+        getattr(lib, f"trial_{i}").argtypes = [ctypes.c_void_p]
+        getattr(lib, f"trial_{i}").restype = ctypes.c_long
+    return lib
+
+
+@pytest.fixture
+def caught(library):
+    """The assembly handler for SIGSEGV, SIGBUS, SIGFPE, SIGILL, under regmap's."""
+    regmap.unmap_registers()
+    regmap.runtime.reset_stats()
+    address = ctypes.cast(library.catcher, ctypes.c_void_p).value
+    previous = {signo: _sys.install_handler(signo, address, _sys.SA_SIGINFO, ())
+                for signo in (SIGILL, SIGBUS, SIGFPE, SIGSEGV)}
+    yield
+    regmap.unmap_registers()
+    for signo, action in previous.items():
+        _sys.set_action(signo, action)
+
+
+def state_of(values: dict) -> ctypes.Array:
+    state = ctypes.create_string_buffer(FLAGS + 8)
+    for i, name in enumerate(GPRS):
+        ctypes.c_uint64.from_address(ctypes.addressof(state) + 8 * i).value = \
+            values.get(name, 0x1111 * (i + 1))
+    ctypes.c_uint64.from_address(ctypes.addressof(state) + FLAGS).value = 0x202 | values.get("rflags", 0)
+    return state
+
+
+def run(library, index: int, values: dict) -> tuple[int, bytes]:
+    """(whether it faulted, the handler's record or the state after)."""
+    state = state_of(values)
+    record = (ctypes.c_char * (8 * (3 + RECORDED))).in_dll(library, "record")
+    ctypes.memset(record, 0, ctypes.sizeof(record))
+    faulted = getattr(library, f"trial_{index}")(state)
+    return faulted, bytes(record) if faulted else state.raw
+
+
+NAMES = ("signo", "si_code", "si_addr", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi",
+         "rsi", "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip", "rflags")
+
+
+def describe(result: tuple[int, bytes]) -> dict:
+    """A record by name (a state is named by GPRS), for a readable difference."""
+    faulted, data = result
+    names = NAMES if faulted else GPRS + ("rflags",)
+    return {name: hex(int.from_bytes(data[8 * i:8 * i + 8], "little")) for i, name in enumerate(names)}
+
+
+def site(library, index: int) -> int:
+    return ctypes.cast(getattr(library, f"site_{index}"), ctypes.c_void_p).value
+
+
+@pytest.mark.parametrize("index", range(len(FORMS)), ids=[text for text, _, _ in FORMS])
+def test_a_fault_inside_a_trampoline_is_the_sites_own(library, caught, index):
+    text, runs, faults = FORMS[index]
+    failing = {**runs, **faults}
+    with regmap.mapped(translate=0):
+        expected = run(library, index, failing)
+        ran = run(library, index, runs)
+    assert expected[0] == 1 and ran[0] == 0, "the states do not fault, then run, as meant"
+    record = expected[1]
+    assert int.from_bytes(record[:8], "little") in (SIGBUS, SIGFPE, SIGSEGV, SIGILL)
+    assert int.from_bytes(record[24 + 8 * 16:32 + 8 * 16], "little") == site(library, index)
+    with regmap.mapped(translate=3):
+        for _ in range(3):
+            assert run(library, index, runs) == ran
+        done = {t.address: t for t in regmap.stats().translated}
+        assert done[site(library, index)].kind == "trampoline"
+        before = regmap.stats().emulated
+        assert run(library, index, runs) == ran          # through the trampoline
+        inside = describe(run(library, index, failing))   # faulting inside it
+        outside = describe(expected)
+        if text.startswith("ldmxcsr"):
+            assert (inside.pop("si_code"), inside.pop("si_addr")) == (hex(_sys.SI_KERNEL), "0x0")
+            del outside["si_code"], outside["si_addr"]
+        assert inside == outside
+        assert run(library, index, runs) == ran
+        assert regmap.stats().emulated == before         # none of them was emulated
+    assert trampolines.TABLE
