@@ -50,6 +50,18 @@ TRANSLATE_OPTION: tuple[tuple[tuple[str, ...], dict], ...] = (
                                 f"it has faulted N times (--translate=N; alone N is {TRANSLATE_AFTER}; "
                                 "0 or no option: never)"}),
 )
+GDB_DEFAULT = "127.0.0.1:0"      # localhost, a free port
+# --gdb and --gdb-stdio: one or the other (regmap.gdb, docs/gdb.md)
+GDB_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
+    (("--gdb",), {"metavar": "HOST:PORT", "nargs": "?", "default": None, "const": GDB_DEFAULT,
+                  "help": "serve gdb's remote protocol, the program stopped at its first "
+                          "instruction (--gdb=HOST:PORT; alone: a free port on localhost, "
+                          "and the gdb command line is printed)"}),
+    (("--gdb-stdio",), {"action": "store_true",
+                        "help": "serve gdb on stdin/stdout: target remote | regmap exec "
+                                "--gdb-stdio PROGRAM (the program's stdin is /dev/null, its "
+                                "stdout regmap's stderr)"}),
+)
 
 
 def _common(parser) -> None:
@@ -60,6 +72,9 @@ def _common(parser) -> None:
         output.add_argument(*flags, **keywords)
     for flags, keywords in TRANSLATE_OPTION:
         parser.add_argument(*flags, **keywords)
+    gdb = parser.add_mutually_exclusive_group()
+    for flags, keywords in GDB_OPTIONS:
+        gdb.add_argument(*flags, **keywords)
 
 
 def quick_args(command: str, words: list[str]):
@@ -68,7 +83,8 @@ def quick_args(command: str, words: list[str]):
     from types import SimpleNamespace
 
     from regmap.cli import quick
-    values = quick.parse(quick.options(OPTIONS + TRANSLATE_OPTION, (OUTPUT_OPTIONS,)), words)
+    values = quick.parse(quick.options(OPTIONS + TRANSLATE_OPTION, (OUTPUT_OPTIONS, GDB_OPTIONS)),
+                         words)
     if values is None:
         return None
     return SimpleNamespace(**values, func=QUICK_COMMANDS[command])
@@ -83,6 +99,27 @@ def _translate_option(args, command: list[str]) -> None:
         else:
             command.insert(0, value)
             args.translate = TRANSLATE_AFTER
+
+
+def _gdb_option(args, command: list[str]) -> None:
+    """``--gdb PROGRAM``: the optional address took the program; give it back."""
+    value = getattr(args, "gdb", None)
+    if value is not None and value != GDB_DEFAULT and ":" not in value and not value.isdigit():
+        command.insert(0, value)
+        args.gdb = GDB_DEFAULT
+
+
+def _debugger(args, program: str):
+    """The gdb stub --gdb or --gdb-stdio asks for (None: neither)."""
+    if getattr(args, "gdb_stdio", False):
+        from regmap import gdb
+        return gdb.stdio()
+    if getattr(args, "gdb", None) is not None:
+        from regmap import gdb
+        debugger = gdb.listen(args.gdb)
+        debugger.program = program
+        return debugger
+    return None
 
 
 def add_parser(subparsers) -> None:
@@ -172,7 +209,11 @@ def _traced(argv, args, **extra):
         _error(f"{where}: {error.strerror}")
         return 1
     try:
-        return trace_program(argv, layout, **_options(args), stream=stream, **extra)
+        debugger = _debugger(args, extra.get("executable") or argv[0])
+        options = _options(args)
+        if debugger is not None:
+            options["translate"] = 0     # a translated site faults no more: gdb would not see it
+        return trace_program(argv, layout, **options, stream=stream, debugger=debugger, **extra)
     except TraceError as error:
         _error(str(error), error.detail)
         return error.status
@@ -215,6 +256,7 @@ def _die_of(signo: int) -> None:
 def _command(args, what: str) -> list[str] | None:
     command = list(args.command)
     _translate_option(args, command)
+    _gdb_option(args, command)
     if command and command[0] == "--":
         command.pop(0)
     if not command:

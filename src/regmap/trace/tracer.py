@@ -100,6 +100,9 @@ class Tracer:
         self.program = ""
         self.patcher = None        # a regmap.trace.patch.Patcher when sites are translated
         self.id_setter = IdSetter()  # a window instruction that changes ID (trace/idflag.py)
+        # a debugger (regmap.gdb.server): told of each stop regmap would resume, it may keep
+        # the thread stopped instead (`_go`)
+        self.observer = None
 
     # -- spawning ------------------------------------------------------------------------------
     def spawn(self, path: str, argv: list[str], env: dict | None = None) -> int:
@@ -178,9 +181,13 @@ class Tracer:
         self._saved_dispositions.clear()
 
     # -- the loop --------------------------------------------------------------------------------
-    def wait(self) -> int:
-        """Serve every tracee until none is left; return the main program's wait status."""
+    def wait(self, debugger=None) -> int:
+        """Serve every tracee until none is left; return the main program's wait status.
+        ``debugger(tracer)`` (regmap.gdb), if given, serves the tracees first, for as long as
+        its session lasts."""
         try:
+            if debugger is not None:
+                debugger(self)
             self._loop()
         finally:
             self._restore_dispositions()
@@ -196,41 +203,49 @@ class Tracer:
 
     def _loop(self) -> None:
         waitpid = os.waitpid
-        fault = self._fault
-        cont = ptrace.cont
+        event = self.event
         while True:
             try:
                 tid, status = waitpid(-1, ptrace.WALL)
             except ChildProcessError:
                 return
-            if status & 0xFF == 0x7F:                     # a ptrace-stop
-                sig = (status >> 8) & 0xFF
-                event = status >> 16
-                try:
-                    if event == 0:
-                        if sig == SIGSEGV or sig == SIGBUS:
-                            fault(tid, sig)
-                        else:
-                            self._pass_on(tid, sig)        # any other signal, unchanged
-                    elif event == ptrace.PTRACE_EVENT_STOP:
-                        self._event_stop(tid, sig)
+            event(tid, status)
+
+    def event(self, tid: int, status: int) -> None:
+        """Serve what ``waitpid`` said of ``tid``."""
+        if status & 0xFF == 0x7F:                     # a ptrace-stop
+            sig = (status >> 8) & 0xFF
+            event = status >> 16
+            try:
+                if event == 0:
+                    if sig == SIGSEGV or sig == SIGBUS:
+                        self._fault(tid, sig)
                     else:
-                        if event == ptrace.PTRACE_EVENT_EXEC:
-                            self._exec_event(tid)
-                        if self.patcher is not None:
-                            self._patcher_event(tid, event)
-                        cont(tid, 0)
-                except OSError as error:
-                    if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
-                        raise
-            else:                                          # exited or killed
-                self._forget(tid)
-                if self.patcher is not None:
-                    self.patcher.exited(tid)
-                if tid == self.main:
-                    self.main_status = status
-                    if not self.exec_seen:
-                        self._exec_failed()
+                        self._pass_on(tid, sig)        # any other signal, unchanged
+                elif event == ptrace.PTRACE_EVENT_STOP:
+                    self._event_stop(tid, sig)
+                else:
+                    if event == ptrace.PTRACE_EVENT_EXEC:
+                        self._exec_event(tid)
+                    if self.patcher is not None:
+                        self._patcher_event(tid, event)
+                    self._go(tid, 0)
+            except OSError as error:
+                if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
+                    raise
+        else:                                          # exited or killed
+            self._forget(tid)
+            if self.patcher is not None:
+                self.patcher.exited(tid)
+            if tid == self.main:
+                self.main_status = status
+                if not self.exec_seen:
+                    self._exec_failed()
+
+    def _go(self, tid: int, sig: int) -> None:
+        """Resume ``tid`` with ``sig`` (0: none), unless the debugger keeps it stopped."""
+        if self.observer is None or not self.observer.stopped(tid, sig):
+            ptrace.cont(tid, sig)
 
     def _pass_on(self, tid: int, sig: int) -> None:
         """A signal that is no page fault: the program gets it unchanged."""
@@ -240,7 +255,7 @@ class Tracer:
             source = signal_source(self.siginfo.si_code, self.siginfo.si_pid)
             self.machine.load(tid)
             rip = self.machine.regs.rip
-        ptrace.cont(tid, sig)
+        self._go(tid, sig)
         self.reporter.delivered_signal(tid, sig, rip, source)
 
     def _event_stop(self, tid: int, sig: int) -> None:
@@ -249,7 +264,7 @@ class Tracer:
             if tid == self.main and sig in TERMINAL_STOPS and self._in_foreground():
                 self._stop_self(sig)
         else:
-            ptrace.cont(tid, 0)
+            self._go(tid, 0)
 
     def _stop_self(self, sig: int) -> None:
         """Stop regmap with the program's stop signal, so the shell sees the job stop (and
@@ -282,6 +297,8 @@ class Tracer:
             self._forget(ptrace.geteventmsg(tid))
         except OSError:
             pass
+        if self.observer is not None:
+            self.observer.execed(tid)
         if tid != self.main:
             return
         self.exec_seen = True
@@ -350,7 +367,7 @@ class Tracer:
             return
         except UnsupportedInstruction as error:
             self.reporter.unsupported(tid, error, sig)
-            ptrace.cont(tid, sig)
+            self._go(tid, sig)
             return
         except DivideError:
             self._divide_error(tid)
@@ -360,11 +377,11 @@ class Tracer:
             return
         except Exception as error:      # a bug in regmap must not take the program with it
             self.reporter.internal_error(tid, regs.rip, error, sig)
-            ptrace.cont(tid, sig)
+            self._go(tid, sig)
             return
         if (regs.eflags ^ flags_before) & ID:       # SETREGS cannot set ID: the tracee does
             self.id_setter.resume_through(tid, self._tgid(tid), regs, machine.memory)
-        if self.patcher is None and not machine.xstate.dirty:
+        if self.patcher is None and self.observer is None and not machine.xstate.dirty:
             done = self._run(*calls.leave.arguments)    # SETREGS (rip moved at least), CONT
             if done == 2:
                 if started:
@@ -384,7 +401,8 @@ class Tracer:
             return
         # the thread is stopped: a hot site may be rewritten now, before it runs on
         translation = self.patcher.fault(tid, step) if self.patcher is not None else None
-        ptrace.cont(tid, 0)
+        if self.observer is None or not self.observer.emulated(tid, step):
+            ptrace.cont(tid, 0)
         if started:
             self.reporter.emulated(tid, step, _now() - started)
         if translation is not None:
@@ -416,7 +434,7 @@ class Tracer:
         self.machine.memory.forget(tid)
 
     def _deliver(self, tid: int, sig: int, reason: str, rip: int) -> None:
-        ptrace.cont(tid, sig)
+        self._go(tid, sig)
         self.reporter.delivered_signal(tid, sig, rip, reason)
 
     def _divide_error(self, tid: int) -> None:
@@ -452,7 +470,7 @@ class Tracer:
         info._pad = 0
         info.si_addr = address
         ptrace.setsiginfo(tid, info)
-        ptrace.cont(tid, sig)
+        self._go(tid, sig)
         self.reporter.delivered_signal(tid, sig, rip, reason)
 
     @staticmethod
@@ -502,7 +520,7 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, **option
 
 def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, stream=None,
                   quiet=False, emulator=None, env=None, executable=None, name=None,
-                  translate=0) -> ProgramExit:
+                  translate=0, debugger=None) -> ProgramExit:
     """Run ``argv`` under the tracer with page 0 mapped by ``layout``; return how it ended
     (``.code``, or ``.signal`` and ``.core_dumped``; ``.status`` is the shell's number).
 
@@ -513,7 +531,8 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
     ``executable``: the file to run (default: ``argv[0]`` looked up on PATH); ``name``: the
     program's name in messages (default ``argv[0]``).  ``env``: its environment.
     ``translate``: N > 0 rewrites a site into its exact register form once it has faulted N
-    times in a process (``regmap.trace.patch``); 0 never does.
+    times in a process (``regmap.trace.patch``); 0 never does.  ``debugger``: a
+    ``regmap.gdb.Debugger``, which serves gdb from the program's first instruction on.
 
     Raises ``TraceError`` (with ``.status``: 127 not found, 126 not executable or not x86-64,
     1 otherwise) for a program that cannot be run.  While it runs, ``trace_program`` reaps any
@@ -545,7 +564,7 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
         warm_up(layout, emulator)
     tracer.program = name or ""
     tracer.spawn(path, argv, env)
-    status = tracer.wait()
+    status = tracer.wait(debugger)
     end = reporter.exited(tracer.program, status)
     reporter.summary()
     return end

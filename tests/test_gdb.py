@@ -1,0 +1,235 @@
+"""regmap's gdb stub (regmap.gdb) driven by a real gdb in batch mode, and by hand.
+
+The programs (tests/programs/gdb_target.c and .s) do their page-0 accesses at global labels,
+so a test can break, step and watch at exactly those instructions; what gdb shows is checked
+against the registers gdb reads itself and the values the program put there.
+"""
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.tracer_host import CC, PROGRAMS, TRACED_PROGRAMS
+
+GDB = shutil.which("gdb")
+pytestmark = [*TRACED_PROGRAMS,
+              pytest.mark.skipif(GDB is None, reason="no gdb on PATH (.ci/run installs Debian's)")]
+REGMAP = [sys.executable, "-m", "regmap"]
+
+
+@pytest.fixture(scope="module")
+def c_program(tmp_path_factory):
+    executable = tmp_path_factory.mktemp("gdb") / "gdb_target"
+    subprocess.run([CC, "-O2", "-g", "-pthread", "-fno-delete-null-pointer-checks", "-o",
+                    executable, PROGRAMS / "gdb_target.c"], check=True)
+    return executable
+
+
+@pytest.fixture(scope="module")
+def asm_program(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("gdb_asm")
+    subprocess.run([CC, "-nostdlib", "-static", "-o", directory / "gdb_asm",
+                    PROGRAMS / "gdb_target.s"], check=True)
+    return directory / "gdb_asm"
+
+
+def gdb(program, *commands: str, args: str = "") -> str:
+    """gdb's output for ``commands`` on ``program`` run by ``regmap exec --gdb-stdio``."""
+    stub = " ".join([*REGMAP, "exec", "--gdb-stdio", str(program)]) + (" " + args if args else "")
+    argv = [GDB, "-batch", "-nx", "-ex", "set confirm off", "-ex", f"target remote | {stub}"]
+    for command in commands:
+        argv += ["-ex", command]
+    result = subprocess.run([*argv, str(program)], capture_output=True, text=True, timeout=120)
+    return result.stdout + result.stderr
+
+
+def value(output: str, name: str) -> int:
+    """The value gdb printed as ``$N = VALUE`` for the ``name``-th print (1-based)."""
+    match = re.search(rf"^\${name} = (\S+)", output, re.M)
+    assert match, output
+    return int(match.group(1), 0)
+
+
+def test_break_registers_page_0_and_vectors(c_program):
+    out = gdb(c_program, "break main", "continue", "break *store_site", "continue",
+              "info registers rdi", "x/2gx 0x30", "p/x $rsi", "p/x $rdi",
+              "p/x $xmm0.v2_int64[0]")
+    assert "Breakpoint 1, main" in out, out
+    assert "Breakpoint 2, " in out and " in store " in out, out
+    rdi = re.search(r"^rdi\s+(0x[0-9a-f]+)", out, re.M)
+    assert rdi, out
+    page = re.search(r"^0x30:\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)", out, re.M)
+    assert page, out
+    # the window shows the registers gdb reads with 'g': rsi at 0x30, rdi at 0x38
+    assert int(page.group(1), 16) == value(out, "1") == 42
+    assert int(page.group(2), 16) == value(out, "2") == int(rdi.group(1), 16)
+    assert value(out, "3") == 0x1122334455667788        # what the program put in xmm0
+
+
+def test_stepi_over_a_window_store(c_program):
+    out = gdb(c_program, "break *store_site", "continue", "p $rdi == 42", "stepi",
+              "p $rdi", "p $pc == &after_store")
+    assert value(out, "1") == 0, out                      # not yet
+    assert value(out, "2") == 42, out                     # one stepi: the emulated store
+    assert value(out, "3") == 1, out
+
+
+def test_set_window_memory_is_seen_by_the_program(c_program):
+    out = gdb(c_program, "break *see_site", "continue", "set {long}0x38 = 5", "p $rdi",
+              "continue")
+    assert value(out, "1") == 5, out
+    assert "seen 5" in out, out
+    assert "exited with code 03" in out, out
+
+
+def test_watch_a_window_register(c_program):
+    out = gdb(c_program, "break main", "continue", "watch *(long *)0x38", "continue",
+              "p $pc == &after_store", "p $rdi")
+    assert "New value = 42" in out, out
+    assert value(out, "1") == 1, out                      # stopped right after the store
+    assert value(out, "2") == 42, out
+
+
+def test_breakpoint_in_a_second_thread(c_program):
+    out = gdb(c_program, "break worker", "continue", "p $_thread", "info threads",
+              "p/x $rdi", "continue")
+    assert re.search(r"Thread 2 hit Breakpoint 1, worker", out), out
+    assert value(out, "1") == 2, out
+    assert value(out, "2") == 7, out                      # worker's argument
+    assert "exited with code 03" in out, out
+
+
+def test_a_genuine_segfault_is_a_sigsegv(c_program):
+    out = gdb(c_program, "continue", "p $_siginfo.si_signo",
+              "p/x $_siginfo._sifields._sigfault.si_addr", "continue", args="segv")
+    assert "Program received signal SIGSEGV" in out, out
+    assert value(out, "1") == signal.SIGSEGV, out
+    assert value(out, "2") == 0xDEAD0000, out
+    assert "Program terminated with signal SIGSEGV" in out, out
+
+
+def test_assembly_program(asm_program):
+    out = gdb(asm_program, "break store", "continue", "stepi", "info registers rdi",
+              "x/gx 0x38", "p $pc == &done", "continue")
+    assert "Breakpoint 1, " in out, out
+    assert re.search(r"^rdi\s+0x7\s+7", out, re.M), out
+    assert re.search(r"^0x38:\s+0x0*7$", out, re.M), out
+    assert value(out, "1") == 1, out
+    assert "exited with code 07" in out, out
+
+
+# -- by hand: the framing ----------------------------------------------------------------------
+def _packet(payload: bytes) -> bytes:
+    return b"$" + payload + b"#%02x" % (sum(payload) & 0xFF)
+
+
+class Stub:
+    """``regmap exec --gdb-stdio PROGRAM`` spoken to directly."""
+
+    def __init__(self, program, *args):
+        self.process = subprocess.Popen([*REGMAP, "exec", "--gdb-stdio", str(program), *args],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def read_until(self, pattern: bytes, timeout: float = 30) -> bytes:
+        while not re.search(pattern, self.buffer, re.S):
+            ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+            assert ready, f"no {pattern!r} in {self.buffer!r}"
+            data = os.read(self.process.stdout.fileno(), 65536)
+            assert data, f"the stub closed; had {self.buffer!r}"
+            self.buffer += data
+        match = re.search(pattern, self.buffer, re.S)
+        found, self.buffer = self.buffer[:match.end()], self.buffer[match.end():]
+        return found
+
+    def ask(self, payload: bytes) -> bytes:
+        self.send(_packet(payload))
+        return self.read_until(rb"\$([^#]*)#[0-9a-f]{2}")
+
+    def close(self) -> int:
+        self.process.stdin.close()
+        return self.process.wait(timeout=30)
+
+
+def test_garbage_truncated_oversized_and_bad_checksums(asm_program):
+    stub = Stub(asm_program)
+    try:
+        assert b"PacketSize" in stub.ask(b"qSupported")
+        stub.send(b"noise\x00\xff++--garbage")
+        stub.send(b"$qSupported#00")                       # wrong checksum
+        stub.read_until(rb"-")
+        stub.send(b"$qSupp$?#3f")                          # cut short by the next packet
+        reply = stub.read_until(rb"\$(T05[^#]*)#[0-9a-f]{2}")
+        assert b"-" in reply, reply
+        stub.send(b"$" + b"A" * 100000)                     # longer than PacketSize, no end
+        stub.read_until(rb"-")
+        stub.send(b"#00")
+        stub.send(b"$#00")                                 # empty packet: an empty reply
+        stub.read_until(rb"\$#00")
+        for payload in (b"m", b"mzz,1", b"p9999", b"Z0,zz,1", b"G0", b"X100,4:ab",
+                        b"qXfer:features:read:target.xml:zz", b"vCont;q", b"H", b"P1=00",
+                        b"m0,8000000000000"):
+            assert re.match(rb"\+?\$(E[0-9a-f]{2}|)#", stub.ask(payload)), payload
+        assert b"$T05" in stub.ask(b"?")                   # still answering, still stopped
+        assert re.search(rb"\$[0-9a-f]{16}#", stub.ask(b"m38,8"))   # rdi, through the window
+        assert b"$E" in stub.ask(b"m1000,8")              # page 0 past the window
+        stub.send(_packet(b"k"))
+    finally:
+        status = stub.close()
+    assert status in (-signal.SIGKILL, 128 + signal.SIGKILL), status
+
+
+def test_ctrl_c_interrupts(tmp_path):
+    source = tmp_path / "spin.s"
+    source.write_text(".globl _start, spin\n_start:\n    movq $1, 56\nspin:\n    jmp spin\n"
+                      '.section .note.GNU-stack, "", @progbits\n')
+    subprocess.run([CC, "-nostdlib", "-static", "-o", tmp_path / "spin", source], check=True)
+    symbols = subprocess.run(["nm", tmp_path / "spin"], capture_output=True, text=True).stdout
+    spin = re.search(r"^([0-9a-f]+) T spin$", symbols, re.M).group(1)
+    stub = Stub(tmp_path / "spin")
+    try:
+        stub.send(b"+" + _packet(b"QStartNoAckMode"))
+        stub.read_until(rb"\$OK#[0-9a-f]{2}")
+        assert stub.ask(b"Z0,%s,1" % spin.encode()) .startswith(b"$OK")
+        assert b"swbreak" in stub.ask(b"vCont;c")          # past the window store
+        assert stub.ask(b"z0,%s,1" % spin.encode()).startswith(b"$OK")
+        stub.send(_packet(b"vCont;c"))
+        stub.send(b"\x03")
+        reply = stub.read_until(rb"\$T[0-9a-f]{2}[^#]*#[0-9a-f]{2}")
+        assert b"$T02thread:" in reply, reply              # SIGINT, as gdb expects
+        rdi = stub.ask(b"p5")                              # regnum 5: rdi, set through page 0
+        assert rdi.startswith(b"$0100000000000000#"), rdi
+        stub.send(_packet(b"k"))
+    finally:
+        stub.close()
+
+
+def test_tcp_and_detach(c_program):
+    regmap = subprocess.Popen([*REGMAP, "exec", "--gdb", str(c_program)], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = regmap.stderr.readline()
+        match = re.search(r"target remote (127\.0\.0\.1:\d+)", line)
+        assert match, line
+        out = subprocess.run([GDB, "-batch", "-nx", "-ex", f"target remote {match.group(1)}",
+                              "-ex", "break *see_site", "-ex", "continue", "-ex", "detach",
+                              str(c_program)], capture_output=True, text=True, timeout=120)
+        assert "Breakpoint 1, " in out.stdout, out.stdout + out.stderr
+        stdout, _ = regmap.communicate(timeout=60)
+    finally:
+        if regmap.poll() is None:
+            regmap.kill()
+    assert "seen 1" in stdout                              # it ran on under regmap
+    assert regmap.returncode == 3
