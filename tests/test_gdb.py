@@ -233,3 +233,37 @@ def test_tcp_and_detach(c_program):
             regmap.kill()
     assert "seen 1" in stdout                              # it ran on under regmap
     assert regmap.returncode == 3
+
+
+# -- docs/gdb.md's session -------------------------------------------------------------------
+DOCS = PROGRAMS.parent.parent / "docs" / "gdb.md"
+SESSION = re.compile(r"<!-- gdb: (?P<source>\S+) -->\n```text\n(?P<body>.*?)^```$", re.M | re.S)
+MARK = "@@@regmap-gdb-doc@@@"
+
+
+def test_the_documented_session_is_what_gdb_prints(tmp_path):
+    sessions = list(SESSION.finditer(DOCS.read_text()))
+    assert sessions, "docs/gdb.md has no <!-- gdb: SOURCE --> session"
+    for session in sessions:
+        source = PROGRAMS.parent.parent / session["source"]
+        lines = session["body"].splitlines()
+        assert lines[0].startswith("$ gdb -q ./"), lines[0]
+        program = lines[0].split()[-1]
+        subprocess.run([CC, "-nostdlib", "-static", "-o", tmp_path / program, source], check=True)
+        steps: list[tuple[str, list[str]]] = []
+        for line in lines[1:]:
+            if line.startswith("(gdb) "):
+                steps.append((line[len("(gdb) "):], []))
+            else:
+                steps[-1][1].append(line)
+        argv = [GDB, "-q", "-batch", "-nx"]
+        for command, _ in steps:
+            argv += ["-ex", command, "-ex", f"echo {MARK}\\n"]
+        environment = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
+                           + os.environ.get("PATH", ""))
+        result = subprocess.run([*argv, program], cwd=tmp_path, env=environment,
+                                capture_output=True, text=True, timeout=120)
+        printed = result.stdout.split(MARK + "\n")
+        for (command, expected), output in zip(steps, printed):
+            assert output.strip("\n") == "\n".join(expected).strip("\n"), \
+                f"docs/gdb.md: (gdb) {command}\n{result.stdout}{result.stderr}"
