@@ -92,12 +92,12 @@ def test_the_cpu_faults_exactly_where_the_footprint_leaves_the_page(ins):
     code = _encode(ins, r.insn)
     mask = masked.mask_of(ins, 0)
     size = max(MemorySizeExt.size(ins.memory_size), 1)
-    count = mask.count if mask.mode == "broadcast" else size // mask.element
+    count = mask.count if mask.mode in ("broadcast", "tiled") else size // mask.element
     for k in _masks(count):
         pieces = masked.pieces(mask, _Opmasks(k), 0, size)
         # mapped: the operand's bytes from `low` to `high` (the guard pages below and above the
-        # shadow page hold the rest), cut at element boundaries
-        for low, high in [(0, cut) for cut in range(mask.element, size, max(mask.element, size // 4))] + \
+        # shadow page hold the rest), cut at element boundaries, or none of them
+        for low, high in [(size, size)] + [(0, cut) for cut in range(mask.element, size, max(mask.element, size // 4))] + \
                          [(cut, size) for cut in range(mask.element, size, max(mask.element, size // 4))]:
             state = NativeState()
             state.gpr["rbx"] = r.shadow - low if low else r.shadow + PAGE - high

@@ -12,8 +12,9 @@ memory element i feeds destination element i only (SDM Vol. 2, 2.7: the exceptio
 E2, E4, E5, E6, E11): with a full memory operand a masked-off element is not accessed; with a
 broadcast ({1toN}) the one element is read if any of the N mask bits is set.  The forms of the
 "NF" classes (permutes, shuffles, unpacks, packs, align, insert/extract, shift counts, pmaddwd...)
-read their whole operand, as do the scalar forms here: `_SUPPRESSING` names only the vertical
-ones.  An expand (vpexpand*, vexpandp*) reads its first popcnt(k) elements, contiguous; a
+read their whole operand: `_SUPPRESSING` names only the vertical ones.  A masked scalar form
+(E3, E10) reads its one element under mask bit 0; a broadcast from memory (`vbroadcastf32x4`,
+`vpbroadcastd`, E6) element j if a mask bit of a destination element it feeds is set.  An expand (vpexpand*, vexpandp*) reads its first popcnt(k) elements, contiguous; a
 compress (vpcompress*, vcompressp*) stores popcnt(k) elements contiguously.
 `tests/test_native_fault_suppression.py` checks every such form against the host CPU across a
 guard page.
@@ -24,8 +25,8 @@ broadcast element: `vpdpbusd`'s mask is per dword of its bytes).
 """
 from __future__ import annotations
 
-from iced_x86 import (EncodingKind, MemorySizeExt, MemorySizeInfo, Mnemonic, OpCodeInfo, OpCodeOperandKind, Register,
-                      RegisterExt)
+from iced_x86 import (EncodingKind, MemorySizeExt, MemorySizeInfo, Mnemonic, OpCodeInfo, OpCodeOperandKind, OpKind,
+                      Register, RegisterExt)
 
 # mask in the vector register operand 1 (load: dest, mask, mem; store: mem, mask, src)
 _VECTOR_MASKED = {Mnemonic.VMASKMOVPS, Mnemonic.VMASKMOVPD, Mnemonic.VPMASKMOVD, Mnemonic.VPMASKMOVQ}
@@ -79,6 +80,26 @@ _SUPPRESSING = {getattr(Mnemonic, name.upper()) for name in """
     vrsqrt14pd vrsqrt14ps vrsqrtph vscalefpd vscalefph vscalefps vsqrtpd vsqrtph vsqrtps vsubpd
     vsubph vsubps vxorpd vxorps
 """.split()}
+# their scalar forms: the one element, under mask bit 0
+_SCALARS = {getattr(Mnemonic, name.upper()) for name in """
+    vaddsd vaddsh vaddss vcmpsd vcmpss vcvtsd2sh vcvtsd2ss vcvtsh2sd vcvtsh2ss vcvtss2sd vcvtss2sh
+    vdivsd vdivsh vdivss vfcmaddcsh vfcmulcsh vfixupimmsd vfixupimmss vfmadd132sd vfmadd132sh
+    vfmadd132ss vfmadd213sd vfmadd213sh vfmadd213ss vfmadd231sd vfmadd231sh vfmadd231ss vfmaddcsh
+    vfmsub132sd vfmsub132sh vfmsub132ss vfmsub213sd vfmsub213sh vfmsub213ss vfmsub231sd vfmsub231sh
+    vfmsub231ss vfmulcsh vfnmadd132sd vfnmadd132sh vfnmadd132ss vfnmadd213sd vfnmadd213sh
+    vfnmadd213ss vfnmadd231sd vfnmadd231sh vfnmadd231ss vfnmsub132sd vfnmsub132sh vfnmsub132ss
+    vfnmsub213sd vfnmsub213sh vfnmsub213ss vfnmsub231sd vfnmsub231sh vfnmsub231ss vfpclasssd
+    vfpclasssh vfpclassss vgetexpsd vgetexpsh vgetexpss vgetmantsd vgetmantsh vgetmantss vmaxsd
+    vmaxsh vmaxss vminsd vminsh vminss vmulsd vmulsh vmulss vrangesd vrangess vrcp14sd vrcp14ss
+    vrcpsh vreducesd vreducesh vreducess vrndscalesd vrndscalesh vrndscaless vrsqrt14sd vrsqrt14ss
+    vrsqrtsh vscalefsd vscalefsh vscalefss vsqrtsd vsqrtsh vsqrtss vsubsd vsubsh vsubss
+""".split()}
+# the broadcasts from memory: destination element i is memory element i mod n
+_REPEATS = {getattr(Mnemonic, name.upper()) for name in """
+    vbroadcastf32x2 vbroadcastf32x4 vbroadcastf32x8 vbroadcastf64x2 vbroadcastf64x4 vbroadcasti32x2
+    vbroadcasti32x4 vbroadcasti32x8 vbroadcasti64x2 vbroadcasti64x4 vbroadcastsd vbroadcastss
+    vpbroadcastb vpbroadcastd vpbroadcastq vpbroadcastw
+""".split()}
 _SHIFTS = {Mnemonic.VPSLLW, Mnemonic.VPSLLD, Mnemonic.VPSLLQ, Mnemonic.VPSRLW, Mnemonic.VPSRLD, Mnemonic.VPSRLQ,
            Mnemonic.VPSRAW, Mnemonic.VPSRAD, Mnemonic.VPSRAQ}
 
@@ -90,8 +111,8 @@ class Mask:
 
     def __init__(self, kind: str, number: int, element: int, mode: str = "elements", count: int = 0):
         """``mode``: "elements" (element i accessed if bit i is set), "prefix" (an expand or
-        compress: the first popcnt elements) or "broadcast" (the one element, if any of ``count``
-        bits is set)."""
+        compress: the first popcnt elements), "broadcast" (the one element, if any of ``count``
+        bits is set) or "tiled" (element j, if any of ``count`` bits i = j mod the elements is)."""
         self.kind, self.number, self.element, self.mode, self.count = kind, number, element, mode, count
 
     def bits(self, cpu, count: int) -> int:
@@ -122,6 +143,11 @@ def mask_of(instr, element: int) -> Mask | None:
         return Mask("k", k, MemorySizeInfo(instr.memory_size).element_size or 1)
     if instr.mnemonic in _EXPANDS or instr.mnemonic in _COMPRESSES:
         return Mask("k", k, MemorySizeInfo(instr.memory_size).element_size, "prefix")
+    if instr.mnemonic in _SCALARS:
+        return Mask("k", k, MemorySizeExt.size(instr.memory_size))
+    if instr.mnemonic in _REPEATS and instr.op_count and instr.op_kind(0) == OpKind.REGISTER:
+        element = MemorySizeInfo(instr.memory_size).element_size
+        return Mask("k", k, element, "tiled", RegisterExt.size(instr.op_register(0)) // element)
     info = OpCodeInfo(instr.code)
     if instr.mnemonic in _SUPPRESSING and not (instr.mnemonic in _SHIFTS and not _has_immediate(info)):
         element = (MemorySizeExt.size(info.broadcast_memory_size) if info.can_broadcast
@@ -146,6 +172,9 @@ def pieces(mask: Mask, cpu, start: int, size: int) -> list[tuple[int, int]]:
     if mask.mode == "prefix":
         used = bin(bits).count("1") * mask.element
         return [(start, used)] if used else []
+    if mask.mode == "tiled":        # element i of the destination is memory element i mod count
+        wide = mask.bits(cpu, mask.count)
+        bits = sum(1 << j for j in range(count) if any(wide >> i & 1 for i in range(j, mask.count, count)))
     out: list[tuple[int, int]] = []
     for i in range(count):
         if bits >> i & 1:
