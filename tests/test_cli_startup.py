@@ -75,7 +75,7 @@ def argparse_args(words: list[str]) -> dict | None:
 
 def quick(words: list[str]) -> dict | None:
     args = quick_args("exec", words)
-    return None if args is None else {k: v for k, v in vars(args).items() if k != "func"}
+    return None if args is None else {k: v for k, v in vars(args).items() if k not in ("func", "words")}
 
 
 # command lines the quick parser must read itself (else a plain start-up pays for argparse)

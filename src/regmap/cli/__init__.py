@@ -49,7 +49,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
     for module_name in modules:
         importlib.import_module(module_name).add_parser(subparsers)
+    for subparser in subparsers.choices.values():     # for `parse`: whose usage an error shows
+        subparser.set_defaults(parser=subparser)
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    """`parser`'s reading of ``regmap WORDS``.  A subcommand's positional words may come after
+    its options too (``emulate CODE --json rax=1``: argparse would have taken CODE and the values
+    together and called ``rax=1`` unrecognized), and a word that is no option of the subcommand
+    is reported with the subcommand's usage, not the top level's."""
+    args, extras = parser.parse_known_args(words)
+    later = getattr(args, "intermixed", None)        # the list more positional words join
+    if later is not None:
+        getattr(args, later).extend(word for word in extras if not word.startswith("-"))
+        extras = [word for word in extras if word.startswith("-")]
+    if extras:
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")
+    args.words = words[1:]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     command = words[0] if words else None
     args = _quick_args(command, words[1:]) if command in QUICK else None
     if args is None:
-        args = build_parser(command).parse_args(argv)
+        args = parse(build_parser(command), words)
     try:
         status = args.func(args)
     except BrokenPipeError:

@@ -65,11 +65,14 @@ def run(args) -> int:
     except AliasError as e:
         print(f"regmap alias: {e}", file=sys.stderr)
         return 1
+    # the registers it has are shown even when some name is unknown (the status says so)
     unknown = [r for r in args.registers if r not in rf]
+    for name in args.registers or rf.registers:
+        if name not in unknown:
+            print(format_register(rf, name))
     if unknown:
+        sys.stdout.flush()
         print(f"regmap alias: {args.target} has no register "
               f"{', '.join(repr(r) for r in unknown)}", file=sys.stderr)
         return 1
-    for name in args.registers or rf.registers:
-        print(format_register(rf, name))
     return 0

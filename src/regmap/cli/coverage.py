@@ -9,7 +9,10 @@ from regmap.x86.support import coverage
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "coverage", help="list every instruction form with a memory operand this CPU runs, and how regmap runs it")
+        "coverage", help="list every instruction form with a memory operand this CPU runs, and how regmap runs it",
+        description="List every instruction form with a memory operand that this CPU runs, and "
+                    "how regmap runs each: Python semantics (python), the native engine (native) or "
+                    "not at all (unsupported).  --json gives totals and every form.")
     parser.add_argument("--json", action="store_true", help="one JSON document: totals and every form")
     parser.add_argument("--unsupported", action="store_true", help="list only the unsupported forms")
     parser.set_defaults(func=show_coverage)

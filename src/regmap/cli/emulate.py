@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 
 from regmap.accesses import access_record, format_access
 from regmap.emulation import Emulation, format_change
 from regmap.assembler import AssemblyError, assemble, hex_bytes  # noqa: F401  (tests import assemble here)
+from regmap.cli.emulate_inputs import STACK_TOP, read_inputs
 from regmap.errors import RegmapError
 
 STEPS_PRINTED = 100          # text output lists at most this many instructions
-# What --random fills: the general registers, ymm0..15 and the status flags (each a basis
-# register or bits of one).  rip, rsp's stack, segments, mxcsr and x87 stay as given or zero.
-RANDOM_REGISTERS = (*(f"r{n}" for n in ("ax", "cx", "dx", "bx", "sp", "bp", "si", "di")),
-                    *(f"r{n}" for n in range(8, 16)), *(f"ymm{n}" for n in range(16)),
-                    "cf", "pf", "af", "zf", "sf", "of")
 
 DESCRIPTION = """\
 Run instructions on the pure backend (no process, any OS) and print what they did:
@@ -45,17 +40,26 @@ def add_parser(subparsers) -> None:
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("code", metavar="CODE", help="instructions in Intel syntax, or hex with --hex")
     p.add_argument("values", nargs="*", metavar="REG=VALUE",
-                   help="initial register values: rax=0xff ah=1 xmm0=0x... cf=1")
+                   help="optional, any number, before or after the options: initial register "
+                        "values (rax=0xff ah=1 xmm0=0x... cf=1)")
     p.add_argument("--hex", action="store_true", help="CODE is hex bytes, not assembly")
     p.add_argument("--random", action="store_true",
-                   help="registers not given are random (general, ymm0-15, status flags)")
-    p.add_argument("--seed", type=int, default=None, help="seed for --random")
+                   help="registers not given are random (general, ymm0-15, status flags); "
+                        "the seed and the values drawn are printed")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for --random (alone, it implies --random)")
+    p.add_argument("--memory", action="append", default=[], metavar="ADDR=HEX",
+                   help="real memory the code may touch: HEX bytes at ADDR (repeatable; "
+                        "--memory 0x1000=0102030405060708)")
+    p.add_argument("--stack", action="store_true",
+                   help=f"a zeroed stack: 64 KiB below rsp and 4 KiB above it "
+                        f"(rsp is {STACK_TOP:#x} unless given)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--layout", default=None, metavar="NAME|FILE", help="the page-0 layout")
     p.add_argument("--rip", default="0x400000", metavar="ADDR", help="where the code sits")
     p.add_argument("--max-steps", type=int, default=10_000, metavar="N",
                    help="stop after N instructions (default 10000)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, intermixed="values")
 
 
 def run(args) -> int:
@@ -64,41 +68,40 @@ def run(args) -> int:
     try:
         code = hex_bytes(args.code) if args.hex else assemble(args.code)
         layout = load_layout(args.layout)
-        regs = _initial_values(args, layout)
-        result = emulate(code, regs, rip=_integer(args.rip, "--rip"), layout=layout,
+        inputs = read_inputs(args, layout, len(code))
+        result = emulate(code, inputs.regs, rip=inputs.rip, layout=layout, memory=inputs.memory,
                          max_steps=args.max_steps)
     except (RegmapError, ValueError) as error:
         print(f"regmap emulate: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(as_json(result), indent=2) if args.json else "\n".join(as_text(result)))
+    if args.json:
+        output = as_json(result)
+        if inputs.seed is not None:
+            output["random"] = {"seed": inputs.seed,
+                                "values": {name: hex(value) for name, value in inputs.random.items()}}
+        print(json.dumps(output, indent=2))
+    else:
+        print("\n".join([*_random_text(inputs), *as_text(result), *_memory_text(result)]))
+    if not result.finished:          # the code did not run to its end: not a result to trust
+        print(f"regmap emulate: stopped after {len(result.steps)} instructions (--max-steps "
+              f"{args.max_steps}); rip {result.regs['rip']:#x} is still in the code", file=sys.stderr)
+        return 1
     return 0
 
 
-# -- input -------------------------------------------------------------------------------------
-
-def _integer(text: str, what: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise ValueError(f"{what}: {text!r} is not a number (write 0xff, 255 or 0b11)") from None
+def _memory_text(result: Emulation) -> list[str]:
+    """The writes to real memory (--memory, --stack), in order."""
+    return [f"memory [{address:#x}] {len(data)} byte{'s' * (len(data) != 1)} written: {data.hex(' ')}"
+            for address, data in result.memory_writes]
 
 
-def _initial_values(args, layout) -> dict[str, int]:
-    registers = layout.registers
-    values: dict[str, int] = {}
-    if args.random:
-        chooser = random.Random(args.seed)
-        for name in RANDOM_REGISTERS:
-            if name in registers:
-                values[name] = chooser.getrandbits(registers.width(name))
-    for item in args.values:
-        name, equals, value = item.partition("=")
-        if not equals or not name:
-            raise ValueError(f"{item!r}: give initial values as REG=VALUE (rax=0xff, cf=1)")
-        if name not in registers or name.lower() == layout.window:
-            raise ValueError(f"{item!r}: no register {name!r} in the register file")
-        values[name.lower()] = _integer(value, name)
-    return values
+def _random_text(inputs) -> list[str]:
+    """--random's lines: the seed (to run it again) and each value drawn."""
+    if inputs.seed is None:
+        return []
+    width = max((len(name) for name in inputs.random), default=0)
+    return [f"random values, --seed {inputs.seed}:",
+            *(f"    {name:<{width}}  {value:#x}" for name, value in inputs.random.items()), ""]
 
 
 # -- output ------------------------------------------------------------------------------------

@@ -87,18 +87,29 @@ def quick_args(command: str, words: list[str]):
                          words)
     if values is None:
         return None
-    return SimpleNamespace(**values, func=QUICK_COMMANDS[command])
+    return SimpleNamespace(**values, func=QUICK_COMMANDS[command], words=words)
 
 
-def _translate_option(args, command: list[str]) -> None:
-    """``--translate PROGRAM``: the optional N took the program; give it back to the command."""
+def _translate_option(args, command: list[str]) -> str | None:
+    """``--translate PROGRAM``: the optional N took the program; give it back to the command.
+    What follows ``--translate=`` is N, never the program: not a count there, or a word that
+    looks like a number anywhere (``-1``, ``1.5``), is an error (returned)."""
     value = getattr(args, "translate", 0)
-    if isinstance(value, str):
-        if value.isdigit():
-            args.translate = int(value)
-        else:
-            command.insert(0, value)
-            args.translate = TRANSLATE_AFTER
+    if not isinstance(value, str):
+        return None
+    if value.isdigit():
+        args.translate = int(value)
+        return None
+    words = getattr(args, "words", [])
+    options = words[:len(words) - len(command)]     # the words before the program's
+    inline = any(word.partition("=")[2] == value and len(word.partition("=")[0]) > 3
+                 and "--translate".startswith(word.partition("=")[0]) for word in options)
+    if inline or value[:1] in "-+.0123456789":
+        return (f"--translate={value}: N is how many faults before a site is rewritten, "
+                f"a whole number from 0 (--translate alone: {TRANSLATE_AFTER})")
+    command.insert(0, value)
+    args.translate = TRANSLATE_AFTER
+    return None
 
 
 def _gdb_option(args, command: list[str]) -> None:
@@ -255,7 +266,13 @@ def _die_of(signo: int) -> None:
 
 def _command(args, what: str) -> list[str] | None:
     command = list(args.command)
-    _translate_option(args, command)
+    wrong = _translate_option(args, command)
+    if wrong is not None:
+        parser = getattr(args, "parser", None)
+        if parser is not None:
+            parser.print_usage(sys.stderr)
+        _error(wrong)
+        return None
     _gdb_option(args, command)
     if command and command[0] == "--":
         command.pop(0)

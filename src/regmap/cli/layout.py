@@ -8,14 +8,21 @@ from regmap.layout import load_layout
 
 
 def add_parser(subparsers) -> None:
-    layout = subparsers.add_parser("layout", help="print a page-0 layout as a table")
+    layout = subparsers.add_parser(
+        "layout", help="print a page-0 layout as a table",
+        description="Print a page-0 layout as a table: each window offset, its size and the "
+                    "register there.  NAME is a shipped layout (default: default), "
+                    "FILE a layout file; --check FILE only validates one.")
     layout.add_argument("layout", nargs="?", default=None, metavar="NAME|FILE",
                         help="a shipped layout (default) or a layout file")
     layout.add_argument("--check", metavar="FILE", default=None,
                         help="only check that FILE is a valid layout (errors as file:line:col)")
     layout.set_defaults(func=show_layout)
 
-    explain = subparsers.add_parser("explain", help="say which registers a window access is")
+    explain = subparsers.add_parser(
+        "explain", help="say which registers a window access is",
+        description="Say which registers an access of SIZE bytes at window address ADDR reads "
+                    "or writes under a layout (the shipped default unless --layout).")
     explain.add_argument("address", metavar="ADDR", help="window address (0x.. or decimal)")
     explain.add_argument("size", nargs="?", default="1", metavar="SIZE", help="bytes (default 1)")
     explain.add_argument("--layout", default=None, metavar="NAME|FILE")
