@@ -22,7 +22,7 @@ from iced_x86 import Decoder
 
 import regmap
 from regmap.layout import load_layout
-from regmap.trace.build import elf_section_contents
+from regmap.elf import elf_section_contents
 from regmap.x86 import host, supported_codes
 
 HERE = Path(__file__).resolve().parent
