@@ -115,6 +115,18 @@ def test_a_genuine_segfault_is_a_sigsegv(c_program):
     assert "Program terminated with signal SIGSEGV" in out, out
 
 
+@pytest.mark.parametrize("commands, stops, handled", [
+    (("continue", "continue"), True, 1),                   # gdb stops, continue delivers it
+    (("continue", "signal 0"), True, 0),                   # gdb stops, and discards it
+    (("handle SIGUSR1 nostop noprint pass", "continue"), False, 1),   # QPassSignals
+])
+def test_signals_are_gdbs_to_pass(c_program, commands, stops, handled):
+    out = gdb(c_program, *commands, args="usr1")
+    assert ("Program received signal SIGUSR1" in out) == stops, out
+    assert f"SIGUSR1 handled {handled} times" in out, out
+    assert "exited with code 03" in out, out
+
+
 def test_assembly_program(asm_program):
     out = gdb(asm_program, "break store", "continue", "stepi", "info registers rdi",
               "x/gx 0x38", "p $pc == &done", "continue")
@@ -165,22 +177,25 @@ class Stub:
 
 def test_garbage_truncated_oversized_and_bad_checksums(asm_program):
     stub = Stub(asm_program)
+
+    def after(bad: bytes) -> bytes:
+        """What the stub says to ``bad`` followed by a good '?': its answer to '?' last."""
+        stub.send(bad + _packet(b"?"))
+        said = stub.read_until(rb"\$T05[^#]*#[0-9a-f]{2}")
+        return said[:said.rindex(b"$")]
+
     try:
         assert b"PacketSize" in stub.ask(b"qSupported")
-        stub.send(b"noise\x00\xff++--garbage")
-        stub.send(b"$qSupported#00")                       # wrong checksum
-        stub.read_until(rb"-")
-        stub.send(b"$qSupp$?#3f")                          # cut short by the next packet
-        reply = stub.read_until(rb"\$(T05[^#]*)#[0-9a-f]{2}")
-        assert b"-" in reply, reply
-        stub.send(b"$" + b"A" * 100000)                     # longer than PacketSize, no end
-        stub.read_until(rb"-")
-        stub.send(b"#00")
-        stub.send(b"$#00")                                 # empty packet: an empty reply
-        stub.read_until(rb"\$#00")
+        assert after(b"noise\x00\xff++garbage") == b"+"              # skipped, no complaint
+        assert after(b"$qSupported#00") == b"-+"                    # wrong checksum: asked again
+        assert after(b"$qSupported#zz") == b"-+"                    # no checksum at all
+        assert after(b"$qSupp") == b"-+"                            # cut short by the next '$'
+        assert after(b"$" + b"A" * 100000) == b"-+"                 # too long, never ended
+        stub.send(b"$#00")                                         # empty packet: empty reply
+        stub.read_until(rb"\+\$#00")
         for payload in (b"m", b"mzz,1", b"p9999", b"Z0,zz,1", b"G0", b"X100,4:ab",
                         b"qXfer:features:read:target.xml:zz", b"vCont;q", b"H", b"P1=00",
-                        b"m0,8000000000000"):
+                        b"m0,8000000000000", b"Z2,1000000,8", b"qXfer:nothing:read::0,1"):
             assert re.match(rb"\+?\$(E[0-9a-f]{2}|)#", stub.ask(payload)), payload
         assert b"$T05" in stub.ask(b"?")                   # still answering, still stopped
         assert re.search(rb"\$[0-9a-f]{16}#", stub.ask(b"m38,8"))   # rdi, through the window
@@ -189,6 +204,16 @@ def test_garbage_truncated_oversized_and_bad_checksums(asm_program):
     finally:
         status = stub.close()
     assert status in (-signal.SIGKILL, 128 + signal.SIGKILL), status
+
+
+def test_pass_signals_are_delivered_without_a_stop(c_program):
+    stub = Stub(c_program, "usr1")
+    try:
+        usr1 = b"%x" % 30                                  # gdb's number for SIGUSR1
+        assert stub.ask(b"QPassSignals:" + usr1).startswith(b"+$OK")
+        assert b"$W03" in stub.ask(b"vCont;c")             # no T1e on the way
+    finally:
+        stub.close()
 
 
 def test_ctrl_c_interrupts(tmp_path):
@@ -214,6 +239,13 @@ def test_ctrl_c_interrupts(tmp_path):
         stub.send(_packet(b"k"))
     finally:
         stub.close()
+
+
+def test_a_vanished_gdb_kills_the_program(asm_program):
+    stub = Stub(asm_program)
+    assert b"$T05" in stub.ask(b"?")
+    status = stub.close()                                  # gdb's end of the pipe is gone
+    assert status in (-signal.SIGKILL, 128 + signal.SIGKILL), status
 
 
 def test_tcp_and_detach(c_program):

@@ -3,10 +3,19 @@
  *   store_site   movq %rsi, 0x38     (rdi = rsi through page 0), after_store right after it
  *   see_site     movq 0x38, %rax     (reads rdi through page 0; the value is printed)
  * A second thread runs worker(); with the argument "segv" the program then makes a genuine
- * NULL-free segmentation fault.  Exits with status 3. */
+ * NULL-free segmentation fault; with "usr1" it raises SIGUSR1, which its handler counts, and
+ * says "SIGUSR1 handled N times".  Exits with status 3. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+
+static volatile sig_atomic_t handled;
+
+static void on_usr1(int signo) {
+    (void)signo;
+    handled++;
+}
 
 __attribute__((noinline)) static long store(long value) {
     long rdi;
@@ -39,6 +48,11 @@ int main(int argc, char **argv) {
     pthread_join(thread, NULL);
     if (argc > 1 && strcmp(argv[1], "segv") == 0)
         *(volatile long *)0xdead0000L = 1;      /* nothing is mapped there */
+    if (argc > 1 && strcmp(argv[1], "usr1") == 0) {
+        signal(SIGUSR1, on_usr1);
+        raise(SIGUSR1);
+        printf("SIGUSR1 handled %d times\n", (int)handled);
+    }
     fflush(stdout);
     return 3;
 }

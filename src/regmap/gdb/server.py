@@ -378,12 +378,16 @@ class Session:
         from regmap.gdb import commands
         try:
             return commands.handle(self, packet)
-        except (ValueError, IndexError, KeyError, UnicodeDecodeError):
+        except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError):
             return "E16"                       # malformed: EINVAL, and the stub goes on
         except Unreadable:
             return "E0e"                       # EFAULT
         except OSError as error:
             return f"E{(error.errno or 5) & 0xFF:02x}"
+        except Exception as error:             # a bug here must not end gdb's session
+            if self.channel.log:
+                self.channel.log(f"{packet[:40]!r}: {type(error).__name__}: {error}")
+            return "E01"
 
     def _load(self, tid: int) -> TracedMachine:
         machine = self.machine
