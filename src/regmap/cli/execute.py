@@ -18,7 +18,12 @@ RUN_DESCRIPTION = """\
 Build FILE (.c with the system C compiler, .s/.S with the assembler) into a
 temporary executable and run it as 'regmap exec' does.  A source that defines
 _start is linked -nostdlib -static; a program written for the original crate
-gets a map_registers() stub that just returns."""
+gets a map_registers() stub that just returns.
+
+As make does, $CC compiles with $CPPFLAGS $CFLAGS and links with $LDFLAGS ...
+$LDLIBS.  More source files may follow FILE; compiler options follow '--', and
+the program's arguments a second '--' (or come straight after the sources):
+  regmap run prog.c util.c -- -lm -masm=intel -- ARGS..."""
 
 
 TRANSLATE_AFTER = 3   # as map_registers(translate=True): about what one rewrite costs in faults
@@ -137,7 +142,7 @@ def add_parser(subparsers) -> None:
     import argparse
     run = subparsers.add_parser(
         "run", help="build a .c/.s/.S file and run it with page 0 mapped",
-        usage="%(prog)s [-h] [OPTIONS] [--translate[=N]] FILE [ARGS...]",
+        usage="%(prog)s [-h] [OPTIONS] [--translate[=N]] FILE [FILE...] [-- CC-OPTIONS... --] [ARGS...]",
         description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(run)
     run.add_argument("command", metavar="FILE [ARGS...]", nargs=argparse.REMAINDER,
@@ -299,16 +304,33 @@ def run_command(args) -> int:
     command = _command(args, "FILE")
     if command is None:
         return 2
-    source, arguments = command[0], command[1:]
+    sources, options, arguments = _run_words(command)
+    source = sources[0]
     with tempfile.TemporaryDirectory(prefix="regmap-run-") as directory:
         try:
-            executable = build(source, directory)
+            executable = build(sources, directory, options)
         except TraceError as error:
             _error(str(error), error.detail)
             return error.status
         end = _traced([executable, *arguments], args, executable=executable,
                       name=os.path.splitext(source)[0] or source)
     return _end_as(end)                # the directory is gone before regmap may die
+
+
+def _run_words(command: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """``run``'s words after its options: the sources (the first word, and each next word that
+    names a .c, .s or .S file), compiler options (after a ``--`` that follows the sources, up to
+    the next ``--``), and the program's arguments (the rest)."""
+    end = 1
+    while end < len(command) and command[end].endswith((".c", ".s", ".S")) \
+            and os.path.isfile(command[end]):
+        end += 1
+    sources, rest = command[:end], command[end:]
+    if rest[:1] != ["--"]:
+        return sources, [], rest
+    rest = rest[1:]
+    split = rest.index("--") if "--" in rest else len(rest)
+    return sources, rest[:split], rest[split + 1:]
 
 
 QUICK_COMMANDS = {"exec": exec_command, "run": run_command}

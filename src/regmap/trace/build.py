@@ -1,10 +1,13 @@
-"""``regmap run``'s build step: a C or assembly source file -> an executable in a temporary directory.
+"""``regmap run``'s build step: C or assembly source files -> an executable in a temporary directory.
+
+- As make builds: ``$CC``, ``$CPPFLAGS`` and ``$CFLAGS`` compile, ``$LDFLAGS`` and ``$LDLIBS``
+  link (`build`); the command line's own compiler options come after ``--``.
 
 - ``.c`` is compiled with the system C compiler (``$CC``, else ``cc``, ``gcc``, ``clang`` on
   PATH); ``.s`` is assembled and ``.S`` preprocessed and assembled by the same driver (or, with
   no compiler but binutils' ``as`` and ``ld``, a ``.s`` file defining ``_start`` is built with
   those).
-- The object's symbol table decides the link: a source that defines ``_start`` is linked
+- The objects' symbol tables decide the link: a source that defines ``_start`` is linked
   ``-nostdlib -static``; any other is a normal C program with ``main``.
 - A program written for the original crate calls ``map_registers`` at start.  If the object
   leaves ``map_registers`` undefined, a stub assembled here provides it: a function that just
@@ -113,56 +116,100 @@ def _run(command: list[str], source: str) -> None:
                          FAILURE, detail=result.stdout.rstrip("\n"))
 
 
-def build(source: str, directory: str) -> str:
-    """Build ``source`` into an executable inside ``directory``; return its path.
-    ``TraceError``: a missing source (127), an unknown kind of file, no compiler, a failed build."""
+# make's variables (its built-in rules: compile ``$(CC) $(CPPFLAGS) $(CFLAGS) -c``, link
+# ``$(CC) $(LDFLAGS) objects $(LDLIBS)``), each split as a shell splits it
+MAKE_VARIABLES = ("CPPFLAGS", "CFLAGS", "LDFLAGS", "LDLIBS")
+# options given after ``--`` that only the link takes (at -c the driver would warn they are unused)
+LINK_ONLY = ("-l", "-L", "-Wl,", "-static", "-shared", "-rdynamic", "-nostdlib")
+
+
+def make_flags(environ=os.environ) -> dict[str, list[str]]:
+    """CPPFLAGS, CFLAGS, LDFLAGS and LDLIBS from the environment, as make reads them."""
+    return {name: shlex.split(environ.get(name, "")) for name in MAKE_VARIABLES}
+
+
+def _link_only(option: str) -> bool:
+    return option.startswith(LINK_ONLY) or option.endswith((".o", ".a", ".so"))
+
+
+def _check_source(source: str) -> None:
     if not os.path.exists(source):
         raise TraceError(f"{source}: no such file", NOT_FOUND)
     if os.path.isdir(source):
         raise TraceError(f"{source}: is a directory", 2)
-    stem, suffix = os.path.splitext(os.path.basename(source))
+    suffix = os.path.splitext(source)[1]
     if suffix not in C_SUFFIXES + ASM_SUFFIXES:
         raise TraceError(f"{source}: cannot build a '{suffix or os.path.basename(source)}' file "
                          "(regmap run takes .c, .s or .S)", 2)
-    stem = stem or "program"
-    absolute = os.path.abspath(source)
-    obj = os.path.join(directory, stem + ".o")
+
+
+def build(sources: str | list[str], directory: str, options: list[str] | None = None) -> str:
+    """Build ``sources`` into one executable inside ``directory``; return its path.
+
+    C sources are compiled with regmap's `C_FLAGS`, then ``$CPPFLAGS $CFLAGS``, then the
+    `options` (what followed ``--`` on the command line); ``.S`` with ``$CPPFLAGS`` and the
+    options; ``.s`` with the options.  The link is ``$LDFLAGS objects options $LDLIBS``.  Options
+    only a link takes (``-lm``, ``-L...``, ``-Wl,...``) go to the link alone.
+    ``TraceError``: a missing source (127), an unknown kind of file, no compiler, a failed build."""
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    for source in sources:
+        _check_source(source)
+    options = list(options or ())
+    name = sources[0]                           # what messages call the program
+    stem = os.path.splitext(os.path.basename(name))[0] or "program"
+    executable = os.path.join(directory, stem)
     stub_source = os.path.join(directory, "regmap-stub.s")
     stub_obj = os.path.join(directory, "regmap-stub.o")
-    executable = os.path.join(directory, stem)
     with open(stub_source, "w") as file:
         file.write(STUB)
+    objects = [os.path.join(directory, f"{index}-{os.path.basename(source)}.o")
+               for index, source in enumerate(sources)]
 
     compiler = find_compiler()
     if compiler is None:
         assembler, linker = shutil.which("as"), shutil.which("ld")
-        if suffix != ".s" or not (assembler and linker):
+        if any(not source.endswith(".s") for source in sources) or not (assembler and linker):
             raise TraceError("no C compiler on PATH (looked for $CC, cc, gcc, clang); "
                              "install one (e.g. apt-get install gcc) or set CC", FAILURE)
-        _run([assembler, "-o", obj, absolute], source)
-        defined, undefined, _local = elf_symbols(obj)
+        for source, obj in zip(sources, objects):
+            _run([assembler, "-o", obj, os.path.abspath(source)], source)
+        defined, undefined, _local = _symbols(objects)
         if "_start" not in defined:
-            raise TraceError(f"cannot build {source}: it has no _start and there is no C compiler "
+            raise TraceError(f"cannot build {name}: it has no _start and there is no C compiler "
                              "on PATH to link it with the C library (install gcc or set CC)",
                              FAILURE)
-        objects = [obj]
         if undefined & set(STUB_SYMBOLS) and not defined & set(STUB_SYMBOLS):
-            _run([assembler, "-o", stub_obj, stub_source], source)
+            _run([assembler, "-o", stub_obj, stub_source], name)
             objects.append(stub_obj)
-        _run([linker, "-static", "-o", executable, *objects], source)
+        _run([linker, "-static", "-o", executable, *objects], name)
         return executable
 
-    flags = list(C_FLAGS) if suffix in C_SUFFIXES else []
-    _run([*compiler, *flags, "-c", "-o", obj, absolute], source)
-    symbols = elf_symbols(obj)
-    _check_entry(symbols, source)
+    make = make_flags()
+    compile_options = [option for option in options if not _link_only(option)]
+    for source, obj in zip(sources, objects):
+        suffix = os.path.splitext(source)[1]
+        flags = ([*C_FLAGS, *make["CPPFLAGS"], *make["CFLAGS"]] if suffix in C_SUFFIXES else
+                 make["CPPFLAGS"] if suffix == ".S" else [])
+        _run([*compiler, *flags, *compile_options, "-c", "-o", obj, os.path.abspath(source)], source)
+    symbols = _symbols(objects)
+    _check_entry(symbols, name if len(sources) == 1 else " ".join(sources))
     defined, undefined, _local = symbols
-    objects = [obj]
     if undefined & set(STUB_SYMBOLS) and not defined & set(STUB_SYMBOLS):
-        _run([*compiler, "-c", "-o", stub_obj, stub_source], source)
+        _run([*compiler, "-c", "-o", stub_obj, stub_source], name)
         objects.append(stub_obj)
-    if "_start" in defined:
-        _run([*compiler, "-nostdlib", "-static", "-o", executable, *objects], source)
-    else:
-        _run([*compiler, "-pthread", "-o", executable, *objects], source)
+    entry = ["-nostdlib", "-static"] if "_start" in defined else ["-pthread"]
+    _run([*compiler, *entry, *make["LDFLAGS"], "-o", executable, *objects, *options, *make["LDLIBS"]],
+         name)
     return executable
+
+
+def _symbols(objects: list[str]) -> Symbols:
+    """The symbols of several objects together: defined in any, undefined in some and defined
+    in none, local in any."""
+    defined, undefined, local = set(), set(), set()
+    for obj in objects:
+        symbols = elf_symbols(obj)
+        defined |= symbols.defined
+        undefined |= symbols.undefined
+        local |= symbols.local
+    return Symbols(defined, undefined - defined, local)
