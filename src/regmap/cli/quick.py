@@ -1,7 +1,8 @@
 """A small parser for the plain command lines of ``regmap exec`` and ``regmap run``.
 
-Building the argparse parser costs a traced program's start-up about 10 ms (argparse,
-gettext, locale and shutil are imported; every option is formatted once).  This parser reads
+Building the argparse parser costs a traced program's start-up about 7 ms of ~38 (argparse,
+gettext, locale and shutil are imported; every option is formatted once): measured by
+benchmarks/quick_parser.py, which is why this parser is kept.  This parser reads
 the same option table a subcommand gives argparse and understands its plain spellings only:
 an exact option (``--trace``, ``-q``), a value as the next word or after ``=`` on a long
 option, then the program and its arguments.  On anything else (``-h``, an abbreviation,
