@@ -17,9 +17,9 @@ import json
 import sys
 
 from regmap.accesses import access_record, format_access
-from regmap.emulation import Emulation, format_change
 from regmap.assembler import AssemblyError, assemble, hex_bytes  # noqa: F401  (tests import assemble here)
 from regmap.cli.emulate_inputs import STACK_TOP, read_inputs
+from regmap.emulation import Emulation, format_change
 from regmap.errors import RegmapError
 
 STEPS_PRINTED = 100          # text output lists at most this many instructions
