@@ -260,6 +260,8 @@ class Tracer:
 
     def _event_stop(self, tid: int, sig: int) -> None:
         if sig in STOP_SIGNALS:
+            if self.observer is not None and self.observer.stopped(tid, 0):
+                return               # a debugger stopping every thread keeps it in its stop
             ptrace.listen(tid)
             if tid == self.main and sig in TERMINAL_STOPS and self._in_foreground():
                 self._stop_self(sig)
