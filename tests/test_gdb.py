@@ -137,6 +137,23 @@ def test_assembly_program(asm_program):
     assert "exited with code 07" in out, out
 
 
+def test_page_0_is_the_register_file_and_a_hole_is_unreadable(asm_program):
+    from regmap.layout import load_layout
+    places = load_layout().placements()
+    hole = next(a.address + a.size for a, b in zip(places, places[1:])
+                if a.address + a.size < b.address)
+    out = gdb(asm_program, "p $pc == &_start", "break done", "continue", "x/16gx 0",
+              "info registers", f"x/gx {hole:#x}")
+    assert value(out, "1") == 1, out                      # stopped at its first instruction
+    shown = [int(word, 16) for line in re.findall(r"^0x[0-9a-f]+:\s+(.*)$", out, re.M)[:8]
+             for word in line.split()]
+    registers = dict(re.findall(r"^(\w+)\s+(0x[0-9a-f]+)", out, re.M))
+    order = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", *(f"r{n}" for n in range(8, 16))]
+    assert [place.name for place in places[:16]] == order
+    assert shown == [int(registers[name], 16) for name in order], out
+    assert f"Cannot access memory at address {hole:#x}" in out, out
+
+
 # -- by hand: the framing ----------------------------------------------------------------------
 def _packet(payload: bytes) -> bytes:
     return b"$" + payload + b"#%02x" % (sum(payload) & 0xFF)
