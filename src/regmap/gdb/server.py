@@ -201,6 +201,14 @@ class Session:
     def serve(self) -> None:
         """Run the program to its first instruction, then serve gdb until the program ends,
         gdb kills or detaches it, or gdb goes away (then the program is killed)."""
+        try:
+            self._serve()
+        finally:                               # what is left is plain regmap's
+            self.tracer.observer = None
+            self.tracer.sites.trace = self._watch_trace
+            self.memory.close()
+
+    def _serve(self) -> None:
         self._wait()
         if self.channel.closed:
             self._kill()
@@ -230,14 +238,20 @@ class Session:
         if INTERRUPT in self.queued:           # a ^C right behind the resumption
             self.queued = [item for item in self.queued if item is not INTERRUPT]
             self._interrupt()
+        # SIGCHLD wakes the select below through a pipe (signal.set_wakeup_fd); off the main
+        # thread, where Python allows neither, the select's timeout is the wake-up
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        previous = signal.signal(signal.SIGCHLD, lambda *_: None)
-        previous_fd = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        try:
+            previous = signal.signal(signal.SIGCHLD, lambda *_: None)
+            previous_fd = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        except ValueError:
+            previous, previous_fd = None, None
         try:
             while not self.reports and not self.finished:
                 if self._drain(os.WNOHANG):
                     continue
-                ready, _, _ = select.select([self.channel, wake_read], [], [], 1.0)
+                ready, _, _ = select.select([self.channel, wake_read], [], [],
+                                            1.0 if previous_fd is not None else 0.01)
                 if wake_read in ready:
                     while os.read(wake_read, 512) == 512:
                         pass
@@ -250,8 +264,9 @@ class Session:
                     if self.channel.closed:
                         return
         finally:
-            signal.set_wakeup_fd(previous_fd)
-            signal.signal(signal.SIGCHLD, previous)
+            if previous_fd is not None:
+                signal.set_wakeup_fd(previous_fd)
+                signal.signal(signal.SIGCHLD, previous)
             os.close(wake_read)
             os.close(wake_write)
         self.running = False
