@@ -19,6 +19,7 @@ import os
 # register or memory transfer gdb makes with it
 PACKET_SIZE = 0x4000
 INTERRUPT = object()             # what ``packets`` yields for a ^C
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def checksum(payload: bytes) -> int:
@@ -110,12 +111,11 @@ class Channel:
                 break                       # the checksum's digits are still to come
             body = bytes(buffer[1:end])
             digits = bytes(buffer[end + 1:end + 3])
+            if not all(chr(d) in HEX_DIGITS for d in digits):
+                self._reject(buffer, end + 1)       # no checksum: what follows may be a packet
+                continue
             del buffer[:end + 3]
-            try:
-                wanted = int(digits, 16)
-            except ValueError:
-                wanted = -1
-            if len(body) > PACKET_SIZE or wanted != checksum(body):
+            if len(body) > PACKET_SIZE or int(digits, 16) != checksum(body):
                 self.rejected += 1
                 if self.acks:
                     self._write(b"-")
