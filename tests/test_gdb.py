@@ -97,6 +97,23 @@ def test_watch_a_window_register(c_program):
     assert value(out, "2") == 42, out
 
 
+def test_watching_memory_outside_the_window_is_refused(c_program):
+    out = gdb(c_program, "break main", "continue", "watch handled", "continue", args="usr1")
+    assert "Could not insert hardware watchpoint" in out, out
+
+
+@pytest.mark.parametrize("options, message, status", [
+    (["--gdb=localhost:port"], "--gdb=localhost:port: not HOST:PORT", 1),
+    (["--gdb=192.0.2.1:1"], "--gdb=192.0.2.1:1: cannot listen there", 1),
+    (["--gdb", "--gdb-stdio"], "not allowed with argument", 2),
+])
+def test_bad_gdb_options(c_program, options, message, status):
+    result = subprocess.run([*REGMAP, "exec", *options, str(c_program)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == status and message in result.stderr, result.stderr
+    assert "stored" not in result.stdout                    # the program never ran
+
+
 def test_breakpoint_in_a_second_thread(c_program):
     out = gdb(c_program, "break worker", "continue", "p $_thread", "info threads",
               "p/x $rdi", "continue")
