@@ -123,6 +123,16 @@ def test_breakpoint_in_a_second_thread(c_program):
     assert "exited with code 03" in out, out
 
 
+def test_vcont_resumes_only_the_threads_it_names(c_program):
+    # scheduler-locking: vCont;c:TID for the worker alone; it exits, main stays stopped in its
+    # join, and the stub says no resumed thread is left
+    out = gdb(c_program, "break worker", "continue", "set scheduler-locking on", "continue",
+              "info threads")
+    assert "No unwaited-for children left" in out, out
+    assert "exited with code" not in out, out
+    assert re.search(r"^\s+1\s+Thread \d+", out, re.M), out
+
+
 def test_a_genuine_segfault_is_a_sigsegv(c_program):
     out = gdb(c_program, "continue", "p $_siginfo.si_signo",
               "p/x $_siginfo._sifields._sigfault.si_addr", "continue", args="segv")

@@ -250,6 +250,9 @@ class Session:
             while not self.reports and not self.finished:
                 if self._drain(os.WNOHANG):
                     continue
+                if self.threads and all(thread.held for thread in self.threads.values()):
+                    break                   # what gdb resumed has exited: nothing will stop
+
                 ready, _, _ = select.select([self.channel, wake_read], [], [],
                                             1.0 if previous_fd is not None else 0.01)
                 if wake_read in ready:
@@ -322,6 +325,8 @@ class Session:
         """The stop reply for gdb: the next report, or how the program ended."""
         if self.finished:
             return self._exit_reply()
+        if not self.reports:
+            return "N"                         # no thread resumed is left (gdb's no-resumed)
         stop = self.reports.pop(0)
         self.general = stop.tid
         return f"T{signals.to_gdb(stop.sig):02x}thread:{stop.tid:x};{stop.reason}"
