@@ -273,6 +273,7 @@ class Session:
             os.close(wake_read)
             os.close(wake_write)
         self.running = False
+        self.ctrl_c = False              # answered by whichever stop came first
         self._stop_all()
 
     def _drain(self, flags: int) -> bool:
