@@ -31,7 +31,6 @@ from regmap.trace import ptrace
 from regmap.trace.machine import TracedMachine
 
 SIGTRAP, SIGINT = int(signal.SIGTRAP), int(signal.SIGINT)
-TRAP_TRACE = 2                       # si_code of a single-step trap
 INT3 = b"\xcc"
 WATCH_KINDS = {"2": "watch", "3": "rwatch", "4": "awatch"}
 KCMP_VM, SYS_KCMP = 1, 312           # kcmp(2): do two processes share one address space?
@@ -168,9 +167,7 @@ class Session:
             machine.regs_dirty = True
             machine.store()
             return Stop(thread.tid, SIGTRAP, "swbreak:;")
-        if thread.step and info.si_code == TRAP_TRACE:
-            thread.signal = 0                      # the step's own trap: nothing to deliver
-        return Stop(thread.tid, SIGTRAP)
+        return Stop(thread.tid, SIGTRAP)           # a step's trap, or the program's own
 
     def _watched(self, step) -> str:
         for access in getattr(step, "accesses", None) or ():
