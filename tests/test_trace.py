@@ -145,7 +145,10 @@ def test_genuine_segfault_kills_as_without_regmap(built, mode):
     assert native.returncode == -11
     assert traced.returncode == -11                 # regmap dies of it too
     assert traced.stdout == native.stdout
-    assert re.fullmatch(r"regmap: \S*faults killed by SIGSEGV( \(core dumped\))?\n", traced.stderr)
+    # the line says where (symbolized) and why: a genuine fault, or a window hole's instruction
+    assert re.fullmatch(r"regmap: \S*faults killed by SIGSEGV( \(core dumped\))?(: \S[^\n]*)?"
+                        r" at 0x[0-9a-f]+ main\+0x[0-9a-f]+: (not a window access|[^\n]* hole [^\n]*)\n",
+                        traced.stderr)
 
 
 @pytest.mark.parametrize("mode", ["caught", "sent"])
@@ -190,7 +193,7 @@ def test_stdin_passes_through():
 # -- --trace, --stats, --json -------------------------------------------------------------------
 
 TRACE_LINE = re.compile(
-    r"regmap: \[(?P<tid>\d+)\] (?P<rip>0x[0-9a-f]+)  (?P<instruction>.+?)  "
+    r"regmap: \[(?P<tid>\d+)\] (?P<rip>0x[0-9a-f]+)(?: (?P<symbol>\S+(?: \(\S+\))?))?  (?P<instruction>.+?)  "
     r"(?P<kind>read|write) +\[(?P<address>0x[0-9a-f]+)\] (?P<size>\d+) bytes? "
     r"(?:= (?P<value>0x[0-9a-f]+)|(?P<before>0x[0-9a-f]+) -> (?P<after>0x[0-9a-f]+))  \((?P<names>.+?)\)")
 

@@ -63,7 +63,8 @@ def test_regmap_dies_of_the_signal_that_killed_the_program(name, number):
 def test_a_genuine_segfault_kills_regmap_with_sigsegv(faults):
     result = regmap("exec", faults, "bad-pointer")
     assert result.returncode == -11
-    assert re.fullmatch(r"regmap: \S*faults killed by SIGSEGV( \(core dumped\))?\n", result.stderr)
+    assert re.fullmatch(r"regmap: \S*faults killed by SIGSEGV( \(core dumped\))?"
+                        r" at 0x[0-9a-f]+[^\n]*: not a window access\n", result.stderr)
 
 
 def test_no_second_core_dump(faults, tmp_path):
@@ -173,7 +174,7 @@ def test_output_fd(faults, tmp_path):
         os.close(fd)
     assert result.returncode == 3 and result.stderr == "from the program\n"
     lines = output.read_text().splitlines()
-    assert re.fullmatch(r"regmap: \[\d+\] 0x[0-9a-f]+  add rax,\[8\]  read \[0x8,8\] rcx = 0x\w+",
+    assert re.fullmatch(r"regmap: \[\d+\] 0x[0-9a-f]+( main\+0x[0-9a-f]+)?  add rax,\[8\]  read  \[0x8\] 8 bytes = 0x\w+  \(rcx\)",
                         lines[0]), lines
     assert any(line.startswith("regmap: stats: 1 fault emulated") for line in lines)
 

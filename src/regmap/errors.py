@@ -38,6 +38,24 @@ class NotWindowAccess(RegmapError):
     """The instruction at rip does not access the window: the fault is genuine."""
 
 
+class RegisterAddressed(NotWindowAccess):
+    """Strict addressing: the instruction's page-0 address comes from registers (``[rbx+8]`` with
+    rbx = 0), not from a constant in it (``[0x38]``).  It is the genuine NULL-pointer fault it
+    would be without regmap."""
+
+    reason = "not a window access: a register-addressed page-0 access (strict addressing)"
+
+
+def handler_warning(where: str, disassembly: str, rip: str, strict_switch: str) -> str:
+    """What regmap says, once, when a program with its own SIGSEGV handler makes a
+    register-addressed page-0 access in the permissive mode: without regmap that handler would
+    have had a NULL-pointer fault (a JVM's implicit null check); with it, registers were read."""
+    return (f"{where} has its own SIGSEGV handler and made a register-addressed page-0 access "
+            f"({disassembly} at {rip}), emulated as a register access; without regmap it is a "
+            f"NULL-pointer fault for that handler, and the program may now compute something "
+            f"else. {strict_switch} leaves such accesses genuine faults (said once)")
+
+
 class DecodeError(NotWindowAccess):
     """No instruction can be decoded from the bytes (empty, invalid, or cut short).
 
@@ -101,6 +119,6 @@ class WindowHole(NotWindowAccess):
 
     ``hole`` says which byte (the layout's own message)."""
 
-    def __init__(self, message: str, hole: str):
-        self.hole = hole
+    def __init__(self, message: str, hole: str, instruction: str = ""):
+        self.hole, self.instruction = hole, instruction
         super().__init__(message)

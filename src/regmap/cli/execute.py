@@ -39,6 +39,10 @@ OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
                     "help": "print a summary at exit (faults per mnemonic and site, time)"}),
     (("--json",), {"action": "store_true",
                    "help": "print trace and stats as JSON lines (alone: both)"}),
+    (("--strict",), {"action": "store_true",
+                     "help": "strict addressing: only constant addresses ([0x38], not [rbx+8]) "
+                             "are window accesses; a register-addressed page-0 access is the "
+                             "genuine NULL-pointer fault (use it for a JVM)"}),
     (("-q", "--quiet"), {"action": "store_true",
                          "help": "no 'killed by' line when a signal kills the program"}),
 )
@@ -171,7 +175,7 @@ def _options(args) -> dict:
     if args.json and not trace and not stats:
         trace = stats = True
     return {"trace": trace, "stats": stats, "json": args.json, "quiet": args.quiet,
-            "translate": args.translate}
+            "translate": args.translate, "strict": args.strict}
 
 
 def _open_output(args):

@@ -46,7 +46,7 @@ def _resolve_layout(layout):
 TRANSLATE_AFTER = 3   # faults at a site before ``translate=True`` rewrites it (~ the rewrite's cost)
 
 
-def map_registers(layout=None, *, emulator=None, translate=False) -> Registers:
+def map_registers(layout=None, *, emulator=None, translate=False, strict=False) -> Registers:
     """Map the register file onto page 0 for every thread of this process.
 
     `layout` is a `regmap.layout.Layout`, a shipped layout's name or a path
@@ -59,12 +59,17 @@ def map_registers(layout=None, *, emulator=None, translate=False) -> Registers:
     a site into its exact register form (``add rax, [8]`` -> ``add rax, rcx``)
     once it has faulted N times; True is N = `TRANSLATE_AFTER`.  See
     docs/runtime.md, "Hot-site translation".
+    `strict`: only constant addresses (``[0x38]``, not ``[rbx+8]``) are window accesses; a
+    register-addressed page-0 access is the genuine NULL-pointer fault it is without regmap.
+    False (the default): it reads and writes registers, and a process with a SIGSEGV handler
+    of its own is told once on stderr (docs/runtime.md, "Strict addressing").
     Returns `regmap.registers`.
     """
     _check_platform()
-    from regmap.runtime import guard, handler
+    from regmap.runtime import addressing, guard, handler
     after = _translate_after(translate)
     state = handler.install(emulator, _resolve_layout(layout))
+    addressing.set_strict(state, bool(strict))
     guard.keep_first()              # a handler installed over regmap's since: regmap goes first
     guard.watch_faulthandler()      # and faulthandler.enable() from now on leaves it first
     if after:
@@ -102,10 +107,10 @@ def is_mapped() -> bool:
 
 
 @contextlib.contextmanager
-def mapped(layout=None, *, emulator=None, translate=False):
+def mapped(layout=None, *, emulator=None, translate=False, strict=False):
     """``with regmap.mapped(): ...`` maps the registers for the block (if they were not already)."""
     already = is_mapped()
-    map_registers(layout, emulator=emulator, translate=translate)
+    map_registers(layout, emulator=emulator, translate=translate, strict=strict)
     try:
         yield registers
     finally:

@@ -18,6 +18,8 @@ SILENT_DEATHS = frozenset({signal.SIGINT, signal.SIGPIPE})
 
 # si_code of a signal sent by a process (kill, sigqueue, tgkill) and of the other senders
 SENT_BY_PROCESS = frozenset({0, -1, -6})
+# the signals a faulting instruction raises: their "killed by" line says where and why
+FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL})
 SIGNAL_SOURCES = {-2: "a POSIX timer", -3: "a message queue", -4: "asynchronous I/O",
                   -5: "queued SIGIO"}
 
@@ -88,6 +90,26 @@ class Reporter:
         self.sites: Counter = Counter()
         self.site_text: dict[int, str] = {}
         self.translations: list[tuple[int, object]] = []   # (tid, Translation) of each rewrite
+        self.symbols = None         # a regmap.trace.symbols.Symbols, made at the first use
+        # the last fault passed on: (signal, rip, instruction, what it was, where in a file)
+        self.last_fault: tuple | None = None
+
+    def where(self, tid: int, address: int) -> str:
+        """``0x55d0c3a1d13d main+0x14 (list.c:7)``: an address and, if it lies in an ELF file
+        of thread ``tid``'s process, its symbol and source line."""
+        name = self.symbols(tid, address) if self.symbols is not None else self._symbols()(tid, address)
+        return f"{address:#x} {name}" if name else f"{address:#x}"
+
+    def _symbols(self):
+        from regmap.trace.symbols import Symbols
+        self.symbols = Symbols()
+        return self.symbols
+
+    def _keep_fault(self, tid: int, signo: int, rip: int, instruction: str, reason: str) -> None:
+        """Where a fault passed on happened, found now: if it kills the program, its maps are
+        gone when the "killed by" line is written."""
+        symbols = self.symbols or self._symbols()
+        self.last_fault = (signo, rip, instruction, reason, symbols.locate(tid, rip))
 
     # -- output ------------------------------------------------------------------------------
     def _emit(self, record: dict, text: str) -> None:
@@ -123,13 +145,14 @@ class Reporter:
         if not accesses:
             self._emit({"event": "step", "tid": tid, "rip": step.address,
                         "instruction": step.disassembly},
-                       f"regmap: [{tid}] {step.address:#x}  {step.disassembly}")
+                       f"regmap: [{tid}] {self.where(tid, step.address)}  {step.disassembly}")
         for access in accesses:       # the access's own form: regmap.accesses
             self._emit(
                 {"event": "access", "tid": tid, "rip": step.address,
                  "instruction": step.disassembly, "mnemonic": getattr(step, "mnemonic", None),
                  **access_record(access)},
-                f"regmap: [{tid}] {step.address:#x}  {step.disassembly}  {format_access(access)}")
+                f"regmap: [{tid}] {self.where(tid, step.address)}  {step.disassembly}  "
+                f"{format_access(access)}")
 
     def translated(self, tid: int, translation) -> None:
         """A site rewritten into its register form (shown with ``--trace``, listed by ``--stats``)."""
@@ -141,16 +164,22 @@ class Reporter:
                         "old_bytes": t.old.hex(), "new_bytes": t.new.hex()},
                        f"regmap: [{tid}] {t.address:#x}  {t.old_text}  translated to {t.new_text}")
 
-    def delivered_signal(self, tid: int, signo: int, rip: int, reason: str) -> None:
-        """A signal regmap passed on to the program unchanged (only shown with ``--trace``)."""
+    def delivered_signal(self, tid: int, signo: int, rip: int, reason: str,
+                         instruction: str = "") -> None:
+        """A signal regmap passed on to the program unchanged (only shown with ``--trace``);
+        a fault's ``instruction`` and ``reason`` are kept for the "killed by" line."""
         self.delivered += 1
+        if rip and signo in FAULTS:
+            self._keep_fault(tid, signo, rip, instruction, reason)
         if self.trace:
             name = signal_name(signo)
             self._emit({"event": "signal", "tid": tid, "rip": rip, "signal": name, "reason": reason},
-                       f"regmap: [{tid}] {rip:#x}  {name} delivered ({reason})")
+                       f"regmap: [{tid}] {self.where(tid, rip)}  {name} delivered ({reason})")
 
     def unsupported(self, tid: int, error, signo: int) -> None:
         self.delivered += 1
+        self._keep_fault(tid, signo, error.address, error.disassembly,
+                         f"a window access in a form regmap does not support ({error.reason})")
         code = error.code.hex(" ")
         self._emit(
             {"event": "unsupported", "tid": tid, "rip": error.address, "bytes": error.code.hex(),
@@ -182,8 +211,17 @@ class Reporter:
             self._emit({"event": "exit", "program": program, "signal": name,
                         "core_dumped": end.core_dumped, "status": end.status},
                        f"regmap: {program} killed by {name}"
-                       f"{' (core dumped)' if end.core_dumped else ''}")
+                       f"{' (core dumped)' if end.core_dumped else ''}{self._why(end.signal)}")
         return end
+
+    def _why(self, signo: int) -> str:
+        """What the last fault passed on was, if it is the signal the program died of."""
+        if self.last_fault is None or self.last_fault[0] != signo:
+            return ""
+        _signo, rip, instruction, reason, place = self.last_fault
+        name = self.symbols.name(place) if self.symbols is not None else ""
+        at = f"{rip:#x} {name}" if name else f"{rip:#x}"
+        return f": {instruction} at {at}: {reason}" if instruction else f" at {at}: {reason}"
 
     def summary(self) -> None:
         if not self.stats:

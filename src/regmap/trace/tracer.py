@@ -33,6 +33,7 @@ import time
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess,
                            UnsupportedInstruction, WindowHole)
 from regmap.trace import ptrace
+from regmap.trace.addressing import HandlerWatch
 from regmap.trace.batch import FETCH_SIZE, FETCHED, FaultCalls, runner
 from regmap.trace.idflag import IdSetter
 from regmap.trace.machine import TracedMachine
@@ -361,10 +362,11 @@ class Tracer:
         try:
             step = self.sites.step(machine, enter.results[FETCHED] if done == 3 else 0)
         except WindowHole as error:
-            self._deliver(tid, sig, error.hole, regs.rip)
+            self._deliver(tid, sig, error.hole, regs.rip, error.instruction)
             return
         except (NotWindowAccess, MemoryFault) as error:
-            reason = "not a window access" if isinstance(error, NotWindowAccess) else str(error)
+            reason = getattr(error, "reason", "not a window access") \
+                if isinstance(error, NotWindowAccess) else str(error)
             self._deliver(tid, sig, reason, regs.rip)
             return
         except UnsupportedInstruction as error:
@@ -435,9 +437,10 @@ class Tracer:
         self._threads.pop(tid, None)
         self.machine.memory.forget(tid)
 
-    def _deliver(self, tid: int, sig: int, reason: str, rip: int) -> None:
+    def _deliver(self, tid: int, sig: int, reason: str, rip: int, instruction: str = "") -> None:
+        # reported first: the "killed by" line needs the maps of a process still alive
+        self.reporter.delivered_signal(tid, sig, rip, reason, instruction)
         self._go(tid, sig)
-        self.reporter.delivered_signal(tid, sig, rip, reason)
 
     def _divide_error(self, tid: int) -> None:
         """#DE: the program gets SIGFPE with si_code FPE_INTDIV and si_addr = the instruction's
@@ -487,9 +490,12 @@ class Tracer:
         return tid
 
 
-def _make_emulator(layout):
+def _make_emulator(layout, addressing=(False, None)):
+    """The x86 emulator; ``addressing`` is (strict, the permissive mode's `Emulator.watch`)."""
     from regmap.x86 import Emulator
-    return Emulator(layout)
+    emulator = Emulator(layout, strict=addressing[0])
+    emulator.watch = addressing[1]
+    return emulator
 
 
 class _FirstFault:
@@ -497,11 +503,12 @@ class _FirstFault:
     does not pay for importing the x86 layer (iced-x86, the semantics) at start-up, nor,
     with the default layout (`layout` None), for solving the register file."""
 
-    def __init__(self, layout):
+    def __init__(self, layout, addressing=(False, None)):
         self.layout = layout
+        self.addressing = addressing
 
     def step(self, machine, trace: bool = False):
-        emulator = _make_emulator(_load_layout(self.layout))
+        emulator = _make_emulator(_load_layout(self.layout), self.addressing)
         self.step = emulator.step           # every later fault calls it directly
         self.form_at = emulator.form_at     # and the tracer keeps its sites (`Sites`)
         return emulator.step(machine, trace=trace)
@@ -522,7 +529,7 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, **option
 
 def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, stream=None,
                   quiet=False, emulator=None, env=None, executable=None, name=None,
-                  translate=0, debugger=None) -> ProgramExit:
+                  translate=0, strict=False, debugger=None) -> ProgramExit:
     """Run ``argv`` under the tracer with page 0 mapped by ``layout``; return how it ended
     (``.code``, or ``.signal`` and ``.core_dumped``; ``.status`` is the shell's number).
 
@@ -533,8 +540,11 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
     ``executable``: the file to run (default: ``argv[0]`` looked up on PATH); ``name``: the
     program's name in messages (default ``argv[0]``).  ``env``: its environment.
     ``translate``: N > 0 rewrites a site into its exact register form once it has faulted N
-    times in a process (``regmap.trace.patch``); 0 never does.  ``debugger``: a
-    ``regmap.gdb.Debugger``, which serves gdb from the program's first instruction on.
+    times in a process (``regmap.trace.patch``); 0 never does.  ``strict``: only constant
+    addresses (``[0x38]``, not ``[rbx+8]``) are window accesses; a register-addressed page-0
+    access is the genuine NULL-pointer fault it is without regmap (docs/tracer.md).  Without
+    it, such an access in a program with its own SIGSEGV handler is said once.  ``debugger``:
+    a ``regmap.gdb.Debugger``, which serves gdb from the program's first instruction on.
 
     Raises ``TraceError`` (with ``.status``: 127 not found, 126 not executable or not x86-64,
     1 otherwise) for a program that cannot be run.  While it runs, ``trace_program`` reaps any
@@ -550,14 +560,15 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
     if sys.platform != "linux" or os.uname().machine != "x86_64":
         from regmap.errors import UnsupportedPlatform
         raise UnsupportedPlatform("regmap exec needs Linux on x86-64")
+    reporter = Reporter(stream, trace=trace, stats=stats, json=json, quiet=quiet)
+    addressing = (True, None) if strict else (False, HandlerWatch(reporter))
     if emulator is not None:
         layout = getattr(emulator, "layout", None)
     elif translate or layout is not None:
         layout = _load_layout(layout)       # a named layout is checked before the program runs
-        emulator = _make_emulator(layout) if translate else _FirstFault(layout)
+        emulator = _make_emulator(layout, addressing) if translate else _FirstFault(layout, addressing)
     else:
-        emulator = _FirstFault(None)        # the default, loaded at the first fault
-    reporter = Reporter(stream, trace=trace, stats=stats, json=json, quiet=quiet)
+        emulator = _FirstFault(None, addressing)    # the default, loaded at the first fault
     tracer = Tracer(emulator, reporter)
     if translate and layout is not None:
         from regmap.trace.patch import Patcher

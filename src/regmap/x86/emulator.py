@@ -9,8 +9,8 @@ import iced_x86
 from iced_x86 import DecoderError, EncodingKind, Mnemonic, OpCodeInfo, OpKind
 
 from regmap import clock
-from regmap.errors import (DecodeError, LayoutError, NotWindowAccess, RegisterNotWritable,
-                           RegmapError, UnsupportedInstruction, WindowHole)
+from regmap.errors import (DecodeError, LayoutError, NotWindowAccess, RegisterAddressed,
+                           RegisterNotWritable, RegmapError, UnsupportedInstruction, WindowHole)
 from regmap.layout import Layout, load_layout
 from regmap.x86.compiler import Declined, compile_form
 from regmap.x86.cpu import Access, Cpu
@@ -34,11 +34,12 @@ class Form:
 
     __slots__ = ("address", "code", "instruction", "mnemonic", "ops", "memory", "next_ip",
                  "condition_code", "disassembly", "execute", "_factory", "__weakref__",
-                 "repeat", "op_mask", "zeroing", "fast", "result", "native", "hits")
+                 "repeat", "op_mask", "zeroing", "fast", "result", "native", "hits", "constant")
 
     def __init__(self, address: int, code: bytes, instruction, factory: OperandFactory):
         self.address, self.code, self.instruction = address, code, instruction
         self.hits = 0
+        self.constant = constant_address(instruction)
         self.mnemonic = instruction.mnemonic
         self.next_ip = instruction.next_ip & 0xFFFF_FFFF_FFFF_FFFF   # rip wraps at 64 bits
         self.condition_code = instruction.condition_code
@@ -110,6 +111,18 @@ class Form:
         return _MNEMONIC_NAMES.get(self.mnemonic, "?")
 
 
+_NO_REGISTER = frozenset({iced_x86.Register.NONE, iced_x86.Register.RIP, iced_x86.Register.EIP})
+
+
+def constant_address(instruction) -> bool:
+    """Whether the instruction's address is a constant in it: an explicit memory operand with
+    no base or index register (``[0x38]``; rip-relative is fixed per site too).  ``[rbx+8]``, a
+    string instruction's [rsi], a push's [rsp-8] take theirs from registers: at rbx = 0 that is
+    a NULL-pointer access, which strict addressing leaves a genuine fault."""
+    return (instruction.memory_base in _NO_REGISTER and instruction.memory_index == iced_x86.Register.NONE
+            and any(instruction.op_kind(i) == OpKind.MEMORY for i in range(instruction.op_count)))
+
+
 _SHARED_SLOTS = tuple(name for name in Form.__slots__
                       if name not in ("address", "next_ip", "result", "hits", "__weakref__"))
 _shared_values = operator.attrgetter(*_SHARED_SLOTS)
@@ -159,8 +172,14 @@ class Emulator:
 
     MAX_FORMS = 1 << 16     # the default bound of the form cache
 
-    def __init__(self, layout: Layout | None = None, max_forms: int | None = None):
+    def __init__(self, layout: Layout | None = None, max_forms: int | None = None,
+                 strict: bool = False):
         self.layout = layout if layout is not None else load_layout()
+        # Strict addressing: only constant addresses reach the window (`constant_address`).
+        self.strict = strict
+        # Permissive: called as ``watch(machine, form)`` after each register-addressed window
+        # access the emulator runs (a site cache's fast path runs later ones without it).
+        self.watch = None
         self.registers = self.layout.registers
         self._factory = OperandFactory(self.registers, self.layout)
         self._forms: dict[int, Form] = {}
@@ -209,9 +228,14 @@ class Emulator:
         unless `anywhere`: then any instruction with semantics runs (the pure backend's snippets)."""
         rip = machine.read_register("rip")
         form = self.form_at(rip, machine.fetch(rip))
+        if self.strict and not form.constant and not anywhere:
+            raise RegisterAddressed(f"{form.disassembly} at {rip:#x} takes its page-0 address "
+                                    "from registers: under strict addressing a genuine fault")
         if form.fast is not None and not trace:
             try:
                 form.fast(register_namespace(machine), machine)
+                if self.watch is not None and not form.constant:
+                    self.watch(machine, form)
                 return form.result
             except Declined:
                 pass  # not an address its compiled code covers: the generic path decides
@@ -223,7 +247,8 @@ class Emulator:
         try:
             form.execute(cpu, form)
         except LayoutError as hole:  # no register there: the access faults as on the CPU
-            raise WindowHole(f"{form.disassembly} at {rip:#x}: {hole}", str(hole)) from None
+            raise WindowHole(f"{form.disassembly} at {rip:#x}: {hole}", str(hole),
+                             form.disassembly) from None
         except RegmapError:
             raise
         except Exception as error:  # a semantic function met an operand shape it does not know
@@ -232,6 +257,8 @@ class Emulator:
             cpu.commit()
         except RegisterNotWritable as refusal:
             raise UnsupportedInstruction(rip, form.code, form.disassembly, str(refusal)) from None
+        if self.watch is not None and not form.constant and not anywhere:
+            self.watch(machine, form)
         return Step(rip, form.code, form.mnemonic_name, form.disassembly, cpu.accesses)
 
 
