@@ -61,6 +61,7 @@ trial_{index}:
     push r15
     mov [rip + saved_rsp], rsp
     mov [rip + state], rdi
+    fxsave [rip + host_fx]
     push qword ptr [rdi + {FLAGS}]
 {loads}
     mov rdi, [rdi + 56]
@@ -103,7 +104,9 @@ catcher:                        # (signo, siginfo, ucontext): record, resume at 
 recover:
     mov rsp, [rip + saved_rsp]
     mov eax, 1
-done:
+done:                           # the caller's x87/SSE control and DF as they were
+    fxrstor [rip + host_fx]
+    cld
     pop r15
     pop r14
     pop r13
@@ -117,6 +120,8 @@ record:
 record_here: .space {8 * (3 + RECORDED)}
 saved_rsp: .quad 0
 state: .quad 0
+    .balign 16
+host_fx: .space 512
     .text
 """
 

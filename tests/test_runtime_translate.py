@@ -170,6 +170,7 @@ form_{index}:
     mov [rdi + {FLAGS_OFFSET}], rax
 {vsave}
     {"vzeroupper" if AVX else ""}
+    cld
     pop r15
     pop r14
     pop r13
