@@ -123,6 +123,25 @@ def test_breakpoint_in_a_second_thread(c_program):
     assert "exited with code 03" in out, out
 
 
+def test_four_threads_at_one_breakpoint_then_a_read_watchpoint(tmp_path):
+    """tests/programs/threads.c: four threads hit `worker` about together (hits wait while gdb
+    steps one thread over the breakpoint: told only for threads gdb resumes), then `rwatch`
+    on rcx's window bytes stops the thread whose `add rax, [8]` read them."""
+    subprocess.run([CC, "-O2", "-g", "-pthread", "-o", tmp_path / "threads",
+                    PROGRAMS / "threads.c"], check=True)
+    out = gdb(tmp_path / "threads", "break worker", *["continue"] * 4, "delete",
+              "rwatch *(long *)8", "continue", "p $rcx", "p *(long *)8", "x/i $pc - 8",
+              "delete", "continue", args="2000")
+    assert len(re.findall(r"Thread \d+ hit Breakpoint 1, worker", out)) == 4, out
+    assert re.search(r"Thread \d+ hit Hardware read watchpoint 2: \*\(long \*\)8", out), out
+    rcx = re.search(r"^Value = (\d+)$", out, re.M)
+    assert rcx and int(rcx.group(1)) == value(out, "1") == value(out, "2"), out
+    assert re.search(r"add\s+0x8,%rax", out), out                 # the instruction just run
+    for thread in range(4):
+        assert f"thread {thread} rax {2000 * (thread + 1)} rdi {2000 * (thread + 1)}" in out, out
+    assert "exited normally" in out, out
+
+
 def test_vcont_resumes_only_the_threads_it_names(c_program):
     # scheduler-locking: vCont;c:TID for the worker alone; it exits, main stays stopped in its
     # join, and the stub says no resumed thread is left

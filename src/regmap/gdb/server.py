@@ -47,13 +47,14 @@ class Stop(NamedTuple):
 
 
 class Thread:
-    __slots__ = ("tid", "held", "signal", "step")
+    __slots__ = ("tid", "held", "signal", "step", "action")
 
     def __init__(self, tid: int):
         self.tid = tid
         self.held = False    # stopped, and kept stopped by us
         self.signal = 0      # the signal it is stopped with (0: an event stop)
         self.step = False    # resumed by a single-step
+        self.action: tuple[str, int] | None = None   # gdb's last vCont for it: kind, signal
 
 
 class Session:
@@ -319,13 +320,17 @@ class Session:
         while any(not t.held for t in self.threads.values()) and not self.finished:
             self._drain(0)
 
-    def _report(self) -> str:
-        """The stop reply for gdb: the next report, or how the program ended."""
+    def _report(self, left: frozenset[int] = frozenset()) -> str:
+        """The stop reply for gdb: the first report of a thread gdb resumed (not one of
+        ``left``), or how the program ended."""
         if self.finished:
             return self._exit_reply()
-        if not self.reports:
+        for index, stop in enumerate(self.reports):
+            if stop.tid not in left:
+                del self.reports[index]
+                break
+        else:
             return "N"                         # no thread resumed is left (gdb's no-resumed)
-        stop = self.reports.pop(0)
         self.general = stop.tid
         return f"T{signals.to_gdb(stop.sig):02x}thread:{stop.tid:x};{stop.reason}"
 
@@ -339,30 +344,37 @@ class Session:
     def resume(self, actions: list[tuple[str, int, int]]) -> str:
         """vCont: ``actions`` (kind "c"/"s", Linux signal, tid or -1), the first match wins."""
         for thread in self.threads.values():
-            for kind, sig, tid in actions:
-                if tid in (-1, thread.tid):
-                    thread.step = kind == "s"
-                    thread.signal = sig if thread.signal else 0   # an event stop takes none
-                    break
-            else:
-                thread.step = False
-                thread.signal = -1                 # no action: stays stopped
-        if self.reports:                           # news from the last stop: told first
-            return self._report()
+            thread.action = next(((kind, sig) for kind, sig, tid in actions
+                                  if tid in (-1, thread.tid)), None)
+        # gdb hears only of threads it resumed: the others' news waits for their resumption
+        left = frozenset(tid for tid, thread in self.threads.items() if thread.action is None)
+        self.reports = [stop for stop in self.reports
+                        if stop.tid in self.threads and not self._stale(stop)]
+        if any(stop.tid not in left for stop in self.reports):
+            return self._report(left)          # news from the last stop: told first
         self.running = True
         for thread in list(self.threads.values()):
-            if thread.signal < 0 or not thread.held:
+            if thread.action is None or not thread.held:
                 continue
-            request = ptrace.PTRACE_SINGLESTEP if thread.step else ptrace.PTRACE_CONT
+            kind, sig = thread.action
+            thread.step = kind == "s"
             thread.held = False
-            try:
-                ptrace.ptrace(request, thread.tid, 0, thread.signal)
+            request = ptrace.PTRACE_SINGLESTEP if thread.step else ptrace.PTRACE_CONT
+            try:                               # a signal only where one is being delivered
+                ptrace.ptrace(request, thread.tid, 0, sig if thread.signal else 0)
             except OSError:
                 pass
         self._wait()
         for thread in self.threads.values():
             thread.step = False
-        return self._report()
+        return self._report(left)
+
+    def _stale(self, stop: Stop) -> bool:
+        """A breakpoint hit not told yet whose breakpoint gdb has removed since: the thread
+        (rip already back on it) runs the original instruction as if it never trapped."""
+        if not stop.reason.startswith("swbreak"):
+            return False
+        return self._load(stop.tid).regs.rip not in self.breakpoints
 
     def _kill(self) -> None:
         try:
@@ -385,7 +397,7 @@ class Session:
         for thread in self.threads.values():
             if thread.held:
                 try:
-                    ptrace.cont(thread.tid, thread.signal if thread.signal not in (SIGTRAP, -1) else 0)
+                    ptrace.cont(thread.tid, thread.signal if thread.signal != SIGTRAP else 0)
                 except OSError:
                     pass
         self.memory.close()
