@@ -56,7 +56,7 @@ from regmap.x86.translate import ENCODINGS, WRITES, Declined
 
 RED_ZONE = 128          # System V ABI: below rsp, leaf code's own
 SAVED_BASE = 0          # [moved rsp + 0]: the base register's value
-TARGET = 8              # [moved rsp + 8]: where a write to the rip slot jumps
+TARGET = 8              # [moved rsp + 8]: where a write to the rip slot jumps (or a spare register)
 MIRROR = 16             # the mirror starts at the first 64-byte boundary from here
 LINE = 64               # the alignment the mirror keeps (a cache line, the largest operand)
 JMP_REL32 = 0xE9
@@ -95,6 +95,7 @@ class Plan(NamedTuple):
     placements: tuple      # (name, mirror offset, size) of each register the operand covers
     operand: int           # the operand's offset in the mirror
     base: int              # iced Register
+    spare: int             # a second one, for a read of the rsp slot (saved at [rsp + TARGET])
     writes: bool           # whether the instruction writes its memory operand
     frame: int
 
@@ -113,8 +114,10 @@ def plan(site: int, code: bytes, layout, vector_width: int = 512) -> Plan:
         raise Declined("the address depends on a register")
     if ins.segment_prefix != Register.NONE:
         raise Declined("a segment override")
-    if ins.memory_displ_size != 8:
-        raise Declined("an address-size prefix (the address wraps at 32 bits)")
+    if ins.memory_displ_size not in (4, 8):
+        raise Declined("a 16-bit displacement")
+    # (an address-size prefix makes [disp32] zero-extended, not sign-extended: the same address
+    # for every window address; the moved instruction addresses the mirror with 64-bit registers)
     if ins.len < JUMP_LENGTH:
         raise Declined("shorter than a jmp rel32")
     if ins.flow_control != FlowControl.NEXT:
@@ -139,18 +142,20 @@ def plan(site: int, code: bytes, layout, vector_width: int = 512) -> Plan:
     # write wins, as in the emulator: ``or qword [0x88], 0x400`` keeps CF)
     if writes and any(REGISTER_NAMES.get(r) in bases for r in written):
         raise Declined("writes a register its own operand's window bytes hold too")
-    if any(name == "rsp" for name, _, _ in placements):
-        raise Declined("the rsp slot (rsp moves while inside the trampoline)")
+    if writes and "rsp" in bases:
+        raise Declined("a write to the rsp slot (a stack switch)")
     for name, _, _ in placements:
         _check_copyable(name, layout, vector_width)
-    base = next((r for r in BASES if r not in used and REGISTER_NAMES[r] not in bases), None)
-    if base is None:
-        raise Declined("no general register left for the scratch base")
+    free = [r for r in BASES if r not in used and REGISTER_NAMES[r] not in bases]
+    if len(free) < 2:
+        raise Declined("no general registers left for the scratch base")
+    base, spare = free[:2]
     start = min(at for _, at, _ in placements) // LINE * LINE
     end = max(at + length for _, at, length in placements)
     mirrored = tuple((name, offset - start, length) for name, offset, length in placements)
     frame = -(-(MIRROR + LINE - 1 + (end - start) + RED_ZONE) // 16) * 16
-    return Plan(site, bytes(code[:ins.len]), ins, mirrored, address - start, base, writes, frame)
+    return Plan(site, bytes(code[:ins.len]), ins, mirrored, address - start, base, spare, writes,
+                frame)
 
 
 def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
@@ -165,6 +170,13 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
         out.add(Instruction.create_reg_mem(Code.LEA_R64_M, base,
                                            MemoryOperand(index=base, scale=8, displ_size=4)))
     for name, offset, _ in p.placements:
+        if name == "rsp":       # the rsp the instruction would see: the spare register computes it
+            spare = p.spare
+            out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(Register.RSP, TARGET), spare))
+            out.add(Instruction.create_reg_mem(Code.LEA_R64_M, spare, _mem(Register.RSP, p.frame)))
+            out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(base, offset), spare))
+            out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, _mem(Register.RSP, TARGET)))
+            continue
         for stored in _store(name, base, offset, ins.next_ip):
             out.add(stored)
     moved = ins.copy()
@@ -259,7 +271,7 @@ def _placements(layout, address: int, size: int) -> tuple:
 
 
 def _check_copyable(name: str, layout, vector_width: int) -> None:
-    if name in ("rip", "rflags"):
+    if name in ("rip", "rflags", "rsp"):
         return
     register = ICED.get(name)
     if register is None:
