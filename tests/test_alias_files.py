@@ -9,7 +9,7 @@ AMD64_BASIS = (
     [f"r{n}" for n in "ax bx cx dx si di bp sp".split()] + [f"r{i}" for i in range(8, 16)]
     + ["rip", "rflags"] + [f"zmm{i}" for i in range(32)] + [f"k{i}" for i in range(8)]
     + ["mxcsr", "fs_base", "gs_base", "cs", "ds", "es", "fs", "gs", "ss"]
-    + [f"st{i}" for i in range(8)] + ["fcw", "fsw", "ftw"])
+    + [f"st{i}" for i in range(8)] + ["fcw", "fsw", "ftw", "fop", "fip", "fdp"])
 
 
 @pytest.mark.parametrize("target", SHIPPED)

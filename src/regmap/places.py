@@ -46,6 +46,7 @@ XSAVE: dict[str, tuple[tuple[int, int, int, int], ...]] = {
     **{f"k{n}": ((OPMASK, 8 * n, 8, 0),) for n in range(8)},
     **{f"st{n}": ((X87, 32 + 16 * n, 10, 0),) for n in range(8)},
     "fcw": ((X87, 0, 2, 0),), "fsw": ((X87, 2, 2, 0),), "ftw": ((X87, 4, 1, 0),),   # ftw: abridged
+    "fop": ((X87, 6, 2, 0),), "fip": ((X87, 8, 8, 0),), "fdp": ((X87, 16, 8, 0),),   # 64-bit format
 }
 LEGACY_START = {X87: 0, SSE: 160}        # the components kept in the legacy area, and where
 MXCSR_OFFSET = 24                        # in the legacy area, saved with SSE or AVX state

@@ -28,7 +28,7 @@ BUFFER_SIZE = 16384
 
 # the registers this regset holds (the same on every CPU; which bytes hold them is the layout's)
 NAMES = frozenset(f"zmm{i}" for i in range(32)) | frozenset(f"k{i}" for i in range(8)) | {
-    "mxcsr", "fcw", "fsw", "ftw"} | frozenset(f"st{i}" for i in range(8))
+    "mxcsr", "fcw", "fsw", "ftw", "fop", "fip", "fdp"} | frozenset(f"st{i}" for i in range(8))
 
 
 def _layout():

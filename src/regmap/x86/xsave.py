@@ -32,7 +32,8 @@ FNINIT_FCW = 0x037F
 INITIAL = {"fcw": FNINIT_FCW}
 # components kept in the legacy area: their bytes there, zeroed when they leave the initial state
 LEGACY_BYTES = {X87: ((0, 24), (LEGACY_ST, 128)), SSE: ((LEGACY_XMM, 256),)}
-X87_CONTROL = {name: places.XSAVE[name][0][1:3] for name in ("fcw", "fsw", "ftw")}     # (offset, bytes)
+# (offset, bytes) of the x87 control, status and tag words and the last instruction's pointers
+X87_CONTROL = {name: places.XSAVE[name][0][1:3] for name in ("fcw", "fsw", "ftw", "fop", "fip", "fdp")}
 
 
 class XstateLayoutError(RegmapError):

@@ -180,11 +180,13 @@ def body(native: bytes) -> bytes:
 
 
 def run_transfer(r, native: bytes, transfer, values: list[int], signals: int,
-                 window: list[tuple[int, bytes]], stored, describe=lambda: "") -> tuple[list[int], list[bytes]]:
+                 window: list[tuple[int, bytes]], stored, describe=lambda: "",
+                 address: int = 0) -> tuple[list[int], list[bytes]]:
     """Run ``native`` (already placed) in region ``r`` with the registers ``values`` in
     ``transfer``'s order, the shadow page holding ``window`` (``(address, bytes)`` pieces), on
     the host's stack and with the fault signals ``signals`` routed to the stub's handler.
-    Returns the registers after it (`Transfer.unload`) and the shadow page's bytes in each
+    Returns the registers after it (`Transfer.unload`; an x87 form's FOP, FIP and FDP as had it
+    run at ``address``, the instruction's own) and the shadow page's bytes in each
     ``(address, size, ...)`` of ``stored``, or raises `NativeFault`."""
     me = _get_ident()
     if _OWNER[0] == me:
@@ -201,6 +203,8 @@ def run_transfer(r, native: bytes, transfer, values: list[int], signals: int,
             _OWNER[0] = None
         if fault is None:
             after = transfer.unload(r.view, values)
+            if transfer.fop_at is not None:
+                transfer.pointers(after, values, address, r)
             return after, [bytes(shadow[start:start + size]) for start, size, *_ in stored] if stored else []
     signo, si_code, si_addr, rip = fault
     raise NativeFault(signo, si_code, si_addr, rip, describe(), r.insn <= rip < r.insn + len(native))

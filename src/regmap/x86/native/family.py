@@ -53,7 +53,8 @@ def execute(cpu, form) -> None:
     try:
         after, stored = engine.run_transfer(r, code, transfer, run,
                                             plan.signals(before[index["rflags"]], before[index["mxcsr"]]),
-                                            window, writes, lambda: f"{form.code.hex(' ')} ({form.disassembly})")
+                                            window, writes, lambda: f"{form.code.hex(' ')} ({form.disassembly})",
+                                            form.address)
     except engine.NativeFault as fault:
         raise engine.delivered(fault, form, r) from None
     plan.ran()

@@ -122,7 +122,7 @@ def _loads_only(native: _Native, code: bytes, reads):
     lines = [f"v = [{', '.join(f'r.{name}' for name in names)}]",
              "try:",
              f"    after = run_transfer(region, code, transfer, v, signals(v[{index['rflags']}], "
-             f"v[{index['mxcsr']}]), [{pieces}], (), describe)[0]",
+             f"v[{index['mxcsr']}]), [{pieces}], (), describe, r.rip)[0]",
              "except NativeFault as fault:",
              "    raise delivered(fault) from None",
              "if plan.routed & ILLEGAL:",
@@ -180,7 +180,7 @@ def _with_stores(native: _Native, code: bytes, reads, writes):
         try:
             after, stored = engine.run_transfer(region, code, transfer, before,
                                                 plan.signals(before[flags_at], before[mxcsr_at]),
-                                                window, writes, native.describe)
+                                                window, writes, native.describe, r.rip)
         except engine.NativeFault as fault:
             raise native.delivered(fault) from None
         if plan.routed & ILLEGAL:
