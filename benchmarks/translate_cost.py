@@ -21,6 +21,12 @@ times are the thread's CPU time; the traced program's are CLOCK_MONOTONIC wall t
 faults are served by another process).  Tracer and program share one CPU (``--cpu``).
 
     .venv/bin/python benchmarks/translate_cost.py [--iterations N] [--faults F] [--repeats R]
+
+``--forms``: instead, issue 17's list of forms in-process, each a loop of the instruction (and a
+decrement and branch): ns per iteration translated (``translate=3``: in place or through a
+trampoline, after three faults), against the same instruction with its operand on an ordinary
+64-byte aligned buffer at the same offset (native memory code), and against faulting on every
+iteration (``translate=0``, ``--faults`` iterations).  The traced runtime has no trampolines yet.
 """
 from __future__ import annotations
 
@@ -174,12 +180,111 @@ def summarize(name: str, rows: list[dict[str, float]], iterations: int) -> dict:
     return ratios
 
 
+# (the window instruction, set-up before the loop, clean-up after); the native row runs it with
+# [N] replaced by [rip + buffer + N] (zeros: the set-up zeroes the window registers a floating-
+# point form reads, which would otherwise be whatever the caller left, NaNs and denormals)
+FORMS = [
+    ("mov rax, qword ptr [4]", "", ""),
+    ("mov dword ptr [8], eax", "", ""),
+    ("mov byte ptr [1], 7", "", ""),
+    ("add rdx, qword ptr [0x7c]", "", ""),            # r15[63:32] and the rip slot's low half
+    ("or qword ptr [0x88], 0x400", "", "cld"),        # the rflags slot: sets DF
+    ("movdqu xmm0, xmmword ptr [0]", "", ""),
+    ("paddd xmm1, xmmword ptr [0x100]", "", ""),
+    ("vpaddd ymm1, ymm2, ymmword ptr [0x100]", "", "vzeroupper"),
+    ("addsd xmm0, qword ptr [0x8]", "xor ecx, ecx", ""),
+    ("fadd qword ptr [0x10]", "xor edx, edx\n    fldz", "fstp st(0)"),
+    ("aesenc xmm4, xmmword ptr [0x120]", "", ""),
+    ("vpaddd zmm1, zmm2, zmmword ptr [0x100]", "", "vzeroupper"),
+    ("mov rax, qword ptr [rdi]", "xor edi, edi", ""),   # register-addressed: not translated
+]
+
+
+def forms_source(host_flags: set[str]) -> tuple[str, list[str]]:
+    """Two loops per form, window_I(n) and native_I(n) (counter in r10, untouched by the forms)."""
+    import re
+    names, parts = [], [".intel_syntax noprefix", ".text"]
+    for i, (text, before, after) in enumerate(FORMS):
+        if "zmm" in text and "avx512f" not in host_flags:
+            continue
+        names.append(text)
+        native = re.sub(r"\[(0x[0-9a-f]+|\d+)\]", r"[rip + buffer + \1]", text)
+        native = native.replace("[rdi]", "[rip + buffer]")
+        for kind, body in (("window", text), ("native", native)):
+            parts.append(f"""
+    .globl {kind}_{i}
+{kind}_{i}:
+    mov r10, rdi
+    {before}
+    .balign 16
+1:  {body}
+    dec r10
+    jnz 1b
+    {after}
+    ret""")
+    parts.append('.data\n.balign 64\nbuffer: .space 4096\n.section .note.GNU-stack,"",@progbits\n')
+    return "\n".join(parts), names
+
+
+def forms_table(directory: Path, iterations: int, faults: int, repeats: int) -> None:
+    import regmap
+    import regmap.runtime
+    from regmap.x86 import host
+    source, names = forms_source(set(host.cpu_flags()))
+    (directory / "forms.s").write_text(source)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", directory / "libforms.so", directory / "forms.s"],
+                   check=True)
+    library = ctypes.CDLL(str(directory / "libforms.so"))
+    indexes = [i for i, (text, _, _) in enumerate(FORMS) if text in names]
+    rows: dict[str, dict[str, list[float]]] = {t: {"native": [], "translated": [], "faulting": []}
+                                              for t in names}
+    kinds: dict[str, str] = {}
+    for _ in range(repeats):
+        for i in indexes:
+            text = FORMS[i][0]
+            window, native = getattr(library, f"window_{i}"), getattr(library, f"native_{i}")
+            window.argtypes = native.argtypes = [ctypes.c_long]
+            start = time.thread_time()
+            native(iterations)
+            rows[text]["native"].append((time.thread_time() - start) * 1e9 / iterations)
+            regmap.runtime.reset_stats()
+            regmap.map_registers(translate=3)
+            try:
+                window(3)
+                start = time.thread_time()
+                window(iterations)
+                rows[text]["translated"].append((time.thread_time() - start) * 1e9 / iterations)
+                kinds[text] = next((t.kind for t in regmap.stats().translated), "not translated")
+            finally:
+                regmap.unmap_registers()
+            regmap.map_registers(translate=0)
+            try:
+                window(100)
+                start = time.thread_time()
+                window(faults)
+                rows[text]["faulting"].append((time.thread_time() - start) * 1e9 / faults)
+            finally:
+                regmap.unmap_registers()
+    print(f"in-process, {iterations:,} iterations per form (faulting: {faults:,}), median of "
+          f"{repeats}, ns per iteration (min .. max); load average {os.getloadavg()[0]:.2f}")
+    print(f"  {'form':40s} {'how':14s} {'native':>14s} {'translated':>20s} {'faulting':>10s}"
+          f" {'tr/native':>9s} {'fault/tr':>9s}")
+    for text in names:
+        med = {k: statistics.median(v) for k, v in rows[text].items()}
+        spread = f"({min(rows[text]['translated']):.1f}..{max(rows[text]['translated']):.1f})"
+        print(f"  {text:40s} {kinds[text]:14s} {med['native']:14.2f} {med['translated']:8.2f} "
+              f"{spread:>11s} {med['faulting']:10.0f} {med['translated'] / med['native']:8.2f}x"
+              f" {med['faulting'] / med['translated']:8.0f}x")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=10_000_000)
     parser.add_argument("--faults", type=int, default=20_000,
                         help="iterations of the rows that fault every time (extrapolated)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--forms", action="store_true",
+                        help="issue 17's list of forms, in-process (see the module's docstring)")
     parser.add_argument("--cpu", default=None,
                         help="CPU to run on (default: the last allowed one; 'all' to leave it)")
     args = parser.parse_args(argv)
@@ -188,6 +293,10 @@ def main(argv=None) -> int:
     if args.cpu != "all":
         allowed = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {allowed[-1] if args.cpu is None else int(args.cpu)})
+    if args.forms:
+        with tempfile.TemporaryDirectory(prefix="regmap-translate-") as tmp:
+            forms_table(Path(tmp), args.iterations, args.faults, args.repeats)
+        return 0
     with tempfile.TemporaryDirectory(prefix="regmap-translate-") as tmp:
         built = build(Path(tmp))
         library = ctypes.CDLL(str(built["library"]))
