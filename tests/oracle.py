@@ -256,6 +256,7 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
     for i in range(8):
         expected[f"st{i}"] = native.st[i]
     expected["fcw"], expected["fsw"], expected["ftw"] = native.fcw, native.fsw, native.ftw
+    expected.update(_x87_pointers(native, placed))
     expected["rip"] = placed.after
     for seg in ("cs", "ss", "ds", "es", "fs", "gs"):
         if seg in values:                 # the host runs with its own selectors: the inputs must match them
@@ -326,6 +327,20 @@ def check(code: bytes, regs: dict[str, int], *, stack: bytes | None = None, layo
         raise Mismatch("the emulator disagrees with the CPU\n" + context() + "\n  differences:\n"
                        + "\n".join(diffs))
     return Outcome("compared")
+
+
+def _x87_pointers(native, placed) -> dict[str, int]:
+    """FOP, FIP and FDP as the CPU would have left them running the window form at its own address
+    (loaded as 0; whether and when the CPU updates them is its own): the slot's address is the
+    instruction's, a shadow page address the window's, and a stored opcode the original form's
+    (the placed operand's ModR/M differs; no placed memory form's FOP is 0), except where the form
+    loads the environment from memory (fldenv, frstor, ...)."""
+    from regmap.x86.native.transfer import ENVIRONMENT, original_fop
+    stored = native.fop and placed.instruction.mnemonic not in ENVIRONMENT
+    fop = original_fop(placed.code) if stored and original_fop(placed.code) >= 0 else native.fop
+    fip = placed.emulator_rip if native.fip == N.INSN_ADDRESS else native.fip
+    fdp = native.fdp - N.SHADOW_BASE if 0 <= native.fdp - N.SHADOW_BASE < N.SHADOW_SIZE else native.fdp
+    return {"fop": fop, "fip": fip, "fdp": fdp}
 
 
 def reference_run(placed, state, bias):
