@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import struct
 
-from regmap.x86 import host
-from regmap.x86.host import MXCSR_WRITABLE
 from iced_x86 import Mnemonic
 
+from regmap.x86 import host
+from regmap.x86.host import MXCSR_WRITABLE
 from regmap.x86.native.region import (B_FX, B_GPR, B_K, B_MXCSR, B_RFLAGS, B_RSP, B_SIGNALS, B_ZMM, GPRS,
                                       LOADED_RFLAGS, RFLAGS_FIXED, SHADOW_SIZE)
 
@@ -44,7 +44,8 @@ ENVIRONMENT = frozenset((Mnemonic.FNSTENV, Mnemonic.FSTENV, Mnemonic.FLDENV, Mne
                          Mnemonic.XSAVEOPT64, Mnemonic.XSAVEC, Mnemonic.XSAVEC64, Mnemonic.XSAVES,
                          Mnemonic.XSAVES64, Mnemonic.XRSTOR, Mnemonic.XRSTOR64, Mnemonic.XRSTORS,
                          Mnemonic.XRSTORS64))
-_PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x9B)) | frozenset(range(0x40, 0x50))
+# legacy prefixes, FWAIT (fstenv, fsave: the FOP is the escape's) and REX
+_PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x9B, *range(0x40, 0x50)))
 _CONSTANTS = {"LOADED_RFLAGS": LOADED_RFLAGS, "RFLAGS_FIXED": RFLAGS_FIXED, "MXCSR_WRITABLE": MXCSR_WRITABLE,
               "RESULT_FLAGS": RESULT_FLAGS, "from_bytes": int.from_bytes}
 
