@@ -214,3 +214,130 @@ def test_a_fault_inside_a_trampoline_is_the_sites_own(library, caught, index):
         assert run(library, index, runs) == ran
         assert regmap.stats().emulated == before         # none of them was emulated
     assert trampolines.TABLE
+
+
+# -- the safety of today's patching, for trampolines --------------------------------------------
+
+LOOP = """.intel_syntax noprefix
+    .text
+    .globl straddle_loop
+straddle_loop:                  # long straddle_loop(long n, long k): n * k, modulo 2**32
+    mov rcx, rsi
+    xor eax, eax
+    xor edx, edx
+    .globl straddle_site
+straddle_site:
+1:  add rdx, qword ptr [4]      # rcx[31:0] . rax[63:32]: k << 32 (a trampoline)
+    dec rdi
+    jnz 1b
+    mov rax, rdx
+    shr rax, 32
+    ret
+    .globl count_signal
+count_signal:                   # a handler on the thread's own stack (no SA_ONSTACK)
+    inc qword ptr [rip + signals_here]
+    ret
+    .data
+    .globl signals
+signals:
+signals_here: .quad 0
+    .section .note.GNU-stack,"",@progbits
+"""
+
+
+@pytest.fixture(scope="module")
+def straddle(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("trampoline-loop")
+    source = directory / "loop.s"
+    source.write_text(LOOP)
+    lib = ctypes.CDLL(str(build_library(directory, source, "libstraddle.so")))
+    lib.straddle_loop.argtypes, lib.straddle_loop.restype = [ctypes.c_long, ctypes.c_long], ctypes.c_long
+    return lib
+
+
+@pytest.fixture
+def unmapped():
+    regmap.unmap_registers()
+    regmap.runtime.reset_stats()
+    yield
+    regmap.unmap_registers()
+
+
+def straddle_site(lib) -> int:
+    return ctypes.cast(lib.straddle_site, ctypes.c_void_p).value
+
+
+def test_eight_threads_run_a_site_while_it_becomes_a_trampoline(straddle, unmapped):
+    from regmap.runtime import patch
+    if not patch.sync_core_available():
+        pytest.skip("membarrier SYNC_CORE is not available: threads are never patched")
+    import threading
+    results: dict[int, int] = {}
+    start = threading.Barrier(8)
+
+    def work(index: int) -> None:
+        start.wait()
+        results[index] = straddle.straddle_loop(100_000, index + 1)
+
+    with regmap.mapped(translate=2000):
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        translated = regmap.stats().translated
+    assert results == {i: 100_000 * (i + 1) for i in range(8)}
+    assert [t.kind for t in translated] == ["trampoline"]
+    assert translated[0].address in patch.PLANTED       # the int3 protocol was used
+
+
+def test_unmapping_puts_the_site_back_and_keeps_the_trampoline(straddle, unmapped):
+    site = straddle_site(straddle)
+    original = ctypes.string_at(site, 8)
+    with regmap.mapped(translate=3):
+        assert straddle.straddle_loop(1000, 7) == 7000
+        assert ctypes.string_at(site, 1) == b"\xe9"           # jmp rel32
+        assert regmap.stats().by_site[site] == 3
+    assert ctypes.string_at(site, 8) == original
+    assert any(t.site == site for t in trampolines.TABLE.values())   # never freed
+    with regmap.mapped(translate=0):
+        before = regmap.stats().emulated
+        assert straddle.straddle_loop(100, 2) == 200
+        assert regmap.stats().emulated - before == 100
+
+
+def test_a_forked_child_keeps_its_trampolines(straddle, unmapped):
+    import os
+    with regmap.mapped(translate=3):
+        assert straddle.straddle_loop(100, 2) == 200
+        pid = os.fork()
+        if pid == 0:    # pragma: no cover - the child
+            ok = straddle.straddle_loop(1000, 3) == 3000 and regmap.stats().emulated == 3
+            regmap.unmap_registers()
+            ok = ok and ctypes.string_at(straddle_site(straddle), 1) != b"\xe9"
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert straddle.straddle_loop(1000, 4) == 4000 and regmap.stats().emulated == 3
+
+
+def test_signals_delivered_inside_the_trampoline(straddle, unmapped):
+    """A timer's signal every 50 us lands inside the trampoline often, its handler on the
+    thread's own stack: its frame goes below the moved rsp, and the loop's result is exact."""
+    import signal
+    count = ctypes.c_uint64.in_dll(straddle, "signals")
+    count.value = 0
+    handler = ctypes.cast(straddle.count_signal, ctypes.c_void_p).value
+    previous = _sys.install_handler(signal.SIGALRM, handler, _sys.SA_SIGINFO | _sys.SA_RESTART, ())
+    try:
+        with regmap.mapped(translate=3):
+            signal.setitimer(signal.ITIMER_REAL, 50e-6, 50e-6)
+            try:
+                results = [straddle.straddle_loop(2_000_000, k) for k in range(1, 6)]
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            assert regmap.stats().emulated == 3
+    finally:
+        _sys.set_action(signal.SIGALRM, previous)
+    assert results == [(2_000_000 * k) % (1 << 32) for k in range(1, 6)]
+    assert count.value > 10

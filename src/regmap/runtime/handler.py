@@ -151,6 +151,10 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
             step = state.step(machine, True)
             emit_trace(step)
     except NotWindowAccess:
+        # another thread may have begun rewriting the site after `settle` looked (the emulator
+        # then fetched its int3 or jmp): it runs again, whatever the site holds by then
+        if (patch.PATCHES or patch.BUSY) and patch.settle(machine.frame):
+            return
         if not retry_longer(machine, state):
             forward(signo, info, machine, state)
         return
