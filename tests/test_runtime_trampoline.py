@@ -297,9 +297,12 @@ def test_unmapping_puts_the_site_back_and_keeps_the_trampoline(straddle, unmappe
     with regmap.mapped(translate=3):
         assert straddle.straddle_loop(1000, 7) == 7000
         assert ctypes.string_at(site, 1) == b"\xe9"           # jmp rel32
-        assert regmap.stats().by_site[site] == 3
+        stats = regmap.stats()
+        assert stats.by_site[site] == 3
     assert ctypes.string_at(site, 8) == original
     assert any(t.site == site for t in trampolines.TABLE.values())   # never freed
+    assert stats.translated_by_kind == {"trampoline": 1}
+    assert "translated sites: 1 trampoline" in str(stats)
     with regmap.mapped(translate=0):
         before = regmap.stats().emulated
         assert straddle.straddle_loop(100, 2) == 200

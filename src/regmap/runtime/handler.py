@@ -400,6 +400,14 @@ class Stats(NamedTuple):
     def faults(self) -> int:
         return self.emulated
 
+    @property
+    def translated_by_kind(self) -> dict[str, int]:
+        """How many sites were translated each way: "in place", "trampoline"."""
+        counts: dict[str, int] = {}
+        for translation in self.translated:
+            counts[translation.kind] = counts.get(translation.kind, 0) + 1
+        return counts
+
     def __str__(self) -> str:
         lines = [f"regmap: {self.emulated} faults emulated, {self.forwarded} forwarded, "
                  f"{self.divide_errors} divide errors, {self.unsupported} unsupported"]
@@ -407,6 +415,9 @@ class Stats(NamedTuple):
             lines.append(f"  {mnemonic:12s} {count}")
         for address, count in sorted(self.by_site.items(), key=lambda kv: -kv[1])[:20]:
             lines.append(f"  {address:#018x} {count}")
+        if self.translated:
+            lines.append("  translated sites: " + ", ".join(
+                f"{count} {kind}" for kind, count in sorted(self.translated_by_kind.items())))
         for translation in self.translated:
             lines.append(f"  translated {translation}")
         return "\n".join(lines)
