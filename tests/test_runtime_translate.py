@@ -105,6 +105,7 @@ FORMS = [
     ("fld qword ptr [0x10]\n    fstp st(0)", False),
     ("add rdx, qword ptr [0x84]", False),          # the rip slot's upper half and rflags
     ("add rbx, qword ptr [0x1c]", False),          # rbx[63:32] and the rsp slot's low half
+    ("sub dword ptr [0x20], 64\n    add rsp, 64", False),     # a write to the rsp slot
     ("addr32 add rax, qword ptr [4]", False),      # 67h: [disp32] zero-extended
     # the red zone (128 bytes below rsp, a leaf function's own) is left alone
     (red_zone("mov rax, qword ptr [4]", 8), False),

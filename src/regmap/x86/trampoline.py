@@ -20,7 +20,8 @@ them, and puts the written bytes back into the registers:
    the window's: #GP for an aligned SSE operand and #AC are raised as at the
    window address;
 4. the instruction itself, its memory operand ``[base + offset]``;
-5. if it writes memory, the registers are loaded back from the mirror (a
+5. if it writes memory, the registers are loaded back from the mirror (the rsp slot on the
+   way out, ``mov rsp, [rsp + 8]`` as the last instruction before the jump back; a
    general register whole; xmm with a legacy load and ymm with an insert into
    the zmm, which keep the upper lanes, as the window write does; rflags with
    ``popfq``, which at CPL 3 changes the user-writable flags only, the
@@ -142,8 +143,8 @@ def plan(site: int, code: bytes, layout, vector_width: int = 512) -> Plan:
     # write wins, as in the emulator: ``or qword [0x88], 0x400`` keeps CF)
     if writes and any(REGISTER_NAMES.get(r) in bases for r in written):
         raise Declined("writes a register its own operand's window bytes hold too")
-    if writes and "rsp" in bases:
-        raise Declined("a write to the rsp slot (a stack switch)")
+    if writes and {"rsp", "rip"} <= bases:
+        raise Declined("a write to both the rsp and the rip slot")
     for name, _, _ in placements:
         _check_copyable(name, layout, vector_width)
     free = [r for r in BASES if r not in used and REGISTER_NAMES[r] not in bases]
@@ -184,20 +185,23 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
     moved.memory_displacement = p.operand
     moved.memory_displ_size = 1
     instruction = out.add(moved)
-    rip_written = False
+    rip_written = rsp_written = False
     if p.writes:
         for name, offset, _ in p.placements:
-            if name == "rip":
-                rip_written = True
+            if name in ("rip", "rsp"):     # a jump, a stack switch: on the way out
+                rip_written, rsp_written = rip_written or name == "rip", rsp_written or name == "rsp"
                 continue
             for loaded in _load(name, _mem(base, offset), vector_width):
                 out.add(loaded)
-    if rip_written:
-        offset = next(o for n, o, _ in p.placements if n == "rip")
+    if rip_written or rsp_written:     # the new rip (or rsp) where restoring the base keeps it
+        offset = next(o for n, o, _ in p.placements if n == ("rip" if rip_written else "rsp"))
         out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, base, _mem(base, offset)))
         out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(Register.RSP, TARGET), base))
     out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, base, _mem(Register.RSP, SAVED_BASE)))
-    if rip_written:
+    if rsp_written:
+        out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _mem(Register.RSP, TARGET)))
+        out.add(Instruction.create_branch(Code.JMP_REL32_64, ins.next_ip))
+    elif rip_written:
         out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, _mem(Register.RSP, TARGET)))
         out.add(Instruction.create_u32(Code.RETNQ_IMM16, p.frame - TARGET - 8))
     else:
