@@ -142,6 +142,44 @@ def test_four_threads_at_one_breakpoint_then_a_read_watchpoint(tmp_path):
     assert "exited normally" in out, out
 
 
+LEADER_EXITS = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+__attribute__((noinline)) void leader_gone(void) { __asm__ volatile ("movq $9, 0x38" ::: "rdi"); }
+static void *worker(void *arg) {
+    char path[64], stat[512] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", getpid());
+    for (;;) {                               /* until the main thread is a zombie */
+        FILE *file = fopen(path, "r");
+        if (!file || !fgets(stat, sizeof stat, file) || strrchr(stat, ')')[2] == 'Z')
+            break;
+        fclose(file);
+    }
+    leader_gone();
+    return arg;
+}
+int main(void) {
+    pthread_t thread;
+    pthread_create(&thread, NULL, worker, NULL);
+    pthread_exit(NULL);
+}
+"""
+
+
+def test_a_breakpoint_after_the_main_thread_exited(tmp_path):
+    # the group leader, a zombie until the last thread goes, can neither stop nor be read
+    (tmp_path / "leader.c").write_text(LEADER_EXITS)
+    subprocess.run([CC, "-O2", "-g", "-pthread", "-o", tmp_path / "leader", tmp_path / "leader.c"],
+                   check=True)
+    out = gdb(tmp_path / "leader", "break leader_gone", "continue", "stepi", "x/gx 0x38",
+              "continue")
+    assert "hit Breakpoint 1, " in out and "leader_gone" in out, out
+    assert re.search(r"^0x38:\s+0x0*9$", out, re.M), out
+    assert "exited normally" in out, out
+
+
 def test_vcont_resumes_only_the_threads_it_names(c_program):
     # scheduler-locking: vCont;c:TID for the worker alone; it exits, main stays stopped in its
     # join, and the stub says no resumed thread is left

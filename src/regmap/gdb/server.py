@@ -318,7 +318,20 @@ class Session:
             if not thread.held and thread.tid not in self.interrupting:
                 self._interrupt_one(thread)
         while any(not t.held for t in self.threads.values()) and not self.finished:
-            self._drain(0)
+            for thread in [t for t in self.threads.values() if not t.held]:
+                if _zombie(thread.tid):
+                    self._bury(thread.tid)
+            # polled: a thread group's leader that exits before the others (pthread_exit in
+            # main) becomes a zombie, and waitpid says nothing of it until the last one goes
+            if not self._drain(os.WNOHANG):
+                select.select([], [], [], 0.005)
+
+    def _bury(self, tid: int) -> None:
+        """``tid`` is dead, its exit not reported yet: no thread of gdb's any more."""
+        self.threads.pop(tid, None)
+        self.interrupting.discard(tid)
+        if tid == self.memory.pid and self.threads:
+            self.memory.attach(next(iter(self.threads)))     # a zombie has no memory
 
     def _report(self, left: frozenset[int] = frozenset()) -> str:
         """The stop reply for gdb: the first report of a thread gdb resumed (not one of
@@ -425,4 +438,14 @@ class Session:
         return machine
 
     def thread_for_registers(self) -> int:
-        return self.general if self.general in self.threads else self.main
+        if self.general in self.threads:
+            return self.general
+        return self.main if self.main in self.threads or not self.threads else next(iter(self.threads))
+
+
+def _zombie(tid: int) -> bool:
+    try:
+        with open(f"/proc/{tid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True                              # gone altogether
