@@ -20,9 +20,6 @@ class Register(NamedTuple):
     shift: int = 0
 
 
-# registers gdb's core feature requires that ptrace's XSAVE image holds but regmap does not
-# name (the x87 last-instruction pointers): read as zero, writes ignored
-ZERO = "zero"
 # user_regs_struct fields that are no regmap register
 USER_FIELDS = ("orig_rax",)
 # gdb's full x87 tag word, made from the abridged one XSAVE keeps
@@ -43,8 +40,11 @@ def _core() -> list[Register]:
     registers += [Register("fctrl", 32, "int", "float", "fcw"),
                   Register("fstat", 32, "int", "float", "fsw"),
                   Register("ftag", 32, "int", "float", FTAG)]
-    registers += [Register(name, 32, "int", "float", ZERO)
-                  for name in ("fiseg", "fioff", "foseg", "fooff", "fop")]
+    # the x87 last-instruction pointers: in 64-bit mode gdb's "segment" halves are the upper
+    # 32 bits of FXSAVE64's FIP and FDP
+    registers += [Register("fiseg", 32, "int", "float", "fip", 32), Register("fioff", 32, "int", "float", "fip"),
+                  Register("foseg", 32, "int", "float", "fdp", 32), Register("fooff", 32, "int", "float", "fdp"),
+                  Register("fop", 32, "int", "float", "fop")]
     return registers
 
 
@@ -170,8 +170,6 @@ def abridged_tag(full: int) -> int:
 def read(machine, register: Register) -> int:
     """``register``'s value in the stopped thread ``machine`` (a loaded TracedMachine)."""
     basis = register.basis
-    if basis == ZERO:
-        return 0
     if basis == FTAG:
         return full_tag(machine.read_register("ftw"), machine.read_register("fsw"),
                         [machine.read_register(f"st{n}") for n in range(8)])
@@ -186,8 +184,6 @@ def write(machine, register: Register, value: int) -> None:
     """Set ``register`` (the caller stores the machine afterwards)."""
     basis = register.basis
     value &= (1 << register.bits) - 1
-    if basis == ZERO:
-        return
     if basis == FTAG:
         machine.write_register("ftw", abridged_tag(value))
         return
