@@ -15,11 +15,16 @@ def add_parser(subparsers) -> None:
                     "not at all (unsupported).  --json gives totals and every form.")
     parser.add_argument("--json", action="store_true", help="one JSON document: totals and every form")
     parser.add_argument("--unsupported", action="store_true", help="list only the unsupported forms")
+    parser.add_argument("--translation", action="store_true",
+                        help="also how hot-site translation takes a site of each supported form "
+                             "with a constant window address: in place, trampoline, or not (why)")
     parser.set_defaults(func=show_coverage)
 
 
 def show_coverage(args) -> int:
     result = coverage()
+    if args.translation:
+        return show_translation(result, args.json)
     if args.json:
         json.dump(result.as_dict(), sys.stdout, indent=1)
         print()
@@ -31,4 +36,28 @@ def show_coverage(args) -> int:
     total = len(result.entries)
     print(f"total {total}: python {result.count('python')}, native {result.count('native')}, "
           f"unsupported {result.count('unsupported')}; {100 * result.fraction:.1f}% supported")
+    return 0
+
+
+def show_translation(result, as_json: bool) -> int:
+    from regmap.layout import load_layout
+    from regmap.x86.host import vector_width
+    from regmap.x86.samples import translation_of
+    layout, width = load_layout(), vector_width()
+    rows = []
+    for entry in result.entries:
+        if entry.status != "unsupported":
+            rows.append((entry.name, entry.status) + translation_of(entry.code, layout, width))
+    counts = {kind: sum(1 for row in rows if row[2] == kind) for kind in ("in place", "trampoline", "not")}
+    if as_json:
+        json.dump({"supported": len(rows), **counts,
+                   "forms": [{"name": n, "status": s, "translation": k, "reason": r}
+                             for n, s, k, r in rows]}, sys.stdout, indent=1)
+        print()
+        return 0
+    for name, status, kind, reason in rows:
+        print(f"{name:48} {status:7} {kind}" + (f"  ({reason})" if reason else ""))
+    translated = counts["in place"] + counts["trampoline"]
+    print(f"supported {len(rows)}: in place {counts['in place']}, trampoline {counts['trampoline']}, "
+          f"not {counts['not']}; {100 * translated / max(len(rows), 1):.1f}% translated")
     return 0
