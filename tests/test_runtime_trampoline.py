@@ -344,3 +344,18 @@ def test_signals_delivered_inside_the_trampoline(straddle, unmapped):
         _sys.set_action(signal.SIGALRM, previous)
     assert results == [(2_000_000 * k) % (1 << 32) for k in range(1, 6)]
     assert count.value > 10
+
+
+def test_unmapping_leaves_a_sigfpe_handler_the_program_installed_since(straddle, unmapped):
+    import signal
+    before = _sys.get_action(signal.SIGFPE)
+    with regmap.mapped(translate=3):
+        assert straddle.straddle_loop(100, 2) == 200          # a trampoline: SIGFPE is regmap's
+        assert trampolines.PREVIOUS
+        signal.signal(signal.SIGFPE, lambda *_: None)
+        try:
+            ours = _sys.get_action(signal.SIGFPE).key()
+            regmap.unmap_registers()
+            assert _sys.get_action(signal.SIGFPE).key() == ours
+        finally:
+            _sys.set_action(signal.SIGFPE, before)

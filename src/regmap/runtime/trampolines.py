@@ -147,6 +147,7 @@ PREVIOUS_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_
 SIGILL = 4
 OWN_SIGNALS = (_sys.SIGFPE, SIGILL)
 PREVIOUS: dict[int, _sys.KernelSigaction] = {}
+INSTALLED: dict[int, tuple] = {}     # signal -> regmap's disposition as installed (its key)
 _KEEP_ALIVE: list = []
 
 
@@ -195,9 +196,14 @@ def install_handlers() -> None:
     flags = _sys.SA_SIGINFO | _sys.SA_ONSTACK | _sys.SA_RESTART
     for signo in OWN_SIGNALS:
         PREVIOUS[signo] = _sys.install_handler(signo, address, flags, (signo,))
+        INSTALLED[signo] = _sys.get_action(signo).key()
 
 
 def uninstall_handlers() -> None:
+    """Put back what regmap replaced, unless the program has installed a handler of its own
+    since (as `handler.uninstall` does for SIGSEGV and SIGBUS)."""
     for signo, previous in list(PREVIOUS.items()):
-        _sys.set_action(signo, previous)
+        if _sys.get_action(signo).key() == INSTALLED.get(signo):
+            _sys.set_action(signo, previous)
     PREVIOUS.clear()
+    INSTALLED.clear()
