@@ -56,7 +56,10 @@ class Fault(NamedTuple):
 
 def translate(site: int, code: bytes, layout) -> Translation | None:
     """Build and place the trampoline of the instruction `code` at `site`: the Translation the
-    site becomes (a ``jmp``), or None if it gets none."""
+    site becomes (a ``jmp``), or None if it gets none (on a CPU without BMI2, whose ``rorx``
+    aligns the scratch without touching the flags, every site)."""
+    if "bmi2" not in host.cpu_flags():
+        return None
     width = host.vector_width()
     try:
         p = plan(site, code, layout, width)

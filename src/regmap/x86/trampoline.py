@@ -13,7 +13,8 @@ them, and puts the written bytes back into the registers:
 2. one general register, the *base* (one the instruction does not use), is
    saved at ``[rsp]`` and pointed at a 64-byte aligned mirror of the window:
    ``rorx base, base, 6`` and ``lea base, [base*8]`` twice clear its low six
-   bits without touching the flags (``and`` would);
+   bits without touching the flags (``and`` would; ``rorx`` is BMI2, which the
+   runtime asks the host for);
 3. every register placed in the window bytes the operand covers is stored at
    its window offset in the mirror (the rip slot as the site's next address,
    the rflags slot through ``pushfq``), so the operand's address modulo 64 is
