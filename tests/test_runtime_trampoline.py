@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
-from runtime_build import build_library, why_not_native  # noqa: E402
+from runtime_build import build_library, cpu_flags, why_not_native  # noqa: E402
 
 import regmap  # noqa: E402
 from regmap.runtime import _sys, trampolines  # noqa: E402
 
 REASON = why_not_native()
+if REASON is None and "bmi2" not in cpu_flags():
+    REASON = "trampolines need BMI2 (rorx), which this CPU lacks"
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
