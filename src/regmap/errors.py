@@ -21,6 +21,11 @@ class LayoutError(RegmapError):
     """An address or range is not mapped by the layout (a hole, or past the window)."""
 
 
+class RegisterValueError(RegmapError, ValueError):
+    """A value given for a register does not fit it: too wide, a flag that is not 0 or 1, or
+    not an integer.  The message names the register and its width."""
+
+
 class UnsupportedInstruction(RegmapError):
     """An instruction touches the window but regmap has no semantics for it."""
 

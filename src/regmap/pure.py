@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from regmap.assembler import code_bytes
 from regmap.emulation import Emulation, RegisterValues
-from regmap.errors import MemoryFault
+from regmap.errors import MemoryFault, RegisterValueError
 from regmap.layout import Layout, load_layout
 from regmap.x86.emulator import Emulator, Step
 
@@ -141,7 +141,7 @@ def _starting_values(registers, regs: Mapping[str, int] | None, rip: int) -> dic
         mask = whole.get(name)
         if mask is None:                # an alias (or a name in another case): splice them all
             return _spliced_values(registers, regs or {}, rip, power_on)
-        values[name] = value & mask
+        values[name] = register_value(name, value, mask.bit_length())
     if "rip" not in whole:
         return _spliced_values(registers, regs or {}, rip, power_on)
     values["rip"] = rip & whole["rip"]
@@ -149,12 +149,40 @@ def _starting_values(registers, regs: Mapping[str, int] | None, rip: int) -> dic
     return values
 
 
+def register_value(name: str, value, width: int) -> int:
+    """``value`` as the bits of register ``name``, ``width`` bits wide: an int from
+    -2**(width-1) (two's complement) to 2**width - 1, a flag 0 or 1; anything else is a
+    `RegisterValueError` naming the register and its width.  Text is not taken: a string's
+    base would be a guess (``int(text, 0)`` reads 0x, 0b and decimal)."""
+    if not isinstance(value, int):
+        shown = f"the {type(value).__name__} {value!r}"
+        hint = " (int(text, 0) reads 0x, 0b and decimal text)" if isinstance(value, str) else ""
+        raise RegisterValueError(f"{name} ({_width(width)}) takes an integer, not {shown}{hint}")
+    if width == 1:
+        if value not in (0, 1):
+            raise RegisterValueError(f"{name} is a flag (1 bit): 0 or 1, not {value}")
+        return int(value)
+    if not -(1 << (width - 1)) <= value < 1 << width:
+        raise RegisterValueError(
+            f"{name} is {_width(width)}: {_hex(value)} does not fit (give {_hex(-(1 << (width - 1)))}"
+            f" .. {_hex((1 << width) - 1)}; a negative value is its two's complement)")
+    return value & ((1 << width) - 1)
+
+
+def _width(width: int) -> str:
+    return "1 bit" if width == 1 else f"{width} bits"
+
+
+def _hex(value: int) -> str:
+    return f"-{-value:#x}" if value < 0 else f"{value:#x}"
+
+
 def _spliced_values(registers, regs: Mapping[str, int], rip: int,
                     power_on: dict[str, int]) -> dict[str, int]:
     """`_starting_values` when some name is not a basis register's: each spliced in turn."""
     values: dict[str, int] = {}
     for name, value in regs.items():
-        registers.write(name, value & ((1 << registers.width(name)) - 1), values)
+        registers.write(name, register_value(name, value, registers.width(name)), values)
     registers.write("rip", rip, values)
     values["rflags"] = values.get("rflags", 0) | 2
     for name, value in power_on.items():

@@ -41,7 +41,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("code", metavar="CODE", help="instructions in Intel syntax, or hex with --hex")
     p.add_argument("values", nargs="*", metavar="REG=VALUE",
                    help="optional, any number, before or after the options: initial register "
-                        "values (rax=0xff ah=1 xmm0=0x... cf=1)")
+                        "values (rax=0xff ah=1 xmm0=0x... cf=1); VALUE is hex (0x), binary "
+                        "(0b), decimal or negative (two's complement: rax=-1) and must fit "
+                        "the register; a flag is 0 or 1")
     p.add_argument("--hex", action="store_true", help="CODE is hex bytes, not assembly")
     p.add_argument("--random", action="store_true",
                    help="registers not given are random (general, ymm0-15, status flags); "
