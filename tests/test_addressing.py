@@ -96,6 +96,14 @@ def test_hole_read_names_the_instruction_and_the_hole(program):
     assert "hole" in line.split("null_checks.c:")[1]
 
 
+def test_unsupported_form_is_named_as_such(program):
+    traced = regmap("exec", program, "far-jump")
+    assert traced.returncode == -11
+    last = traced.stderr.splitlines()[-1]
+    assert f"{program} killed by SIGSEGV: jmp far fword ptr [40h] at 0x" in last
+    assert " main+0x" in last and "a window access in a form regmap does not support" in last
+
+
 def test_trace_symbolizes_the_signal_line(program):
     traced = regmap("exec", "--trace", program, "hole")
     delivered = [line for line in traced.stderr.splitlines() if "SIGSEGV delivered" in line]

@@ -7,6 +7,7 @@
  *       skips the load; natively it prints npe=N sum=0.
  * hole: a constant-address read of [0x98], a byte no register of the default layout is at:
  *       a window access that faults, as on the CPU.
+ * far-jump: `jmp far [0x40]`, a window access in a form regmap does not emulate.
  * Built as a program (main) and as a shared library (the in-process runtime's tests).
  */
 #define _GNU_SOURCE
@@ -85,6 +86,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "hole"))
         return (int)read_hole();
+    if (argc > 1 && !strcmp(argv[1], "far-jump"))
+        __asm__ volatile ("ljmpl *0x40");
     if (argc > 1 && !strcmp(argv[1], "walk")) {
         printf("sum=%ld\n", null_walk());
         return 0;
