@@ -48,6 +48,7 @@ class HandlerWatch:
         if caught & SIGSEGV_BIT:
             self.said = True
             self.reporter.message(
-                handler_warning(f"process {tgid}", form.disassembly, f"{form.address:#x}",
+                handler_warning(f"process {tgid}", form.disassembly,
+                                self.reporter.where(tid, form.address),
                                 "regmap exec --strict"),
                 event="register-addressed", tid=tid, rip=form.address)
