@@ -122,8 +122,11 @@ CHILD = textwrap.dedent('''
     mode, what = sys.argv[2], sys.argv[3]
     if what == "npe":
         lib.install_handler()           # the program's handler first, as a JVM's
+    if mode == "switch":                # permissive first: the site gets its fast path
+        regmap.map_registers()
+        lib.implicit_null_checks(10, None)
     if mode != "native":
-        regmap.map_registers(strict=mode == "strict")
+        regmap.map_registers(strict=mode in ("strict", "switch"))
     if what == "walk":
         print("sum=%d" % lib.null_walk())
     else:
@@ -141,6 +144,11 @@ def test_map_registers_strict_leaves_null_checks_to_the_handler(library):
     alone, strict = child(library, "native", "npe"), child(library, "strict", "npe")
     assert alone.stdout == "npe=1000 sum=0\n"
     assert (strict.returncode, strict.stdout, strict.stderr) == (0, alone.stdout, "")
+
+
+def test_map_registers_strict_after_permissive_forgets_the_fast_paths(library):
+    switched = child(library, "switch", "npe")
+    assert switched.returncode == 0 and switched.stdout == "npe=1000 sum=0\n"
 
 
 def test_map_registers_permissive_says_it_once(library):

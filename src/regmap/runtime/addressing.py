@@ -12,6 +12,7 @@ from regmap.errors import handler_warning
 from regmap.runtime import _sys, genuine
 
 SAID = [False]
+NOT_OWN = [-1]      # the last handler found not to be the program's own: not looked at again
 
 
 def set_strict(state, strict: bool) -> None:
@@ -36,7 +37,10 @@ def watch(machine, form) -> None:
     from regmap.runtime import handler
     state = handler.ACTIVE
     previous = genuine.previous_action(_sys.SIGSEGV, state).handler
+    if previous == NOT_OWN[0]:
+        return
     if previous in (_sys.SIG_DFL, _sys.SIG_IGN) or genuine.is_interpreter_code(previous):
+        NOT_OWN[0] = previous
         return
     SAID[0] = True
     genuine.write_stderr("regmap: " + handler_warning(
