@@ -361,3 +361,62 @@ def test_unmapping_leaves_a_sigfpe_handler_the_program_installed_since(straddle,
             assert _sys.get_action(signal.SIGFPE).key() == ours
         finally:
             _sys.set_action(signal.SIGFPE, before)
+
+
+X87_FORMS = ["fadd qword ptr [0x10]", "fld dword ptr [4]", "fimul word ptr [0x12]",
+             "fst qword ptr [0x18]", "fcomp qword ptr [8]", "fidivr dword ptr [0x14]",
+             "fstp tbyte ptr [0x104]"]
+
+
+def x87_source(index: int, instruction: str) -> str:
+    return f"""
+    .globl x87_{index}
+x87_{index}:                        # (buffer): the x87 state (FXSAVE64) and rcx, rdx, rbx after
+    push rbx
+    fninit
+    mov rcx, 0x3ff8000000000000     # 1.5
+    mov rdx, 0x4008000000000000     # 3.0
+    mov rbx, 0x0000000700000003
+    fld1
+    fldpi
+    .globl x87_site_{index}
+x87_site_{index}:
+    {instruction}
+    fxsave64 [rdi]
+    mov [rdi + 512], rcx
+    mov [rdi + 520], rdx
+    mov [rdi + 528], rbx
+    fninit
+    pop rbx
+    ret
+"""
+
+
+def test_x87_forms_leave_the_pointers_of_the_site(tmp_path, unmapped):
+    """FIP, FDP and FOP after an x87 form through its trampoline are the site's, the window
+    address and the original opcode, as emulated (and everything else of the x87 state)."""
+    source = tmp_path / "x87.s"
+    source.write_text(".intel_syntax noprefix\n.text\n"
+                      + "".join(x87_source(i, text) for i, text in enumerate(X87_FORMS))
+                      + '.section .note.GNU-stack,"",@progbits\n')
+    lib = ctypes.CDLL(str(build_library(tmp_path, source, "libx87.so")))
+    buffer = ctypes.create_string_buffer(512 + 64 + 64)
+    address = ctypes.addressof(buffer) + (-ctypes.addressof(buffer) % 64)
+
+    def run(index: int) -> bytes:
+        ctypes.memset(address, 0, 512 + 64)
+        getattr(lib, f"x87_{index}")(ctypes.c_void_p(address))
+        state = ctypes.string_at(address, 512 + 24)
+        return state[:160] + state[512:]     # the x87 part of the image (not the xmm the caller
+                                             # leaves), and the general registers
+
+    with regmap.mapped(translate=3):
+        for index, text in enumerate(X87_FORMS):
+            runs = [run(index) for _ in range(6)]      # three emulated, then the trampoline
+            differ = [(i, o) for r in runs for i, o in enumerate(range(0, len(r), 8))
+                      if r[o:o + 8] != runs[0][o:o + 8]]
+            assert not differ, (text, sorted(set(differ)), [r[:32].hex() for r in runs])
+            site = ctypes.cast(getattr(lib, f"x87_site_{index}"), ctypes.c_void_p).value
+            assert int.from_bytes(runs[0][8:16], "little") == site, text      # FIP
+        kinds = {t.address: t.kind for t in regmap.stats().translated}
+    assert list(kinds.values()).count("trampoline") == len(X87_FORMS)

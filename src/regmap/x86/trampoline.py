@@ -53,6 +53,7 @@ from iced_x86 import (Code, Decoder, Encoder, FlowControl, Formatter, FormatterS
                       Register, RegisterExt)
 
 from regmap.errors import LayoutError
+from regmap.x86.native.transfer import original_fop
 from regmap.x86.operands import REGISTER_NAMES
 from regmap.x86.translate import ENCODINGS, WRITES, Declined
 
@@ -65,6 +66,7 @@ JMP_REL32 = 0xE9
 INT3 = 0xCC
 JUMP_LENGTH = 5
 MAX_OPERAND = 64
+FXSAVE_AREA = 512 + 32     # an x87 form's FXSAVE64 image and four constants (`_x87_pointers`)
 # The base is the first of these the instruction does not use (rbp and rsp never: rsp moves).
 BASES = (Register.R11, Register.R10, Register.R9, Register.R8, Register.RSI, Register.RDI,
          Register.RDX, Register.RCX, Register.RBX, Register.RAX, Register.R12, Register.R13,
@@ -100,6 +102,7 @@ class Plan(NamedTuple):
     spare: int             # a second one, for a read of the rsp slot (saved at [rsp + TARGET])
     writes: bool           # whether the instruction writes its memory operand
     frame: int
+    x87: int               # the offset of the FXSAVE area in the mirror for an x87 form, else 0
 
 
 def plan(site: int, code: bytes, layout, vector_width: int = 512) -> Plan:
@@ -155,9 +158,11 @@ def plan(site: int, code: bytes, layout, vector_width: int = 512) -> Plan:
     start = min(at for _, at, _ in placements) // LINE * LINE
     end = max(at + length for _, at, length in placements)
     mirrored = tuple((name, offset - start, length) for name, offset, length in placements)
-    frame = -(-(MIRROR + LINE - 1 + (end - start) + RED_ZONE) // 16) * 16
+    span = -(-(end - start) // LINE) * LINE
+    x87 = span if original_fop(bytes(code[:ins.len])) >= 0 else 0
+    frame = -(-(MIRROR + LINE - 1 + span + (FXSAVE_AREA if x87 else 0) + RED_ZONE) // 16) * 16
     return Plan(site, bytes(code[:ins.len]), ins, mirrored, address - start, base, spare, writes,
-                frame)
+                frame, x87)
 
 
 def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
@@ -186,6 +191,8 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
     moved.memory_displacement = p.operand
     moved.memory_displ_size = 1
     instruction = out.add(moved)
+    if p.x87:
+        _x87_pointers(out, p, instruction, original_fop(bytes(out.data[instruction - address:])))
     rip_written = rsp_written = False
     if p.writes:
         for name, offset, _ in p.placements:
@@ -216,6 +223,43 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
     return Trampoline(p.site, p.old, jump, address, bytes(out.data), instruction, p.frame,
                       REGISTER_NAMES[base], _FORMATTER.format(ins),
                       f"jmp {address:#x} ({_FORMATTER.format(moved)} on the stack)")
+
+
+def _x87_pointers(out: _Code, p: Plan, instruction: int, moved_fop: int) -> None:
+    """An x87 instruction leaves its own address in FIP, its operand's in FDP and its opcode in
+    FOP: put back what it would have left at the site, as the native engine does (FIP the site,
+    FDP the window address, FOP the original's) where the CPU changed them.  FXSAVE64, a
+    comparison and a conditional move each, FXRSTOR64; the flags kept by pushfq/popfq."""
+    base, spare, fx = p.base, p.spare, p.x87
+    constants = fx + 512
+    m = lambda offset: _mem(base, offset)              # noqa: E731
+    out.add(Instruction.create_mem(Code.FXSAVE64_M512BYTE, m(fx)))
+    out.add(Instruction.create(Code.PUSHFQ))
+    out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(Register.RSP, 8 + TARGET), spare))
+    for offset, value in ((0, p.site), (8, instruction)):
+        out.add(Instruction.create_mem_u32(Code.MOV_RM32_IMM32, m(constants + offset), value & 0xFFFFFFFF))
+        out.add(Instruction.create_mem_u32(Code.MOV_RM32_IMM32, m(constants + offset + 4), value >> 32))
+    out.add(Instruction.create_mem_i32(Code.MOV_RM64_IMM32, m(constants + 16), p.ins.memory_displacement))
+    out.add(Instruction.create_mem_i32(Code.MOV_RM64_IMM32, m(constants + 24), original_fop(p.old)))
+    # FIP: the moved instruction's address -> the site's
+    out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, m(fx + 8)))
+    out.add(Instruction.create_reg_mem(Code.CMP_R64_RM64, spare, m(constants + 8)))
+    out.add(Instruction.create_reg_mem(Code.CMOVE_R64_RM64, spare, m(constants)))
+    out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, m(fx + 8), spare))
+    # FDP: the operand's scratch address -> its window address
+    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, spare, m(p.operand)))
+    out.add(Instruction.create_reg_mem(Code.CMP_R64_RM64, spare, m(fx + 16)))
+    out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, m(fx + 16)))
+    out.add(Instruction.create_reg_mem(Code.CMOVE_R64_RM64, spare, m(constants + 16)))
+    out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, m(fx + 16), spare))
+    # FOP: the moved encoding's (another ModR/M byte) -> the original's
+    out.add(Instruction.create_reg_mem(Code.MOVZX_R64_RM16, spare, m(fx + 6)))
+    out.add(Instruction.create_reg_i32(Code.CMP_RM64_IMM32, spare, moved_fop))
+    out.add(Instruction.create_reg_mem(Code.CMOVE_R64_RM64, spare, m(constants + 24)))
+    out.add(Instruction.create_mem_reg(Code.MOV_RM16_R16, m(fx + 6), Register.AX + (spare - Register.RAX)))
+    out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, _mem(Register.RSP, 8 + TARGET)))
+    out.add(Instruction.create(Code.POPFQ))
+    out.add(Instruction.create_mem(Code.FXRSTOR64_M512BYTE, m(fx)))
 
 
 def why_not(site: int, code: bytes, layout, vector_width: int = 512) -> str | None:
