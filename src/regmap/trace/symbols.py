@@ -14,9 +14,19 @@ class Symbols:
     def __init__(self):
         self.maps: dict[int, list[tuple[int, int, int, str]]] = {}   # pid -> (start, end, offset, path)
         self.files: dict[str, object] = {}                           # path -> _File or None
+        # (pid, page) of addresses in no file (a JIT's code): maps are read again for a new
+        # page only, not at every fault there (a JVM's null checks fault millions of times)
+        self.anonymous: set[tuple[int, int]] = set()
+
+    def forget(self) -> None:
+        """A process exec'd: its maps (kept by thread id) describe another program now."""
+        self.maps.clear()
+        self.anonymous.clear()
 
     def locate(self, pid: int, address: int) -> tuple[str, int, int] | None:
         """(path, the mapping's load bias, address) for a live process; None if not in a file."""
+        if (pid, address >> 12) in self.anonymous:
+            return None
         for fresh in (False, True):
             if fresh or pid not in self.maps:
                 self.maps[pid] = _read_maps(pid)
@@ -24,6 +34,9 @@ class Symbols:
                 if start <= address < end:
                     bias = min((s - o for s, _e, o, p in self.maps[pid] if p == path), default=0)
                     return path, bias, address
+        if len(self.anonymous) > 1 << 16:
+            self.anonymous.clear()
+        self.anonymous.add((pid, address >> 12))
         return None
 
     def name(self, place: tuple[str, int, int] | None) -> str:

@@ -296,6 +296,8 @@ class Tracer:
         # have been another thread of the process, now gone without an exit report)
         self._forget(tid)
         self.id_setter.forget(tid)          # after exec the thread is its process's leader
+        if self.reporter.symbols is not None:
+            self.reporter.symbols.forget()  # addresses name another program's symbols now
         try:
             self._forget(ptrace.geteventmsg(tid))
         except OSError:
