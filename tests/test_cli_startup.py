@@ -22,7 +22,8 @@ from regmap.cli.execute import quick_args
 NOT_IMPORTED = ("argparse", "gettext", "locale", "shutil", "typing", "re", "json", "tempfile",
                 "dataclasses", "contextlib", "importlib.util", "threading", "regmap.x86",
                 "regmap.layout", "regmap.alias", "iced_x86", "regmap.trace.patch",
-                "regmap.trace.build", "regmap.runtime", "regmap.pure", "regmap.emulation")
+                "regmap.trace.build", "regmap.runtime", "regmap.pure", "regmap.emulation",
+                "regmap.trace.symbols", "elftools")
 
 # a console script's start (pip's also imports re, which regmap itself does not need)
 CONSOLE_SCRIPT = """
