@@ -104,6 +104,17 @@ def test_unsupported_form_is_named_as_such(program):
     assert " main+0x" in last and "a window access in a form regmap does not support" in last
 
 
+def test_json_exit_record_says_where_and_why(program):
+    import json
+    traced = regmap("exec", "--json", program, "hole")
+    record, = [line for line in map(json.loads, traced.stderr.splitlines())
+               if line["event"] == "exit"]
+    assert record["signal"] == "SIGSEGV"
+    fault = record["fault"]
+    assert fault["symbol"].startswith("read_hole+0x") and "null_checks.c:" in fault["symbol"]
+    assert fault["instruction"].endswith(",[98h]") and "hole" in fault["reason"]
+
+
 def test_trace_symbolizes_the_signal_line(program):
     traced = regmap("exec", "--trace", program, "hole")
     delivered = [line for line in traced.stderr.splitlines() if "SIGSEGV delivered" in line]

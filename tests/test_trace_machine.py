@@ -157,7 +157,10 @@ def test_unsupported_instruction_json(program, capfd):
     records = [json.loads(line) for line in messages.splitlines()]
     assert records[0]["event"] == "unsupported" and records[0]["bytes"] == MOV_RAX_0.hex()
     assert records[-1] == {"event": "exit", "program": program, "signal": "SIGSEGV",
-                           "core_dumped": records[-1]["core_dumped"], "status": 139}
+                           "core_dumped": records[-1]["core_dumped"], "status": 139,
+                           "fault": records[-1]["fault"]}
+    assert records[-1]["fault"]["instruction"] == "mov rax,[0]"
+    assert "does not support (stand-in refuses)" in records[-1]["fault"]["reason"]
 
 
 def test_divide_error_with_sigfpe_ignored_still_kills(program, capfd):

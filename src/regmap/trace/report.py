@@ -208,20 +208,27 @@ class Reporter:
             return end
         name = signal_name(end.signal)
         if self.json or not (self.quiet or end.signal in SILENT_DEATHS):
-            self._emit({"event": "exit", "program": program, "signal": name,
-                        "core_dumped": end.core_dumped, "status": end.status},
-                       f"regmap: {program} killed by {name}"
-                       f"{' (core dumped)' if end.core_dumped else ''}{self._why(end.signal)}")
+            record = {"event": "exit", "program": program, "signal": name,
+                      "core_dumped": end.core_dumped, "status": end.status}
+            fault = self._fault(end.signal)
+            why = ""
+            if fault is not None:
+                record["fault"] = fault
+                at = f"{fault['rip']:#x} {fault['symbol']}" if fault["symbol"] else f"{fault['rip']:#x}"
+                why = (f": {fault['instruction']} at {at}: {fault['reason']}" if fault["instruction"]
+                       else f" at {at}: {fault['reason']}")
+            self._emit(record, f"regmap: {program} killed by {name}"
+                               f"{' (core dumped)' if end.core_dumped else ''}{why}")
         return end
 
-    def _why(self, signo: int) -> str:
-        """What the last fault passed on was, if it is the signal the program died of."""
+    def _fault(self, signo: int) -> dict | None:
+        """The last fault passed on, if it is the signal the program died of: its `rip`,
+        `symbol` (or ""), `instruction` (a window access's, else "") and `reason`."""
         if self.last_fault is None or self.last_fault[0] != signo:
-            return ""
+            return None
         _signo, rip, instruction, reason, place = self.last_fault
-        name = self.symbols.name(place) if self.symbols is not None else ""
-        at = f"{rip:#x} {name}" if name else f"{rip:#x}"
-        return f": {instruction} at {at}: {reason}" if instruction else f" at {at}: {reason}"
+        symbol = self.symbols.name(place) if self.symbols is not None else ""
+        return {"rip": rip, "symbol": symbol, "instruction": instruction, "reason": reason}
 
     def summary(self) -> None:
         if not self.stats:
