@@ -102,7 +102,7 @@ def test_repr_shows_disassembly_accesses_and_changes(adc):
     assert text.startswith("<Emulation: 1 instruction, rip left the code")
     assert "adc al,[9]" in text
     assert "read  [0x9] 1 byte = 0x1  (ch)" in text
-    assert f"rax 0xff → {adc.regs['rax']:#x}" in text and "rip 0x400000 → 0x400007" in text
+    assert f"rax 0xff -> {adc.regs['rax']:#x}" in text and "rip 0x400000 -> 0x400007" in text
     assert len(text.splitlines()) <= 6
 
 

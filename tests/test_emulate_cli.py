@@ -35,9 +35,9 @@ def test_the_issue_example(regmap_cli):
     assert lines[1].split() == ["read", "[0x9]", "1", "byte", "=", "0x1", "(ch)"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
     for name, (before, after) in expected.changed.items():
-        assert rows[name] == [hex(before), "→", hex(after)]
+        assert rows[name] == [hex(before), "->", hex(after)]
     for name, (before, after) in expected.changed_flags.items():
-        assert rows[name] == [str(before), "→", str(after)]
+        assert rows[name] == [str(before), "->", str(after)]
     assert set(rows) == set(expected.changed) | set(expected.changed_flags)
     assert {"rax", "rip", "rflags"} <= set(rows)
 

@@ -140,7 +140,7 @@ class Emulation:
             lines.append(f"  ... {count - STEPS_SHOWN} more")
         changes = ", ".join(f"{name} {format_change(*values)}" for name, values in self.changed.items())
         lines.append(f"  changed: {changes or 'nothing'}")
-        flag_changes = ", ".join(f"{name} {b}→{a}" for name, (b, a) in self.changed_flags.items())
+        flag_changes = ", ".join(f"{name} {b}->{a}" for name, (b, a) in self.changed_flags.items())
         if flag_changes:
             lines.append(f"  flags: {flag_changes}")
         return "\n".join(lines) + ">"
@@ -169,4 +169,4 @@ def _decode_flags(registers: RegisterFile, rflags: int) -> dict[str, int]:
 
 
 def format_change(before: int, after: int) -> str:
-    return f"{before:#x} → {after:#x}"
+    return f"{before:#x} -> {after:#x}"

@@ -119,7 +119,7 @@ def as_text(result: Emulation) -> list[str]:
         lines.append(f"stopped after {len(result.steps)} instructions (--max-steps); "
                      "rip is still in the code")
     changes = [(name, format_change(*values)) for name, values in result.changed.items()]
-    changes += [(name, f"{before} → {after}") for name, (before, after) in result.changed_flags.items()]
+    changes += [(name, f"{before} -> {after}") for name, (before, after) in result.changed_flags.items()]
     width = max((len(name) for name, _ in changes), default=0)
     lines.append("")
     lines.extend(f"{name:<{width}}  {change}" for name, change in changes)
