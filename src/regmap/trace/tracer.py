@@ -89,6 +89,9 @@ class Tracer:
         self._trace = reporter.trace
         self._timed = reporter.trace or reporter.stats     # someone reads `reporter.emulated`
         self._threads: dict[int, FaultCalls] = {}
+        # every tracee not yet reported gone: the loop ends when this is empty, not when the
+        # calling process has no child left (a caller's own children are none of its business)
+        self._live: set[int] = set()
         self._run = None             # `batch.runner()`, made at the first fault
         self._code_buffer = ctypes.create_string_buffer(FETCH_SIZE)   # the code at rip
         self.sites = Sites(emulator, reporter.trace, memoryview(self._code_buffer).cast("B"))
@@ -154,6 +157,7 @@ class Tracer:
             raise TraceError(f"cannot trace {self.program}: ptrace: {os.strerror(error.errno)}",
                              FAILURE) from None
         self.main = pid
+        self._live.add(pid)
         self._install_dispositions()
         os.write(go_write, b"x")
         os.close(go_write)
@@ -211,12 +215,17 @@ class Tracer:
             except ChildProcessError:
                 return
             event(tid, status)
+            if not self._live:
+                return
 
     def event(self, tid: int, status: int) -> None:
         """Serve what ``waitpid`` said of ``tid``."""
         if status & 0xFF == 0x7F:                     # a ptrace-stop
             sig = (status >> 8) & 0xFF
             event = status >> 16
+            self._live.add(tid)
+            if ptrace.PTRACE_EVENT_FORK <= event <= ptrace.PTRACE_EVENT_CLONE:
+                self._track_new(tid)
             try:
                 if event == 0:
                     if sig == SIGSEGV or sig == SIGBUS:
@@ -235,6 +244,7 @@ class Tracer:
                 if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
                     raise
         else:                                          # exited or killed
+            self._live.discard(tid)
             self._forget(tid)
             if self.patcher is not None:
                 self.patcher.exited(tid)
@@ -299,9 +309,12 @@ class Tracer:
         if self.reporter.symbols is not None:
             self.reporter.symbols.forget()  # addresses name another program's symbols now
         try:
-            self._forget(ptrace.geteventmsg(tid))
+            former = ptrace.geteventmsg(tid)
         except OSError:
-            pass
+            former = tid
+        self._forget(former)
+        if former != tid:                   # its old tid is never reported gone
+            self._live.discard(former)
         if self.observer is not None:
             self.observer.execed(tid)
         if tid != self.main:
@@ -310,6 +323,13 @@ class Tracer:
         if self._error_pipe >= 0:
             os.close(self._error_pipe)
             self._error_pipe = -1
+
+    def _track_new(self, tid: int) -> None:
+        """A fork, vfork or clone: the new tracee is live before its first stop is seen."""
+        try:
+            self._live.add(ptrace.geteventmsg(tid))
+        except OSError:
+            pass
 
     def _patcher_event(self, tid: int, event: int) -> None:
         """Keep the translation records with the address spaces they describe."""
