@@ -93,14 +93,17 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
         reset = _sys.KernelSigaction.from_buffer_copy(previous)
         reset.handler = _sys.SIG_DFL
         _sys.set_action(signo, reset)
-    mask = machine.frame.sigmask | previous.mask
-    if previous.flags & _sys.SA_NODEFER:
-        mask &= ~(1 << (signo - 1))
-    else:
-        mask |= 1 << (signo - 1)
+    call_previous(previous, signo, machine.info, machine.ctx, machine.frame.sigmask)
+
+
+def call_previous(previous: _sys.KernelSigaction, signo: int, info: int, ctx: int, sigmask: int) -> None:
+    """Call the native handler regmap's replaced with the signal mask it asked for: the
+    interrupted thread's ``sigmask``, its sa_mask, and the signal itself unless SA_NODEFER."""
+    mask = sigmask | previous.mask
+    mask = mask & ~(1 << signo - 1) if previous.flags & _sys.SA_NODEFER else mask | 1 << signo - 1
     old_mask = _sys.set_thread_mask(mask)
     try:
-        PREVIOUS_TYPE(handler)(signo, machine.info, machine.ctx)
+        PREVIOUS_TYPE(previous.handler)(signo, info, ctx)
     finally:
         _sys.set_thread_mask(old_mask)
 

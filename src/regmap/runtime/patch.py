@@ -36,14 +36,13 @@ import threading
 from typing import NamedTuple
 
 from regmap.procmaps import private_code
-from regmap.runtime import _sys, trampolines
+from regmap.runtime import _sys, genuine, trampolines
 from regmap.runtime.frame import CODE_SITES, Frame
 from regmap.x86.translate import Translation, translate
 
 INT3 = 0xCC
 TRAP_FLAGS = _sys.SA_SIGINFO | _sys.SA_ONSTACK | _sys.SA_RESTART
 TRAP_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-PREVIOUS_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 PATCHES: dict[int, Translation] = {}   # site address -> what was written there
 BUSY: dict[int, bytes] = {}            # sites being rewritten right now -> the bytes they held
@@ -240,14 +239,7 @@ def forward_trap(signo: int, info: int, ctx: int) -> None:
         _sys.set_action(signo, default)
         _sys.queue_to_self(signo, ctypes.string_at(info, 128))
         return
-    frame = Frame.from_address(ctx)
-    mask = frame.sigmask | previous.mask
-    mask = mask & ~(1 << signo - 1) if previous.flags & _sys.SA_NODEFER else mask | 1 << signo - 1
-    old_mask = _sys.set_thread_mask(mask)
-    try:
-        PREVIOUS_TYPE(previous.handler)(signo, info, ctx)
-    finally:
-        _sys.set_thread_mask(old_mask)
+    genuine.call_previous(previous, signo, info, ctx, Frame.from_address(ctx).sigmask)
 
 
 def _sent_by_a_process(info: int) -> bool:

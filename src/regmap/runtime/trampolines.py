@@ -146,7 +146,6 @@ def fault_inside(signo: int, info: int, machine, state) -> bool:
 
 
 HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-PREVIOUS_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 SIGILL = 4
 OWN_SIGNALS = (_sys.SIGFPE, SIGILL)
 PREVIOUS: dict[int, _sys.KernelSigaction] = {}
@@ -180,13 +179,7 @@ def forward(signo: int, info: int, ctx: int, frame) -> None:
         default.handler = _sys.SIG_DFL
         _sys.set_action(signo, default)
         return
-    mask = frame.sigmask | previous.mask
-    mask = mask & ~(1 << signo - 1) if previous.flags & _sys.SA_NODEFER else mask | 1 << signo - 1
-    old_mask = _sys.set_thread_mask(mask)
-    try:
-        PREVIOUS_TYPE(previous.handler)(signo, info, ctx)
-    finally:
-        _sys.set_thread_mask(old_mask)
+    genuine.call_previous(previous, signo, info, ctx, frame.sigmask)
 
 
 def install_handlers() -> None:
