@@ -62,7 +62,7 @@ SW_MAGIC1, SW_XFEATURES, SW_XSTATE_SIZE = 464, 472, 480
 XSTATE_BV = xsave.XSTATE_BV
 LEGACY_XMM, LEGACY_ST = xsave.LEGACY_XMM, xsave.LEGACY_ST
 X87_CONTROL = xsave.X87_CONTROL
-MASK64, MASK256 = (1 << 64) - 1, (1 << 256) - 1
+MASK64, MASK128, MASK256 = (1 << 64) - 1, (1 << 128) - 1, (1 << 256) - 1
 XstateLayoutError = xsave.XstateLayoutError
 
 
@@ -222,16 +222,23 @@ def _low_zmm(n: int) -> property:
         if xs is None or xs.base != frame.fpregs:
             xs = frame._new_xsave()
         words = xs.words
-        bv = words[bv_at] if xs.xsave else 0
-        top = value >> 256
-        if bv & (sse | avx) != sse | avx or (top and not bv & hi256 and xs.hi256 is not None):
-            return xs.write(name, value)         # a component leaves its initial state: the layout's
-        # the common case, every part live (or absent): plain stores, no layout walk
-        words[sse_at], words[sse_at + 1] = value & MASK64, value >> 64 & MASK64
+        low, high, top = value & MASK128, value >> 128 & MASK128, value >> 256
+        if not xs.xsave:                          # FXSAVE: the legacy area alone
+            words[sse_at], words[sse_at + 1] = low & MASK64, low >> 64
+            return
+        bv = words[bv_at]
+        if ((low and not bv & sse) or (high and not bv & avx)
+                or (top and xs.hi256 is not None and not bv & hi256)):
+            return xs.write(name, value)          # a component leaves its initial state
+        # the common case: plain stores into the live parts (a part in its initial state that
+        # stays zero is left alone: the ymm upper halves after vzeroupper, say)
+        if bv & sse:
+            words[sse_at], words[sse_at + 1] = low & MASK64, low >> 64
+        if bv & avx:
+            at = xs.avx_word + 2 * n
+            words[at], words[at + 1] = high & MASK64, high >> 64
         if xs.hi256 is not None and bv & hi256:
             xs.view[xs.hi256 + 32 * n:xs.hi256 + 32 * n + 32] = (top & MASK256).to_bytes(32, "little")
-        at = xs.avx_word + 2 * n
-        words[at], words[at + 1] = value >> 128 & MASK64, value >> 192 & MASK64
 
     return property(get, set)
 
