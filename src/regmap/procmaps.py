@@ -37,3 +37,18 @@ def private_code(pid: int | str, address: int, size: int) -> bool:
     except (OSError, ValueError, IndexError):
         pass
     return False
+
+
+def gaps_near(pid: int | str, site: int, size: int, reach: int, lowest: int) -> list[int]:
+    """Where `size` bytes could be mapped at either end of a gap of `pid`'s address space, at
+    `lowest` or above and within `reach` of `site`: nearest first (trampolines, whose ``jmp
+    rel32`` must reach them).  Raises as `mappings` does."""
+    candidates = []
+    previous_end = lowest
+    for start, end, _, _ in list(mappings(pid)) + [Mapping(1 << 47, 1 << 47, "", "")]:
+        if start - previous_end >= size:
+            for at in (previous_end, start - size):      # either end of the gap
+                if abs(at - site) < reach and at >= lowest:
+                    candidates.append(at)
+        previous_end = max(previous_end, end)
+    return sorted(candidates, key=lambda at: abs(at - site))

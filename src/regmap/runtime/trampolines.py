@@ -31,7 +31,7 @@ from __future__ import annotations
 import ctypes
 from typing import NamedTuple
 
-from regmap.procmaps import mappings
+from regmap.procmaps import gaps_near
 from regmap.runtime import _sys, genuine
 from regmap.x86 import host
 from regmap.x86.trampoline import SAVED_BASE, Declined, Trampoline, build, plan
@@ -95,18 +95,10 @@ def _room(site: int, size: int) -> int | None:
 def _map_near(site: int) -> int | None:
     """A new read+execute region in a gap of the address space as near `site` as there is."""
     try:
-        spans = [(m.start, m.end) for m in mappings("self")]
+        candidates = gaps_near("self", site, REGION_SIZE, REACH, LOWEST)
     except (OSError, ValueError):
         return None
-    candidates = []
-    previous_end = LOWEST
-    for start, end in spans + [(1 << 47, 1 << 47)]:
-        if start - previous_end >= REGION_SIZE:
-            for at in (previous_end, start - REGION_SIZE):      # either end of the gap
-                if abs(at - site) < REACH and at >= LOWEST:
-                    candidates.append(at)
-        previous_end = max(previous_end, end)
-    for at in sorted(candidates, key=lambda a: abs(a - site)):
+    for at in candidates:
         got = _sys.LIBC_HELD.mmap(at, REGION_SIZE, _sys.PROT_READ | _sys.PROT_EXEC,
                                   _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                                   -1, 0)

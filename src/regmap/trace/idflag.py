@@ -14,18 +14,14 @@ that change ID pay for it: the fault path checks one bit.
 """
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
 import struct
 
-from regmap.trace import ptrace
+from regmap.trace.inject import map_code, write_code
 from regmap.places import ID, NT, RF, TF     # not x86.flags: exec starts without the x86 layer
 
 TRAMPOLINE = bytes.fromhex("9d 48 cf")      # popfq; iretq
 RED_ZONE = 128
 _IMAGE = struct.Struct("<6Q")                # popfq's value, then rip cs rflags rsp ss
-_PROT_READ_EXEC, _MAP_PRIVATE_ANONYMOUS, _SYS_MMAP = 5, 0x22, 9
 SLOT_BASE = 64                               # the page: the trampoline, then IRETQ images
 SLOTS = (4096 - SLOT_BASE) // _IMAGE.size
 
@@ -56,7 +52,7 @@ class IdSetter:
             # which IRETQ only reads (two threads of one process whose tids agree modulo
             # SLOTS, both resumed here before either ran two instructions, would share it)
             image_at = page + SLOT_BASE + _IMAGE.size * (tid % SLOTS)
-            if not _write_code(tid, image_at, image):
+            if not write_code(tid, image_at, image):
                 return False
         regs.rip, regs.rsp = page, image_at
         regs.eflags = wanted & ~TF      # not single-stepping the trampoline: IRETQ loads TF
@@ -65,53 +61,5 @@ class IdSetter:
 
 def _map_page(tid: int, regs, memory) -> int:
     """Have the tracee map a page and write the trampoline into it; its address, or 0."""
-    gadget = _syscall_instruction(tid, memory)
-    if gadget is None:
-        return 0
-    work = ptrace.UserRegs.from_buffer_copy(regs)
-    work.rax, work.rdi, work.rsi, work.rdx = _SYS_MMAP, 0, 4096, _PROT_READ_EXEC
-    work.r10, work.r8, work.r9, work.rip = _MAP_PRIVATE_ANONYMOUS, (1 << 64) - 1, 0, gadget
-    work.eflags &= ~TF
-    try:
-        ptrace.setregs(tid, work)
-        ptrace.ptrace(ptrace.PTRACE_SINGLESTEP, tid)
-        _, status = os.waitpid(tid, os.__dict__.get("__WALL", 0x40000000))
-        if not os.WIFSTOPPED(status) or os.WSTOPSIG(status) != signal.SIGTRAP:
-            return 0
-        ptrace.ptrace(ptrace.PTRACE_GETREGS, tid, 0, ctypes.addressof(work))
-        page = work.rax
-        if page >= (1 << 64) - 4095:
-            return 0
-        return page if _write_code(tid, page, TRAMPOLINE) else 0
-    except OSError:
-        return 0
-    finally:
-        try:
-            ptrace.setregs(tid, regs)
-        except OSError:
-            pass
-
-
-def _write_code(tid: int, address: int, data: bytes) -> bool:
-    """Write into the read + execute page (/proc/PID/mem, as a debugger plants a breakpoint)."""
-    try:
-        with open(f"/proc/{tid}/mem", "r+b", buffering=0) as mem:
-            mem.seek(address)
-            return mem.write(data) == len(data)
-    except OSError:
-        return False
-
-
-def _syscall_instruction(tid: int, memory) -> int | None:
-    """The address of the bytes 0f 05 (syscall) in the tracee's vDSO, or None."""
-    try:
-        with open(f"/proc/{tid}/maps") as maps:
-            for line in maps:
-                if line.rstrip().endswith("[vdso]"):
-                    start, end = (int(part, 16) for part in line.split()[0].split("-"))
-                    data = memory.read(tid, start, end - start)
-                    at = -1 if data is None else data.find(b"\x0f\x05")
-                    return start + at if at >= 0 else None
-    except OSError:
-        pass
-    return None
+    page = map_code(tid, regs, memory, 0, 4096, fixed=False)
+    return page if page is not None and write_code(tid, page, TRAMPOLINE) else 0

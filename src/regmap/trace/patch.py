@@ -15,8 +15,12 @@ as a fork); otherwise its sites keep faulting, correctly:
 from outside, the tracer has no way to serialize the cores that run other
 threads (see docs/tracer.md).
 
+A site with no exact register form gets a trampoline instead
+(`regmap.trace.trampolines`, placed in the tracee), when the process may be
+written: the site becomes a ``jmp`` to it, written the same way.
+
 Bookkeeping per process (thread-group id): the sites written and their
-original bytes.  A fork child inherits the patched pages, so it inherits the
+original bytes, and the trampolines.  A fork child inherits the patched pages, so it inherits the
 records; exec replaces the address space, so the records go.
 """
 from __future__ import annotations
@@ -25,6 +29,8 @@ import ctypes
 import os
 
 from regmap.procmaps import private_code
+from regmap.trace.ptrace import RemoteMemory
+from regmap.trace.trampolines import Trampolines
 from regmap.x86.translate import Translation, translate
 
 
@@ -43,6 +49,8 @@ class Patcher:
         self.patches: dict[int, dict[int, Translation]] = {}  # tgid -> site -> translation
         self.shared: set[int] = set()     # processes whose memory another process shares
         self.tgids: dict[int, int] = {}   # tid -> tgid
+        self.trampolines = Trampolines(layout)
+        self.memory = RemoteMemory()      # the tracee's, for placing trampolines
 
     # -- faults -------------------------------------------------------------------------------
     def fault(self, tid: int, step) -> Translation | None:
@@ -54,6 +62,9 @@ class Patcher:
         if count != self.after:
             return None
         translation = translate(step.address, step.code, self.layout)
+        if translation is None and tgid not in self.shared and self._alone(tid, tgid):
+            translation = self.trampolines.translate(tid, tgid, step.address, step.code,
+                                                     self.memory)
         if translation is None or not self._write(tid, tgid, translation):
             return None
         self.patches.setdefault(tgid, {})[step.address] = translation
@@ -99,7 +110,9 @@ class Patcher:
         parent = self.tgid(parent_tid)
         if _same_memory(parent_tid, child):
             self.shared.update((parent, self.tgid(child)))
+            self.trampolines.copied(parent, self.tgid(child))
             return
+        self.trampolines.copied(parent, child)
         if parent in self.patches:
             self.patches[child] = dict(self.patches[parent])
 
@@ -113,16 +126,26 @@ class Patcher:
         parent = self.tgid(parent_tid)
         if self.tgid(child) != parent:
             self.shared.update((parent, self.tgid(child)))
+            self.trampolines.copied(parent, self.tgid(child))
 
     def execed(self, tid: int) -> None:
         """A new address space: the records of the old one go."""
         tgid = self.tgid(tid)
         self.patches.pop(tgid, None)
+        self.trampolines.execed(tgid)
         self.shared.discard(tgid)
         for other in [t for t, group in self.tgids.items() if group == tgid and t != tgid]:
             del self.tgids[other]      # exec ended the other threads without exit reports
         for key in [key for key in self.counts if key[0] == tgid]:
             del self.counts[key]
+
+    def trampoline_fault(self, tid: int, regs, siginfo) -> bool:
+        """Thread `tid` stopped with a signal, `regs` and `siginfo` read: if it is a CPU exception
+        of a trampoline's moved instruction, the thread and the signal are now the site's (see
+        `regmap.trace.trampolines`)."""
+        trampoline = self.trampolines.at(self.tgid(tid), regs.rip)
+        return trampoline is not None and \
+            self.trampolines.map_back(tid, trampoline, regs, siginfo, self.memory)
 
     def exited(self, tid: int) -> None:
         self.tgids.pop(tid, None)

@@ -160,7 +160,7 @@ class Reporter:
         if self.trace:
             t = translation
             self._emit({"event": "translate", "tid": tid, "rip": t.address,
-                        "instruction": t.old_text, "translation": t.new_text,
+                        "instruction": t.old_text, "translation": t.new_text, "kind": t.kind,
                         "old_bytes": t.old.hex(), "new_bytes": t.new.hex()},
                        f"regmap: [{tid}] {t.address:#x}  {t.old_text}  translated to {t.new_text}")
 
@@ -243,7 +243,7 @@ class Reporter:
                         "sites": [{"rip": rip, "instruction": self.site_text[rip], "count": count}
                                   for rip, count in sites],
                         "translated": [{"tid": tid, "rip": t.address, "instruction": t.old_text,
-                                        "translation": t.new_text}
+                                        "translation": t.new_text, "kind": t.kind}
                                        for tid, t in self.translations]}, "")
             return
         plural = "" if self.faults == 1 else "s"

@@ -51,8 +51,8 @@ OPTIONS = (ptrace.PTRACE_O_TRACECLONE | ptrace.PTRACE_O_TRACEFORK | ptrace.PTRAC
            | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_EXITKILL)
 
 # plain ints: a wait status's signal compares with them without the enum
-SIGSEGV, SIGBUS, SIGFPE, SIGTRAP = (int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
-                                                     signal.SIGTRAP))
+SIGSEGV, SIGBUS, SIGFPE, SIGTRAP, SIGILL = (int(s) for s in (
+    signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGTRAP, signal.SIGILL))
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 TERMINAL_STOPS = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 
@@ -230,7 +230,7 @@ class Tracer:
                 if event == 0:
                     if sig == SIGSEGV or sig == SIGBUS:
                         self._fault(tid, sig)
-                    else:
+                    elif not ((sig == SIGFPE or sig == SIGILL) and self._trampoline_fault(tid, sig)):
                         self._pass_on(tid, sig)        # any other signal, unchanged
                 elif event == ptrace.PTRACE_EVENT_STOP:
                     self._event_stop(tid, sig)
@@ -369,6 +369,8 @@ class Tracer:
         done = self._run(*enter.arguments)          # GETSIGINFO, GETREGS, the code at rip
         if done < 2:
             raise enter.error(done, f"ptrace({_GETREGS if done else _GETSIGINFO:#x}, {tid})")
+        if self.patcher is not None and self._trampoline_fault(tid, sig, loaded=True):
+            return
         code = self.siginfo.si_code
         if code <= 0 or code >= ptrace.SI_KERNEL:
             # sent by a process, or a general-protection fault: never a window access
@@ -433,6 +435,20 @@ class Tracer:
             self.reporter.emulated(tid, step, _now() - started)
         if translation is not None:
             self.reporter.translated(tid, translation)
+
+    def _trampoline_fault(self, tid: int, sig: int, loaded: bool = False) -> bool:
+        """A CPU exception inside a trampoline (trace/trampolines.py): delivered as the site's.
+        `loaded`: the registers and siginfo have been read."""
+        patcher = self.patcher
+        if patcher is None or not patcher.trampolines.tables:
+            return False
+        if not loaded:
+            ptrace.check(_raw_ptrace(_GETSIGINFO, tid, 0, self._siginfo_address), _GETSIGINFO, tid)
+            self.machine.load(tid)
+        if not patcher.trampoline_fault(tid, self.machine.regs, self.siginfo):
+            return False
+        self._deliver(tid, sig, "raised by a translated instruction", self.machine.regs.rip)
+        return True
 
     def _store(self, calls) -> OSError | None:
         """Write the registers back (general ones always: a step moves rip at least); the

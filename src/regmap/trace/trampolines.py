@@ -1,0 +1,139 @@
+"""Trampolines under the tracer: placed in the tracee, and faults inside them mapped back.
+
+`regmap.x86.trampoline` builds a site's trampoline, as in-process
+(`regmap.runtime.trampolines`, whose docstring says what one does).  Here the
+tracer has the stopped thread map read+execute regions (`regmap.trace.inject`:
+an ``mmap`` with MAP_FIXED_NOREPLACE at the gap nearest the site, so that
+``jmp rel32`` reaches it), writes the trampoline through /proc/PID/mem, and
+`regmap.trace.patch.Patcher` writes the site's ``jmp`` as it writes a
+register form (only in a process of one thread, sharing its memory with no
+other).
+
+Records per process (thread-group id): the regions and the table from each
+trampoline's moved instruction to the trampoline.  A fork child (or a process
+that shares the memory) has the same trampolines at the same addresses, so it
+gets a copy; exec drops them.  Trampolines are never unmapped: a thread may be
+inside one.
+
+Faults.  Only the moved instruction can fault (#GP, #AC, #DE, #XM, #MF, #UD).
+The tracer sees the signal-delivery-stop with rip on it (`at`); `map_back`
+gives the thread the state the instruction had at the site (rsp and the base
+register restored, rip the site's) and rewrites the siginfo's si_addr where
+it was the moved instruction's address, so the program gets the signal the
+untranslated instruction would have raised.  A signal sent by a process while
+a thread is inside a trampoline is passed on as it is (its handler sees the
+trampoline's state, which it may look at and return to, as in-process).
+"""
+from __future__ import annotations
+
+import ctypes
+
+from regmap.procmaps import gaps_near
+from regmap.trace import ptrace
+from regmap.trace.inject import map_code, write_code
+from regmap.x86 import host
+from regmap.x86.trampoline import SAVED_BASE, Declined, Trampoline, build, plan
+from regmap.x86.translate import Translation
+
+REGION_SIZE = 1 << 16             # one mapping holds many trampolines
+REACH = (1 << 31) - REGION_SIZE   # a rel32 jump from the site reaches anywhere in the region
+LOWEST = 1 << 16                  # below vm.mmap_min_addr's usual value: never asked for
+ALIGN = 16
+TRIES = 4                         # gaps tried before a site is left faulting
+SI_KERNEL = 0x80
+
+
+class Trampolines:
+    """The trampolines of every traced process."""
+
+    def __init__(self, layout):
+        self.layout = layout
+        self.tables: dict[int, dict[int, Trampoline]] = {}   # tgid -> moved instruction -> it
+        self.regions: dict[int, list[list[int]]] = {}        # tgid -> [start, end, next free]
+        self.usable = "bmi2" in host.cpu_flags()    # rorx aligns the scratch (as in-process)
+        self.width = host.vector_width()
+
+    def translate(self, tid: int, tgid: int, site: int, code: bytes, memory) -> Translation | None:
+        """Build and place the trampoline of the instruction `code` at `site` in the process of the
+        stopped thread `tid`: the Translation the site becomes (a ``jmp``), or None."""
+        if not self.usable:
+            return None
+        try:
+            p = plan(site, code, self.layout, self.width)
+            size = len(build(p, site, self.width).code)   # the same anywhere: its jumps are rel32
+            address = self._room(tid, tgid, site, size, memory)
+            if address is None:
+                return None
+            trampoline = build(p, address, self.width)
+        except Declined:
+            return None
+        if not write_code(tgid, address, trampoline.code):
+            return None
+        self.tables.setdefault(tgid, {})[trampoline.instruction] = trampoline
+        return Translation(site, trampoline.old, trampoline.jump, trampoline.old_text,
+                           trampoline.new_text, "trampoline")
+
+    def _room(self, tid: int, tgid: int, site: int, size: int, memory) -> int | None:
+        regions = self.regions.setdefault(tgid, [])
+        for region in regions:
+            start, end, free = region
+            if free + size <= end and abs(start - site) < REACH and abs(end - site) < REACH:
+                region[2] = (free + size + ALIGN - 1) // ALIGN * ALIGN
+                return free
+        start = self._map_near(tid, tgid, site, memory)
+        if start is None:
+            return None
+        regions.append([start, start + REGION_SIZE, start])
+        return self._room(tid, tgid, site, size, memory)
+
+    @staticmethod
+    def _map_near(tid: int, tgid: int, site: int, memory) -> int | None:
+        try:
+            candidates = gaps_near(tgid, site, REGION_SIZE, REACH, LOWEST)[:TRIES]
+            regs = ptrace.UserRegs()
+            ptrace.ptrace(ptrace.PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
+        except (OSError, ValueError):
+            return None
+        for at in candidates:
+            got = map_code(tid, regs, memory, at, REGION_SIZE, fixed=True)
+            if got is not None:
+                return got
+        return None
+
+    # -- faults -------------------------------------------------------------------------------
+    def at(self, tgid: int, rip: int) -> Trampoline | None:
+        """The trampoline whose moved instruction is at `rip` in process `tgid`, if any."""
+        table = self.tables.get(tgid)
+        return table.get(rip) if table else None
+
+    def map_back(self, tid: int, trampoline: Trampoline, regs, siginfo, memory) -> bool:
+        """Thread `tid` (registers `regs`, signal `siginfo`, both read) stopped on `trampoline`'s
+        moved instruction with a CPU exception: make it the site's, in the thread and in the
+        signal.  False if the thread's state could not be read or written."""
+        if not 0 < siginfo.si_code <= SI_KERNEL:
+            return False                    # sent by a process: not the instruction's
+        saved = memory.read(tid, regs.rsp + SAVED_BASE, 8)
+        if saved is None or len(saved) != 8:
+            return False
+        setattr(regs, trampoline.base, int.from_bytes(saved, "little"))
+        regs.rsp += trampoline.frame
+        regs.rip = trampoline.site
+        try:
+            ptrace.setregs(tid, regs)
+            if siginfo.si_addr == trampoline.instruction:
+                siginfo.si_addr = trampoline.site
+                ptrace.setsiginfo(tid, siginfo)
+        except OSError:
+            return False
+        return True
+
+    # -- process events -----------------------------------------------------------------------
+    def copied(self, parent: int, child: int) -> None:
+        """`child` has `parent`'s trampolines (a fork's copy, or the same memory)."""
+        if parent in self.tables:
+            self.tables[child] = dict(self.tables[parent])
+            self.regions[child] = [list(region) for region in self.regions.get(parent, [])]
+
+    def execed(self, tgid: int) -> None:
+        self.tables.pop(tgid, None)
+        self.regions.pop(tgid, None)

@@ -1,0 +1,75 @@
+"""regmap exec --translate: hot sites with no register form run through trampolines in the tracee.
+
+`programs/trampoline_div.c` divides by ``qword [0xc]`` (rcx[63:32] . rdx[31:0]: no register
+form), makes the site hot, then divides by zero there: the program's SIGFPE handler reports
+the signal, its si_code and si_addr, the rip and r11 (the trampoline's base register) of its
+ucontext.  Every run is compared with the same program untranslated, whose window accesses
+all fault and are emulated."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tracer_host import CC, TRACED_PROGRAMS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAM = Path(__file__).resolve().parent / "programs" / "trampoline_div.c"
+
+pytestmark = TRACED_PROGRAMS
+
+
+def regmap(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "regmap.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    from regmap.x86 import host
+    if "bmi2" not in host.cpu_flags():
+        pytest.skip("trampolines need BMI2 (rorx), which this host lacks")
+    executable = tmp_path_factory.mktemp("trampoline") / "div"
+    subprocess.run([CC, "-O2", "-pthread", "-o", executable, PROGRAM], check=True)
+    return executable
+
+
+def stats_record(stderr: str) -> dict:
+    return next(json.loads(line) for line in stderr.splitlines() if '"event":"stats"' in line)
+
+
+def translated_and_untranslated(program, mode: str) -> tuple[dict, str]:
+    plain = regmap("exec", program, mode)
+    hot = regmap("exec", "--translate=3", "--json", program, mode)
+    assert hot.returncode == plain.returncode == 0, hot.stderr
+    assert hot.stdout == plain.stdout
+    return stats_record(hot.stderr), hot.stdout
+
+
+SIGNAL_AT_SITE = "signal 8 code 1 addr_is_site 1 rip_is_site 1 r11_kept 1 rcx 0"
+
+
+def test_a_hot_site_runs_through_its_trampoline_and_a_fault_there_is_the_sites(program):
+    stats, out = translated_and_untranslated(program, "")
+    assert out.splitlines() == ["hot 5020", SIGNAL_AT_SITE, "parent 2005"]
+    assert stats["faults"] == 3              # the rest ran through the trampoline
+    (site,) = stats["translated"]
+    assert site["kind"] == "trampoline" and site["instruction"] == "div qword ptr [0Ch]"
+
+
+def test_threads_created_after_the_translation_share_the_trampoline(program):
+    stats, out = translated_and_untranslated(program, "threads")
+
+    assert [line.split()[0] for line in out.splitlines()] == \
+        ["hot", "signal", "thread", "thread", "thread", "thread", "parent"]
+    assert stats["faults"] == 3              # 4000 divisions of the threads: none faulted
+
+
+def test_a_fork_keeps_the_trampolines_and_an_exec_drops_them(program):
+    stats, out = translated_and_untranslated(program, "fork")
+    assert out.splitlines() == ["hot 5020", SIGNAL_AT_SITE, "child 3345", SIGNAL_AT_SITE,
+                                "exec 10045", SIGNAL_AT_SITE, "parent 2005"]
+    assert stats["faults"] == 6              # 3 in the parent, 0 in the child, 3 after exec
+    assert [site["kind"] for site in stats["translated"]] == ["trampoline"] * 2
