@@ -26,7 +26,9 @@ faults are served by another process).  Tracer and program share one CPU (``--cp
 decrement and branch): ns per iteration translated (``translate=3``: in place or through a
 trampoline, after three faults), against the same instruction with its operand on an ordinary
 64-byte aligned buffer at the same offset (native memory code), and against faulting on every
-iteration (``translate=0``, ``--faults`` iterations).  The traced runtime has no trampolines yet.
+iteration (``translate=0``, ``--faults`` iterations).  Then the same forms traced: a program
+linked with the loops, timing ``window_I`` itself (CLOCK_MONOTONIC) under
+``regmap exec --translate=3`` (three warm-up iterations first) and under plain ``regmap exec``.
 """
 from __future__ import annotations
 
@@ -226,7 +228,7 @@ def forms_source(host_flags: set[str]) -> tuple[str, list[str]]:
     return "\n".join(parts), names
 
 
-def forms_table(directory: Path, iterations: int, faults: int, repeats: int) -> None:
+def forms_table(directory: Path, iterations: int, faults: int, repeats: int) -> list[str]:
     import regmap
     import regmap.runtime
     from regmap.x86 import host
@@ -275,6 +277,54 @@ def forms_table(directory: Path, iterations: int, faults: int, repeats: int) -> 
         print(f"  {text:40s} {kinds[text]:14s} {med['native']:14.2f} {med['translated']:8.2f} "
               f"{spread:>11s} {med['faulting']:10.0f} {med['translated'] / med['native']:8.2f}x"
               f" {med['faulting'] / med['translated']:8.0f}x")
+    return names
+
+
+FORMS_MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#define FORM(i) void window_##i(long n);
+%s
+static void (*forms[])(long) = {%s};
+int main(int argc, char **argv) {
+    int form = atoi(argv[1]);
+    long warm = atol(argv[2]), n = atol(argv[3]);
+    struct timespec a, b;
+    forms[form](warm);
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    forms[form](n);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%%lld 0\n", (b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec));
+    return 0;
+}
+"""
+
+
+def forms_traced(directory: Path, names: list[str], iterations: int, faults: int,
+                 repeats: int) -> None:
+    indexes = [i for i, (text, _, _) in enumerate(FORMS) if text in names]
+    (directory / "forms_main.c").write_text(FORMS_MAIN % (
+        "\n".join(f"FORM({i})" for i in indexes), ", ".join(
+            f"[{n}] = window_{i}" for n, i in enumerate(indexes))))
+    program = directory / "forms_traced"
+    subprocess.run(["gcc", "-O2", "-o", program, directory / "forms_main.c", directory / "forms.s"],
+                   check=True)
+    rows = {t: {"translated": [], "faulting": []} for t in names}
+    for _ in range(repeats):
+        for n, text in enumerate(names):
+            elapsed, _ = traced_run([str(program), str(n), "3", str(iterations)], translate=3)
+            rows[text]["translated"].append(elapsed / iterations)
+            elapsed, _ = traced_run([str(program), str(n), "100", str(faults)], translate=0)
+            rows[text]["faulting"].append(elapsed / faults)
+    print(f"traced (regmap exec), {iterations:,} iterations per form (faulting: {faults:,}), "
+          f"median of {repeats}, ns per iteration (min .. max)")
+    print(f"  {'form':40s} {'translated':>20s} {'faulting':>10s} {'fault/tr':>9s}")
+    for text in names:
+        med = {k: statistics.median(v) for k, v in rows[text].items()}
+        spread = f"({min(rows[text]['translated']):.1f}..{max(rows[text]['translated']):.1f})"
+        print(f"  {text:40s} {med['translated']:8.2f} {spread:>11s} {med['faulting']:10.0f}"
+              f" {med['faulting'] / med['translated']:8.0f}x")
 
 
 def main(argv=None) -> int:
@@ -295,7 +345,8 @@ def main(argv=None) -> int:
         os.sched_setaffinity(0, {allowed[-1] if args.cpu is None else int(args.cpu)})
     if args.forms:
         with tempfile.TemporaryDirectory(prefix="regmap-translate-") as tmp:
-            forms_table(Path(tmp), args.iterations, args.faults, args.repeats)
+            names = forms_table(Path(tmp), args.iterations, args.faults, args.repeats)
+            forms_traced(Path(tmp), names, args.iterations, args.faults, args.repeats)
         return 0
     with tempfile.TemporaryDirectory(prefix="regmap-translate-") as tmp:
         built = build(Path(tmp))
