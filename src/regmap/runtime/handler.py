@@ -34,7 +34,7 @@ from typing import NamedTuple
 from regmap.accesses import format_access
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
-from regmap.runtime import _sys, genuine, liveflags, patch, sites, trampolines, usercopy
+from regmap.runtime import _sys, genuine, liveflags, patch, sites, threadstate, trampolines, usercopy
 from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altstack,  # noqa: F401
                                      restore_altstack)
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
@@ -328,7 +328,8 @@ def install(emulator, layout) -> State:
         callback = HANDLER_TYPE(on_signal)
         _CALLBACKS.append(callback)
         genuine.find_interpreter_code()
-        address = ctypes.cast(callback, ctypes.c_void_p).value
+        # installed behind a prologue that keeps a thread state for a thread Python never saw
+        address = threadstate.entry(ctypes.cast(callback, ctypes.c_void_p).value)
         state = State(emulator, layout, {})
         state.address = address
         forget_fast_paths()
