@@ -115,8 +115,10 @@ class Session:
                 if self.running and self.ctrl_c:
                     self.ctrl_c = False
                     return self._hold(thread, 0, Stop(tid, SIGINT))
-            if self.running:
+            if self.running and thread.action is not None:
                 return self._let_go(thread)
+            # not resumed by gdb: a thread born while gdb steps another over a breakpoint
+            # (taken out meanwhile) would run through it unseen
             return self._hold(thread, 0, None)
         if sig == SIGTRAP:
             return self._hold(thread, sig, self._trap(thread))
@@ -287,10 +289,15 @@ class Session:
                 return served
             served = True
             self._event(tid, status)
+            if not self.tracer._live:          # every tracee gone (the caller's children
+                self.finished = True           # are not ours to wait for)
+                return served
             if flags == 0:
                 return served
 
     def _event(self, tid: int, status: int) -> None:
+        if status >> 16 == ptrace.PTRACE_EVENT_CLONE and status & 0xFF == 0x7F:
+            self._born(tid)
         self.tracer.event(tid, status)
         if status & 0xFF == 0x7F:
             return
@@ -298,6 +305,30 @@ class Session:
         self.interrupting.discard(tid)
         if tid == self.main:
             self.finished = True
+
+    def _born(self, parent: int) -> None:
+        """``parent`` cloned a thread: it runs only if gdb let its parent run on (a continue),
+        as gdbserver does.  Its first stop may come before or after this one of its parent."""
+        creator = self.threads.get(parent)
+        try:
+            tid = ptrace.geteventmsg(parent)
+        except OSError:
+            return
+        if creator is None or tid in self.others:
+            return
+        thread = self.threads.get(tid)
+        if thread is None:
+            if self.tracer._tgid(tid) != self.main:
+                return                         # a process of its own: left to _thread
+            thread = self.threads[tid] = Thread(tid)
+        runs = self.running and creator.action is not None and creator.action[0] == "c"
+        thread.action = ("c", 0) if runs else None
+        if runs and thread.held and thread.tid not in (stop.tid for stop in self.reports):
+            thread.held = False                # stopped first, held until its parent said
+            try:
+                ptrace.cont(tid, 0)
+            except OSError:
+                pass
 
     def _interrupt(self) -> None:
         self.ctrl_c = True
@@ -361,10 +392,11 @@ class Session:
                                   if tid in (-1, thread.tid)), None)
         # gdb hears only of threads it resumed: the others' news waits for their resumption
         left = frozenset(tid for tid, thread in self.threads.items() if thread.action is None)
-        self.reports = [stop for stop in self.reports
-                        if stop.tid in self.threads and not self._stale(stop)]
+        self.reports = [stop for stop in self.reports if stop.tid in self.threads
+                        and (stop.tid in left or not self._stale(stop))]
         if any(stop.tid not in left for stop in self.reports):
             return self._report(left)          # news from the last stop: told first
+        waiting, self.reports = self.reports, []      # all of threads left stopped
         self.running = True
         for thread in list(self.threads.values()):
             if thread.action is None or not thread.held:
@@ -378,6 +410,7 @@ class Session:
             except OSError:
                 pass
         self._wait()
+        self.reports[:0] = waiting
         for thread in self.threads.values():
             thread.step = False
         return self._report(left)

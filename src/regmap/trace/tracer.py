@@ -214,7 +214,7 @@ class Tracer:
         event = self.event
         poll = ptrace.WALL | os.WNOHANG
         spins = SPINS if len(os.sched_getaffinity(0)) > 1 else 0
-        while True:
+        while self._live:            # a debugger's own loop may have seen every tracee go
             try:
                 # A faulting program stops again within microseconds of being continued.
                 # Blocking in waitpid puts this thread to sleep, and the stop then costs a
