@@ -148,3 +148,36 @@ def test_a_genuine_fault_on_a_c_thread_kills_as_without_regmap(library_path, loo
         assert "survived" not in child.stdout
     assert outcomes[0] == -signal.SIGSEGV
     assert outcomes[1] == outcomes[0]
+
+
+NESTED = r"""
+import ctypes, sys
+import regmap
+lib = ctypes.CDLL(sys.argv[1])
+lib.add_window.restype = ctypes.c_long
+lib.add_window.argtypes = [ctypes.c_long, ctypes.c_long]
+import threading
+seen, inside = [], threading.local()
+def sink(event):    # native code, called without the GIL, faulting on the window itself
+    if not getattr(inside, "yes", False):     # (its own faults are traced too: once)
+        inside.yes = True
+        seen.append(lib.add_window(2, 5))
+        inside.yes = False
+regmap.map_registers()
+regmap.runtime.set_trace(sink)
+results = (ctypes.c_long * 2)()
+lib.at_once(2, ctypes.cast(lib.add_window, ctypes.c_void_p), 3, 7, 1, results, None)
+regmap.runtime.set_trace(None)
+print(list(results), sorted(set(seen)), len(seen))
+"""
+
+
+def test_a_fault_inside_the_handler_on_a_c_thread_is_served(library_path, lib):
+    """A trace callback's native code faults on the window while its C thread is in the
+    handler: served at once (the gate is the thread's own), not waited for."""
+    child = subprocess.run([sys.executable, "-c", NESTED, str(library_path)], capture_output=True,
+                           text=True, env=python_env(), timeout=120)
+    assert child.returncode == 0, child.stderr
+    expected = [lib.add_register(3, 7), lib.add_register(3, 8)]
+    assert child.stdout.split("]")[0] + "]" == str(expected)
+    assert f"[{lib.add_register(2, 5)}] " in child.stdout
