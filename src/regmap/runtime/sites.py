@@ -112,8 +112,9 @@ MAX_SITES = 1 << 20      # 1,048,576 sites, about 0.25 KiB each (a million: +238
 def new_site(address: int) -> Site:
     if len(CODE_SITES) >= MAX_SITES:
         evict_sites()
-    site = CODE_SITES[address] = Site(address)
-    return site
+    # setdefault: two threads meeting a new site at once share one record (an assignment let
+    # the second replace the first, and the first's counts were lost)
+    return CODE_SITES.setdefault(address, Site(address))
 
 
 # Counts of sites no longer cached: per address while there is room, past that per mnemonic.
