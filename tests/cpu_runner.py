@@ -24,6 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
+from runtime_build import cpu_flags as _cpu_flags  # noqa: E402 - /proc/cpuinfo, not regmap.x86.host
+
 SOURCE = Path(__file__).resolve().parent / "programs" / "cpu_runner.c"
 BLOCK_SIZE, SHADOW_AT, STACK_AT = 0xC00, 0x1000, 0x2000      # the memfd's layout (cpu_runner.c)
 _GPR, _RFLAGS, _MXCSR, _LEN, _FAULT, _CODE, _K, _FX, _ZMM = 0, 0x80, 0x88, 0x8C, 0x90, 0xC0, 0x100, 0x200, 0x400
@@ -31,18 +34,6 @@ _GPR, _RFLAGS, _MXCSR, _LEN, _FAULT, _CODE, _K, _FX, _ZMM = 0, 0x80, 0x88, 0x8C,
 # states never set it: it would turn unaligned operands into #AC), plus the fixed bit 1 and IF
 LOADED = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x2 | 0x200
 M64 = 2**64 - 1
-
-
-def _cpu_flags() -> set[str]:
-    """/proc/cpuinfo's flags, read here rather than through regmap.x86.host."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def why_not() -> str | None:
