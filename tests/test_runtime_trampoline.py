@@ -47,7 +47,10 @@ FORMS = [
 ]
 
 
-def trial_source(index: int, instruction: str) -> str:
+def trial_source(index: int, instruction: str, load: str = "", save: str = "") -> str:
+    """``trial_<index>(state)``: the GPRs and flags from ``state``, ``instruction`` at
+    ``site_<index>``, everything back into ``state``; ``load`` and ``save`` move more state in
+    before the flags and out after the GPRs (tests/test_trampoline_forms: x87/SSE, vectors)."""
     loads = "\n".join(f"    mov {r}, [rdi + {8 * i}]" for i, r in enumerate(GPRS)
                       if r not in ("rsp", "rdi"))
     saves = "\n".join(f"    mov [rdi + {8 * i}], {r}" for i, r in enumerate(GPRS)
@@ -64,6 +67,7 @@ trial_{index}:
     mov [rip + saved_rsp], rsp
     mov [rip + state], rdi
     fxsave [rip + host_fx]
+{load}
     push qword ptr [rdi + {FLAGS}]
 {loads}
     mov rdi, [rdi + 56]
@@ -77,6 +81,7 @@ site_{index}:
     pop qword ptr [rdi + 56]
     pop qword ptr [rdi + {FLAGS}]
 {saves}
+{save}
     xor eax, eax
     jmp done
 """

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from forms import Impossible, form_info, host_can_run, random_form  # noqa: E402
 from runtime_build import build_library, cpu_flags, why_not_native  # noqa: E402
-from test_runtime_trampoline import AC, HANDLER, SIGBUS, SIGFPE, SIGILL, SIGSEGV, GPRS  # noqa: E402
+from test_runtime_trampoline import AC, FLAGS, HANDLER, SIGBUS, SIGFPE, SIGILL, SIGSEGV  # noqa: E402
+from test_runtime_trampoline import trial_source as runtime_trial  # noqa: E402
 
 import regmap  # noqa: E402
 from regmap.layout import load_layout  # noqa: E402
@@ -39,7 +40,6 @@ if REASON is None and "bmi2" not in cpu_flags():
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 LAYOUT = load_layout()
-FLAGS = 16 * 8
 FX = 192                         # FXSAVE area, 16-byte aligned (the buffer is 64-aligned)
 VECTORS = FX + 512
 WIDE = host.vector_width() >= 512
@@ -77,47 +77,17 @@ def forms(rng: random.Random) -> list:
 
 
 def trial_source(index: int, code: bytes) -> str:
+    """test_runtime_trampoline's trial, with the x87/SSE image, every vector and opmask register
+    moved in and out too, and the form as bytes."""
     move = "vmovdqu64" if WIDE else "vmovdqu"
     name = "zmm" if WIDE else "ymm"
-    loads = "\n".join(f"    mov {r}, [rdi + {8 * i}]" for i, r in enumerate(GPRS) if r not in ("rsp", "rdi"))
-    saves = "\n".join(f"    mov [rdi + {8 * i}], {r}" for i, r in enumerate(GPRS) if r not in ("rsp", "rdi"))
     vload = "\n".join(f"    {move} {name}{i}, [rdi + {VECTORS + SIZE * i}]" for i in range(COUNT))
     vsave = "\n".join(f"    {move} [rdi + {VECTORS + SIZE * i}], {name}{i}" for i in range(COUNT))
     if WIDE:
         vload += "\n" + "\n".join(f"    {KMOV} k{i}, [rdi + {OPMASKS + 8 * i}]" for i in range(8))
         vsave += "\n" + "\n".join(f"    {KMOV} [rdi + {OPMASKS + 8 * i}], k{i}" for i in range(8))
-    return f"""
-    .globl trial_{index}
-trial_{index}:
-    push rbx
-    push rbp
-    push r12
-    push r13
-    push r14
-    push r15
-    mov [rip + saved_rsp], rsp
-    mov [rip + state], rdi
-    fxsave [rip + host_fx]
-    fxrstor [rdi + {FX}]
-{vload}
-    push qword ptr [rdi + {FLAGS}]
-{loads}
-    mov rdi, [rdi + 56]
-    popfq
-    .globl site_{index}
-site_{index}:
-    .byte {", ".join(str(b) for b in code)}
-    pushfq
-    push rdi
-    mov rdi, [rip + state]
-    pop qword ptr [rdi + 56]
-    pop qword ptr [rdi + {FLAGS}]
-{saves}
-{vsave}
-    fxsave [rdi + {FX}]
-    xor eax, eax
-    jmp done
-"""
+    return runtime_trial(index, ".byte " + ", ".join(str(b) for b in code),
+                         load=f"    fxrstor [rdi + {FX}]\n{vload}", save=f"{vsave}\n    fxsave [rdi + {FX}]")
 
 
 @pytest.fixture(scope="module")
