@@ -3,6 +3,7 @@ value, regmap emulate's memory, stack, random values, step limit and 64-bit rip,
 parsing (whose usage an error shows, options among the values, hex spellings, alias)."""
 import json
 import random
+import shutil
 import subprocess
 import sys
 
@@ -46,6 +47,15 @@ def test_translate_alone_still_leaves_the_program_its_name():
     assert done.returncode == 0, done.stderr
     done = regmap_command("exec", "--translate", "-1", "true")
     assert done.returncode == 2 and "--translate=-1: N is" in done.stderr
+
+
+def test_translate_alone_before_a_program_named_with_a_path(tmp_path):
+    program = tmp_path / "true"
+    program.symlink_to(shutil.which("true"))
+    done = regmap_command("exec", "--translate", "./true", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = regmap_command("exec", "--translate", ".5", "true")
+    assert done.returncode == 2 and "--translate=.5: N is" in done.stderr
 
 
 # -- item 8: regmap emulate completes ------------------------------------------------------------

@@ -97,6 +97,14 @@ def test_watch_a_window_register(c_program):
     assert value(out, "2") == 42, out
 
 
+def test_a_breakpoint_on_a_window_address_is_refused(c_program):
+    """Window bytes are registers, not code: an int3 at 0x8 would be written into rcx."""
+    out = gdb(c_program, "break main", "continue", "p/x $rcx", "break *0x8", "stepi", "p/x $rcx",
+              "kill")
+    assert value(out, 1) == value(out, 2), out
+    assert "Cannot insert breakpoint" in out, out
+
+
 def test_watching_memory_outside_the_window_is_refused(c_program):
     out = gdb(c_program, "break main", "continue", "watch handled", "continue", args="usr1")
     assert "Could not insert hardware watchpoint" in out, out

@@ -113,7 +113,8 @@ def _translate_option(args, command: list[str]) -> str | None:
     options = words[:len(words) - len(command)]     # the words before the program's
     inline = any(word.partition("=")[2] == value and len(word.partition("=")[0]) > 3
                  and "--translate".startswith(word.partition("=")[0]) for word in options)
-    if inline or value[:1] in "-+.0123456789":
+    numeric = value[:1] in "-+0123456789" or (value[:1] == "." and value[1:2].isdigit())
+    if inline or numeric:                   # (./prog is a program: a number never starts ./)
         return (f"--translate={value}: N is how many faults before a site is rewritten, "
                 f"a whole number from 0 (--translate alone: {TRANSLATE_AFTER})")
     command.insert(0, value)

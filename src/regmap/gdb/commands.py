@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from regmap.gdb import signals, target
-from regmap.gdb.memory import Unreadable
+from regmap.gdb.memory import PAGE, Unreadable
 from regmap.gdb.packets import unescape
 from regmap.gdb.server import INT3, SUPPORTED, WATCH_KINDS
 
@@ -144,6 +144,8 @@ def _point(session, rest, insert: bool):
     kind, address, length = rest.split(";")[0].split(",")
     address, length = int(address, 16), int(length, 16)
     if kind == "0":
+        if address < PAGE:
+            return "E01"       # window bytes are registers, not code: an int3 there would be rcx's
         if insert:
             if address not in session.breakpoints:
                 machine = session._load(session.thread_for_registers())
