@@ -175,3 +175,18 @@ def test_map_registers_strict_null_walk_crashes_as_without_regmap(library):
     assert alone.returncode == -11
     assert (strict.returncode, strict.stdout) == (alone.returncode, alone.stdout)
     assert permissive.returncode == 0 and permissive.stdout.startswith("sum=")
+
+
+def test_a_divide_error_at_a_window_operand_says_where(tmp_path):
+    """#DE of an emulated `div qword ptr [8]` (rcx = 0): the "killed by" line is symbolized, so
+    the process's maps were read before the thread was let go to die."""
+    source = tmp_path / "div.c"
+    source.write_text("int main(void) {\n"
+                      "    __asm__ volatile (\"xor %%ecx, %%ecx\\n\\tdivq 8\" ::: \"rax\", \"rcx\", \"rdx\", \"cc\");\n"
+                      "    return 0;\n}\n")
+    executable = tmp_path / "div"
+    subprocess.run([CC, "-g", "-O1", "-o", executable, source], check=True)
+    traced = regmap("exec", executable)
+    assert traced.returncode == -8       # (natively the read of page 0 itself kills it)
+    line = traced.stderr.splitlines()[-1]
+    assert "killed by SIGFPE" in line and " main+0x" in line and "div.c:2" in line, line

@@ -425,3 +425,52 @@ def test_x87_forms_leave_the_pointers_of_the_site(tmp_path, unmapped):
             assert int.from_bytes(runs[0][8:16], "little") == site, text      # FIP
         kinds = {t.address: t.kind for t in regmap.stats().translated}
     assert list(kinds.values()).count("trampoline") == len(X87_FORMS)
+
+
+ONE_SHOT = r"""
+#include <signal.h>
+#include <string.h>
+static volatile long calls;
+static void count(int signo, siginfo_t *info, void *context) { calls++; }
+int install_one_shot(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = count;
+    action.sa_flags = SA_SIGINFO | SA_RESETHAND;
+    return sigaction(SIGFPE, &action, 0);
+}
+long one_shot_calls(void) { return calls; }
+"""
+
+
+def test_a_one_shot_sigfpe_handler_runs_once_behind_the_trampolines_handler(straddle, tmp_path):
+    """SA_RESETHAND: the program's handler runs for the first SIGFPE and the second kills, as
+    without regmap, though regmap's SIGFPE handler (installed with the first trampoline) is in
+    front of it."""
+    import subprocess
+    source = tmp_path / "one_shot.c"
+    source.write_text(ONE_SHOT)
+    library = tmp_path / "libone_shot.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", library, source], check=True)
+    script = f"""
+import ctypes, os, signal, sys
+import regmap
+straddle = ctypes.CDLL({str(straddle._name)!r})
+straddle.straddle_loop.argtypes, straddle.straddle_loop.restype = [ctypes.c_long, ctypes.c_long], ctypes.c_long
+one_shot = ctypes.CDLL({str(library)!r})
+assert one_shot.install_one_shot() == 0
+regmap.map_registers(translate=3)
+assert straddle.straddle_loop(100, 2) == 200
+assert [t.kind for t in regmap.stats().translated] == ["trampoline"]
+for _ in range(2):
+    os.kill(os.getpid(), signal.SIGFPE)
+    print(one_shot.one_shot_calls(), flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal_number("SIGFPE"), (done.stdout, done.stderr)
+    assert done.stdout.split() == ["1"], done.stdout
+
+
+def signal_number(name: str) -> int:
+    import signal
+    return signal.Signals[name].value

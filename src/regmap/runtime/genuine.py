@@ -89,16 +89,17 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
         hand_over(signo, previous, state)
         _sys.queue_to_self(signo, machine.siginfo())
         return
-    if previous.flags & _sys.SA_RESETHAND:
-        reset = _sys.KernelSigaction.from_buffer_copy(previous)
-        reset.handler = _sys.SIG_DFL
-        _sys.set_action(signo, reset)
     call_previous(previous, signo, machine.info, machine.ctx, machine.frame.sigmask)
 
 
 def call_previous(previous: _sys.KernelSigaction, signo: int, info: int, ctx: int, sigmask: int) -> None:
     """Call the native handler regmap's replaced with the signal mask it asked for: the
-    interrupted thread's ``sigmask``, its sa_mask, and the signal itself unless SA_NODEFER."""
+    interrupted thread's ``sigmask``, its sa_mask, and the signal itself unless SA_NODEFER.
+    A one-shot handler (SA_RESETHAND) leaves the default action behind it, as the kernel does."""
+    if previous.flags & _sys.SA_RESETHAND:
+        reset = _sys.KernelSigaction.from_buffer_copy(previous)
+        reset.handler = _sys.SIG_DFL
+        _sys.set_action(signo, reset)
     mask = sigmask | previous.mask
     mask = mask & ~(1 << signo - 1) if previous.flags & _sys.SA_NODEFER else mask | 1 << signo - 1
     old_mask = _sys.set_thread_mask(mask)

@@ -281,8 +281,9 @@ class Tracer:
             source = signal_source(self.siginfo.si_code, self.siginfo.si_pid)
             self.machine.load(tid)
             rip = self.machine.regs.rip
-        self._go(tid, sig)
+        # reported first: the "killed by" line needs the maps of a process still alive
         self.reporter.delivered_signal(tid, sig, rip, source)
+        self._go(tid, sig)
 
     def _event_stop(self, tid: int, sig: int) -> None:
         if sig in STOP_SIGNALS:
@@ -528,8 +529,7 @@ class Tracer:
         info._pad = 0
         info.si_addr = address
         ptrace.setsiginfo(tid, info)
-        self._go(tid, sig)
-        self.reporter.delivered_signal(tid, sig, rip, reason)
+        self._deliver(tid, sig, reason, rip)
 
     @staticmethod
     def _tgid(tid: int) -> int:
