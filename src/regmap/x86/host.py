@@ -257,7 +257,14 @@ def current() -> Profile:
     with no vector state beyond SSE and the default MXCSR_MASK."""
     if platform_problem():
         return Profile("no native host", "?", 0, 0, 0, frozenset(), 0b11, {}, 0xFFFF)
-    return measure()
+    try:
+        return measure()
+    except OSError:
+        # machine code refused (no executable pages: SELinux deny_execmem, PaX): the pure
+        # emulator still works; MXCSR_MASK as the kernel's flags tell it, no XSAVE layout
+        flags = cpu_flags()
+        return Profile("unmeasured host", "?", 0, 0, 0, flags, 0b11, {},
+                       0xFFFF | (1 << 17 if "misalignsse" in flags else 0))
 
 
 # -- features by instruction ----------------------------------------------------------------------
