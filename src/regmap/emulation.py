@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping
 
-from regmap.accesses import format_access
+from regmap.accesses import format_access, format_value_change as format_change
 from regmap.alias import RegisterFile
 from regmap.layout import Layout
 from regmap.x86.emulator import Step
@@ -168,5 +168,3 @@ def _decode_flags(registers: RegisterFile, rflags: int) -> dict[str, int]:
     return {name: (rflags >> bit) & 1 for name, bit in flag_bits(registers)}
 
 
-def format_change(before: int, after: int) -> str:
-    return f"{before:#x} -> {after:#x}"

@@ -40,7 +40,6 @@ REACH = (1 << 31) - REGION_SIZE   # a rel32 jump from the site reaches anywhere 
 LOWEST = 1 << 16                  # below vm.mmap_min_addr's usual value: never asked for
 ALIGN = 16
 TRIES = 4                         # gaps tried before a site is left faulting
-SI_KERNEL = 0x80
 
 
 class Trampolines:
@@ -110,7 +109,7 @@ class Trampolines:
         """Thread `tid` (registers `regs`, signal `siginfo`, both read) stopped on `trampoline`'s
         moved instruction with a CPU exception: make it the site's, in the thread and in the
         signal.  False if the thread's state could not be read or written."""
-        if not 0 < siginfo.si_code <= SI_KERNEL:
+        if not 0 < siginfo.si_code <= ptrace.SI_KERNEL:
             return False                    # sent by a process: not the instruction's
         saved = memory.read(tid, regs.rsp + SAVED_BASE, 8)
         if saved is None or len(saved) != 8:

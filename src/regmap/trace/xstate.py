@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import struct
 
+from regmap import places
 from regmap.trace import ptrace
 
 XCR0_OFFSET = 464
@@ -27,8 +28,7 @@ HEADER_OFFSET = 512
 BUFFER_SIZE = 16384
 
 # the registers this regset holds (the same on every CPU; which bytes hold them is the layout's)
-NAMES = frozenset(f"zmm{i}" for i in range(32)) | frozenset(f"k{i}" for i in range(8)) | {
-    "mxcsr", "fcw", "fsw", "ftw", "fop", "fip", "fdp"} | frozenset(f"st{i}" for i in range(8))
+NAMES = frozenset(places.XSAVE) | {"mxcsr"}
 
 
 def _layout():

@@ -68,14 +68,6 @@ class Profile:
         """64-bit opmask registers (AVX512BW); without it k0..k7 are 16 bits."""
         return "avx512bw" in self.flags
 
-    @property
-    def amx(self) -> bool:
-        return "amx_tile" in self.flags
-
-    @property
-    def mxcsr_writable(self) -> int:
-        return self.mxcsr_mask
-
     def xsave_size(self, features: int) -> int:
         """Bytes of a standard-format image holding the components ``features`` names."""
         end = LEGACY_SIZE + HEADER_SIZE if features & ~0b11 else LEGACY_SIZE
@@ -227,13 +219,13 @@ def measure() -> Profile:
     probe = _Probe()
     _, ebx, ecx, edx = probe.leaf(0)
     vendor = b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx)).decode("ascii", "replace")
-    eax = probe.leaf(1)[0]
+    eax, _, ecx1, _ = probe.leaf(1)
     family, model = eax >> 8 & 0xF, eax >> 4 & 0xF
     if family == 0xF:
         family += eax >> 20 & 0xFF
     if family in (0x6, 0xF) or family > 0xF:
         model |= (eax >> 16 & 0xF) << 4
-    osxsave = bool(probe.leaf(1)[2] >> 27 & 1)
+    osxsave = bool(ecx1 >> 27 & 1)
     xcr0 = probe.xgetbv() if osxsave else 0b11
     components, compact_aligned = {}, set()
     for i in range(2, 64):

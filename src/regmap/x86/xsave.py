@@ -23,7 +23,7 @@ import struct
 
 from regmap import places
 from regmap.errors import RegmapError
-from regmap.x86.host import (AVX, COMPONENT_NAMES, HEADER_SIZE, LEGACY_SIZE, SSE, X87, Profile, current)
+from regmap.x86.host import AVX, COMPONENT_NAMES, SSE, X87, Profile, current
 
 XSTATE_BV = 512                 # the header's first quadword
 LEGACY_XMM, LEGACY_ST, LEGACY_MXCSR = places.LEGACY_START[SSE], 32, places.MXCSR_OFFSET
@@ -55,10 +55,6 @@ class Layout:
         return {name: tuple((component, start[component] + offset, size, shift)
                             for component, offset, size, shift in pieces if component in start)
                 for name, pieces in places.XSAVE.items()}
-
-    @property
-    def names(self) -> frozenset[str]:
-        return frozenset(self.pieces) | {"mxcsr"}
 
     def offset(self, component: int) -> int:
         return self.components[component][0]
@@ -142,6 +138,3 @@ class Layout:
 def layout(profile: Profile | None = None) -> Layout:
     """The layout of ``profile``'s images (the running host's by default)."""
     return Layout(profile or current())
-
-
-HEADER_END = LEGACY_SIZE + HEADER_SIZE

@@ -157,7 +157,6 @@ class Region:
         except BaseException:
             _libc.munmap(self.base, REGION_SIZE)
             raise
-        self.entries = entries
         self.insn = entries["insn"]
         self.epilogue = entries["epilogue"]
         self.handler = entries["handler"]

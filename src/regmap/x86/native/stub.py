@@ -27,8 +27,6 @@ registers on an AVX-512 host and 16 xmm on an SSE-only one.  `generate` depends 
 """
 from __future__ import annotations
 
-import ctypes
-
 from iced_x86 import Code, Instruction, MemoryOperand, Register
 
 from regmap.x86.host import Profile
