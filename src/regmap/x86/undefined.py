@@ -94,6 +94,12 @@ def available() -> bool:
     return True
 
 
+def answer_with(cpu, form, *operands) -> Answer | None:
+    """`answer` for the instruction whose ``(operand, value)`` pairs are given, each value as
+    read before any write: the memory operand's is the twin's memory operand."""
+    return answer(cpu, form, next((value for op, value in operands if op.is_memory), 0))
+
+
 def answer(cpu, form, memory: int = 0, override: dict[str, int] | None = None) -> Answer | None:
     """Run `form`'s twin on the host from the registers `cpu` holds now (read them before the
     instruction writes any), rflags, and `memory` as its memory operand's value; `override`

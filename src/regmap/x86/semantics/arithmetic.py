@@ -35,8 +35,7 @@ def logic(cpu, form):
     result = _LOGIC[form.mnemonic](a, b)
     update = flags.logic(result, dest.width)
     if not undefined.always_clears(form.code, flags.AF):
-        memory = a if dest.is_memory else b if source.is_memory else 0
-        update = flags.settled(update, flags.AF, undefined.answer(cpu, form, memory))
+        update = flags.settled(update, flags.AF, undefined.answer_with(cpu, form, (dest, a), (source, b)))
     if form.mnemonic != M.TEST:
         dest.write(cpu, result)
     cpu.set_flags(update)

@@ -50,18 +50,13 @@ def bit_test(cpu, form):
         base.write_at(cpu, address, size, update(unit, bit))
 
 
-def _host(cpu, form, source, value: int):
-    """The host's run of the instruction, `value` being the source's (before any write)."""
-    return undefined.answer(cpu, form, value if source.is_memory else 0)
-
-
 @semantics(M.BSF, M.BSR)
 def bit_scan(cpu, form):
     """A zero source sets ZF; the destination is then undefined: the host's, or left alone
     where no machine code runs (as Intel and AMD CPUs are known to do)."""
     dest, source = form.ops
     value = source.read(cpu)
-    host = _host(cpu, form, source, value)
+    host = undefined.answer_with(cpu, form, (source, value))
     unknown = flags.CF | flags.OF | flags.SF | flags.AF | flags.PF
     if value == 0:
         if host is not None:      # the whole register: a 32-bit one may or may not be extended
@@ -81,7 +76,7 @@ def count_zeros(cpu, form):
         count = (value & -value).bit_length() - 1 if value else width
     else:
         count = width - value.bit_length()
-    host = _host(cpu, form, source, value)
+    host = undefined.answer_with(cpu, form, (source, value))
     dest.write(cpu, count)
     cpu.set_flags(flags.settled((flags.CF | flags.ZF, (0 if value else flags.CF) | (0 if count else flags.ZF)),
                                 flags.OF | flags.SF | flags.PF | flags.AF, host))
@@ -104,7 +99,7 @@ def andn(cpu, form):
     dest, first, second = form.ops
     b = second.read(cpu)
     result = ~first.read(cpu) & b & mask(dest.width)
-    host = _host(cpu, form, second, b)
+    host = undefined.answer_with(cpu, form, (second, b))
     dest.write(cpu, result)
     cpu.set_flags(flags.settled((flags.SF | flags.ZF | flags.CF | flags.OF | flags.AF,
                                  _sign_zero(result, dest.width)), flags.AF | flags.PF, host))
@@ -123,7 +118,7 @@ def lowest_set_bit(cpu, form):
     dest, source = form.ops
     width, value = dest.width, source.read(cpu)
     result = _LOWEST_BIT[form.mnemonic](value) & mask(width)
-    host = _host(cpu, form, source, value)
+    host = undefined.answer_with(cpu, form, (source, value))
     dest.write(cpu, result)
     carry = bool(value) if form.mnemonic == M.BLSI else not value
     sign_zero = _sign_zero(result, width) & (flags.SF if form.mnemonic == M.BLSMSK else ~0)
@@ -138,7 +133,7 @@ def bextr(cpu, form):
     start, length = ctl & 0xFF, ctl >> 8 & 0xFF
     value = source.read(cpu)  # read whatever the start: a source in a hole faults
     result = (value >> start) & mask(min(length, width)) if start < width else 0
-    host = _host(cpu, form, source, value)
+    host = undefined.answer_with(cpu, form, (source, value))
     dest.write(cpu, result)
     cpu.set_flags(flags.settled((flags.ZF | flags.CF | flags.OF, 0 if result else flags.ZF),
                                 flags.AF | flags.SF | flags.PF, host))
@@ -150,7 +145,7 @@ def bzhi(cpu, form):
     width, index = dest.width, index_operand.read(cpu) & 0xFF
     value = source.read(cpu)
     result = value & mask(index) if index < width else value
-    host = _host(cpu, form, source, value)
+    host = undefined.answer_with(cpu, form, (source, value))
     dest.write(cpu, result)
     cpu.set_flags(flags.settled((flags.SF | flags.ZF | flags.CF | flags.OF,
                                  _sign_zero(result, width) | (flags.CF if index > width - 1 else 0)),

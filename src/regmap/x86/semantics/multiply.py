@@ -14,13 +14,6 @@ _HIGH_HALF = {16: "dx", 32: "edx", 64: "rdx"}
 _MULTIPLY_UNDEFINED = flags.SF | flags.ZF | flags.AF | flags.PF
 
 
-def _host(cpu, form, operands, values):
-    """The host's run of the instruction: `values` are the `operands`' values as read (the
-    memory one's is the twin's memory operand).  Before any write."""
-    memory = next((value for op, value in zip(operands, values) if op.is_memory), 0)
-    return undefined.answer(cpu, form, memory)
-
-
 def _overflow_flags(overflow: bool) -> tuple[int, int]:
     return flags.CF | flags.OF, (flags.CF | flags.OF) if overflow else 0
 
@@ -40,7 +33,7 @@ def mul(cpu, form):
     width = source.width
     factor = source.read(cpu)
     product = form.accumulator(width).read(cpu) * factor
-    host = _host(cpu, form, (source,), (factor,))
+    host = undefined.answer_with(cpu, form, (source, factor))
     _store_double(cpu, form, width, product)
     cpu.set_flags(flags.settled(_overflow_flags(product >> width != 0), _MULTIPLY_UNDEFINED, host))
 
@@ -52,7 +45,7 @@ def imul(cpu, form):
         width = source.width
         factor = source.read(cpu)
         product = sign(form.accumulator(width).read(cpu), width) * sign(factor, width)
-        host = _host(cpu, form, (source,), (factor,))
+        host = undefined.answer_with(cpu, form, (source, factor))
         _store_double(cpu, form, width, product & mask(2 * width))
     else:
         dest, *factors = form.ops
@@ -60,7 +53,7 @@ def imul(cpu, form):
         a, b = (factors if len(factors) == 2 else (dest, factors[0]))
         first, second = a.read(cpu), b.read(cpu)
         product = sign(first, width) * sign(second, width)
-        host = _host(cpu, form, (a, b), (first, second))
+        host = undefined.answer_with(cpu, form, (a, first), (b, second))
         dest.write(cpu, product)
     truncated = sign(product & mask(width), width)
     cpu.set_flags(flags.settled(_overflow_flags(truncated != product), _MULTIPLY_UNDEFINED, host))
@@ -91,7 +84,7 @@ def div(cpu, form):
     quotient, remainder = divmod(_dividend(cpu, form, width), divisor)
     if quotient > mask(width):
         raise DivideError("quotient too large")
-    host = _host(cpu, form, (source,), (divisor,))      # only now: the host must not fault
+    host = undefined.answer_with(cpu, form, (source, divisor))      # only now: the host must not fault
     _store_quotient(cpu, form, width, quotient, remainder)
     cpu.set_flags(flags.settled((0, 0), flags.STATUS, host))
 
@@ -111,7 +104,7 @@ def idiv(cpu, form):
     remainder = dividend - quotient * divisor
     if not -(1 << (width - 1)) <= quotient < 1 << (width - 1):
         raise DivideError("quotient too large")
-    host = _host(cpu, form, (source,), (raw,))      # only now: the host must not fault
+    host = undefined.answer_with(cpu, form, (source, raw))      # only now: the host must not fault
     _store_quotient(cpu, form, width, quotient, remainder)
     cpu.set_flags(flags.settled((0, 0), flags.STATUS, host))
 

@@ -26,11 +26,6 @@ def _msb(value: int, width: int) -> int:
     return value >> (width - 1) & 1
 
 
-def _host(cpu, form, dest, value: int):
-    """The host's run of the instruction, `value` being the destination's (before any write)."""
-    return undefined.answer(cpu, form, value if dest.is_memory else 0)
-
-
 def _result_flags(result: int, width: int, carry: int, overflow: int | None) -> tuple[int, int]:
     defined = flags.CF | flags.SF | flags.ZF | flags.PF
     bits = carry * flags.CF | flags.szp(result, width)
@@ -62,7 +57,7 @@ def shift(cpu, form):
         overflow = 0
     unknown = flags.AF | (flags.OF if count > 1 else 0) \
         | (flags.CF if count >= width and form.mnemonic != M.SAR else 0)
-    host = _host(cpu, form, dest, value)
+    host = undefined.answer_with(cpu, form, (dest, value))
     dest.write(cpu, result)
     cpu.set_flags(flags.settled(_result_flags(result, width, carry, overflow if count == 1 else None),
                                 unknown, host))
@@ -86,7 +81,7 @@ def rotate(cpu, form):
         result = (value >> count | value << (width - count)) & mask(width)
         carry = _msb(result, width)
         overflow = _msb(result, width) ^ (result >> (width - 2) & 1)
-    host = _host(cpu, form, dest, value) if masked > 1 else None
+    host = undefined.answer_with(cpu, form, (dest, value)) if masked > 1 else None
     dest.write(cpu, result)
     cpu.set_flags(flags.settled((flags.CF | flags.OF, carry * flags.CF | overflow * flags.OF),
                                 flags.OF, host))
@@ -103,7 +98,7 @@ def rotate_through_carry(cpu, form):
         dest.write(cpu, value)
         return
     count = masked % (width + 1)
-    host = _host(cpu, form, dest, value) if masked > 1 else None
+    host = undefined.answer_with(cpu, form, (dest, value)) if masked > 1 else None
     if count == 0:  # 8- and 16-bit: a whole turn leaves DEST and CF as they were (OF undefined)
         dest.write(cpu, value)
         cpu.set_flags(flags.settled((0, 0), flags.OF, host))
@@ -148,7 +143,7 @@ def double_shift(cpu, form):
     overflow = _msb(result, width) ^ _msb(value, width)
     update = _result_flags(result, width, carry, overflow if count == 1 else None)
     unknown = flags.AF | (flags.OF if count > 1 else 0)
-    host = _host(cpu, form, dest, value)
+    host = undefined.answer_with(cpu, form, (dest, value))
     if count > width and host is not None:     # 16 bits only: the result is the host's too
         unknown = flags.STATUS
         result = host.memory if dest.is_memory else host.register(dest.basis) >> dest.lo
