@@ -10,8 +10,12 @@ import os
 
 from regmap.gdb import signals, target
 from regmap.gdb.memory import PAGE, Unreadable
-from regmap.gdb.packets import unescape
-from regmap.gdb.server import INT3, SUPPORTED, WATCH_KINDS
+from regmap.gdb.packets import PACKET_SIZE, unescape
+
+INT3 = b"\xcc"
+WATCH_KINDS = {"2": "watch", "3": "rwatch", "4": "awatch"}
+SUPPORTED = (f"PacketSize={PACKET_SIZE:x};QStartNoAckMode+;qXfer:features:read+;"
+             "qXfer:auxv:read+;qXfer:exec-file:read+;qXfer:siginfo:read+;QPassSignals+;swbreak+;vContSupported+")
 
 
 def _hex_le(value: int, bits: int) -> str:

@@ -24,20 +24,15 @@ import select
 import signal
 from typing import NamedTuple
 
-from regmap.gdb import signals, target
+from regmap.gdb import commands, signals, target
 from regmap.gdb.memory import Memory, Unreadable
 from regmap.gdb.packets import INTERRUPT, PACKET_SIZE, Channel
 from regmap.trace import ptrace
 from regmap.trace.machine import TracedMachine
 
 SIGTRAP, SIGINT = int(signal.SIGTRAP), int(signal.SIGINT)
-INT3 = b"\xcc"
-WATCH_KINDS = {"2": "watch", "3": "rwatch", "4": "awatch"}
 KCMP_VM, SYS_KCMP = 1, 312           # kcmp(2): do two processes share one address space?
 _libc = ctypes.CDLL(None, use_errno=True)
-
-SUPPORTED = (f"PacketSize={PACKET_SIZE:x};QStartNoAckMode+;qXfer:features:read+;"
-             "qXfer:auxv:read+;qXfer:exec-file:read+;qXfer:siginfo:read+;QPassSignals+;swbreak+;vContSupported+")
 
 
 class Stop(NamedTuple):
@@ -451,7 +446,6 @@ class Session:
 
     # -- packets -------------------------------------------------------------------------------
     def handle(self, packet: bytes) -> str | None:
-        from regmap.gdb import commands
         try:
             return commands.handle(self, packet)
         except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError):
