@@ -165,11 +165,8 @@ class _Probe:
     """CPUID, XGETBV and FXSAVE, as three functions on one generated code page."""
 
     def __init__(self):
-        from iced_x86 import Code, MemoryOperand, Register
-        from regmap.x86.machine_code import Labels, assemble, code_page, label_addresses
-
-        def mem(base, displ=0):
-            return MemoryOperand(base, displ=displ, displ_size=1 if displ else 0)
+        from iced_x86 import Code, Register
+        from regmap.x86.machine_code import Labels, assemble, based as mem, code_page, label_addresses
 
         labels = Labels()
         xgetbv, fxsave = labels.new(), labels.new()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from iced_x86 import BlockEncoder, Code, Decoder, Instruction
+from iced_x86 import BlockEncoder, Code, Decoder, Instruction, MemoryOperand
 
 PAGE = 4096
 _PROT_READ, _PROT_WRITE, _PROT_EXEC = 1, 2, 4
@@ -49,6 +49,11 @@ def assemble(instructions: list[Instruction], address: int) -> bytes:
     encoder = BlockEncoder(64)
     encoder.add_many(instructions)
     return encoder.encode(address)
+
+
+def based(base, displacement: int = 0) -> MemoryOperand:
+    """``[base + displacement]``, the displacement's size left to the encoder (8 bits, or none)."""
+    return MemoryOperand(base, displ=displacement, displ_size=1 if displacement else 0)
 
 
 def label_addresses(instructions: list[Instruction], code: bytes, address: int) -> dict[int, int]:

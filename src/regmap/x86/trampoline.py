@@ -53,6 +53,7 @@ from iced_x86 import (Code, Decoder, Encoder, FlowControl, Formatter, FormatterS
                       Register, RegisterExt)
 
 from regmap.errors import LayoutError
+from regmap.x86.machine_code import based
 from regmap.x86.native.transfer import original_fop
 from regmap.x86.operands import REGISTER_NAMES
 from regmap.x86.translate import ENCODINGS, WRITES, Declined
@@ -169,9 +170,9 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
     """The trampoline of plan `p` placed at `address` (within ±2 GiB of the site)."""
     out = _Code(address)
     base, ins = p.base, p.ins
-    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, _mem(Register.RSP, -p.frame)))
-    out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(Register.RSP, SAVED_BASE), base))
-    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, base, _mem(Register.RSP, MIRROR + LINE - 1)))
+    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, based(Register.RSP, -p.frame)))
+    out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, based(Register.RSP, SAVED_BASE), base))
+    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, base, based(Register.RSP, MIRROR + LINE - 1)))
     out.add(Instruction.create_reg_reg_u32(Code.VEX_RORX_R64_RM64_IMM8, base, base, 6))
     for _ in range(2):
         out.add(Instruction.create_reg_mem(Code.LEA_R64_M, base,
@@ -179,10 +180,10 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
     for name, offset, _ in p.placements:
         if name == "rsp":       # the rsp the instruction would see: the spare register computes it
             spare = p.spare
-            out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(Register.RSP, TARGET), spare))
-            out.add(Instruction.create_reg_mem(Code.LEA_R64_M, spare, _mem(Register.RSP, p.frame)))
-            out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(base, offset), spare))
-            out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, _mem(Register.RSP, TARGET)))
+            out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, based(Register.RSP, TARGET), spare))
+            out.add(Instruction.create_reg_mem(Code.LEA_R64_M, spare, based(Register.RSP, p.frame)))
+            out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, based(base, offset), spare))
+            out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, based(Register.RSP, TARGET)))
             continue
         for stored in _store(name, base, offset, ins.next_ip):
             out.add(stored)
@@ -199,21 +200,21 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
             if name in ("rip", "rsp"):     # a jump, a stack switch: on the way out
                 rip_written, rsp_written = rip_written or name == "rip", rsp_written or name == "rsp"
                 continue
-            for loaded in _load(name, _mem(base, offset), vector_width):
+            for loaded in _load(name, based(base, offset), vector_width):
                 out.add(loaded)
     if rip_written or rsp_written:     # the new rip (or rsp) where restoring the base keeps it
         offset = next(o for n, o, _ in p.placements if n == ("rip" if rip_written else "rsp"))
-        out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, base, _mem(base, offset)))
-        out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(Register.RSP, TARGET), base))
-    out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, base, _mem(Register.RSP, SAVED_BASE)))
+        out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, base, based(base, offset)))
+        out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, based(Register.RSP, TARGET), base))
+    out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, base, based(Register.RSP, SAVED_BASE)))
     if rsp_written:
-        out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, _mem(Register.RSP, TARGET)))
+        out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, based(Register.RSP, TARGET)))
         out.add(Instruction.create_branch(Code.JMP_REL32_64, ins.next_ip))
     elif rip_written:
-        out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, _mem(Register.RSP, TARGET)))
+        out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, based(Register.RSP, TARGET)))
         out.add(Instruction.create_u32(Code.RETNQ_IMM16, p.frame - TARGET - 8))
     else:
-        out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, _mem(Register.RSP, p.frame)))
+        out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, based(Register.RSP, p.frame)))
         out.add(Instruction.create_branch(Code.JMP_REL32_64, ins.next_ip))
     displacement = address - (p.site + JUMP_LENGTH)
     if not -(1 << 31) <= displacement < 1 << 31:
@@ -232,10 +233,10 @@ def _x87_pointers(out: _Code, p: Plan, instruction: int, moved_fop: int) -> None
     comparison and a conditional move each, FXRSTOR64; the flags kept by pushfq/popfq."""
     base, spare, fx = p.base, p.spare, p.x87
     constants = fx + 512
-    m = lambda offset: _mem(base, offset)              # noqa: E731
+    m = lambda offset: based(base, offset)              # noqa: E731
     out.add(Instruction.create_mem(Code.FXSAVE64_M512BYTE, m(fx)))
     out.add(Instruction.create(Code.PUSHFQ))
-    out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, _mem(Register.RSP, 8 + TARGET), spare))
+    out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, based(Register.RSP, 8 + TARGET), spare))
     for offset, value in ((0, p.site), (8, instruction)):
         out.add(Instruction.create_mem_u32(Code.MOV_RM32_IMM32, m(constants + offset), value & 0xFFFFFFFF))
         out.add(Instruction.create_mem_u32(Code.MOV_RM32_IMM32, m(constants + offset + 4), value >> 32))
@@ -257,7 +258,7 @@ def _x87_pointers(out: _Code, p: Plan, instruction: int, moved_fop: int) -> None
     out.add(Instruction.create_reg_i32(Code.CMP_RM64_IMM32, spare, moved_fop))
     out.add(Instruction.create_reg_mem(Code.CMOVE_R64_RM64, spare, m(constants + 24)))
     out.add(Instruction.create_mem_reg(Code.MOV_RM16_R16, m(fx + 6), Register.AX + (spare - Register.RAX)))
-    out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, _mem(Register.RSP, 8 + TARGET)))
+    out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, based(Register.RSP, 8 + TARGET)))
     out.add(Instruction.create(Code.POPFQ))
     out.add(Instruction.create_mem(Code.FXRSTOR64_M512BYTE, m(fx)))
 
@@ -290,10 +291,6 @@ class _Code:
             raise Declined(f"no encoding: {error}") from None
         self.data += self._encoder.take_buffer()
         return at
-
-
-def _mem(base: int, displacement: int) -> MemoryOperand:
-    return MemoryOperand(base=base, displ=displacement, displ_size=1 if displacement else 0)
 
 
 def _is_evex(ins) -> bool:
@@ -339,10 +336,10 @@ def _check_copyable(name: str, layout, vector_width: int) -> None:
 def _store(name: str, base: int, offset: int, next_ip: int) -> list:
     """Instructions that store register `name` at ``[base + offset]``, flags untouched; the rip
     slot holds the site's next address."""
-    memory = _mem(base, offset)
+    memory = based(base, offset)
     if name == "rip":
         return [Instruction.create_mem_u32(Code.MOV_RM32_IMM32, memory, next_ip & 0xFFFFFFFF),
-                Instruction.create_mem_u32(Code.MOV_RM32_IMM32, _mem(base, offset + 4),
+                Instruction.create_mem_u32(Code.MOV_RM32_IMM32, based(base, offset + 4),
                                            next_ip >> 32)]
     if name == "rflags":
         return [Instruction.create(Code.PUSHFQ), Instruction.create_mem(Code.POP_RM64, memory)]

@@ -32,11 +32,12 @@ from __future__ import annotations
 import ctypes
 import functools
 
-from iced_x86 import (Code, Encoder, Instruction, InstructionInfoFactory, MemoryOperand,
+from iced_x86 import (Code, Encoder, Instruction, InstructionInfoFactory,
                       MemorySizeExt, OpKind, Register, RegisterExt)
 
 from regmap.x86 import flags
 from regmap.x86.host import platform_problem
+from regmap.x86.machine_code import based
 
 GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
@@ -264,10 +265,6 @@ def _encode(ins) -> bytes | None:
     return encoder.take_buffer()
 
 
-def _mem(base, displacement: int = 0) -> MemoryOperand:
-    return MemoryOperand(base, displ=displacement, displ_size=1 if displacement else 0)
-
-
 def _frame(body: Instruction, order: tuple, base) -> list[Instruction]:
     """rdi = io: keep the callee-saved registers, load the inputs (io[i] is ``order[i]``, then
     rflags, then the memory operand) and rflags, run the body, store rflags and the registers
@@ -282,21 +279,21 @@ def _frame(body: Instruction, order: tuple, base) -> list[Instruction]:
     others = [r for r in order if r != io]
     out = [Instruction.create(C.PUSHFQ)] + [Instruction.create_reg(C.PUSH_R64, r) for r in saved]
     out.append(Instruction.create_reg(C.PUSH_R64, io))
-    out.append(Instruction.create_mem(C.PUSH_RM64, _mem(io, flags_at)))
-    out.extend(Instruction.create_reg_mem(C.MOV_R64_RM64, r, _mem(io, slot[r])) for r in others)
+    out.append(Instruction.create_mem(C.PUSH_RM64, based(io, flags_at)))
+    out.extend(Instruction.create_reg_mem(C.MOV_R64_RM64, r, based(io, slot[r])) for r in others)
     if base is not None:
-        out.append(Instruction.create_reg_mem(C.LEA_R64_M, base, _mem(io, memory_at)))
+        out.append(Instruction.create_reg_mem(C.LEA_R64_M, base, based(io, memory_at)))
     if io in slot:        # rdi last: it held io until now (never the base then)
-        out.append(Instruction.create_reg_mem(C.MOV_R64_RM64, io, _mem(io, slot[io])))
+        out.append(Instruction.create_reg_mem(C.MOV_R64_RM64, io, based(io, slot[io])))
     out += [Instruction.create(C.POPFQ), body, Instruction.create(C.PUSHFQ), Instruction.create(C.CLD),
             Instruction.create_reg(C.PUSH_R64, io),
-            Instruction.create_reg_mem(C.MOV_R64_RM64, io, _mem(R.RSP, 16))]
+            Instruction.create_reg_mem(C.MOV_R64_RM64, io, based(R.RSP, 16))]
     if io in slot:
-        out.append(Instruction.create_mem(C.POP_RM64, _mem(io, slot[io])))
+        out.append(Instruction.create_mem(C.POP_RM64, based(io, slot[io])))
     else:
         out.append(Instruction.create_reg_i32(C.ADD_RM64_IMM8, R.RSP, 8))
-    out.append(Instruction.create_mem(C.POP_RM64, _mem(io, flags_at)))
-    out.extend(Instruction.create_mem_reg(C.MOV_RM64_R64, _mem(io, slot[r]), r) for r in others)
+    out.append(Instruction.create_mem(C.POP_RM64, based(io, flags_at)))
+    out.extend(Instruction.create_mem_reg(C.MOV_RM64_R64, based(io, slot[r]), r) for r in others)
     out.append(Instruction.create_reg_i32(C.ADD_RM64_IMM8, R.RSP, 8))
     out.extend(Instruction.create_reg(C.POP_R64, r) for r in reversed(saved))
     out += [Instruction.create(C.POPFQ), Instruction.create(C.RETNQ)]
