@@ -36,11 +36,11 @@ def watch(machine, form) -> None:
         return
     from regmap.runtime import handler
     state = handler.ACTIVE
-    previous = genuine.previous_action(_sys.SIGSEGV, state).handler
-    if previous == NOT_OWN[0]:
+    action = genuine.previous_action(_sys.SIGSEGV, state)
+    if action.handler == NOT_OWN[0]:
         return
-    if previous in (_sys.SIG_DFL, _sys.SIG_IGN) or genuine.is_interpreter_code(previous):
-        NOT_OWN[0] = previous
+    if genuine.ends_the_process(action):
+        NOT_OWN[0] = action.handler
         return
     SAID[0] = True
     genuine.write_stderr("regmap: " + handler_warning(
