@@ -119,10 +119,11 @@ def _loads_only(native: _Native, code: bytes, reads):
     index = native.transfer.index
     pieces = ", ".join(f"({start}, ({_window_expression(slices)}).to_bytes({size}, 'little'))"
                        for start, size, slices in reads)
+    address = "r.rip" if native.transfer.fop_at is not None else "0"    # x87 forms' FIP only
     lines = [f"v = [{', '.join(f'r.{name}' for name in names)}]",
              "try:",
              f"    after = run_transfer(region, code, transfer, v, signals(v[{index['rflags']}], "
-             f"v[{index['mxcsr']}]), [{pieces}], (), describe, r.rip)[0]",
+             f"v[{index['mxcsr']}]), [{pieces}], (), describe, {address})[0]",
              "except NativeFault as fault:",
              "    raise delivered(fault) from None",
              "if plan.routed & ILLEGAL:",
@@ -173,6 +174,7 @@ def _with_stores(native: _Native, code: bytes, reads, writes):
     registers = attrgetter(*names)
     flags_at, mxcsr_at, rsp_at = index["rflags"], index["mxcsr"], index.get("rsp")
     pieces = reads + [(start, size, slices) for start, size, _, slices in writes]
+    x87 = transfer.fop_at is not None          # only x87 forms need the address (FIP)
 
     def run(r):
         before = list(registers(r))
@@ -180,7 +182,8 @@ def _with_stores(native: _Native, code: bytes, reads, writes):
         try:
             after, stored = engine.run_transfer(region, code, transfer, before,
                                                 plan.signals(before[flags_at], before[mxcsr_at]),
-                                                window, writes, native.describe, r.rip)
+                                                window, writes, native.describe,
+                                                r.rip if x87 else 0)
         except engine.NativeFault as fault:
             raise native.delivered(fault) from None
         if plan.routed & ILLEGAL:
