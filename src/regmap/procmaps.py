@@ -1,4 +1,5 @@
-"""A Linux process's memory map (/proc/PID/maps), as both backends read it."""
+"""A Linux process's memory map (/proc/PID/maps) and status fields (/proc/PID/status), as both
+backends read them."""
 from __future__ import annotations
 
 from typing import Iterator, NamedTuple
@@ -52,3 +53,13 @@ def gaps_near(pid: int | str, site: int, size: int, reach: int, lowest: int) -> 
                     candidates.append(at)
         previous_end = max(previous_end, end)
     return sorted(candidates, key=lambda at: abs(at - site))
+
+
+def status(pid: int | str = "self") -> dict[str, str]:
+    """/proc/PID/status as field -> text (``"Tgid"`` -> ``"1234"``, ``"SigCgt"`` -> hex); empty
+    when the thread is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as lines:
+            return {name: value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    except OSError:
+        return {}

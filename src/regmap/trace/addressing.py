@@ -16,17 +16,9 @@ SIGSEGV_BIT = 1 << (11 - 1)
 
 def _status(tid: int) -> tuple[int, int]:
     """(tgid, caught signals) of thread ``tid``; (tid, 0) when /proc cannot say."""
-    tgid, caught = tid, 0
-    try:
-        with open(f"/proc/{tid}/status") as status:
-            for line in status:
-                if line.startswith("Tgid:"):
-                    tgid = int(line.split()[1])
-                elif line.startswith("SigCgt:"):
-                    caught = int(line.split()[1], 16)
-    except (OSError, ValueError):
-        pass
-    return tgid, caught
+    from regmap.procmaps import status      # (not at start-up: it imports typing)
+    fields = status(tid)
+    return int(fields.get("Tgid", tid)), int(fields.get("SigCgt", "0"), 16)
 
 
 class HandlerWatch:

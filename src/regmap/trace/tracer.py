@@ -66,17 +66,6 @@ FORWARDED = (signal.SIGTERM, signal.SIGHUP)
 RESET_IN_CHILD = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def _signal_set(tid: int, field: str) -> int:
-    try:
-        with open(f"/proc/{tid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1], 16)
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 SPINS = 200          # WNOHANG polls before a blocking wait (about 1 us each)
 
 
@@ -508,7 +497,9 @@ class Tracer:
         rip = self.machine.regs.rip
         address = rip if address is None else address
         mask = 1 << (sig - 1)
-        if (_signal_set(tid, "SigBlk") | _signal_set(tid, "SigIgn")) & mask:
+        from regmap.procmaps import status      # (not at start-up: it imports typing)
+        fields = status(tid)
+        if (int(fields.get("SigBlk", "0"), 16) | int(fields.get("SigIgn", "0"), 16)) & mask:
             # the kernel would force SIGFPE (reset to default, unblock) and the program would
             # die of it; a traced SIGFPE cannot be forced, so regmap kills the process and
             # reports SIGFPE as the cause
@@ -533,14 +524,8 @@ class Tracer:
 
     @staticmethod
     def _tgid(tid: int) -> int:
-        try:
-            with open(f"/proc/{tid}/status") as status:
-                for line in status:
-                    if line.startswith("Tgid:"):
-                        return int(line.split()[1])
-        except (OSError, ValueError):
-            pass
-        return tid
+        from regmap.procmaps import status
+        return int(status(tid).get("Tgid", tid))
 
 
 def _make_emulator(layout, addressing=(False, None)):
