@@ -67,6 +67,21 @@ def test_threads_created_after_the_translation_share_the_trampoline(program):
     assert stats["faults"] == 3              # 4000 divisions of the threads: none faulted
 
 
+def test_threads_running_while_the_site_is_rewritten(program):
+    stats, out = translated_and_untranslated(program, "busy")
+    assert [line.split()[0] for line in out.splitlines()] == \
+        ["hot", "signal", "thread", "thread", "thread", "thread", "parent"]
+    assert out.splitlines()[1] == SIGNAL_AT_SITE
+    assert [site["kind"] for site in stats["translated"]] == ["trampoline"]
+    assert stats["faults"] < 4000            # 4010 divisions: those before the rewrite fault
+
+
+def test_a_vfork_child_faulting_in_its_parents_trampoline_gets_the_sites_signal(program):
+    stats, out = translated_and_untranslated(program, "vfork")
+    assert out.splitlines() == ["hot 5020", SIGNAL_AT_SITE, SIGNAL_AT_SITE, "parent 2005"]
+    assert stats["faults"] == 3
+
+
 def test_a_fork_keeps_the_trampolines_and_an_exec_drops_them(program):
     stats, out = translated_and_untranslated(program, "fork")
     assert out.splitlines() == ["hot 5020", SIGNAL_AT_SITE, "child 3345", SIGNAL_AT_SITE,

@@ -60,9 +60,32 @@ int main(int argc, char **argv) {
         divide_by_zero();
         return 0;
     }
+    if (strcmp(mode, "busy") == 0) {          /* threads dividing while the site is rewritten */
+        pthread_t t[4];
+        for (long i = 0; i < 4; i++)
+            pthread_create(&t[i], NULL, worker, (void *)(i + 1));
+        printf("hot %lu\n", run(10, 2));
+        divide_by_zero();
+        for (long i = 0; i < 4; i++) {
+            void *r;
+            pthread_join(t[i], &r);
+            printf("thread %ld %lu\n", i, (unsigned long)r);
+        }
+        printf("parent %lu\n", run(10, 5));
+        return 0;
+    }
     printf("hot %lu\n", run(10, 2));                 /* the site is now hot */
     divide_by_zero();
-    if (strcmp(mode, "threads") == 0) {
+    if (strcmp(mode, "vfork") == 0) {         /* a child in the parent's memory faults there */
+        fflush(stdout);
+        pid_t child = vfork();
+        if (child == 0) {
+            divide_by_zero();
+            _exit(0);
+        }
+        int status;
+        waitpid(child, &status, 0);
+    } else if (strcmp(mode, "threads") == 0) {
         pthread_t t[4];
         for (long i = 0; i < 4; i++)
             pthread_create(&t[i], NULL, worker, (void *)(i + 1));

@@ -8,12 +8,14 @@ are written) copies a read-only private page on write and leaves its
 protection as it was.  Only private executable mappings are written.
 
 Threads: the faulting thread is stopped in its signal-delivery-stop while the
-bytes are written.  A process is patched only when that thread is its only
-one and no other process shares its memory (a vfork child before its exec,
-a clone without CLONE_THREAD, a clone(CLONE_VM | SIGCHLD) that ptrace reports
-as a fork); otherwise its sites keep faulting, correctly:
-from outside, the tracer has no way to serialize the cores that run other
-threads (see docs/tracer.md).
+bytes are written, and every other thread of its process is kept off the code
+(`regmap.trace.quiesce`: PTRACE_INTERRUPT, and each one seen off its CPU); a
+thread that would resume strictly inside the site's bytes leaves the site
+faulting.  Under a debugger (which may hold threads itself) only a process of
+one thread is patched.  No process is patched while another process shares its
+memory: a vfork child before its exec or exit (and its parent meanwhile), a
+clone without CLONE_THREAD, a clone(CLONE_VM | SIGCHLD) that ptrace reports as
+a fork (both, from then on); its sites keep faulting, correctly.
 
 A site with no exact register form gets a trampoline instead
 (`regmap.trace.trampolines`, placed in the tracee), when the process may be
@@ -30,6 +32,7 @@ import os
 
 from regmap.procmaps import private_code
 from regmap.trace.ptrace import RemoteMemory
+from regmap.trace.quiesce import inside, stop_others
 from regmap.trace.trampolines import Trampolines
 from regmap.x86.translate import Translation, translate
 
@@ -48,31 +51,43 @@ class Patcher:
         self.counts: dict[tuple[int, int], int] = {}          # (tgid, site) -> faults
         self.patches: dict[int, dict[int, Translation]] = {}  # tgid -> site -> translation
         self.shared: set[int] = set()     # processes whose memory another process shares
+        self.vforks: dict[int, int] = {}  # vfork child -> parent, until the child execs or exits
         self.tgids: dict[int, int] = {}   # tid -> tgid
         self.trampolines = Trampolines(layout)
         self.memory = RemoteMemory()      # the tracee's, for placing trampolines
 
     # -- faults -------------------------------------------------------------------------------
-    def fault(self, tid: int, step) -> Translation | None:
-        """Thread `tid` (stopped) just had the window instruction `step` emulated."""
+    def fault(self, tid: int, step, others: bool = True) -> Translation | None:
+        """Thread `tid` (stopped) just had the window instruction `step` emulated.  `others`:
+        the process's other threads may be stopped for the write (not under a debugger)."""
         tgid = self.tgid(tid)
         key = (tgid, step.address)
         count = self.counts.get(key, 0) + 1
         self.counts[key] = count
-        if count != self.after:
+        if count != self.after or self.sharing(tgid) or not (others or self._alone(tid, tgid)):
             return None
         translation = translate(step.address, step.code, self.layout)
-        if translation is None and tgid not in self.shared and self._alone(tid, tgid):
+        if translation is None:         # placed while the others run: nothing jumps there yet
             translation = self.trampolines.translate(tid, tgid, step.address, step.code,
                                                      self.memory)
-        if translation is None or not self._write(tid, tgid, translation):
+        if translation is None:
+            return None
+        rips = stop_others(tgid, tid)
+        if rips is None or inside(translation.address, len(translation.old), rips) \
+                or not self._write(tgid, translation):
             return None
         self.patches.setdefault(tgid, {})[step.address] = translation
         return translation
 
-    def _write(self, tid: int, tgid: int, translation: Translation) -> bool:
-        if tgid in self.shared or not self._alone(tid, tgid):
-            return False
+    def rewritten(self, tid: int, address: int) -> bool:
+        """Whether a site at `address` was rewritten in `tid`'s process."""
+        return address in self.patches.get(self.tgid(tid), ())
+
+    def sharing(self, tgid: int) -> bool:
+        """Whether another process runs in `tgid`'s memory (then it is never written)."""
+        return tgid in self.shared or tgid in self.vforks or tgid in self.vforks.values()
+
+    def _write(self, tgid: int, translation: Translation) -> bool:
         address, old = translation.address, translation.old
         if not private_code(tgid, address, len(old)):
             return False
@@ -110,15 +125,18 @@ class Patcher:
         parent = self.tgid(parent_tid)
         if _same_memory(parent_tid, child):
             self.shared.update((parent, self.tgid(child)))
-            self.trampolines.copied(parent, self.tgid(child))
+            self.trampolines.shared(parent, self.tgid(child))
             return
         self.trampolines.copied(parent, child)
         if parent in self.patches:
             self.patches[child] = dict(self.patches[parent])
 
-    def vforked(self, child: int) -> None:
-        """A vfork child runs in its parent's memory until it execs: never patched before."""
-        self.shared.add(child)
+    def vforked(self, parent_tid: int, child: int) -> None:
+        """A vfork child runs in its parent's memory until it execs or exits: neither is patched
+        meanwhile, and the child's trampoline faults are mapped back as the parent's."""
+        parent = self.tgid(parent_tid)
+        self.vforks[self.tgid(child)] = parent
+        self.trampolines.shared(parent, self.tgid(child))
 
     def cloned(self, parent_tid: int, child: int) -> None:
         """A clone that is not a thread may share memory with its parent (CLONE_VM): neither is
@@ -126,7 +144,7 @@ class Patcher:
         parent = self.tgid(parent_tid)
         if self.tgid(child) != parent:
             self.shared.update((parent, self.tgid(child)))
-            self.trampolines.copied(parent, self.tgid(child))
+            self.trampolines.shared(parent, self.tgid(child))
 
     def execed(self, tid: int) -> None:
         """A new address space: the records of the old one go."""
@@ -134,6 +152,7 @@ class Patcher:
         self.patches.pop(tgid, None)
         self.trampolines.execed(tgid)
         self.shared.discard(tgid)
+        self.vforks.pop(tgid, None)     # its parent's memory is the parent's alone again
         for other in [t for t, group in self.tgids.items() if group == tgid and t != tgid]:
             del self.tgids[other]      # exec ended the other threads without exit reports
         for key in [key for key in self.counts if key[0] == tgid]:
@@ -148,6 +167,7 @@ class Patcher:
             self.trampolines.map_back(tid, trampoline, regs, siginfo, self.memory)
 
     def exited(self, tid: int) -> None:
+        self.vforks.pop(tid, None)      # a vfork child is one thread: its tid is its tgid
         self.tgids.pop(tid, None)
 
     def translated(self) -> list[tuple[int, Translation]]:

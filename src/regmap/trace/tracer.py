@@ -349,7 +349,7 @@ class Tracer:
         if event == ptrace.PTRACE_EVENT_FORK:
             patcher.forked(tid, child)
         elif event == ptrace.PTRACE_EVENT_VFORK:
-            patcher.vforked(child)
+            patcher.vforked(tid, child)
         elif event == ptrace.PTRACE_EVENT_CLONE:
             patcher.cloned(tid, child)
 
@@ -394,6 +394,11 @@ class Tracer:
             self._deliver(tid, sig, error.hole, regs.rip, error.instruction)
             return
         except (NotWindowAccess, MemoryFault) as error:
+            if self.patcher is not None and self.patcher.rewritten(tid, regs.rip):
+                # it faulted on the old bytes before they were rewritten (the other threads
+                # run on while one is served): run the site again, as what it now is
+                self._go(tid, 0)
+                return
             reason = getattr(error, "reason", "not a window access") \
                 if isinstance(error, NotWindowAccess) else str(error)
             self._deliver(tid, sig, reason, regs.rip)
@@ -433,7 +438,8 @@ class Tracer:
             self._deliver(tid, sig, f"cannot set registers: {os.strerror(refusal.errno)}", regs.rip)
             return
         # the thread is stopped: a hot site may be rewritten now, before it runs on
-        translation = self.patcher.fault(tid, step) if self.patcher is not None else None
+        translation = self.patcher.fault(tid, step, self.observer is None) \
+            if self.patcher is not None else None
         if self.observer is None or not self.observer.emulated(tid, step):
             ptrace.cont(tid, 0)
         if started:

@@ -6,13 +6,14 @@ tracer has the stopped thread map read+execute regions (`regmap.trace.inject`:
 an ``mmap`` with MAP_FIXED_NOREPLACE at the gap nearest the site, so that
 ``jmp rel32`` reaches it), writes the trampoline through /proc/PID/mem, and
 `regmap.trace.patch.Patcher` writes the site's ``jmp`` as it writes a
-register form (only in a process of one thread, sharing its memory with no
-other).
+register form (its other threads kept off the code meanwhile, and never while
+another process shares its memory).
 
 Records per process (thread-group id): the regions and the table from each
-trampoline's moved instruction to the trampoline.  A fork child (or a process
-that shares the memory) has the same trampolines at the same addresses, so it
-gets a copy; exec drops them.  Trampolines are never unmapped: a thread may be
+trampoline's moved instruction to the trampoline.  A fork child has the same
+trampolines at the same addresses, so it gets a copy; a process that shares
+the memory (a vfork child, a CLONE_VM clone) shares the records themselves;
+exec drops them.  Trampolines are never unmapped: a thread may be
 inside one.
 
 Faults.  Only the moved instruction can fault (#GP, #AC, #DE, #XM, #MF, #UD).
@@ -132,6 +133,12 @@ class Trampolines:
         if parent in self.tables:
             self.tables[child] = dict(self.tables[parent])
             self.regions[child] = [list(region) for region in self.regions.get(parent, [])]
+
+    def shared(self, parent: int, child: int) -> None:
+        """`child` runs in `parent`'s memory (vfork, CLONE_VM): one table for both, so that a
+        trampoline either places is the other's too."""
+        self.tables[child] = self.tables.setdefault(parent, {})
+        self.regions[child] = self.regions.setdefault(parent, [])
 
     def execed(self, tgid: int) -> None:
         self.tables.pop(tgid, None)
