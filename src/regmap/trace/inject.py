@@ -36,9 +36,14 @@ def system_call(tid: int, regs, memory, number: int, *args: int) -> int | None:
     work.eflags &= ~TF
     try:
         ptrace.setregs(tid, work)
-        ptrace.ptrace(ptrace.PTRACE_SINGLESTEP, tid)
-        _, status = os.waitpid(tid, _WALL)
-        if not os.WIFSTOPPED(status) or os.WSTOPSIG(status) != signal.SIGTRAP:
+        for _ in range(2):
+            ptrace.ptrace(ptrace.PTRACE_SINGLESTEP, tid)
+            _, status = os.waitpid(tid, _WALL)
+            if status >> 16 != ptrace.PTRACE_EVENT_STOP:
+                break
+            # a PTRACE_INTERRUPT's trap (trace/quiesce.py) that was pending came first: the
+            # step is still to do
+        if not os.WIFSTOPPED(status) or status >> 16 or os.WSTOPSIG(status) != signal.SIGTRAP:
             return None
         ptrace.ptrace(ptrace.PTRACE_GETREGS, tid, 0, ctypes.addressof(work))
         result = work.rax
