@@ -22,6 +22,10 @@ faults are served by another process).  Tracer and program share one CPU (``--cp
 
     .venv/bin/python benchmarks/translate_cost.py [--iterations N] [--faults F] [--repeats R]
 
+``--threads T``: the traced rows only, with T threads of the program each running the loop at
+once (native, translated and emulated alike; the time is until the last is done): under
+``--translate`` the tracer stops the other threads to write the site (trace/quiesce.py).
+
 ``--forms``: instead, issue 17's list of forms in-process, each a loop of the instruction (and a
 decrement and branch): ns per iteration translated (``translate=3``: in place or through a
 trampoline, after three faults), against the same instruction with its operand on an ordinary
@@ -51,27 +55,46 @@ LOOP_SOURCE = HERE / "fault_cost_loop_inprocess.s"
 FLOOR_SOURCE = HERE / "fault_cost_floor.c"
 
 # The traced program: the same loops, timed from inside.  ``prog N`` runs the window loop
-# (what trace_cost's bare tracer expects), ``prog native N`` the native one.  Prints
-# "nanoseconds rax".
+# (what trace_cost's bare tracer expects), ``prog native N`` the native one; with THREADS=T in
+# its environment, T threads run it at once (each N iterations; the time is until all are
+# done).  Prints "nanoseconds rax" (rax: the common result, -1 if the threads differ).
 TRACED_MAIN = r"""
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 long fault_loop(long n, long rcx);
 long native_loop(long n, long rcx);
+static long n;
+static int native;
 static long now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1000000000L + t.tv_nsec;
 }
+static void *loop(void *out) {
+    *(long *)out = native ? native_loop(n, 3) : fault_loop(n, 3);
+    return NULL;
+}
 int main(int argc, char **argv) {
-    int native = argc > 2 && strcmp(argv[1], "native") == 0;
-    long n = atol(argv[argc - 1]);
+    native = argc > 2 && strcmp(argv[1], "native") == 0;
+    n = atol(argv[argc - 1]);
+    int threads = getenv("THREADS") ? atoi(getenv("THREADS")) : 1;
+    threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    pthread_t thread[64];
+    long rax[64];
     long start = now();
-    long rax = native ? native_loop(n, 3) : fault_loop(n, 3);
+    for (int i = 1; i < threads; i++)
+        pthread_create(&thread[i], NULL, loop, &rax[i]);
+    loop(&rax[0]);
+    for (int i = 1; i < threads; i++)
+        pthread_join(thread[i], NULL);
     long elapsed = now() - start;
-    printf("%ld %ld\n", elapsed, rax);
+    for (int i = 1; i < threads; i++)
+        if (rax[i] != rax[0])
+            rax[0] = -1;
+    printf("%ld %ld\n", elapsed, rax[0]);
     return 0;
 }
 """
@@ -87,7 +110,7 @@ def build(directory: Path) -> dict[str, Path]:
     main.write_text(TRACED_MAIN)
     subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", built["library"], LOOP_SOURCE], check=True)
     subprocess.run([gcc, "-O2", "-o", built["floor"], FLOOR_SOURCE, LOOP_SOURCE], check=True)
-    subprocess.run([gcc, "-O2", "-o", built["traced"], main, LOOP_SOURCE], check=True)
+    subprocess.run([gcc, "-O2", "-pthread", "-o", built["traced"], main, LOOP_SOURCE], check=True)
     subprocess.run([gcc, "-O2", "-o", built["tracer"], Path(__file__).with_name("bare_tracer.c")],
                    check=True)
     return built
@@ -126,7 +149,7 @@ def in_process(library, iterations: int, faults: int, floor: Path) -> dict[str, 
     return row
 
 
-def traced_run(argv: list[str], translate: int) -> tuple[int, int]:
+def traced_run(argv: list[str], translate: int, env: dict | None = None) -> tuple[int, int]:
     """Run argv under run_traced, its stdout captured: (nanoseconds, rax)."""
     from regmap.trace import run_traced
     read_fd, write_fd = os.pipe()
@@ -134,7 +157,7 @@ def traced_run(argv: list[str], translate: int) -> tuple[int, int]:
     os.dup2(write_fd, 1)
     os.close(write_fd)
     try:
-        status = run_traced(argv, translate=translate)
+        status = run_traced(argv, translate=translate, env=env)
     finally:
         os.dup2(saved, 1)
         os.close(saved)
@@ -146,15 +169,19 @@ def traced_run(argv: list[str], translate: int) -> tuple[int, int]:
     return int(elapsed), int(rax)
 
 
-def traced(program: Path, tracer: Path, iterations: int, faults: int) -> dict[str, float]:
+def traced(program: Path, tracer: Path, iterations: int, faults: int,
+           threads: int = 1) -> dict[str, float]:
+    """One repeat of the traced rows; with `threads` > 1 the program's threads all run the loop
+    (the floor stays the one-thread round trip: the bare tracer serves one thread)."""
     row = {}
+    env = dict(os.environ, THREADS=str(threads))
     out = subprocess.run([program, "native", str(iterations)], check=True, capture_output=True,
-                         text=True)
+                         text=True, env=env)
     row["native"] = float(out.stdout.split()[0])
-    elapsed, rax = traced_run([str(program), str(iterations)], translate=3)
+    elapsed, rax = traced_run([str(program), str(iterations)], translate=3, env=env)
     assert rax == 3 * iterations, rax
     row["translated"] = float(elapsed)
-    elapsed, rax = traced_run([str(program), str(faults)], translate=0)
+    elapsed, rax = traced_run([str(program), str(faults)], translate=0, env=env)
     assert rax == 3 * faults, rax
     row["emulated"] = elapsed / faults * iterations
     elapsed, _rax = trace_cost.bare_round_trips(str(tracer), str(program), faults).split()
@@ -335,6 +362,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--forms", action="store_true",
                         help="issue 17's list of forms, in-process (see the module's docstring)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of the traced program, each running the loop (the "
+                             "traced rows only)")
     parser.add_argument("--cpu", default=None,
                         help="CPU to run on (default: the last allowed one; 'all' to leave it)")
     args = parser.parse_args(argv)
@@ -356,12 +386,17 @@ def main(argv=None) -> int:
             getattr(library, name).argtypes = [ctypes.c_long, ctypes.c_long]
         local, remote = [], []
         for _ in range(args.repeats):
-            local.append(in_process(library, args.iterations, args.faults, built["floor"]))
-            remote.append(traced(built["traced"], built["tracer"], args.iterations, args.faults))
+            if args.threads == 1:
+                local.append(in_process(library, args.iterations, args.faults, built["floor"]))
+            remote.append(traced(built["traced"], built["tracer"], args.iterations, args.faults,
+                                 args.threads))
     print(f"load average {os.getloadavg()[0]:.2f}; * = {args.faults:,} faulting iterations, "
           f"extrapolated to {args.iterations:,}")
-    summarize("in-process (map_registers)", local, args.iterations)
-    summarize("traced (regmap exec)", remote, args.iterations)
+    if local:
+        summarize("in-process (map_registers)", local, args.iterations)
+    summarize("traced (regmap exec)" if args.threads == 1 else
+              f"traced (regmap exec), {args.threads} threads each running the loop", remote,
+              args.iterations)
     return 0
 
 
