@@ -66,7 +66,23 @@ def test_threads_in_blocking_calls_and_spinning_come_out_as_without_regmap(progr
     assert len(stats["translated"]) == 2 and stats["faults"] < ROUNDS
 
 
-def test_a_thread_resuming_inside_the_sites_bytes_keeps_it_from_being_rewritten():
+def test_a_thread_parked_inside_the_sites_bytes_keeps_it_from_being_rewritten(tmp_path):
+    """programs/inside_site.c: a thread blocked in read() at rip = site + 10 (the site's
+    immediate is ``syscall; jmp +0``); alone, the same site is rewritten at its third fault."""
+    executable = tmp_path / "inside_site"
+    subprocess.run([CC, "-O2", "-pthread", "-fno-delete-null-pointer-checks", "-o", executable,
+                    PROGRAM.with_name("inside_site.c")], check=True)
+    alone = regmap("exec", "--translate=3", "--json", executable, "alone")
+    assert (alone.returncode, alone.stdout) == (0, "rcx 0xeb050f\n"), alone.stderr
+    (site,) = stats_record(alone.stderr)["translated"]
+    assert site["translation"] == "mov rcx,0EB050Fh"
+    parked = regmap("exec", "--translate=3", "--json", executable)
+    assert (parked.returncode, parked.stdout) == (0, "rcx 0xeb050f\nread 1 byte x\n"), parked.stderr
+    stats = stats_record(parked.stderr)
+    assert stats["translated"] == [] and stats["faults"] == 10
+
+
+def test_inside_means_strictly_inside():
     from regmap.trace.quiesce import inside
     assert inside(0x1000, 8, [0x2000, 0x1001])
     assert inside(0x1000, 8, [0x1007])
