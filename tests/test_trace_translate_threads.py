@@ -42,12 +42,12 @@ def stats_record(stderr: str) -> dict:
     return next(json.loads(line) for line in stderr.splitlines() if '"event":"stats"' in line)
 
 
-def translated_and_untranslated(program, *args) -> tuple[dict, str]:
+def translated_and_untranslated(program, *args, faults=4 * ROUNDS * 2) -> tuple[dict, str]:
     plain = regmap("exec", "--json", program, ROUNDS, *args)
     hot = regmap("exec", "--translate=3", "--json", program, ROUNDS, *args)
     assert hot.returncode == plain.returncode == 0, hot.stdout + hot.stderr
     assert hot.stdout == plain.stdout
-    assert stats_record(plain.stderr)["faults"] == 4 * ROUNDS * 2
+    assert stats_record(plain.stderr)["faults"] == faults
     return stats_record(hot.stderr), hot.stdout
 
 
@@ -64,6 +64,13 @@ def test_threads_in_blocking_calls_and_spinning_come_out_as_without_regmap(progr
     assert out.splitlines()[4:] == ["read 5 errno 0 got hello", "nanosleep 0 slept all 1",
                                     "spinner spun"]
     assert len(stats["translated"]) == 2 and stats["faults"] < ROUNDS
+
+
+def test_a_fork_of_a_multi_threaded_process_keeps_its_translations(program):
+    stats, out = translated_and_untranslated(program, "fork", faults=4 * ROUNDS * 2 + 2 * ROUNDS)
+    assert out.splitlines()[4:] == ["child exact"]
+    assert len(stats["translated"]) == 2
+    assert stats["faults"] < ROUNDS      # the child's 2 * ROUNDS accesses do not fault
 
 
 def test_a_thread_parked_inside_the_sites_bytes_keeps_it_from_being_rewritten(tmp_path):

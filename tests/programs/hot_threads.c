@@ -4,7 +4,8 @@
  * in blocking system calls while the sites are rewritten (the workers start once /proc says
  * they are in them): one in read() on a pipe that main writes after the workers end, one in a
  * 300 ms nanosleep, which must sleep it all and return 0; a third spins in user mode without a
- * system call until main is done (the tracer stops it on its CPU).
+ * system call until main is done (the tracer stops it on its CPU).  With "fork", once the
+ * threads are done a forked child runs the loop once more (the sites are rewritten in its copy).
  * Prints one line per thread; exits 0 when every value is exact. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,10 +29,8 @@ static long read_result, read_errno, nap_result, nap_full;
 static volatile int spinning, done;
 static unsigned long spins;
 
-static void *worker(void *arg) {
-    long id = (long)arg;
+static void loop(long id) {
     unsigned long sum = 0, bad = 0;
-    pthread_barrier_wait(&start);
     for (long i = 0; i < rounds; i++) {
         unsigned long c = id + 1, x = 0x0123456789abcdefUL * (i + 1) + id,
                       y = 0xfedcba9876543210UL ^ (i << 20) ^ id, r;
@@ -40,6 +40,11 @@ static void *worker(void *arg) {
     }
     sums[id] = sum;
     wrong[id] = bad;
+}
+
+static void *worker(void *arg) {
+    pthread_barrier_wait(&start);
+    loop((long)arg);
     return NULL;
 }
 
@@ -113,6 +118,18 @@ int main(int argc, char **argv) {
         unsigned long want = rounds * (i + 1);
         printf("thread %ld sum %lu wrong %lu\n", i, sums[i], wrong[i]);
         bad += sums[i] != want || wrong[i] != 0;
+    }
+    if (argc > 2 && strcmp(argv[2], "fork") == 0) {
+        fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) {
+            loop(1);
+            _exit(sums[1] != 2 * (unsigned long)rounds || wrong[1] != 0);
+        }
+        int status;
+        waitpid(child, &status, 0);
+        printf("child %s\n", WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "exact" : "wrong");
+        bad += !WIFEXITED(status) || WEXITSTATUS(status) != 0;
     }
     if (parked) {
         if (write(pipe_fds[1], "hello", 5) != 5)
