@@ -332,7 +332,7 @@ INPROCESS = textwrap.dedent("""
     import regmap
     library = ctypes.CDLL(sys.argv[1])
     library.regmap_run_file.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    regmap.map_registers()
+    regmap.map_registers(fast_faults=False)     # the emulator (trampolines: test_dispatch_forms)
     status = library.regmap_run_file(sys.argv[2].encode(), sys.argv[3].encode())
     regmap.unmap_registers()
     sys.exit(status)

@@ -121,7 +121,7 @@ def test_sites_of_one_instruction_share_its_bytes_and_a_changed_one_is_decoded_a
     # rcx (the window's [8] in the default layout) is the fourth argument
     function = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long,
                                 ctypes.c_long)(base)
-    regmap.map_registers()
+    regmap.map_registers(fast_faults=False)     # every fault through the site cache
     try:
         assert [function(0, 0, 0, 21) for _ in range(3)] == [42] * 3
         one, two = sites.CODE_SITES[first], sites.CODE_SITES[second]

@@ -156,9 +156,9 @@ def test_every_trampoline_form_runs_as_emulated(trials, caught):
     rng = random.Random(29)
     fx = _default_fx()
     states = [[random_state(rng, form, fx) for _ in range(STATES)] for form in chosen]
-    with regmap.mapped(translate=0):
+    with regmap.mapped(translate=0, fast_faults=False):
         emulated = [[run(lib, i, s) for s in form_states] for i, form_states in enumerate(states)]
-    with regmap.mapped(translate=2):
+    with regmap.mapped(translate=2, fast_faults=False):
         for i, form_states in enumerate(states):        # the sites that run become hot
             for s in form_states:
                 run(lib, i, s)

@@ -42,6 +42,52 @@ long addsd_register(long n, long rcx)
     return rax;
 }
 
+/* add rax, [rdi] with rdi 8 and 0x10 in turn (rcx, then rdx = 3): a register-addressed site
+ * seen with two window addresses. */
+long indexed_window(long n, long rcx)
+{
+    long rax = 0;
+    __asm__ volatile("mov edx, 3\n1: mov rdi, %1\n\tand edi, 1\n\tlea rdi, [8 + rdi*8]\n\t"
+                     "add rax, qword ptr [rdi]\n\tdec %1\n\tjnz 1b"
+                     : "+a"(rax), "+r"(n) : "c"(rcx) : "rdx", "rdi", "cc", "memory");
+    return rax;
+}
+
+long indexed_register(long n, long rcx)
+{
+    long rax = 0;
+    for (; n; n--)
+        rax += n & 1 ? 3 : rcx;
+    __asm__ volatile("" : "+r"(rax));
+    return rax;
+}
+
+/* add rax, [rdi] with rdi = address and rcx = 5, n times: a window address, real memory or a hole. */
+long add_at(long n, long address)
+{
+    long rax = 0;
+    __asm__ volatile("1: add rax, qword ptr [rdi]\n\tdec %1\n\tjnz 1b"
+                     : "+a"(rax), "+r"(n) : "D"(address), "c"(5L) : "cc", "memory");
+    return rax;
+}
+
+/* div qword [8]: rdx:rax / rcx, n times (a #DE when rcx is 0). */
+long div_window(long n, long rcx)
+{
+    long rax = 0;
+    __asm__ volatile("1: mov eax, 1000\n\txor edx, edx\n\tdiv qword ptr [8]\n\tdec %1\n\tjnz 1b"
+                     : "+a"(rax), "+r"(n) : "c"(rcx) : "rdx", "cc", "memory");
+    return rax;
+}
+
+long div_register(long n, long rcx)
+{
+    long rax = 0;
+    __asm__ volatile("1: mov eax, 1000\n\txor edx, edx\n\tdiv rcx\n\tdec %1\n\tjnz 1b"
+                     : "+a"(rax), "+r"(n) : "c"(rcx) : "rdx", "cc");
+    return rax;
+}
+
 /* A hole of the default layout (0x98: no register there): a genuine fault, as on the CPU. */
 long hole_store(long n, long rcx)
 {

@@ -44,9 +44,11 @@ def _resolve_layout(layout):
 
 
 TRANSLATE_AFTER = 3   # faults at a site before ``translate=True`` rewrites it (~ the rewrite's cost)
+FAST_FAULTS_AFTER = 2  # faults at a site before its faults are served by machine code
 
 
-def map_registers(layout=None, *, emulator=None, translate=False, strict=False) -> Registers:
+def map_registers(layout=None, *, emulator=None, translate=False, strict=False,
+                  fast_faults=True) -> Registers:
     """Map the register file onto page 0 for every thread of this process.
 
     `layout` is a `regmap.layout.Layout`, a shipped layout's name or a path
@@ -63,11 +65,16 @@ def map_registers(layout=None, *, emulator=None, translate=False, strict=False) 
     register-addressed page-0 access is the genuine NULL-pointer fault it is without regmap.
     False (the default): it reads and writes registers, and a process with a SIGSEGV handler
     of its own is told once on stderr (docs/runtime.md, "Strict addressing").
+    `fast_faults`: True (the default) or N > 0: once a site has faulted N times (True: 2) and
+    its instruction has a trampoline, its faults are sent there by machine code in the signal
+    handler, with no Python and no GIL (docs/runtime.md, "Fast faults"); False or 0: every
+    fault through Python.
     Returns `regmap.registers`.
     """
     _check_platform()
-    from regmap.runtime import addressing, guard, handler
-    after = _translate_after(translate)
+    from regmap.runtime import addressing, dispatch, guard, handler
+    after = _after("translate", translate, TRANSLATE_AFTER)
+    dispatch_after = _after("fast_faults", fast_faults, FAST_FAULTS_AFTER)
     state = handler.install(emulator, _resolve_layout(layout))
     addressing.set_strict(state, bool(strict))
     guard.keep_first()              # a handler installed over regmap's since: regmap goes first
@@ -76,17 +83,18 @@ def map_registers(layout=None, *, emulator=None, translate=False, strict=False) 
         from regmap.x86.translate import warm_up
         warm_up(state.layout, state.emulator)   # not at the program's first hot site
     handler.set_translate(after)
+    dispatch.set_after(dispatch_after)
     return registers
 
 
-def _translate_after(translate) -> int:
-    if translate is True:
-        return TRANSLATE_AFTER
-    if translate is False or translate is None:
+def _after(name: str, value, default: int) -> int:
+    if value is True:
+        return default
+    if value is False or value is None:
         return 0
-    if isinstance(translate, int) and translate >= 0:
-        return translate
-    raise ValueError(f"map_registers(translate={translate!r}): expected True, False or a number "
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise ValueError(f"map_registers({name}={value!r}): expected True, False or a number "
                      "of faults >= 0")
 
 
@@ -107,10 +115,11 @@ def is_mapped() -> bool:
 
 
 @contextlib.contextmanager
-def mapped(layout=None, *, emulator=None, translate=False, strict=False):
+def mapped(layout=None, *, emulator=None, translate=False, strict=False, fast_faults=True):
     """``with regmap.mapped(): ...`` maps the registers for the block (if they were not already)."""
     already = is_mapped()
-    map_registers(layout, emulator=emulator, translate=translate, strict=strict)
+    map_registers(layout, emulator=emulator, translate=translate, strict=strict,
+                  fast_faults=fast_faults)
     try:
         yield registers
     finally:

@@ -23,7 +23,9 @@ def set_strict(state, strict: bool) -> None:
         return                              # a stand-in emulator (tests): its own rules
     if emulator.strict != strict:
         from regmap.runtime import handler, patch
+        from regmap.runtime import dispatch
         patch.restore_all()
+        dispatch.forget()
         handler.forget_fast_paths()
         emulator.strict = strict
     emulator.watch = None if strict else watch

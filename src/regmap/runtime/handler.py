@@ -34,7 +34,8 @@ from typing import NamedTuple
 from regmap.accesses import format_access
 from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindowAccess, RegmapError,
                            UnsupportedInstruction)
-from regmap.runtime import _sys, genuine, liveflags, patch, sites, threadstate, trampolines, usercopy
+from regmap.runtime import (_sys, dispatch, genuine, liveflags, patch, sites, threadstate, trampolines,
+                            usercopy)
 from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altstack,  # noqa: F401
                                      restore_altstack)
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
@@ -63,7 +64,10 @@ class State:
         self.previous = previous
         self.installed: dict[int, tuple] = {}
         self.altstack: tuple[int, _sys.StackT, int] | None = None   # (thread ident, old, base)
-        self.address = 0                # the callback's address, for re-installing it (guard.py)
+        self.address = 0                # the handler's address, for re-installing it (guard.py)
+        # whether known sites' faults are sent to trampolines by machine code (`dispatch`):
+        # not with a stand-in emulator, whose answers are the point
+        self.dispatching = False
         # What the first installation replaced, and the signals already handed over to
         # `previous` (see `forward`).
         self.beneath: dict[int, _sys.KernelSigaction] = dict(previous)
@@ -114,6 +118,8 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
                 site.count += 1
                 if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
                     patch.hot_site(site, state.layout, TRACE)
+                if state.dispatching and (site.translation is not None or not TRANSLATE_AT):
+                    dispatch.learn(site, frame, state.layout)
                 return
         emulate(signo, info, machine, state)
     except MemoryFault as fault:
@@ -168,6 +174,10 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
         site.decoded(step.code, step.mnemonic, fast_path(state, step))
     if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
         patch.hot_site(site, state.layout, TRACE)
+    # (a site translation would rewrite gets its chance first: once sent to a trampoline from
+    # the handler, its faults no longer reach the count)
+    if state.dispatching and TRACE is None and (site.translation is not None or not TRANSLATE_AT):
+        dispatch.learn(site, machine.frame, state.layout)
 
 
 def fast_path(state: State, step):
@@ -310,17 +320,21 @@ def install(emulator, layout) -> State:
         if ACTIVE is not None:
             if ACTIVE.layout is layout and (emulator is None or emulator is ACTIVE.emulator):
                 return ACTIVE
+            dispatching = emulator is None
+            patch.restore_all()   # translations name the old layout's registers
+            dispatch.forget()     # and so do the trampolines of known sites
             if emulator is None:
                 from regmap.x86 import Emulator
                 emulator = Emulator(layout, max_forms=RUNTIME_FORMS)
-            patch.restore_all()   # translations name the old layout's registers
             state = State(emulator, layout, ACTIVE.previous)
+            state.dispatching = dispatching
             state.installed, state.altstack = ACTIVE.installed, ACTIVE.altstack
             state.address, state.beneath, state.handed_over = (ACTIVE.address, ACTIVE.beneath,
                                                                ACTIVE.handed_over)
             forget_fast_paths()
             ACTIVE = state
             return state
+        dispatching = emulator is None
         if emulator is None:
             from regmap.x86 import Emulator
             emulator = Emulator(layout, max_forms=RUNTIME_FORMS)
@@ -328,10 +342,12 @@ def install(emulator, layout) -> State:
         callback = HANDLER_TYPE(on_signal)
         _CALLBACKS.append(callback)
         genuine.find_interpreter_code()
-        # installed behind a prologue that keeps a thread state for a thread Python never saw
-        address = threadstate.entry(ctypes.cast(callback, ctypes.c_void_p).value)
+        # installed behind a prologue that keeps a thread state for a thread Python never saw,
+        # itself behind the machine code that serves known sites
+        address = dispatch.entry(threadstate.entry(ctypes.cast(callback, ctypes.c_void_p).value))
         state = State(emulator, layout, {})
         state.address = address
+        state.dispatching = dispatching
         forget_fast_paths()
         ensure_altstack(state)
         ACTIVE = state  # before the handler can run
@@ -364,6 +380,7 @@ def uninstall() -> bool:
         if state is None:
             return False
         patch.restore_all()       # while the handler is there for the sites that fault again
+        dispatch.forget()
         for signo, previous in state.previous.items():
             current = _sys.get_action(signo)
             if current.key() != state.installed[signo] and current.handler != previous.handler:
@@ -396,6 +413,7 @@ class Stats(NamedTuple):
     by_mnemonic: dict[str, int]
     by_site: dict[int, int]       # instruction address -> faults served there
     translated: tuple = ()        # regmap.x86.translate.Translation of each rewritten site
+    dispatched: int = 0           # of `emulated`, faults sent to a trampoline by machine code
 
     @property
     def faults(self) -> int:
@@ -437,9 +455,14 @@ def snapshot() -> Stats:
             by_site[address] = by_site.get(address, 0) + site.count
             name = site.mnemonic or "?"
             by_mnemonic[name] = by_mnemonic.get(name, 0) + site.count
+    dispatched = 0
+    for address, mnemonic, count in dispatch.counts():
+        dispatched += count
+        by_site[address] = by_site.get(address, 0) + count
+        by_mnemonic[mnemonic or "?"] = by_mnemonic.get(mnemonic or "?", 0) + count
     c = genuine.COUNTERS
     return Stats(sum(by_mnemonic.values()), c.forwarded, c.sent, c.divide_errors, c.unsupported,
-                 c.internal_errors, by_mnemonic, by_site, patch.translated())
+                 c.internal_errors, by_mnemonic, by_site, patch.translated(), dispatched)
 
 
 def reset() -> None:
@@ -448,6 +471,7 @@ def reset() -> None:
     RETIRED_SITES.clear()
     sites.RETIRED.clear()
     genuine.COUNTERS.clear()
+    dispatch.reset()
 
 
 def set_translate(after: int) -> None:
@@ -458,6 +482,8 @@ def set_translate(after: int) -> None:
 
 def set_trace(target) -> None:
     global TRACE
+    if target is not None:
+        dispatch.forget()      # every access is traced: every fault through Python
     if target is None:
         TRACE = None
     elif callable(target) and not hasattr(target, "write"):

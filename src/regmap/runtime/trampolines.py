@@ -56,13 +56,24 @@ class Fault(NamedTuple):
 
 def translate(site: int, code: bytes, layout) -> Translation | None:
     """Build and place the trampoline of the instruction `code` at `site`: the Translation the
-    site becomes (a ``jmp``), or None if it gets none (on a CPU without BMI2, whose ``rorx``
-    aligns the scratch without touching the flags, every site)."""
+    site becomes (a ``jmp``), or None if it gets none."""
+    trampoline = place(site, code, layout)
+    if trampoline is None:
+        return None
+    return Translation(site, trampoline.old, trampoline.jump, trampoline.old_text,
+                       trampoline.new_text, "trampoline")
+
+
+def place(site: int, code: bytes, layout, at: int | None = None) -> Trampoline | None:
+    """The trampoline of the instruction `code` at `site`, written within reach of the site
+    (for a register-addressed operand, the one for window address `at`), or None if it gets
+    none (on a CPU without BMI2, whose ``rorx`` aligns the scratch without touching the
+    flags, no site does)."""
     if "bmi2" not in host.cpu_flags():
         return None
     width = host.vector_width()
     try:
-        p = plan(site, code, layout, width)
+        p = plan(site, code, layout, width, at)
         size = len(build(p, site, width).code)   # the same length anywhere: its jumps are rel32
         address = _room(site, size)
         if address is None:
@@ -74,8 +85,7 @@ def translate(site: int, code: bytes, layout) -> Translation | None:
         return None
     install_handlers()
     TABLE[trampoline.instruction] = trampoline
-    return Translation(site, trampoline.old, trampoline.jump, trampoline.old_text,
-                       trampoline.new_text, "trampoline")
+    return trampoline
 
 
 def _room(site: int, size: int) -> int | None:

@@ -49,7 +49,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from iced_x86 import (Code, Decoder, Encoder, FlowControl, Formatter, FormatterSyntax, Instruction,
-                      InstructionInfoFactory, MemoryOperand, MemorySizeInfo, OpKind,
+                      InstructionInfoFactory, MemoryOperand, MemorySizeInfo, Mnemonic, OpKind,
                       Register, RegisterExt)
 
 from regmap.errors import LayoutError
@@ -73,6 +73,7 @@ BASES = (Register.R11, Register.R10, Register.R9, Register.R8, Register.RSI, Reg
          Register.RDX, Register.RCX, Register.RBX, Register.RAX, Register.R12, Register.R13,
          Register.R14, Register.R15)
 
+BIT_OFFSET = frozenset({Mnemonic.BT, Mnemonic.BTS, Mnemonic.BTR, Mnemonic.BTC})
 ICED = {name: value for value, name in REGISTER_NAMES.items()}
 _FORMATTER = Formatter(FormatterSyntax.INTEL)
 _INFO = InstructionInfoFactory()
@@ -104,10 +105,16 @@ class Plan(NamedTuple):
     writes: bool           # whether the instruction writes its memory operand
     frame: int
     x87: int               # the offset of the FXSAVE area in the mirror for an x87 form, else 0
+    address: int           # the operand's window address
 
 
-def plan(site: int, code: bytes, layout, vector_width: int = 512) -> Plan:
-    """Decide whether the instruction at `site` gets a trampoline (raises `Declined` if not)."""
+def plan(site: int, code: bytes, layout, vector_width: int = 512, at: int | None = None) -> Plan:
+    """Decide whether the instruction at `site` gets a trampoline (raises `Declined` if not).
+
+    `at`: the window address a register-addressed operand had (``[rdi + 8]`` with rdi = 0:
+    8).  Such a trampoline is right only while the operand's address is `at`, and whoever
+    sends a thread to it checks that first (`regmap.runtime.dispatch`); it has no ``jmp`` to
+    patch in, and the site may be shorter than one."""
     ins = Decoder(64, code, ip=site).decode()
     if ins.is_invalid:
         raise Declined("not a valid instruction")
@@ -116,19 +123,29 @@ def plan(site: int, code: bytes, layout, vector_width: int = 512) -> Plan:
     memory = [i for i in range(ins.op_count) if ins.op_kind(i) == OpKind.MEMORY]
     if len(memory) != 1:
         raise Declined("no explicit [address] operand")
-    if ins.memory_base != Register.NONE or ins.memory_index != Register.NONE:
-        raise Declined("the address depends on a register")
+    if at is None:
+        if ins.memory_base != Register.NONE or ins.memory_index != Register.NONE:
+            raise Declined("the address depends on a register")
+        if ins.memory_displ_size not in (4, 8):
+            raise Declined("a 16-bit displacement")
+        # (an address-size prefix makes [disp32] zero-extended, not sign-extended: the same
+        # address for every window address; the moved instruction addresses the mirror with
+        # 64-bit registers)
+        if ins.len < JUMP_LENGTH:
+            raise Declined("shorter than a jmp rel32")
+        address = ins.memory_displacement
+    else:
+        if ins.is_ip_rel_memory_operand:
+            raise Declined("a rip-relative address")
+        if ins.memory_index != Register.NONE and not RegisterExt.is_gpr(ins.memory_index):
+            raise Declined("a vector index (vsib)")
+        address = at
     if ins.segment_prefix != Register.NONE:
         raise Declined("a segment override")
-    if ins.memory_displ_size not in (4, 8):
-        raise Declined("a 16-bit displacement")
-    # (an address-size prefix makes [disp32] zero-extended, not sign-extended: the same address
-    # for every window address; the moved instruction addresses the mirror with 64-bit registers)
-    if ins.len < JUMP_LENGTH:
-        raise Declined("shorter than a jmp rel32")
     if ins.flow_control != FlowControl.NEXT:
         raise Declined("a branch (it would leave the trampoline)")
-    address = ins.memory_displacement
+    if ins.mnemonic in BIT_OFFSET and ins.op1_kind == OpKind.REGISTER:
+        raise Declined("a register bit offset (it moves the access beyond the operand)")
     size = MemorySizeInfo(ins.memory_size).size
     if not 0 < size <= MAX_OPERAND:
         raise Declined(f"an operand of {size} bytes (at most {MAX_OPERAND} are mirrored)")
@@ -163,7 +180,7 @@ def plan(site: int, code: bytes, layout, vector_width: int = 512) -> Plan:
     x87 = span if original_fop(bytes(code[:ins.len])) >= 0 else 0
     frame = -(-(MIRROR + LINE - 1 + span + (FXSAVE_AREA if x87 else 0) + RED_ZONE) // 16) * 16
     return Plan(site, bytes(code[:ins.len]), ins, mirrored, address - start, base, spare, writes,
-                frame, x87)
+                frame, x87, address)
 
 
 def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
@@ -189,6 +206,8 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
             out.add(stored)
     moved = ins.copy()
     moved.memory_base = base
+    moved.memory_index = Register.NONE
+    moved.memory_index_scale = 1
     moved.memory_displacement = p.operand
     moved.memory_displ_size = 1
     instruction = out.add(moved)
@@ -219,8 +238,10 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
     displacement = address - (p.site + JUMP_LENGTH)
     if not -(1 << 31) <= displacement < 1 << 31:
         raise Declined("the trampoline is beyond a rel32 jump from the site")
-    jump = (bytes([JMP_REL32]) + (displacement & 0xFFFFFFFF).to_bytes(4, "little")
-            + bytes([INT3]) * (len(p.old) - JUMP_LENGTH))
+    jump = b""             # a register-addressed site is never patched: it is only sent here
+    if p.ins.memory_base == Register.NONE == p.ins.memory_index and len(p.old) >= JUMP_LENGTH:
+        jump = (bytes([JMP_REL32]) + (displacement & 0xFFFFFFFF).to_bytes(4, "little")
+                + bytes([INT3]) * (len(p.old) - JUMP_LENGTH))
     return Trampoline(p.site, p.old, jump, address, bytes(out.data), instruction, p.frame,
                       REGISTER_NAMES[base], _FORMATTER.format(ins),
                       f"jmp {address:#x} ({_FORMATTER.format(moved)} on the stack)")
@@ -240,7 +261,7 @@ def _x87_pointers(out: _Code, p: Plan, instruction: int, moved_fop: int) -> None
     for offset, value in ((0, p.site), (8, instruction)):
         out.add(Instruction.create_mem_u32(Code.MOV_RM32_IMM32, m(constants + offset), value & 0xFFFFFFFF))
         out.add(Instruction.create_mem_u32(Code.MOV_RM32_IMM32, m(constants + offset + 4), value >> 32))
-    out.add(Instruction.create_mem_i32(Code.MOV_RM64_IMM32, m(constants + 16), p.ins.memory_displacement))
+    out.add(Instruction.create_mem_i32(Code.MOV_RM64_IMM32, m(constants + 16), p.address))
     out.add(Instruction.create_mem_i32(Code.MOV_RM64_IMM32, m(constants + 24), original_fop(p.old)))
     # FIP: the moved instruction's address -> the site's
     out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, m(fx + 8)))

@@ -1,0 +1,339 @@
+"""Faults served by machine code: a known site's fault sent to its trampoline, with no Python.
+
+Every window access faults, and the kernel's signal round trip is the floor
+of its cost.  What the Python handler adds on top of it (the GIL, a thread
+state, the emulator) is what this module takes away for sites Python has
+already seen: the installed handler is a few dozen instructions, generated
+here, in front of the Python entry (`regmap.runtime.threadstate`).  For a
+fault raised by the CPU at an address it knows, with the same instruction
+bytes there and the same window address, it sets the frame's rip to the
+site's trampoline (`regmap.x86.trampoline`: the instruction moved onto a
+copy of its window bytes on the thread's stack) and returns.  ``sigreturn``
+resumes the thread in the trampoline, which does what the instruction would
+have done and jumps to the site's next instruction.  Anything else (an
+unknown site, other bytes, another address, a fetch fault, a signal a
+process sent) goes to Python exactly as before.
+
+So the machine code never emulates anything: its only decisions are "is this
+fault one Python planned?" and "which trampoline?", and the trampoline is the
+same code that a patched site jumps to.  A fault inside a trampoline (#GP,
+#AC, #DE, ...) reaches Python like any other and is mapped back onto the
+site there (`trampolines.map_back`).  The handler makes no call, takes no
+lock, touches no memory but the table, the frame and the faulting
+instruction's bytes (readable: the CPU just fetched them; sites whose bytes
+are not readable in place are never planned), so it is async-signal-safe and
+runs on any thread, including those Python never saw.
+
+The table: `SLOTS` pairs (site address, chain) probed linearly from a
+Fibonacci hash of rip, at most `PROBES` apart.  A chain is a list of records
+for one instruction's bytes, one per window address it was seen with (a
+constant-address site has one; ``mov rax, [rdi]`` one per rdi it faulted with,
+at most `MAX_ADDRESSES`).  A record (`RECORD` bytes, never freed) holds the
+trampoline, the bytes, and how to compute the address from the frame's
+general registers (base and index offsets in the frame, scale, displacement,
+a 32-bit mask under an address-size prefix); its counter, in the record's
+second cache line, is incremented with ``lock inc`` and read by `counts`.
+
+Python writes under the GIL (and `_LOCK`) while other threads read without
+it: a record is complete before it is linked (x86 keeps stores in order), a
+chain's head replaces the old one with one aligned 8-byte store, and a slot
+gets its chain before its key.  Keys are never removed; `forget` empties
+every chain, and a reader that raced with it sends one more fault to its
+trampoline, which is still correct (trampolines are never freed either).
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+from iced_x86 import (Code, Decoder, Instruction, InstructionInfoFactory, MemoryOperand, OpKind,
+                      Register, RegisterExt)
+
+from regmap.runtime import trampolines
+from regmap.runtime.frame import GREG_INDEX, W_ERR, W_RIP, W_TRAPNO
+from regmap.x86.machine_code import Labels, assemble, code_page
+from regmap.x86.operands import REGISTER_NAMES
+from regmap.x86.translate import WRITES
+
+BITS = 12
+SLOTS = 1 << BITS
+PROBES = 16
+MAX_ADDRESSES = 8         # window addresses remembered per register-addressed site
+GOLDEN = 0x9E3779B97F4A7C15
+M64 = (1 << 64) - 1
+# a record: read-only once linked (first cache line), then the counter (second line)
+R_TRAMPOLINE, R_EXPECTED, R_DISP, R_MASK = 0, 8, 16, 24
+R_BASE, R_INDEX, R_SCALE, R_LENGTH = 32, 34, 36, 37     # u16 frame offsets (0: none), u8, u8
+R_NEXT, R_BYTES, R_COUNT = 40, 48, 64
+RECORD = 128
+POOL = 256                # records per allocation
+CODE_SIZE = 0x200
+
+TABLE = (ctypes.c_uint64 * (2 * SLOTS))()     # slot i: [2i] site address, [2i + 1] chain head
+AFTER = [2]               # faults at a site (through Python) before it is planned; 0: never
+_POOLS: list = []         # every record ever made stays: a thread may be reading it
+_FREE: list[int] = []
+_PAGE: list[int] = []         # the handler's code (never unmapped: a thread may be in it)
+PYTHON = ctypes.c_uint64(0)   # where it goes on to: the Python entry (`threadstate.entry`)
+_LOCK = threading.Lock()
+_INFO = InstructionInfoFactory()
+
+
+class Known:
+    """A site's instruction bytes as planned: how its window address is computed, its records."""
+
+    def __init__(self, site: int, code: bytes, mnemonic: str | None):
+        self.site, self.code, self.mnemonic = site, code, mnemonic
+        self.records: dict[int, int] = {}     # window address -> record (0: that one declined)
+        self.head = 0
+        self.declined = None
+        self.base = self.index = self.shift = 0
+        self.disp, self.mask = 0, M64
+        self.registers = False
+        ins = Decoder(64, code, ip=site).decode()
+        memory = [i for i in range(ins.op_count) if ins.op_kind(i) == OpKind.MEMORY]
+        if ins.is_invalid or len(memory) != 1:
+            self.declined = "no single explicit memory operand"
+            return
+        written = {RegisterExt.full_register(u.register) for u in _INFO.info(ins).used_registers()
+                   if u.access in WRITES}
+        for register, field in ((ins.memory_base, "base"), (ins.memory_index, "index")):
+            if register == Register.NONE:
+                continue
+            if not (RegisterExt.is_gpr64(register) or RegisterExt.is_gpr32(register)):
+                self.declined = f"the address uses {REGISTER_NAMES.get(register, '?')}"
+                return
+            full = RegisterExt.full_register(register)
+            if full in written:     # its address is worked out after the instruction ran
+                self.declined = "the instruction writes a register of its own address"
+                return
+            if RegisterExt.is_gpr32(register):
+                self.mask = 0xFFFFFFFF
+            setattr(self, field, 8 * GREG_INDEX[REGISTER_NAMES[full]])
+            self.registers = True
+        if not self.registers and ins.memory_displ_size == 4:
+            self.mask = 0xFFFFFFFF
+        self.shift = ins.memory_index_scale.bit_length() - 1
+        self.disp = ins.memory_displacement & M64
+
+    def address(self, frame) -> int:
+        """The operand's address with the frame's registers, as the handler computes it."""
+        words = ctypes.cast(ctypes.addressof(frame), ctypes.POINTER(ctypes.c_uint64))
+        value = self.disp
+        if self.base:
+            value += words[self.base // 8]
+        if self.index:
+            value += words[self.index // 8] << self.shift
+        return value & M64 & self.mask
+
+
+PLANS: dict[tuple[int, bytes], Known] = {}
+_RETIRED: list[Known] = []      # planned before the last `forget`: counted, never sent to again
+
+
+def learn(site, frame, layout) -> None:
+    """A fault at `site` was just served in Python, with the registers of `frame` (none of
+    those its address uses changed): give it a trampoline for this window address and send
+    its next faults there, if it has faulted `AFTER` times and gets one."""
+    if not AFTER[0] or site.count < AFTER[0] or not site.in_place or not _LOCK.acquire(False):
+        return
+    try:
+        key = (site.address, site.code)
+        known = PLANS.get(key)
+        if known is None:
+            if len(PLANS) >= SLOTS:
+                return
+            known = PLANS[key] = Known(site.address, site.code, site.mnemonic)
+        if known.declined:
+            return
+        address = known.address(frame)
+        record = known.records.get(address)
+        if record is None:
+            if len(known.records) >= MAX_ADDRESSES:
+                return
+            trampoline = trampolines.place(site.address, site.code, layout,
+                                           address if known.registers else None)
+            record = known.records[address] = 0 if trampoline is None else \
+                _record(known, address, trampoline.address)
+            if not record:
+                if not known.registers:
+                    known.declined = "no trampoline"
+                return
+            known.head = record
+        _publish(site.address, known.head)
+    finally:
+        _LOCK.release()
+
+
+def _record(known: Known, address: int, trampoline: int) -> int:
+    if not _FREE:
+        pool = ctypes.create_string_buffer(RECORD * (POOL + 1))
+        _POOLS.append(pool)
+        start = -(-ctypes.addressof(pool) // RECORD) * RECORD
+        _FREE.extend(start + RECORD * i for i in range(POOL))
+    record = _FREE.pop()
+    ctypes.memset(record, 0, RECORD)
+    u64 = lambda offset, value: setattr(ctypes.c_uint64.from_address(record + offset), "value", value)  # noqa: E731
+    u64(R_TRAMPOLINE, trampoline)
+    u64(R_EXPECTED, address)
+    u64(R_DISP, known.disp)
+    u64(R_MASK, known.mask)
+    ctypes.c_uint16.from_address(record + R_BASE).value = known.base
+    ctypes.c_uint16.from_address(record + R_INDEX).value = known.index
+    ctypes.c_uint8.from_address(record + R_SCALE).value = known.shift
+    ctypes.c_uint8.from_address(record + R_LENGTH).value = len(known.code)
+    ctypes.memmove(record + R_BYTES, known.code, len(known.code))
+    u64(R_NEXT, known.head)
+    return record
+
+
+def _publish(site: int, head: int) -> None:
+    slot = ((site * GOLDEN) & M64) >> (64 - BITS)
+    for _ in range(PROBES):
+        key = TABLE[2 * slot]
+        if key in (0, site):
+            TABLE[2 * slot + 1] = head       # the chain before the key: never a key without one
+            TABLE[2 * slot] = site
+            return
+        slot = (slot + 1) & (SLOTS - 1)
+
+
+def forget() -> None:
+    """Send every fault to Python again (tracing, another layout or addressing mode, unmapping);
+    what was planned is planned afresh."""
+    with _LOCK:
+        for slot in range(SLOTS):
+            TABLE[2 * slot + 1] = 0
+        _RETIRED.extend(PLANS.values())     # their counts still count
+        PLANS.clear()
+
+
+def counts() -> list[tuple[int, str | None, int]]:
+    """(site, mnemonic, faults served by the machine code) of each instruction planned."""
+    served = []
+    for known in list(PLANS.values()) + list(_RETIRED):
+        total = sum(ctypes.c_uint64.from_address(r + R_COUNT).value for r in known.records.values() if r)
+        if total:
+            served.append((known.site, known.mnemonic, total))
+    return served
+
+
+def reset() -> None:
+    """Every counter back to 0."""
+    _RETIRED.clear()
+    for known in list(PLANS.values()):
+        for record in known.records.values():
+            if record:
+                ctypes.c_uint64.from_address(record + R_COUNT).value = 0
+
+
+def set_after(after: int) -> None:
+    AFTER[0] = max(0, int(after))
+    if not AFTER[0]:
+        forget()
+
+
+# -- the handler ------------------------------------------------------------------------------------
+
+def entry(python: int) -> int:
+    """The address to install as the SIGSEGV/SIGBUS handler in front of the Python entry at
+    `python`.  One page for the process, made once: an installation after another only
+    changes where it goes on to (every Python entry ever installed serves the same `ACTIVE`
+    state, and stays alive), and maps nothing new."""
+    PYTHON.value = python
+    if not _PAGE:
+        _PAGE.append(code_page(_dispatcher, CODE_SIZE))
+    return _PAGE[0]
+
+
+def _dispatcher(at: int) -> bytes:
+    labels = Labels()
+    fetched, probe, found, chain, compare, no_base, no_index, hit, slow = \
+        (labels.new() for _ in range(9))
+    RAX, RCX, RDX, RSI, R8, R9, R10, R11 = (Register.RAX, Register.RCX, Register.RDX,
+                                             Register.RSI, Register.R8, Register.R9,
+                                             Register.R10, Register.R11)
+    m = MemoryOperand
+    jump = lambda code, label: Instruction.create_branch(code, label)   # noqa: E731
+    ins = [
+        # raised by the CPU (si_code 1..SI_KERNEL), and not an instruction fetch
+        Instruction.create_reg_mem(Code.MOV_R32_RM32, Register.EAX, m(RSI, displ=8, displ_size=1)),
+        Instruction.create_reg(Code.DEC_RM32, Register.EAX),
+        Instruction.create_reg_u32(Code.CMP_RM32_IMM32, Register.EAX, 0x7F),
+        jump(Code.JA_REL32_64, slow),
+        Instruction.create_mem_i32(Code.CMP_RM64_IMM8, m(RDX, displ=8 * W_TRAPNO, displ_size=1), 14),
+        jump(Code.JNE_REL32_64, fetched),
+        Instruction.create_mem_u32(Code.TEST_RM8_IMM8, m(RDX, displ=8 * W_ERR, displ_size=1), 0x10),
+        jump(Code.JNE_REL32_64, slow),
+        labels.at(fetched),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, R8, m(RDX, displ=8 * W_RIP, displ_size=1)),
+        Instruction.create_reg_u64(Code.MOV_R64_IMM64, RAX, GOLDEN),
+        Instruction.create_reg_reg(Code.IMUL_R64_RM64, RAX, R8),
+        Instruction.create_reg_u32(Code.SHR_RM64_IMM8, RAX, 64 - BITS),
+        Instruction.create_reg_u64(Code.MOV_R64_IMM64, R9, ctypes.addressof(TABLE)),
+        Instruction.create_reg_u32(Code.MOV_R32_IMM32, Register.ECX, PROBES),
+        labels.at(probe),
+        Instruction.create_reg_reg(Code.MOV_R64_RM64, R10, RAX),
+        Instruction.create_reg_u32(Code.SHL_RM64_IMM8, R10, 4),
+        Instruction.create_mem_reg(Code.CMP_RM64_R64, m(R9, R10), R8),
+        jump(Code.JE_REL32_64, found),
+        Instruction.create_mem_i32(Code.CMP_RM64_IMM8, m(R9, R10), 0),
+        jump(Code.JE_REL32_64, slow),
+        Instruction.create_reg(Code.INC_RM32, Register.EAX),
+        Instruction.create_reg_u32(Code.AND_RM32_IMM32, Register.EAX, SLOTS - 1),
+        Instruction.create_reg(Code.DEC_RM32, Register.ECX),
+        jump(Code.JNE_REL32_64, probe),
+        jump(Code.JMP_REL32_64, slow),
+        labels.at(found),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, R10, m(R9, R10, displ=8, displ_size=1)),
+        Instruction.create_reg_reg(Code.TEST_RM64_R64, R10, R10),
+        jump(Code.JE_REL32_64, slow),
+        # the instruction's bytes, as planned (every record of a chain has the same)
+        Instruction.create_reg_mem(Code.MOVZX_R32_RM8, Register.ECX, m(R10, displ=R_LENGTH, displ_size=1)),
+        Instruction.create_reg_reg(Code.XOR_R32_RM32, Register.EAX, Register.EAX),
+        labels.at(compare),
+        Instruction.create_reg_mem(Code.MOVZX_R32_RM8, Register.R11D, m(R8, RAX)),
+        Instruction.create_reg_mem(Code.CMP_R8_RM8, Register.R11L,
+                                   m(R10, RAX, displ=R_BYTES, displ_size=1)),
+        jump(Code.JNE_REL32_64, slow),
+        Instruction.create_reg(Code.INC_RM32, Register.EAX),
+        Instruction.create_reg_reg(Code.CMP_R32_RM32, Register.EAX, Register.ECX),
+        jump(Code.JB_REL32_64, compare),
+        # the operand's address from the frame's registers, against each record's
+        labels.at(chain),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, RAX, m(R10, displ=R_DISP, displ_size=1)),
+        Instruction.create_reg_mem(Code.MOVZX_R32_RM16, Register.ECX, m(R10, displ=R_BASE, displ_size=1)),
+        Instruction.create_reg_reg(Code.TEST_RM32_R32, Register.ECX, Register.ECX),
+        jump(Code.JE_REL32_64, no_base),
+        Instruction.create_reg_mem(Code.ADD_R64_RM64, RAX, m(RDX, RCX)),
+        labels.at(no_base),
+        Instruction.create_reg_mem(Code.MOVZX_R32_RM16, Register.ECX, m(R10, displ=R_INDEX, displ_size=1)),
+        Instruction.create_reg_reg(Code.TEST_RM32_R32, Register.ECX, Register.ECX),
+        jump(Code.JE_REL32_64, no_index),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, R11, m(RDX, RCX)),
+        Instruction.create_reg_mem(Code.MOV_R8_RM8, Register.CL, m(R10, displ=R_SCALE, displ_size=1)),
+        Instruction.create_reg_reg(Code.SHL_RM64_CL, R11, Register.CL),
+        Instruction.create_reg_reg(Code.ADD_R64_RM64, RAX, R11),
+        labels.at(no_index),
+        Instruction.create_reg_mem(Code.AND_R64_RM64, RAX, m(R10, displ=R_MASK, displ_size=1)),
+        Instruction.create_reg_mem(Code.CMP_R64_RM64, RAX, m(R10, displ=R_EXPECTED, displ_size=1)),
+        jump(Code.JE_REL32_64, hit),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, R10, m(R10, displ=R_NEXT, displ_size=1)),
+        Instruction.create_reg_reg(Code.TEST_RM64_R64, R10, R10),
+        jump(Code.JNE_REL32_64, chain),
+        jump(Code.JMP_REL32_64, slow),
+        labels.at(hit),
+        _locked(Instruction.create_mem(Code.INC_RM64, m(R10, displ=R_COUNT, displ_size=1))),
+        Instruction.create_reg_mem(Code.MOV_R64_RM64, RAX, m(R10, displ=R_TRAMPOLINE, displ_size=1)),
+        Instruction.create_mem_reg(Code.MOV_RM64_R64, m(RDX, displ=8 * W_RIP, displ_size=1), RAX),
+        Instruction.create(Code.RETNQ),
+        labels.at(slow),
+        Instruction.create_reg_u64(Code.MOV_R64_IMM64, RAX, ctypes.addressof(PYTHON)),
+        Instruction.create_mem(Code.JMP_RM64, m(RAX)),
+    ]
+    return assemble(ins, at)
+
+
+def _locked(instruction: Instruction) -> Instruction:
+    instruction.has_lock_prefix = True
+    return instruction

@@ -1,0 +1,219 @@
+"""Fast faults: a known site's fault sent to its trampoline by machine code (regmap.runtime.dispatch).
+
+Once a site has faulted `AFTER` times through Python, its faults are served by the handler's
+machine code with no Python: on the main thread and on threads C created (which then never get a
+Python thread state).  Every result is compared with the loop's register twin run by the CPU;
+faults that end a process run in child processes and must end them as without regmap.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
+from runtime_build import python_env, why_not_native  # noqa: E402
+
+import regmap  # noqa: E402
+from regmap.runtime import dispatch, threadstate  # noqa: E402
+from regmap.x86 import host  # noqa: E402
+
+REASON = why_not_native()
+if REASON is None and "bmi2" not in host.cpu_flags():
+    REASON = "trampolines need BMI2 (rorx), which this CPU lacks"
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+SOURCE = Path(__file__).resolve().parent / "snippets" / "c_threads.c"
+LOOPS = {"python form": "add", "native form": "addsd", "register-addressed": "indexed"}
+FAULTS = 2000
+
+
+@pytest.fixture(scope="module")
+def library_path(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dispatch") / "libcthreads.so"
+    subprocess.run(["gcc", "-masm=intel", "-O2", "-shared", "-fPIC", "-pthread", "-o", str(out),
+                    str(SOURCE)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lib(library_path):
+    lib = ctypes.CDLL(str(library_path))
+    c_long, c_void_p = ctypes.c_long, ctypes.c_void_p
+    lib.short_lived.restype = c_long
+    lib.short_lived.argtypes = [c_long, ctypes.c_int, c_void_p, c_void_p, c_long]
+    lib.at_once.argtypes = [ctypes.c_int, c_void_p, c_long, c_long, c_long,
+                            ctypes.POINTER(c_long), c_void_p]
+    for name in ("add", "addsd", "indexed"):
+        for kind in ("window", "register"):
+            getattr(lib, f"{name}_{kind}").restype = c_long
+            getattr(lib, f"{name}_{kind}").argtypes = [c_long, c_long]
+    lib.add_at.restype, lib.add_at.argtypes = c_long, [c_long, c_long]
+    return lib
+
+
+@pytest.fixture
+def mapping():
+    regmap.unmap_registers()
+    regmap.map_registers()
+    regmap.runtime.reset_stats()
+    try:
+        yield
+    finally:
+        regmap.unmap_registers()
+
+
+def function(lib, name: str) -> int:
+    return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+
+
+@pytest.mark.parametrize("loop", LOOPS.values(), ids=LOOPS.keys())
+def test_the_main_thread_s_known_sites_are_served_by_machine_code(lib, mapping, loop):
+    window, register = getattr(lib, f"{loop}_window"), getattr(lib, f"{loop}_register")
+    assert [window(FAULTS, rcx) for rcx in (7, -3)] == [register(FAULTS, rcx) for rcx in (7, -3)]
+    stats = regmap.stats()
+    assert stats.emulated == 2 * FAULTS
+    # Python plans a site at its second fault (the register-addressed loop's second window
+    # address at its third): the rest never reach it
+    assert stats.dispatched >= 2 * FAULTS - 3
+
+
+@pytest.mark.parametrize("loop", LOOPS.values(), ids=LOOPS.keys())
+def test_eight_c_threads_at_once_never_enter_python_for_a_known_site(lib, mapping, loop):
+    window, register = getattr(lib, f"{loop}_window"), getattr(lib, f"{loop}_register")
+    assert window(10, 1) == register(10, 1)          # planned on this thread
+    states, served = threadstate.count(), regmap.stats().dispatched
+    results = (ctypes.c_long * 8)()
+    assert lib.at_once(8, function(lib, f"{loop}_window"), 500, 11, 4, results, None) == 0
+    assert list(results) == [4 * register(500, 11 + i) for i in range(8)]
+    assert threadstate.count() == states        # not one of them needed a thread state
+    assert regmap.stats().dispatched - served == 8 * 4 * 500
+
+
+def test_ten_thousand_short_lived_threads_on_a_known_site(lib, mapping):
+    window, register = function(lib, "add_window"), function(lib, "add_register")
+    assert lib.short_lived(8, 8, window, register, 3) == 0
+    states = threadstate.count()
+    assert lib.short_lived(10000, 8, window, register, 2) == 0
+    assert threadstate.count() == states
+    assert regmap.stats().dispatched >= 2 * 10000
+
+
+def test_off_every_fault_goes_through_python(lib):
+    regmap.unmap_registers()
+    with regmap.mapped(fast_faults=False):
+        regmap.runtime.reset_stats()
+        assert lib.add_window(100, 3) == lib.add_register(100, 3)
+        assert regmap.stats().dispatched == 0 and regmap.stats().emulated == 100
+
+
+def test_a_register_addressed_site_is_sent_only_with_the_address_it_was_planned_for(lib, mapping):
+    value = ctypes.c_long(1000)
+    assert lib.add_at(10, 8) == 50                            # [8] is rcx = 5
+    served = regmap.stats().dispatched
+    assert lib.add_at(10, ctypes.addressof(value)) == 10000   # real memory: no fault at all
+    assert lib.add_at(10, 8) == 50 and regmap.stats().dispatched == served + 10
+    planned = [k for k in dispatch.PLANS.values() if k.registers]
+    assert [set(k.records) for k in planned] == [{8}]
+
+
+def test_stats_count_the_faults_served_by_machine_code_per_site(lib, mapping):
+    assert lib.add_window(300, 2) == lib.add_register(300, 2)
+    stats = regmap.stats()
+    assert sum(stats.by_site.values()) == 300 and stats.by_mnemonic.get("add") == 300
+    assert stats.dispatched >= 300 - dispatch.AFTER[0]
+    regmap.runtime.reset_stats()
+    assert regmap.stats().emulated == 0 and regmap.stats().dispatched == 0
+
+
+def test_tracing_sends_every_fault_through_python(lib, mapping):
+    assert lib.add_window(50, 2) == lib.add_register(50, 2)      # planned, then served natively
+    events = []
+    regmap.runtime.set_trace(events.append)
+    try:
+        assert lib.add_window(50, 2) == lib.add_register(50, 2)
+    finally:
+        regmap.runtime.set_trace(None)
+    assert len(events) == 50
+
+
+def test_a_changed_instruction_is_decoded_again_not_sent_to_the_old_trampoline(mapping):
+    add, sub = bytes.fromhex("48 03 04 25 08 00 00 00"), bytes.fromhex("48 2b 04 25 08 00 00 00")
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(b"\x31\xc0" + add + b"\xc3")                   # xor eax, eax; add; ret
+    base = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    function = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long,
+                                ctypes.c_long)(base)          # rcx ([8]) is the fourth argument
+    assert [function(0, 0, 0, 21) for _ in range(5)] == [21] * 5
+    served = regmap.stats().dispatched
+    assert served >= 3
+    page.seek(2)
+    page.write(sub)
+    assert [function(0, 0, 0, 21) for _ in range(5)] == [-21] * 5
+    assert sum(regmap.stats().by_mnemonic.values()) == 10
+    assert regmap.stats().dispatched >= served + 3
+
+
+def test_a_forked_child_keeps_the_machine_code_path(lib, mapping):
+    assert lib.add_window(10, 4) == lib.add_register(10, 4)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            regmap.runtime.reset_stats()
+            ok = lib.add_window(100, 4) == lib.add_register(100, 4) \
+                and regmap.stats().dispatched == 100
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+CHILD = r"""
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+for name in ("add_at", "div_window", "div_register"):
+    if hasattr(lib, name):
+        getattr(lib, name).restype, getattr(lib, name).argtypes = ctypes.c_long, [ctypes.c_long] * 2
+case, mode = sys.argv[2], sys.argv[3]
+if mode == "mapped":
+    import regmap
+    regmap.map_registers()
+if case == "hole":
+    # planned with [rdi] = [8]; then rdi = 0x98, a hole of the default layout
+    if mode == "mapped":
+        assert lib.add_at(10, 8) == 50
+        print("planned", regmap.stats().dispatched, flush=True)
+    lib.add_at(1, 0x98)
+else:
+    # planned with rcx = 7; then rcx = 0: a divide error raised inside the trampoline
+    if mode == "mapped":
+        assert lib.div_window(10, 7) == 1000 // 7
+        print("planned", regmap.stats().dispatched, flush=True)
+    lib.div_window(1, 0)
+print("survived")
+"""
+
+
+@pytest.mark.parametrize("case, signo", [("hole", signal.SIGSEGV), ("divide", signal.SIGFPE)])
+def test_a_genuine_fault_at_a_known_site_ends_the_process_as_without_regmap(library_path, case, signo):
+    outcomes = {}
+    for mode in ("bare", "mapped"):
+        if mode == "bare" and case == "divide":
+            # the loop's own #DE without regmap: div by a register holding 0 at the same place
+            child = subprocess.run([sys.executable, "-c", "import ctypes,sys;"
+                                    "ctypes.CDLL(sys.argv[1]).div_register(1, 0)", str(library_path)],
+                                   capture_output=True, text=True, env=python_env(), timeout=120)
+        else:
+            child = subprocess.run([sys.executable, "-c", CHILD, str(library_path), case, mode],
+                                   capture_output=True, text=True, env=python_env(), timeout=120)
+        assert "survived" not in child.stdout, child.stderr
+        outcomes[mode] = (child.returncode, child.stdout)
+    assert outcomes["bare"][0] == -signo
+    assert outcomes["mapped"][0] == -signo
+    served = int(outcomes["mapped"][1].split()[1])
+    assert served >= 10 - dispatch.AFTER[0]     # the site was served by machine code before
