@@ -281,7 +281,7 @@ class FrameMachine:
     """
 
     __slots__ = ("ctx", "info", "frame", "namespace", "read_register", "write_register",
-                 "fetch_direct", "window", "site", "copy")
+                 "fetch_direct", "window", "site", "copy", "original")
 
     def __init__(self, ctx: int, info: int, window: int = 4096):
         self.ctx = ctx
@@ -298,6 +298,9 @@ class FrameMachine:
         self.window = window
         self.site = None
         self.copy = UserCopy()
+        # the bytes a patched site held, while its fault (raised by the copy in its stub,
+        # `regmap.x86.stub`) is emulated there; None otherwise
+        self.original: bytes | None = None
 
     @property
     def words(self):
@@ -346,6 +349,8 @@ class FrameMachine:
             if site is None:
                 site = new_site(address)
             self.site = site
+            if self.original is not None:
+                return self.original
             direct = MEMORY[address:address + site.direct]
             if site.tail:
                 return direct + read_partial(address + site.direct, 15 - site.direct)

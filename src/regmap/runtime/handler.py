@@ -41,6 +41,7 @@ from regmap.runtime.altstack import (ALTSTACK_SIZE, ensure_altstack, give_altsta
 from regmap.runtime.frame import CODE_SITES, RETIRED_SITES, FrameMachine
 from regmap.runtime.genuine import PREVIOUS, deliver_divide_error, diagnose, forward
 from regmap.runtime.sites import MEMORY
+from regmap.x86 import stub
 from regmap.x86.compiler import Declined
 
 HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
@@ -101,7 +102,8 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
                 frame.trapno == 14 and (frame.err & 0x10 or frame.cr2 >= state.window)):
             if runaway(frame, ctx):
                 give_up(signo)
-            elif not usercopy.recover(frame):
+            elif not usercopy.recover(frame) and not (
+                    trampolines.TABLE and trampolines.genuine_fault(signo, info, machine, state)):
                 forward(signo, info, machine, state)
             return
         # The CPU was executing the instruction at rip when it faulted on a data access, so the
@@ -109,15 +111,16 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
         site = _sites.get(frame.rip)
         if site is not None:
             fast = site.fast
-            if fast is not None and MEMORY[site.address:site.end] == site.code and TRACE is None:
+            # (the fault that makes a site hot takes the general path: `emulate`)
+            hot = site.translation is None and TRANSLATE_AT and site.count + 1 >= TRANSLATE_AT
+            if fast is not None and MEMORY[site.address:site.end] == site.code and TRACE is None \
+                    and not hot:
                 try:
                     fast(frame, machine)
                 except Declined:
                     emulate(signo, info, machine, state)
                     return
                 site.count += 1
-                if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
-                    patch.hot_site(site, state.layout, TRACE)
                 if state.dispatching and (site.translation is not None or not TRANSLATE_AT):
                     dispatch.learn(site, frame, state.layout)
                 return
@@ -145,11 +148,15 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
         return   # the copy routine faulted (a #GP, or a stack inside the window)
     machine.fetch_direct = True
     machine.site = None
+    machine.original = None
     if (patch.PATCHES or patch.BUSY) and patch.settle(machine.frame):
         return
     if trampolines.TABLE and trampolines.fault_inside(signo, info, machine, state):
         return
     flags_before = machine.frame.rflags
+    # a register-addressed site about to be hot: its window address, before the instruction
+    # changes the registers (through the window, it may change those of its own address)
+    address = hot_address(machine.frame.rip, machine.read_register) if TRANSLATE_AT else None
     try:
         if TRACE is None:
             step = state.step(machine)
@@ -157,6 +164,9 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
             step = state.step(machine, True)
             emit_trace(step)
     except NotWindowAccess:
+        if machine.original is not None:    # a stub's copy faulted outside the window
+            trampolines.deliver(signo, info, machine, state)
+            return
         # another thread may have begun rewriting the site after `settle` looked (the emulator
         # then fetched its int3 or jmp): it runs again, whatever the site holds by then
         if (patch.PATCHES or patch.BUSY) and patch.settle(machine.frame):
@@ -173,11 +183,21 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
     if site.code != step.code:
         site.decoded(step.code, step.mnemonic, fast_path(state, step))
     if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
-        patch.hot_site(site, state.layout, TRACE)
+        patch.hot_site(site, state.layout, TRACE, address)
     # (a site translation would rewrite gets its chance first: once sent to a trampoline from
     # the handler, its faults no longer reach the count)
     if state.dispatching and TRACE is None and (site.translation is not None or not TRANSLATE_AT):
         dispatch.learn(site, machine.frame, state.layout)
+
+
+def hot_address(rip: int, read) -> int | None:
+    """The window address of the register-addressed instruction at `rip` if this fault may make
+    its site hot, from the registers `read(name)` gives; else None."""
+    site = CODE_SITES.get(rip)
+    if site is not None and (site.translation is not None or site.count + 1 < TRANSLATE_AT):
+        return None
+    code = site.code if site is not None and site.code else _sys.read_code(rip, 15)
+    return stub.window_address(rip, code, read)
 
 
 def fast_path(state: State, step):

@@ -71,9 +71,11 @@ class TranslationEvent(NamedTuple):
 
 # -- deciding ---------------------------------------------------------------------------------
 
-def hot_site(site, layout, trace=None) -> None:
-    """The site has faulted often enough: translate it, and tell the trace sink if it was."""
-    translation = translate_site(site, layout)
+def hot_site(site, layout, trace=None, at: int | None = None) -> None:
+    """The site has faulted often enough: translate it, and tell the trace sink if it was.
+    `at`: a register-addressed operand's window address (its stub sends that one to its
+    trampoline)."""
+    translation = translate_site(site, layout, at)
     if translation is not None and trace is not None:
         try:
             trace(TranslationEvent(threading.get_native_id(), translation))
@@ -82,7 +84,7 @@ def hot_site(site, layout, trace=None) -> None:
                      .encode("utf-8", "replace"))
 
 
-def translate_site(site, layout) -> Translation | None:
+def translate_site(site, layout, at: int | None = None) -> Translation | None:
     """Rewrite the site once it is hot, if its register form is exact; at most one try per site.
 
     One thread at a time: another thread's hot site waits for its next fault (its handler
@@ -96,7 +98,7 @@ def translate_site(site, layout) -> Translation | None:
         if not site.in_place or not site.code:
             return None         # bytes not viewable in place (execute-only, or across a page)
         translation = translate(site.address, site.code, layout) \
-            or trampolines.translate(site.address, site.code, layout)
+            or trampolines.translate(site.address, site.code, layout, at)
         if translation is None or not apply(translation):
             return None
         site.translation = translation

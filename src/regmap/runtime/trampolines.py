@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from regmap.procmaps import gaps_near
 from regmap.runtime import _sys, genuine
-from regmap.x86 import host
+from regmap.x86 import host, stub
 from regmap.x86.trampoline import SAVED_BASE, Declined, Trampoline, build, plan
 from regmap.x86.translate import Translation
 
@@ -43,8 +43,16 @@ LOWEST = 1 << 16               # below vm.mmap_min_addr's usual value: never ask
 ALIGN = 16
 MAP_FIXED_NOREPLACE = 0x100000  # Linux >= 4.17
 
-TABLE: dict[int, Trampoline] = {}        # moved instruction's address -> its trampoline
+TABLE: dict[int, Trampoline | Copy] = {}   # moved (or copied) instruction's address -> its entry
 REGIONS: list[list[int]] = []            # [start, end, next free address]
+
+
+class Copy(NamedTuple):
+    """A register-addressed site's own instruction, copied into its stub (`regmap.x86.stub`):
+    when it faults, rsp and every register are the site's already."""
+    site: int
+    old: bytes
+    instruction: int
 
 
 class Fault(NamedTuple):
@@ -54,9 +62,14 @@ class Fault(NamedTuple):
     si_addr: int | None
 
 
-def translate(site: int, code: bytes, layout) -> Translation | None:
+def translate(site: int, code: bytes, layout, at: int | None = None) -> Translation | None:
     """Build and place the trampoline of the instruction `code` at `site`: the Translation the
-    site becomes (a ``jmp``), or None if it gets none."""
+    site becomes (a ``jmp``), or None if it gets none.  `at`: the window address a
+    register-addressed operand had, whose site gets a stub (`place_stub`)."""
+    if at is not None:
+        placed = place_stub(site, code, layout, at)
+        return None if placed is None else Translation(
+            site, placed.old, placed.jump, placed.old_text, placed.new_text, "register-addressed")
     trampoline = place(site, code, layout)
     if trampoline is None:
         return None
@@ -86,6 +99,31 @@ def place(site: int, code: bytes, layout, at: int | None = None) -> Trampoline |
     install_handlers()
     TABLE[trampoline.instruction] = trampoline
     return trampoline
+
+
+def place_stub(site: int, code: bytes, layout, at: int) -> stub.Stub | None:
+    """The stub of the register-addressed instruction `code` at `site` and, right after it, the
+    trampoline for window address `at`, written within reach of the site; or None."""
+    if "bmi2" not in host.cpu_flags():
+        return None
+    width = host.vector_width()
+    try:
+        p = plan(site, code, layout, width, at)
+        room = stub.size(site, code, at)
+        address = _room(site, room + len(build(p, site, width).code))
+        if address is None:
+            return None
+        trampoline = build(p, address + room, width)
+        placed = stub.build(site, code, at, address, trampoline.address)
+    except Declined:
+        return None
+    if not (_sys.write_code(trampoline.address, trampoline.code)
+            and _sys.write_code(address, placed.code)):
+        return None
+    install_handlers()
+    TABLE[trampoline.instruction] = trampoline
+    TABLE[placed.copy] = Copy(site, placed.old, placed.copy)
+    return placed
 
 
 def _room(site: int, size: int) -> int | None:
@@ -121,30 +159,56 @@ def _map_near(site: int) -> int | None:
 
 # -- faults inside a trampoline ------------------------------------------------------------------
 
-def map_back(frame) -> Trampoline | None:
-    """If the frame stopped on a trampoline's moved instruction, make it the site's: the state
-    the instruction had there (rsp, the base register), rip the site, si_addr the site where it
-    was the instruction's address.  The trampoline, or None (the frame is left alone)."""
-    trampoline = TABLE.get(frame.rip)
-    if trampoline is None:
+def map_back(frame) -> Trampoline | Copy | None:
+    """If the frame stopped on a trampoline's moved instruction (or a stub's copied one), make
+    it the site's: the state the instruction had there (rsp, the base register), rip the site,
+    si_addr the site where it was the instruction's address.  The entry, or None (the frame is
+    left alone)."""
+    entry = TABLE.get(frame.rip)
+    if entry is None:
         return None
-    setattr(frame, trampoline.base,
-            ctypes.c_uint64.from_address(frame.rsp + SAVED_BASE).value)
-    frame.rsp += trampoline.frame
-    frame.rip = trampoline.site
-    if frame.si_addr == trampoline.instruction:
-        frame.si_addr = trampoline.site
-    return trampoline
+    if isinstance(entry, Trampoline):
+        setattr(frame, entry.base, ctypes.c_uint64.from_address(frame.rsp + SAVED_BASE).value)
+        frame.rsp += entry.frame
+    frame.rip = entry.site
+    if frame.si_addr == entry.instruction:
+        frame.si_addr = entry.site
+    return entry
 
 
 def fault_inside(signo: int, info: int, machine, state) -> bool:
     """regmap's SIGSEGV/SIGBUS handler: a fault of a trampoline's instruction goes on as the
-    site's (as an emulated instruction's exception would); False if it is not one."""
+    site's (as an emulated instruction's exception would): True.  False if it is not one, or
+    if it was a stub's copy of its site's instruction: the frame is then the site's, and the
+    site's own bytes (`machine.original`) are emulated there as its own fault would be."""
     frame = machine.frame
-    if map_back(frame) is None:
+    entry = map_back(frame)
+    if entry is None:
         return False
-    genuine.deliver_fault(signo, info, machine, Fault(signo, frame.si_code, frame.si_addr), state)
+    if isinstance(entry, Copy):
+        machine.original = entry.old
+        return False
+    deliver(signo, info, machine, state)
     return True
+
+
+def genuine_fault(signo: int, info: int, machine, state) -> bool:
+    """A fault the CPU raised outside the window at a stub's copied instruction: delivered as
+    the site's (True); False if it is not one (the frame is left alone)."""
+    frame = machine.frame
+    if not 0 < frame.si_code <= _sys.SI_KERNEL or not isinstance(TABLE.get(frame.rip), Copy):
+        return False
+    map_back(frame)
+    deliver(signo, info, machine, state)
+    return True
+
+
+def deliver(signo: int, info: int, machine, state) -> None:
+    """The mapped-back fault, as the site's instruction raised it.  (Through `genuine.deliver_fault`,
+    not `forward`: where the process dies of it, running the site again would fault in the stub
+    or trampoline, not at the site.)"""
+    frame = machine.frame
+    genuine.deliver_fault(signo, info, machine, Fault(signo, frame.si_code, frame.si_addr), state)
 
 
 HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)

@@ -1,0 +1,170 @@
+"""Register-addressed sites: a stub that decides at run time whether the operand is in the window.
+
+``mov rax, [rdi + 8]`` touches the window only while rdi is near 0; the same
+instruction usually runs against real memory too.  Its trampoline
+(`regmap.x86.trampoline.plan` with ``at=``) is right for one window address
+only, so the site cannot simply jump there.  With translation on, a hot
+register-addressed site of five bytes or more becomes ``jmp rel32`` to this
+stub instead, placed (as a trampoline is) within reach of the site:
+
+1. ``lea rsp, [rsp - FRAME]``: below the red zone (leaf code's 128 bytes under
+   rsp), where a signal's frame never reaches;
+2. rcx saved at ``[rsp]``, then ``lea rcx, [<the operand's own address> - A]``
+   (A the window address the site was hot with; under an address-size prefix
+   ``lea ecx``, whose 32-bit sum zero-extends as the operand's address does):
+   the original registers, since rcx is only read before it is written;
+3. ``jrcxz window``: rcx is zero exactly when the operand's address is A.  No
+   flag is touched anywhere (``lea``, ``mov``, ``jrcxz``);
+4. otherwise rcx and rsp back, the ORIGINAL instruction copied verbatim (a
+   register-addressed operand without rip is position-independent), and ``jmp``
+   to the site's next instruction;
+5. ``window:`` rcx and rsp back and ``jmp`` to the trampoline for A, placed
+   right after the stub.
+
+The copy in step 4 faults where the instruction would have: at another
+window address (emulated, as the site's own fault would be), at a hole, an
+unmapped page, a #GP...  Its address is `Stub.copy`; the runtime maps such a
+fault back onto the site (rip the site, nothing else differs: rsp and rcx
+are the program's again) and handles it with the site's original bytes.
+
+Declined (`Declined`, with the reason): shorter than a jmp rel32, a constant
+address (`regmap.x86.trampoline` takes those), rip-relative, rsp in the
+address (it moves), a vector index (vsib), a segment override (fs:/gs: add a
+base lea does not see), an instruction that writes a register of its own
+address (the copy would be fine, but the window address would be worked out
+from changed registers), and whatever the window trampoline declines (bit
+offsets, string forms, branches, ...).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from iced_x86 import (Code, Decoder, Formatter, FormatterSyntax, Instruction,
+                      InstructionInfoFactory, MemoryOperand, OpKind, Register, RegisterExt)
+
+from regmap.x86.machine_code import based
+from regmap.x86.operands import REGISTER_NAMES
+from regmap.x86.trampoline import JUMP_LENGTH, RED_ZONE, Declined, _Code
+from regmap.x86.translate import WRITES
+
+FRAME = RED_ZONE + 8       # rsp moved below the red zone; rcx saved at the new [rsp]
+JMP_REL32 = 0xE9
+INT3 = 0xCC
+ALIGN = 16                 # the window trampoline starts on this boundary after the stub
+M64 = (1 << 64) - 1
+
+_FORMATTER = Formatter(FormatterSyntax.INTEL)
+_INFO = InstructionInfoFactory()
+
+
+class Stub(NamedTuple):
+    """A register-addressed site's stub: `code` placed at `address`, and what the site becomes."""
+    site: int
+    old: bytes
+    jump: bytes            # the site's new bytes: jmp rel32 to `address`, int3 to the old length
+    address: int
+    code: bytes
+    copy: int              # address of the copied instruction, the only one that can fault
+    window: int            # the window address the stub sends to `trampoline`
+    trampoline: int
+    old_text: str
+    new_text: str
+
+
+def decode(site: int, code: bytes) -> Instruction:
+    """The instruction at `site`, if it can get a stub (raises `Declined` otherwise)."""
+    ins = Decoder(64, code, ip=site).decode()
+    if ins.is_invalid:
+        raise Declined("not a valid instruction")
+    memory = [i for i in range(ins.op_count) if ins.op_kind(i) == OpKind.MEMORY]
+    if len(memory) != 1:
+        raise Declined("no explicit [address] operand")
+    if ins.memory_base == Register.NONE == ins.memory_index:
+        raise Declined("a constant address (a trampoline of its own)")
+    if ins.is_ip_rel_memory_operand:
+        raise Declined("a rip-relative address")
+    if ins.memory_index != Register.NONE and not RegisterExt.is_gpr(ins.memory_index):
+        raise Declined("a vector index (vsib)")
+    if RegisterExt.full_register(ins.memory_base) == Register.RSP \
+            or RegisterExt.full_register(ins.memory_index) == Register.RSP:
+        raise Declined("rsp in the address (the stub moves it)")
+    if ins.segment_prefix != Register.NONE:
+        raise Declined("a segment override")
+    if ins.len < JUMP_LENGTH:
+        raise Declined("shorter than a jmp rel32")
+    written = {RegisterExt.full_register(u.register) for u in _INFO.info(ins).used_registers()
+               if u.access in WRITES}
+    if any(RegisterExt.full_register(r) in written
+           for r in (ins.memory_base, ins.memory_index) if r != Register.NONE):
+        raise Declined("writes a register of its own address")
+    return ins
+
+
+def window_address(site: int, code: bytes, read) -> int | None:
+    """The operand's address with the registers `read(name)` gives, or None if the instruction
+    gets no stub."""
+    try:
+        ins = decode(site, code)
+    except Declined:
+        return None
+    a32 = RegisterExt.is_gpr32(ins.memory_base) or RegisterExt.is_gpr32(ins.memory_index)
+    value = ins.memory_displacement
+    if ins.memory_base != Register.NONE:
+        value += read(REGISTER_NAMES[RegisterExt.full_register(ins.memory_base)])
+    if ins.memory_index != Register.NONE:
+        value += read(REGISTER_NAMES[RegisterExt.full_register(ins.memory_index)]) \
+            * ins.memory_index_scale
+    return value & (0xFFFFFFFF if a32 else M64)
+
+
+def size(site: int, code: bytes, window: int) -> int:
+    """How many bytes the stub takes, the trampoline's alignment included (the same anywhere:
+    its jumps are rel32)."""
+    return -(-len(build(site, code, window, site, site).code) // ALIGN) * ALIGN
+
+
+def build(site: int, code: bytes, window: int, address: int, trampoline: int) -> Stub:
+    """The stub of the instruction `code` at `site`, placed at `address`, that sends window
+    address `window` to `trampoline` (within ±2 GiB of the stub and the site)."""
+    ins = decode(site, code)
+    old = bytes(code[:ins.len])
+    a32 = RegisterExt.is_gpr32(ins.memory_base) or RegisterExt.is_gpr32(ins.memory_index)
+    bits = 32 if a32 else 64       # (iced gives the displacement as an unsigned sum's)
+    displacement = (ins.memory_displacement - window) & ((1 << bits) - 1)
+    displacement -= (displacement >> (bits - 1)) << bits
+    if not -(1 << 31) <= displacement < 1 << 31:
+        raise Declined("the displacement minus the window address needs more than 32 bits")
+    rcx, rsp = Register.RCX, Register.RSP
+    difference = MemoryOperand(ins.memory_base, ins.memory_index, ins.memory_index_scale,
+                               displacement, 1 if displacement else 0)
+    out = _Code(address)
+    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, rsp, based(rsp, -FRAME)))
+    out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, based(rsp), rcx))
+    out.add(Instruction.create_reg_mem(Code.LEA_R32_M if a32 else Code.LEA_R64_M,
+                                       Register.ECX if a32 else rcx, difference))
+    # (its target, the window label, is known once the copy is in: its rel8 is set below)
+    jrcxz = out.add(Instruction.create_branch(Code.JRCXZ_REL8_64, address))
+    restore = [Instruction.create_reg_mem(Code.MOV_R64_RM64, rcx, based(rsp)),
+               Instruction.create_reg_mem(Code.LEA_R64_M, rsp, based(rsp, FRAME))]
+    for restoring in restore:
+        out.add(restoring)
+    copy = address + len(out.data)
+    out.data += old
+    out.add(Instruction.create_branch(Code.JMP_REL32_64, ins.next_ip))
+    window_label = address + len(out.data)
+    offset = window_label - (jrcxz + 2)
+    if not 0 <= offset < 128:
+        raise Declined("the stub's window branch is out of reach")   # never: the copy is 15 bytes
+    out.data[jrcxz - address + 1] = offset
+    for restoring in restore:
+        out.add(restoring)
+    out.add(Instruction.create_branch(Code.JMP_REL32_64, trampoline))
+    displacement = address - (site + JUMP_LENGTH)
+    if not -(1 << 31) <= displacement < 1 << 31:
+        raise Declined("the stub is beyond a rel32 jump from the site")
+    jump = (bytes([JMP_REL32]) + (displacement & 0xFFFFFFFF).to_bytes(4, "little")
+            + bytes([INT3]) * (len(old) - JUMP_LENGTH))
+    return Stub(site, old, jump, address, bytes(out.data), copy, window, trampoline,
+                _FORMATTER.format(ins),
+                f"jmp {address:#x} (the window trampoline at address {window:#x}, else the instruction)")
+

@@ -1,0 +1,170 @@
+"""Register-addressed sites through their stubs (`regmap.x86.stub`), against the untranslated run.
+
+Forms are drawn with a register address (a base, base + index, an index; 5 bytes or more); each
+trial (tests/test_trampoline_forms' harness: every register, flag, the x87/SSE and vector state in
+and out, a fault recorded by a handler in assembly) first runs twice with the address the form was
+drawn for, so that with translate=2 its site becomes a ``jmp`` to its stub, whose window trampoline
+is planned for that address.  Then every trial runs from random states whose address registers
+give (a) that window address, (b) another window address, (c) a buffer of real memory, (d) a
+window hole, the page after the window and a non-canonical address: the stub's own choice, its
+copy of the instruction emulated at the site, run against memory, and genuine faults.  Each must
+give the same registers, flags, vector and x87 state, memory, or the same signal, si_code, si_addr
+and registers, as with every execution emulated (translate=0).
+"""
+from __future__ import annotations
+
+import ctypes
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from iced_x86 import Code, Decoder, OpCodeInfo, Register, RegisterExt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
+from forms import Impossible, form_info, host_can_run, random_form  # noqa: E402
+from runtime_build import build_library, cpu_flags  # noqa: E402
+from test_dispatch_forms import state_for  # noqa: E402
+from test_runtime_trampoline import GPRS, HANDLER  # noqa: E402
+from test_trampoline_forms import LAYOUT, REASON, WIDE, _default_fx, caught, run, trial_source  # noqa: E402
+
+import regmap  # noqa: E402
+from regmap.x86 import host, stub, supported_codes  # noqa: E402
+from regmap.x86.operands import REGISTER_NAMES  # noqa: E402
+from regmap.x86.trampoline import Declined, plan  # noqa: E402
+
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+SHAPES = ("base", "base+index", "index")
+BUFFER = 4096
+# window bytes (rsp, rip, rflags) a random write to which would leave the trial (or trap)
+UNSAFE = [(p.address, p.address + p.size) for p in LAYOUT.placements() if p.name in ("rsp", "rip", "rflags")]
+__all__ = ["caught"]       # the fixture, used by name
+
+
+def forms(rng: random.Random) -> list:
+    flags = frozenset(cpu_flags())
+    encodings = (0, 1, 2) if WIDE else (0, 1)
+    chosen = []
+    for code in sorted(supported_codes()):
+        if code == Code.INVALID or OpCodeInfo(code).encoding not in encodings:
+            continue
+        if not form_info(code).drivable or not host_can_run(code, flags)[0]:
+            continue
+        try:
+            form = random_form(code, rng, shapes=(rng.choice(SHAPES),), avoid=frozenset({"rsp"}))
+        except Impossible:
+            continue
+        if form.address_shape.startswith(("moffs", "string")):
+            continue
+        try:
+            stub.decode(0x401000, form.bytes)
+            planned = plan(0x401000, form.bytes, LAYOUT, host.vector_width(), form.offset)
+        except Declined:
+            continue
+        if planned.writes and any(name == "rsp" for name, _, _ in planned.placements):
+            continue    # a random rsp would leave the trial without a stack
+        chosen.append(form)
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def trials(tmp_path_factory):
+    chosen = forms(random.Random(47))
+    directory = tmp_path_factory.mktemp("stub-forms")
+    source = directory / "trials.s"
+    source.write_text(".intel_syntax noprefix\n.text\n" + HANDLER
+                      + "".join(trial_source(i, f.bytes) for i, f in enumerate(chosen))
+                      + '.section .note.GNU-stack,"",@progbits\n')
+    lib = ctypes.CDLL(str(build_library(directory, source, "libstubforms.so")))
+    for i in range(len(chosen)):
+        getattr(lib, f"trial_{i}").argtypes = [ctypes.c_void_p]
+        getattr(lib, f"trial_{i}").restype = ctypes.c_long
+    return lib, chosen
+
+
+def registers_for(form, target: int) -> dict | None:
+    """The form's address registers set so that its operand's address is `target` (one of them
+    moved, the other as drawn), or None if no value does it."""
+    ins = Decoder(64, form.bytes).decode()
+    a32 = RegisterExt.is_gpr32(ins.memory_base) or RegisterExt.is_gpr32(ins.memory_index)
+    mask = (1 << (32 if a32 else 64)) - 1
+    if a32 and target > mask:
+        return None
+    name = lambda r: REGISTER_NAMES[RegisterExt.full_register(r)]      # noqa: E731
+    free = ins.memory_base if ins.memory_base != Register.NONE else ins.memory_index
+    factor = (ins.memory_base == free) + (ins.memory_index == free) * ins.memory_index_scale
+    rest = ins.memory_displacement
+    if ins.memory_index not in (Register.NONE, free):
+        rest += form.fixed[name(ins.memory_index)] * ins.memory_index_scale
+    need = (target - rest) & mask
+    for wraps in range(factor):      # need + k * 2**width divisible by factor
+        if (need + wraps * (mask + 1)) % factor == 0:
+            value = (need + wraps * (mask + 1)) // factor & mask
+            return {**form.fixed, name(free): value}
+    return None
+
+
+def with_registers(state: bytes, registers: dict) -> bytes:
+    state = bytearray(state)
+    for register, value in registers.items():
+        at = 8 * GPRS.index(register)
+        state[at:at + 8] = (value & (1 << 64) - 1).to_bytes(8, "little")
+    return bytes(state)
+
+
+def cases(rng: random.Random, form, fx: bytes, memory: int) -> list[bytes]:
+    """States for (a) the planned address, (b) another window address, (c) real memory,
+    (d) a window hole, the page after the window, a non-canonical address."""
+    others = [at for at in range(0, 0x300 - form.size, 4) if not any(
+        at < end and start < at + form.size for start, end in UNSAFE)]
+    targets = [form.offset, rng.choice(others), rng.choice(others),
+               memory + form.offset % 64 + rng.choice((0, 64)),
+               rng.randrange(0x94, 0x100 - form.size), rng.randrange(0x300, 0x1000 - form.size),
+               0x1000 + rng.randrange(0, 64), 0x8000_0000_0000_0000]
+    states = []
+    for target in targets:
+        for nearby in range(8):       # a near address where an index's scale cannot reach this one
+            registers = registers_for(form, target + nearby)
+            if registers is not None:
+                states.append(with_registers(state_for(rng, form, fx), registers))
+                break
+    return states
+
+
+def trial(lib, index: int, state: bytes, memory) -> tuple:
+    ctypes.memmove(memory, bytes(range(256)) * (BUFFER // 256), BUFFER)
+    return run(lib, index, state) + (memory.raw,)
+
+
+def test_every_register_addressed_form_through_its_stub_runs_as_untranslated(trials, caught):
+    lib, chosen = trials
+    rng = random.Random(53)
+    fx = _default_fx()
+    memory = ctypes.create_string_buffer(BUFFER)
+    low = (ctypes.addressof(memory) + 63) // 64 * 64 + 64
+    states = [cases(rng, form, fx, low) for form in chosen]
+    with regmap.mapped(translate=0, fast_faults=False):
+        untranslated = [[trial(lib, i, s, memory) for s in form_states]
+                        for i, form_states in enumerate(states)]
+    with regmap.mapped(translate=2, fast_faults=False):
+        for i, form_states in enumerate(states):       # hot with the address it was drawn for
+            run(lib, i, form_states[0])
+            run(lib, i, form_states[0])
+        through = [[trial(lib, i, s, memory) for s in form_states] for i, form_states in enumerate(states)]
+        kinds = {t.address: t.kind for t in regmap.stats().translated}
+        sites = [ctypes.cast(getattr(lib, f"site_{i}"), ctypes.c_void_p).value for i in range(len(chosen))]
+        stubbed = [i for i, site in enumerate(sites) if kinds.get(site) == "register-addressed"]
+        # the planned address goes through the window trampoline: no fault at all
+        regmap.runtime.reset_stats()
+        quiet = [i for i in stubbed if untranslated[i][0][0] == "ran"]
+        for i in quiet:
+            run(lib, i, states[i][0])
+        assert regmap.stats().emulated == 0, [(chosen[i].instruction, chosen[i].fixed, chosen[i].offset) for i in quiet if sites[i] in regmap.stats().by_site]
+    wrong = [(chosen[i].instruction, chosen[i].address_shape, j) for i in stubbed
+             for j in range(len(states[i])) if through[i][j] != untranslated[i][j]]
+    print(f"{len(chosen)} register-addressed forms drawn, {len(stubbed)} run through their stubs, "
+          f"{sum(len(states[i]) for i in stubbed)} states")
+    assert not wrong, f"{len(wrong)} differ: {wrong[:20]}"
+    assert len(stubbed) > 100 and len(quiet) > 100
+    assert sum(1 for i in stubbed for s in untranslated[i] if s[0] == "fault") > len(stubbed)
