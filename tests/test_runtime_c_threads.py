@@ -51,9 +51,11 @@ def lib(library_path):
     lib.at_once.argtypes = [ctypes.c_int, c_void_p, c_long, c_long, c_long,
                             ctypes.POINTER(c_long), c_void_p]
     lib.waiters.restype = c_long
-    for name in ("add_window", "add_register", "addsd_window", "addsd_register"):
-        getattr(lib, name).restype = c_long
-        getattr(lib, name).argtypes = [c_long, c_long]
+    for name in ("add", "addsd", "indexed", "div"):      # (tests/test_runtime_dispatch: all)
+        for kind in ("window", "register"):
+            getattr(lib, f"{name}_{kind}").restype = c_long
+            getattr(lib, f"{name}_{kind}").argtypes = [c_long, c_long]
+    lib.add_at.restype, lib.add_at.argtypes = c_long, [c_long, c_long]
     return lib
 
 

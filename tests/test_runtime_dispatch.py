@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from runtime_build import python_env, why_not_native  # noqa: E402
+from test_runtime_c_threads import lib, library_path  # noqa: E402,F401 - the library's fixtures
 
 import regmap  # noqa: E402
 from regmap.runtime import dispatch, threadstate  # noqa: E402
@@ -28,33 +29,8 @@ REASON = why_not_native()
 if REASON is None and "bmi2" not in host.cpu_flags():
     REASON = "trampolines need BMI2 (rorx), which this CPU lacks"
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
-SOURCE = Path(__file__).resolve().parent / "snippets" / "c_threads.c"
 LOOPS = {"python form": "add", "native form": "addsd", "register-addressed": "indexed"}
 FAULTS = 2000
-
-
-@pytest.fixture(scope="module")
-def library_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dispatch") / "libcthreads.so"
-    subprocess.run(["gcc", "-masm=intel", "-O2", "-shared", "-fPIC", "-pthread", "-o", str(out),
-                    str(SOURCE)], check=True, capture_output=True)
-    return out
-
-
-@pytest.fixture(scope="module")
-def lib(library_path):
-    lib = ctypes.CDLL(str(library_path))
-    c_long, c_void_p = ctypes.c_long, ctypes.c_void_p
-    lib.short_lived.restype = c_long
-    lib.short_lived.argtypes = [c_long, ctypes.c_int, c_void_p, c_void_p, c_long]
-    lib.at_once.argtypes = [ctypes.c_int, c_void_p, c_long, c_long, c_long,
-                            ctypes.POINTER(c_long), c_void_p]
-    for name in ("add", "addsd", "indexed"):
-        for kind in ("window", "register"):
-            getattr(lib, f"{name}_{kind}").restype = c_long
-            getattr(lib, f"{name}_{kind}").argtypes = [c_long, c_long]
-    lib.add_at.restype, lib.add_at.argtypes = c_long, [c_long, c_long]
-    return lib
 
 
 @pytest.fixture
