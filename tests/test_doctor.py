@@ -27,7 +27,7 @@ def test_the_document_has_the_documented_fields(report):
     assert report["schema"] == 1
     assert set(report) >= {"schema", "regmap", "ok", "cpu", "kernel", "ptrace", "native_engine",
                            "seed", "backends", "cases", "disagreements", "problems", "seconds"}
-    assert set(report["backends"]) == {"pure", "in-process", "traced"}
+    assert set(report["backends"]) == {"pure", "in-process", "fast faults", "traced"}
     for backend in report["backends"].values():
         assert backend["status"] in ("ok", "failed", "skipped")
         assert set(backend) >= {"detail", "agree", "disagree"}
@@ -99,6 +99,17 @@ def test_a_broken_semantic_fails_the_doctor(monkeypatch, capsys):
     assert "DISAGREE add rax, qword ptr [0x8]" in out
     assert "pure: rax expected" in out
     assert "FAILED" in out
+
+
+def test_the_fast_faults_backend_runs_most_forms_through_the_handler_s_machine_code(report):
+    from regmap.x86 import host
+    fast = report["backends"]["fast faults"]
+    assert fast["status"] == "ok", report["disagreements"]
+    served = int(fast["detail"].split(", ")[1].split()[0])
+    if "bmi2" in host.cpu_flags():      # (trampolines need rorx)
+        assert served > len(report["cases"]) // 2
+    else:
+        assert served == 0
 
 
 def test_a_forbidden_ptrace_skips_the_traced_backend(monkeypatch):

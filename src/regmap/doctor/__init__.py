@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 
 SCHEMA = 1
-BACKENDS = ("pure", "in-process", "traced")
+BACKENDS = ("pure", "in-process", "fast faults", "traced")
 DEFAULT_SEED = 2024
 
 
@@ -80,7 +80,7 @@ def _self_test(report: dict, profile, seed: int, chosen) -> None:
         states = {i: cases.starting_state(case, block, i, seed) for i, case in runnable.items()}
         expected = backends.run_oracle(block, runnable, states, layout)
         runners = {"pure": backends.run_pure, "in-process": backends.run_in_process,
-                   "traced": backends.run_traced}
+                   "fast faults": backends.run_fast_faults, "traced": backends.run_traced}
         for name in BACKENDS:
             why_not = _unavailable(name, report, chosen)
             if why_not:
@@ -89,6 +89,7 @@ def _self_test(report: dict, profile, seed: int, chosen) -> None:
                 continue
             began = time.monotonic()
             got = runners[name](block, runnable, states, layout)
+            dispatched = got.pop("dispatched", None)
             agree = 0
             for index, case in runnable.items():
                 found = _compare(expected[index], got[index], block)
@@ -103,10 +104,12 @@ def _self_test(report: dict, profile, seed: int, chosen) -> None:
                              "got": have, "error": error})
                 else:
                     agree += 1
+            detail = f"{time.monotonic() - began:.2f} s"
+            if dispatched is not None:
+                detail += f", {dispatched} served by machine code"
             report["backends"][name] = {
                 "status": "ok" if agree == len(runnable) else "failed",
-                "detail": f"{time.monotonic() - began:.2f} s", "agree": agree,
-                "disagree": len(runnable) - agree}
+                "detail": detail, "agree": agree, "disagree": len(runnable) - agree}
     finally:
         image.unmap_block(block)
 
