@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 FLAGS = 16 * 8
+RED_ZONE, RED_BYTE = 128, 0xA5      # System V's red zone below rsp, and the byte it is filled with
 AC = 1 << 18
 SIGILL, SIGBUS, SIGFPE, SIGSEGV = 4, 7, 8, 11
 # uc_mcontext.gregs: r8-r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags
@@ -66,6 +67,11 @@ trial_{index}:
     push r15
     mov [rip + saved_rsp], rsp
     mov [rip + state], rdi
+    lea rax, [rsp - {RED_ZONE}]     # the red zone, a pattern the instruction must leave alone
+    mov ecx, {RED_ZONE}
+1:  mov byte ptr [rax + rcx - 1], {RED_BYTE}
+    dec ecx
+    jnz 1b
     fxsave [rip + host_fx]
 {load}
     push qword ptr [rdi + {FLAGS}]
@@ -82,7 +88,16 @@ site_{index}:
     pop qword ptr [rdi + {FLAGS}]
 {saves}
 {save}
+    lea rax, [rsp - {RED_ZONE}]     # (the trial wrote rsp - 8 and - 16 itself: flags, rdi)
+    xor ecx, ecx
+1:  cmp byte ptr [rax + rcx], {RED_BYTE}
+    jne 2f
+    inc ecx
+    cmp ecx, {RED_ZONE - 16}
+    jb 1b
     xor eax, eax
+    jmp done
+2:  mov eax, 2                      # the red zone changed: a result no run may give
     jmp done
 """
 

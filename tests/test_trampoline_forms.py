@@ -124,7 +124,10 @@ def run(lib, index: int, state: bytes) -> tuple:
     ctypes.memmove(address, state, STATE_SIZE)
     record = (ctypes.c_char * (8 * 21)).in_dll(lib, "record")
     ctypes.memset(record, 0, ctypes.sizeof(record))
-    if getattr(lib, f"trial_{index}")(address):
+    outcome = getattr(lib, f"trial_{index}")(address)
+    if outcome == 2:
+        return ("the red zone below rsp changed",)
+    if outcome:
         return ("fault", bytes(record))
     return ("ran", ctypes.string_at(address, STATE_SIZE))
 
