@@ -71,6 +71,17 @@ def test_eight_c_threads_at_once_never_enter_python_for_a_known_site(lib, mappin
     assert regmap.stats().dispatched - served == 8 * 4 * 500
 
 
+@pytest.mark.parametrize("loop", LOOPS.values(), ids=LOOPS.keys())
+def test_c_threads_on_a_new_site_go_through_python_until_it_is_planned(lib, mapping, loop):
+    register = getattr(lib, f"{loop}_register")
+    results = (ctypes.c_long * 8)()
+    assert lib.at_once(8, function(lib, f"{loop}_window"), 300, 5, 2, results, None) == 0
+    assert list(results) == [2 * register(300, 5 + i) for i in range(8)]
+    stats = regmap.stats()
+    assert stats.emulated == 8 * 2 * 300
+    assert 0 < stats.emulated - stats.dispatched < stats.emulated // 2   # Python, then not
+
+
 def test_ten_thousand_short_lived_threads_on_a_known_site(lib, mapping):
     window, register = function(lib, "add_window"), function(lib, "add_register")
     assert lib.short_lived(8, 8, window, register, 3) == 0
@@ -155,7 +166,14 @@ lib = ctypes.CDLL(sys.argv[1])
 for name in ("add_at", "div_window", "div_register"):
     if hasattr(lib, name):
         getattr(lib, name).restype, getattr(lib, name).argtypes = ctypes.c_long, [ctypes.c_long] * 2
-case, mode = sys.argv[2], sys.argv[3]
+case, mode, thread = sys.argv[2], sys.argv[3], sys.argv[4]
+lib.at_once.argtypes = [ctypes.c_int, ctypes.c_void_p] + [ctypes.c_long] * 3 + [ctypes.c_void_p] * 2
+results = (ctypes.c_long * 1)()
+def on_thread(name, n, argument):      # the last run: on this thread or on one C made
+    if thread == "main":
+        getattr(lib, name)(n, argument)
+    else:
+        lib.at_once(1, ctypes.cast(getattr(lib, name), ctypes.c_void_p), n, argument, 1, results, None)
 if mode == "mapped":
     import regmap
     regmap.map_registers()
@@ -164,19 +182,21 @@ if case == "hole":
     if mode == "mapped":
         assert lib.add_at(10, 8) == 50
         print("planned", regmap.stats().dispatched, flush=True)
-    lib.add_at(1, 0x98)
+    on_thread("add_at", 1, 0x98)
 else:
     # planned with rcx = 7; then rcx = 0: a divide error raised inside the trampoline
     if mode == "mapped":
         assert lib.div_window(10, 7) == 1000 // 7
         print("planned", regmap.stats().dispatched, flush=True)
-    lib.div_window(1, 0)
+    on_thread("div_window", 1, 0)
 print("survived")
 """
 
 
+@pytest.mark.parametrize("thread", ["main", "C thread"])
 @pytest.mark.parametrize("case, signo", [("hole", signal.SIGSEGV), ("divide", signal.SIGFPE)])
-def test_a_genuine_fault_at_a_known_site_ends_the_process_as_without_regmap(library_path, case, signo):
+def test_a_genuine_fault_at_a_known_site_ends_the_process_as_without_regmap(library_path, case, signo,
+                                                                          thread):
     outcomes = {}
     for mode in ("bare", "mapped"):
         if mode == "bare" and case == "divide":
@@ -185,7 +205,7 @@ def test_a_genuine_fault_at_a_known_site_ends_the_process_as_without_regmap(libr
                                     "ctypes.CDLL(sys.argv[1]).div_register(1, 0)", str(library_path)],
                                    capture_output=True, text=True, env=python_env(), timeout=120)
         else:
-            child = subprocess.run([sys.executable, "-c", CHILD, str(library_path), case, mode],
+            child = subprocess.run([sys.executable, "-c", CHILD, str(library_path), case, mode, thread],
                                    capture_output=True, text=True, env=python_env(), timeout=120)
         assert "survived" not in child.stdout, child.stderr
         outcomes[mode] = (child.returncode, child.stdout)
