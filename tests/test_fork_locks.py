@@ -56,6 +56,11 @@ def test_the_child_restores_its_sites_after_a_fork_inside_a_rewrite():
     assert in_child_while_held(patch._LOCK, patch.restore_all) == 0
 
 
+def test_the_child_unmaps_after_a_fork_while_a_site_is_being_planned():
+    from regmap.runtime import dispatch
+    assert in_child_while_held(dispatch._LOCK, dispatch.forget) == 0
+
+
 def test_a_child_forked_mid_rewrite_runs_the_site_as_it_was():
     """The fork comes between the int3 and the new bytes of a multi-threaded rewrite: in the child,
     nobody will finish it, so the site gets its old bytes back (the child's only thread spun on

@@ -44,6 +44,7 @@ trampoline, which is still correct (trampolines are never freed either).
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 
 from iced_x86 import (Code, Decoder, Instruction, InstructionInfoFactory, MemoryOperand, OpKind,
@@ -225,6 +226,15 @@ def reset() -> None:
         for record in known.records.values():
             if record:
                 ctypes.c_uint64.from_address(record + R_COUNT).value = 0
+
+
+def _after_fork_in_child() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()       # a thread that held it is not in the child
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_after(after: int) -> None:
