@@ -22,10 +22,10 @@ from iced_x86 import Code, OpCodeInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from forms import Impossible, form_info, host_can_run, random_form  # noqa: E402
-from runtime_build import build_library, cpu_flags  # noqa: E402
-from test_runtime_trampoline import GPRS, HANDLER  # noqa: E402
+from runtime_build import cpu_flags  # noqa: E402
+from test_runtime_trampoline import GPRS  # noqa: E402
 from test_trampoline_forms import (LAYOUT, REASON, STATE_SIZE, WIDE, _default_fx,  # noqa: E402
-                                   caught, random_state, run, trial_source)
+                                   build_trials, caught, random_state, run)
 
 import regmap  # noqa: E402
 from regmap.runtime import dispatch  # noqa: E402
@@ -66,16 +66,7 @@ def forms(rng: random.Random) -> list:
 @pytest.fixture(scope="module")
 def trials(tmp_path_factory):
     chosen = forms(random.Random(41))
-    directory = tmp_path_factory.mktemp("dispatch-forms")
-    source = directory / "trials.s"
-    source.write_text(".intel_syntax noprefix\n.text\n" + HANDLER
-                      + "".join(trial_source(i, f.bytes) for i, f in enumerate(chosen))
-                      + '.section .note.GNU-stack,"",@progbits\n')
-    lib = ctypes.CDLL(str(build_library(directory, source, "libdispatchforms.so")))
-    for i in range(len(chosen)):
-        getattr(lib, f"trial_{i}").argtypes = [ctypes.c_void_p]
-        getattr(lib, f"trial_{i}").restype = ctypes.c_long
-    return lib, chosen
+    return build_trials(tmp_path_factory.mktemp("dispatch-forms"), chosen), chosen
 
 
 def state_for(rng: random.Random, form, fx: bytes) -> bytes:

@@ -90,19 +90,23 @@ def trial_source(index: int, code: bytes) -> str:
                          load=f"    fxrstor [rdi + {FX}]\n{vload}", save=f"{vsave}\n    fxsave [rdi + {FX}]")
 
 
-@pytest.fixture(scope="module")
-def trials(tmp_path_factory):
-    chosen = forms(random.Random(17))
-    directory = tmp_path_factory.mktemp("trampoline-forms")
+def build_trials(directory: Path, chosen: list) -> ctypes.CDLL:
+    """A library of ``trial_<i>(state)`` for each form of `chosen` (the other forms tests' too)."""
     source = directory / "trials.s"
     source.write_text(".intel_syntax noprefix\n.text\n" + HANDLER
                       + "".join(trial_source(i, f.bytes) for i, f in enumerate(chosen))
                       + '.section .note.GNU-stack,"",@progbits\n')
-    lib = ctypes.CDLL(str(build_library(directory, source, "libtrampolineforms.so")))
+    lib = ctypes.CDLL(str(build_library(directory, source, f"lib{directory.name}.so")))
     for i in range(len(chosen)):
         getattr(lib, f"trial_{i}").argtypes = [ctypes.c_void_p]
         getattr(lib, f"trial_{i}").restype = ctypes.c_long
-    return lib, chosen
+    return lib
+
+
+@pytest.fixture(scope="module")
+def trials(tmp_path_factory):
+    chosen = forms(random.Random(17))
+    return build_trials(tmp_path_factory.mktemp("trampoline-forms"), chosen), chosen
 
 
 def random_state(rng: random.Random, form, fx: bytes) -> bytes:
