@@ -42,15 +42,17 @@ def show_coverage(args) -> int:
 def show_translation(result, as_json: bool) -> int:
     from regmap.layout import load_layout
     from regmap.x86.host import vector_width
-    from regmap.x86.samples import translation_of
+    from regmap.x86.samples import stub_of, translation_of
     layout, width = load_layout(), vector_width()
     rows = []
+    stubbed = 0
     for entry in result.entries:
         if entry.status != "unsupported":
             rows.append((entry.name, entry.status) + translation_of(entry.code, layout, width))
+            stubbed += stub_of(entry.code, layout, width) is None
     counts = {kind: sum(1 for row in rows if row[2] == kind) for kind in ("in place", "trampoline", "not")}
     if as_json:
-        json.dump({"supported": len(rows), **counts,
+        json.dump({"supported": len(rows), **counts, "register-addressed": stubbed,
                    "forms": [{"name": n, "status": s, "translation": k, "reason": r}
                              for n, s, k, r in rows]}, sys.stdout, indent=1)
         print()
@@ -60,4 +62,6 @@ def show_translation(result, as_json: bool) -> int:
     translated = counts["in place"] + counts["trampoline"]
     print(f"supported {len(rows)}: in place {counts['in place']}, trampoline {counts['trampoline']}, "
           f"not {counts['not']}; {100 * translated / max(len(rows), 1):.1f}% translated")
+    print(f"register-addressed ([rdi + disp32], 5 bytes or more): {stubbed} of {len(rows)} get a stub "
+          f"({100 * stubbed / max(len(rows), 1):.1f}%)")
     return 0

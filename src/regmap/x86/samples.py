@@ -12,7 +12,7 @@ from __future__ import annotations
 from iced_x86 import (Code, Encoder, Instruction, MemorySizeInfo, OpCodeInfo, OpCodeOperandKind,
                       OpKind, Register)
 
-from regmap.x86 import trampoline
+from regmap.x86 import stub, trampoline
 from regmap.x86.translate import Declined, translate
 
 ADDRESS = 0x401000          # where the sample site is taken to be
@@ -43,8 +43,9 @@ _WAITING = frozenset(code for code, name in _CODE_NAMES.items()
                      if name.startswith("F") and "FN" + name[1:] in vars(Code))
 
 
-def sample(code: int) -> bytes | None:
-    """The form `code` encoded with a constant window address, or None (no such encoding)."""
+def sample(code: int, base: int = Register.NONE) -> bytes | None:
+    """The form `code` encoded with a constant window address, or None (no such encoding).
+    With a `base` register: ``[base + disp32]``, the base's value taken to be 0."""
     info = OpCodeInfo(code)
     ins = Instruction()
     ins.code = code
@@ -72,7 +73,7 @@ def sample(code: int) -> bytes | None:
     if not memory:
         return None
     size = MemorySizeInfo(ins.memory_size).size
-    ins.memory_base = Register.NONE
+    ins.memory_base = base
     ins.memory_index = Register.NONE
     ins.memory_displacement = 8 if size <= 8 else 0x100
     ins.memory_displ_size = 8
@@ -108,4 +109,23 @@ def translation_of(code: int, layout, vector_width: int) -> tuple[str, str]:
     return ("trampoline", "") if reason is None else ("not", reason)
 
 
-__all__ = ["ADDRESS", "sample", "translation_of"]
+def stub_of(code: int, layout, vector_width: int) -> str | None:
+    """None if a site of the form `code` addressed ``[rdi + disp32]`` (rdi 0: the same window
+    address as `sample`'s) gets a stub (`regmap.x86.stub`) and a window trampoline; else why not."""
+    encoded = sample(code, Register.RDI)
+    if encoded is None:
+        return "no encoding with a register address"
+    try:
+        at = stub.window_address(ADDRESS, encoded, lambda name: 0)
+        if at is None:
+            stub.decode(ADDRESS, encoded)          # raises the reason
+            return "no stub"
+        stub.build(ADDRESS, encoded, at, ADDRESS, ADDRESS)
+        trampoline.build(trampoline.plan(ADDRESS, encoded, layout, vector_width, at), ADDRESS,
+                         vector_width)
+    except Declined as reason:
+        return str(reason)
+    return None
+
+
+__all__ = ["ADDRESS", "sample", "stub_of", "translation_of"]
