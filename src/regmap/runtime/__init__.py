@@ -44,7 +44,11 @@ def _resolve_layout(layout):
 
 
 TRANSLATE_AFTER = 3   # faults at a site before ``translate=True`` rewrites it (~ the rewrite's cost)
-FAST_FAULTS_AFTER = 2  # faults at a site before its faults are served by machine code
+# Faults at a site before its faults are served by machine code.  Planning a site (its
+# trampoline built and written) costs about 55 us, 20 faults of ``add rax, [8]`` through Python
+# or 8 of ``addsd``; each fault after saves 1.3-6 us: a site that faults only a few times never
+# pays for it (the ski-rental bound: the threshold near cost / saving).
+FAST_FAULTS_AFTER = 16
 
 
 def map_registers(layout=None, *, emulator=None, translate=False, strict=False,
@@ -65,7 +69,7 @@ def map_registers(layout=None, *, emulator=None, translate=False, strict=False,
     register-addressed page-0 access is the genuine NULL-pointer fault it is without regmap.
     False (the default): it reads and writes registers, and a process with a SIGSEGV handler
     of its own is told once on stderr (docs/runtime.md, "Strict addressing").
-    `fast_faults`: True (the default) or N > 0: once a site has faulted N times (True: 2) and
+    `fast_faults`: True (the default) or N > 0: once a site has faulted N times (True: 16) and
     its instruction has a trampoline, its faults are sent there by machine code in the signal
     handler, with no Python and no GIL (docs/runtime.md, "Fast faults"); False or 0: every
     fault through Python.

@@ -37,9 +37,9 @@ second cache line, is incremented with ``lock inc`` and read by `counts`.
 Python writes under the GIL (and `_LOCK`) while other threads read without
 it: a record is complete before it is linked (x86 keeps stores in order), a
 chain's head replaces the old one with one aligned 8-byte store, and a slot
-gets its chain before its key.  Keys are never removed; `forget` empties
-every chain, and a reader that raced with it sends one more fault to its
-trampoline, which is still correct (trampolines are never freed either).
+gets its chain before its key.  Keys are removed only by `forget`, which
+empties the whole table; a reader that raced with it sends one more fault to
+its trampoline, which is still correct (trampolines are never freed either).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ from regmap.x86.machine_code import Labels, assemble, code_page
 from regmap.x86.operands import REGISTER_NAMES
 from regmap.x86.translate import WRITES
 
-BITS = 12
+BITS = 14                 # 16 384 slots, 256 KiB
 SLOTS = 1 << BITS
 PROBES = 16
 MAX_ADDRESSES = 8         # window addresses remembered per register-addressed site
@@ -71,7 +71,7 @@ POOL = 256                # records per allocation
 CODE_SIZE = 0x200
 
 TABLE = (ctypes.c_uint64 * (2 * SLOTS))()     # slot i: [2i] site address, [2i + 1] chain head
-AFTER = [2]               # faults at a site (through Python) before it is planned; 0: never
+AFTER = [16]              # faults at a site (through Python) before it is planned; 0: never
 _POOLS: list = []         # every record ever made stays: a thread may be reading it
 _FREE: list[int] = []
 _PAGE: list[int] = []         # the handler's code (never unmapped: a thread may be in it)
@@ -203,8 +203,7 @@ def forget() -> None:
     """Send every fault to Python again (tracing, another layout or addressing mode, unmapping);
     what was planned is planned afresh."""
     with _LOCK:
-        for slot in range(SLOTS):
-            TABLE[2 * slot + 1] = 0
+        ctypes.memset(TABLE, 0, ctypes.sizeof(TABLE))   # a reader that raced finds no key or no chain
         _RETIRED.extend(PLANS.values())     # their counts still count
         PLANS.clear()
 
