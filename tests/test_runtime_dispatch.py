@@ -119,6 +119,19 @@ def test_stats_count_the_faults_served_by_machine_code_per_site(lib, mapping):
     assert regmap.stats().emulated == 0 and regmap.stats().dispatched == 0
 
 
+def test_a_site_planned_again_reuses_its_record_and_counts_each_fault_once(lib, mapping):
+    assert lib.add_window(50, 2) == lib.add_register(50, 2)
+    records = len(dispatch._RECORDS)
+    regmap.runtime.set_trace(lambda event: None)        # the table emptied...
+    regmap.runtime.set_trace(None)
+    assert lib.add_window(50, 2) == lib.add_register(50, 2)      # ...and the site planned again
+    stats = regmap.stats()
+    assert len(dispatch._RECORDS) == records
+    assert stats.emulated == 100 and list(stats.by_site.values()) == [100]
+    # planned at the AFTER-th fault; then again at the first after the table was emptied
+    assert stats.dispatched == (50 - AFTER) + 49
+
+
 def test_tracing_sends_every_fault_through_python(lib, mapping):
     assert lib.add_window(50, 2) == lib.add_register(50, 2)      # planned, then served natively
     events = []

@@ -129,7 +129,10 @@ class Known:
 
 
 PLANS: dict[tuple[int, bytes], Known] = {}
-_RETIRED: list[Known] = []      # planned before the last `forget`: counted, never sent to again
+# planned before the last `forget`: (site, mnemonic) -> faults served, never sent to again
+_RETIRED: dict[tuple[int, str | None], int] = {}
+_RECORDS: dict[tuple, int] = {}     # (site, bytes, address, trampoline) -> its record, made once
+_TRAMPOLINES: dict[tuple, tuple] = {}   # (site, bytes, at, id(layout)) -> (trampoline, layout kept)
 
 
 def learn(site, frame, layout) -> None:
@@ -152,10 +155,8 @@ def learn(site, frame, layout) -> None:
         if record is None:
             if len(known.records) >= MAX_ADDRESSES:
                 return
-            trampoline = trampolines.place(site.address, site.code, layout,
-                                           address if known.registers else None)
-            record = known.records[address] = 0 if trampoline is None else \
-                _record(known, address, trampoline.address)
+            trampoline = _trampoline(known, address if known.registers else None, layout)
+            record = known.records[address] = trampoline and _record(known, address, trampoline)
             if not record:
                 if not known.registers:
                     known.declined = "no trampoline"
@@ -166,7 +167,27 @@ def learn(site, frame, layout) -> None:
         _LOCK.release()
 
 
+def _trampoline(known: Known, at: int | None, layout) -> int:
+    """The address of `known`'s trampoline (for window address `at` if register-addressed), 0
+    if it gets none; placed once per layout (planned again after `forget`, a site takes the
+    same: trampolines are never freed)."""
+    key = (known.site, known.code, at, id(layout))
+    placed = _TRAMPOLINES.get(key)
+    if placed is None:
+        trampoline = trampolines.place(known.site, known.code, layout, at)
+        placed = _TRAMPOLINES[key] = (trampoline.address if trampoline else 0, layout)
+    return placed[0]
+
+
 def _record(known: Known, address: int, trampoline: int) -> int:
+    """The record sending `known`'s faults at window `address` to `trampoline`, linked in front
+    of `known`'s chain (made once: a site planned again after `forget` takes the same)."""
+    key = (known.site, known.code, address, trampoline)
+    record = _RECORDS.get(key)
+    if record is not None:
+        ctypes.c_uint64.from_address(record + R_COUNT).value = 0
+        ctypes.c_uint64.from_address(record + R_NEXT).value = known.head
+        return record
     if not _FREE:
         pool = ctypes.create_string_buffer(RECORD * (POOL + 1))
         _POOLS.append(pool)
@@ -185,6 +206,7 @@ def _record(known: Known, address: int, trampoline: int) -> int:
     ctypes.c_uint8.from_address(record + R_LENGTH).value = len(known.code)
     ctypes.memmove(record + R_BYTES, known.code, len(known.code))
     u64(R_NEXT, known.head)
+    _RECORDS[key] = record
     return record
 
 
@@ -204,18 +226,30 @@ def forget() -> None:
     what was planned is planned afresh."""
     with _LOCK:
         ctypes.memset(TABLE, 0, ctypes.sizeof(TABLE))   # a reader that raced finds no key or no chain
-        _RETIRED.extend(PLANS.values())     # their counts still count
+        for site, mnemonic, total in _served(PLANS.values(), take=True):   # they still count
+            _RETIRED[site, mnemonic] = _RETIRED.get((site, mnemonic), 0) + total
         PLANS.clear()
 
 
 def counts() -> list[tuple[int, str | None, int]]:
     """(site, mnemonic, faults served by the machine code) of each instruction planned."""
-    served = []
-    for known in list(PLANS.values()) + list(_RETIRED):
-        total = sum(ctypes.c_uint64.from_address(r + R_COUNT).value for r in known.records.values() if r)
+    served = list(_served(list(PLANS.values())))
+    return served + [(site, mnemonic, total) for (site, mnemonic), total in _RETIRED.items()]
+
+
+def _served(plans, take: bool = False):
+    """(site, mnemonic, faults served) of each of `plans` that served any; `take`: the records'
+    counters go back to 0 (a record may serve again after `forget`, for a new plan)."""
+    for known in plans:
+        total = 0
+        for record in known.records.values():
+            if record:
+                counter = ctypes.c_uint64.from_address(record + R_COUNT)
+                total += counter.value
+                if take:
+                    counter.value = 0
         if total:
-            served.append((known.site, known.mnemonic, total))
-    return served
+            yield known.site, known.mnemonic, total
 
 
 def reset() -> None:
