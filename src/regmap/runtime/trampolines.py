@@ -34,6 +34,7 @@ from typing import NamedTuple
 from regmap.procmaps import gaps_near
 from regmap.runtime import _sys, genuine
 from regmap.x86 import host, stub
+from regmap.x86.stub import Copy
 from regmap.x86.trampoline import SAVED_BASE, Declined, Trampoline, build, plan
 from regmap.x86.translate import Translation
 
@@ -45,14 +46,6 @@ MAP_FIXED_NOREPLACE = 0x100000  # Linux >= 4.17
 
 TABLE: dict[int, Trampoline | Copy] = {}   # moved (or copied) instruction's address -> its entry
 REGIONS: list[list[int]] = []            # [start, end, next free address]
-
-
-class Copy(NamedTuple):
-    """A register-addressed site's own instruction, copied into its stub (`regmap.x86.stub`):
-    when it faults, rsp and every register are the site's already."""
-    site: int
-    old: bytes
-    instruction: int
 
 
 class Fault(NamedTuple):

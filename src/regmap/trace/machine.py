@@ -45,7 +45,8 @@ class TracedMachine:
     ``regs``; after a successful step ``store`` writes back what changed.
     """
 
-    __slots__ = ("tid", "regs", "memory", "xstate", "regs_dirty", "regs_address", "namespace")
+    __slots__ = ("tid", "regs", "memory", "xstate", "regs_dirty", "regs_address", "namespace",
+                 "original")
 
     def __init__(self, regs: ptrace.UserRegs | None = None, memory: ptrace.RemoteMemory | None = None,
                  xstate: XState | None = None):
@@ -55,6 +56,9 @@ class TracedMachine:
         self.xstate = xstate if xstate is not None else XState()
         self.regs_dirty = False
         self.regs_address = ctypes.addressof(self.regs)
+        # a patched site's bytes, while a fault of its stub's copy (`regmap.x86.stub`) is emulated
+        # at the site; None otherwise (the tracer sets it for each fault)
+        self.original: bytes | None = None
         # `namespace` only over a TracedRegisters buffer (a fast path writes it directly: rip
         # at least, so `store` after a step always writes the general registers back)
         self.namespace = self.regs if isinstance(self.regs, TracedRegisters) else None
@@ -119,4 +123,6 @@ class TracedMachine:
             raise MemoryFault(address, True)
 
     def fetch(self, address: int) -> bytes:
+        if self.original is not None and address == self.regs.rip:
+            return self.original
         return self.memory.fetch(self.tid, address)

@@ -34,6 +34,9 @@ from regmap.procmaps import private_code
 from regmap.trace.ptrace import RemoteMemory
 from regmap.trace.quiesce import inside, stop_others
 from regmap.trace.trampolines import Trampolines
+from regmap.x86 import stub
+from regmap.x86.stub import Copy
+from regmap.x86.trampoline import Trampoline
 from regmap.x86.translate import Translation, translate
 
 
@@ -57,9 +60,19 @@ class Patcher:
         self.memory = RemoteMemory()      # the tracee's, for placing trampolines
 
     # -- faults -------------------------------------------------------------------------------
-    def fault(self, tid: int, step, others: bool = True) -> Translation | None:
+    def hot_address(self, tid: int, machine) -> int | None:
+        """If the next `fault` at the stopped thread's rip (`machine`, loaded) makes the site hot
+        and its instruction is register-addressed: its window address, from the registers
+        before the instruction runs (through the window it may change its own address's)."""
+        rip = machine.regs.rip
+        if self.counts.get((self.tgid(tid), rip), 0) + 1 != self.after:
+            return None
+        return stub.window_address(rip, machine.fetch(rip), machine.read_register)
+
+    def fault(self, tid: int, step, others: bool = True, at: int | None = None) -> Translation | None:
         """Thread `tid` (stopped) just had the window instruction `step` emulated.  `others`:
-        the process's other threads may be stopped for the write (not under a debugger)."""
+        the process's other threads may be stopped for the write (not under a debugger).
+        `at`: `hot_address`'s answer."""
         tgid = self.tgid(tid)
         key = (tgid, step.address)
         count = self.counts.get(key, 0) + 1
@@ -69,7 +82,7 @@ class Patcher:
         translation = translate(step.address, step.code, self.layout)
         if translation is None:         # placed while the others run: nothing jumps there yet
             translation = self.trampolines.translate(tid, tgid, step.address, step.code,
-                                                     self.memory)
+                                                     self.memory, at)
         if translation is None:
             return None
         rips = stop_others(tgid, tid)
@@ -158,13 +171,19 @@ class Patcher:
         for key in [key for key in self.counts if key[0] == tgid]:
             del self.counts[key]
 
-    def trampoline_fault(self, tid: int, regs, siginfo) -> bool:
+    def trampoline_fault(self, tid: int, regs, siginfo) -> Trampoline | Copy | None:
         """Thread `tid` stopped with a signal, `regs` and `siginfo` read: if it is a CPU exception
-        of a trampoline's moved instruction, the thread and the signal are now the site's (see
-        `regmap.trace.trampolines`)."""
-        trampoline = self.trampolines.at(self.tgid(tid), regs.rip)
-        return trampoline is not None and \
-            self.trampolines.map_back(tid, trampoline, regs, siginfo, self.memory)
+        of a trampoline's moved instruction (or of a stub's copy of its site's instruction), the
+        thread and the signal are now the site's (see `regmap.trace.trampolines`): the entry."""
+        entry = self.trampolines.at(self.tgid(tid), regs.rip)
+        if entry is None or not self.trampolines.map_back(tid, entry, regs, siginfo, self.memory):
+            return None
+        return entry
+
+    @staticmethod
+    def original(entry: Trampoline | Copy) -> bytes | None:
+        """A stub's copy (whose fault is emulated at its site): the site's bytes; else None."""
+        return entry.old if isinstance(entry, Copy) else None
 
     def exited(self, tid: int) -> None:
         self.vforks.pop(tid, None)      # a vfork child is one thread: its tid is its tgid

@@ -374,6 +374,7 @@ class Tracer:
         done = self._run(*enter.arguments)          # GETSIGINFO, GETREGS, the code at rip
         if done < 2:
             raise enter.error(done, f"ptrace({_GETREGS if done else _GETSIGINFO:#x}, {tid})")
+        self.machine.original = None
         if self.patcher is not None and self._trampoline_fault(tid, sig, loaded=True):
             return
         code = self.siginfo.si_code
@@ -388,13 +389,15 @@ class Tracer:
             self._deliver(tid, sig, "not in 64-bit mode", regs.rip)
             return
         flags_before = regs.eflags
+        at = None if self.patcher is None else self.patcher.hot_address(tid, machine)
         try:
             step = self.sites.step(machine, enter.results[FETCHED] if done == 3 else 0)
         except WindowHole as error:
             self._deliver(tid, sig, error.hole, regs.rip, error.instruction)
             return
         except (NotWindowAccess, MemoryFault) as error:
-            if self.patcher is not None and self.patcher.rewritten(tid, regs.rip):
+            if self.patcher is not None and machine.original is None \
+                    and self.patcher.rewritten(tid, regs.rip):
                 # it faulted on the old bytes before they were rewritten (the other threads
                 # run on while one is served): run the site again, as what it now is
                 self._go(tid, 0)
@@ -438,7 +441,7 @@ class Tracer:
             self._deliver(tid, sig, f"cannot set registers: {os.strerror(refusal.errno)}", regs.rip)
             return
         # the thread is stopped: a hot site may be rewritten now, before it runs on
-        translation = self.patcher.fault(tid, step, self.observer is None) \
+        translation = self.patcher.fault(tid, step, self.observer is None, at) \
             if self.patcher is not None else None
         if self.observer is None or not self.observer.emulated(tid, step):
             ptrace.cont(tid, 0)
@@ -456,7 +459,14 @@ class Tracer:
         if not loaded:
             ptrace.check(_raw_ptrace(_GETSIGINFO, tid, 0, self._siginfo_address), _GETSIGINFO, tid)
             self.machine.load(tid)
-        if not patcher.trampoline_fault(tid, self.machine.regs, self.siginfo):
+        entry = patcher.trampoline_fault(tid, self.machine.regs, self.siginfo)
+        if entry is None:
+            return False
+        original = patcher.original(entry)
+        if original is not None and (sig == SIGSEGV or sig == SIGBUS):
+            # a stub's copy of its site's instruction: the fault is the site's, emulated there
+            # from its own bytes (another window address) or delivered (trace/trampolines.py)
+            self.machine.original = original
             return False
         self._deliver(tid, sig, "raised by a translated instruction", self.machine.regs.rip)
         return True

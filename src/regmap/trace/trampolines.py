@@ -32,7 +32,8 @@ import ctypes
 from regmap.procmaps import gaps_near
 from regmap.trace import ptrace
 from regmap.trace.inject import map_code, write_code
-from regmap.x86 import host
+from regmap.x86 import host, stub
+from regmap.x86.stub import Copy
 from regmap.x86.trampoline import SAVED_BASE, Declined, Trampoline, build, plan
 from regmap.x86.translate import Translation
 
@@ -48,16 +49,22 @@ class Trampolines:
 
     def __init__(self, layout):
         self.layout = layout
-        self.tables: dict[int, dict[int, Trampoline]] = {}   # tgid -> moved instruction -> it
+        # tgid -> moved (or a stub's copied) instruction -> its entry
+        self.tables: dict[int, dict[int, Trampoline | Copy]] = {}
         self.regions: dict[int, list[list[int]]] = {}        # tgid -> [start, end, next free]
         self.usable = "bmi2" in host.cpu_flags()    # rorx aligns the scratch (as in-process)
         self.width = host.vector_width()
 
-    def translate(self, tid: int, tgid: int, site: int, code: bytes, memory) -> Translation | None:
+    def translate(self, tid: int, tgid: int, site: int, code: bytes, memory,
+                  at: int | None = None) -> Translation | None:
         """Build and place the trampoline of the instruction `code` at `site` in the process of the
-        stopped thread `tid`: the Translation the site becomes (a ``jmp``), or None."""
+        stopped thread `tid`: the Translation the site becomes (a ``jmp``), or None.  `at`: the
+        window address of a register-addressed operand, whose site gets a stub (as in-process,
+        `regmap.runtime.trampolines.place_stub`)."""
         if not self.usable:
             return None
+        if at is not None:
+            return self._stub(tid, tgid, site, code, memory, at)
         try:
             p = plan(site, code, self.layout, self.width)
             size = len(build(p, site, self.width).code)   # the same anywhere: its jumps are rel32
@@ -72,6 +79,27 @@ class Trampolines:
         self.tables.setdefault(tgid, {})[trampoline.instruction] = trampoline
         return Translation(site, trampoline.old, trampoline.jump, trampoline.old_text,
                            trampoline.new_text, "trampoline")
+
+    def _stub(self, tid: int, tgid: int, site: int, code: bytes, memory, at: int) -> Translation | None:
+        """The stub of a register-addressed site and, right after it, its window trampoline."""
+        try:
+            p = plan(site, code, self.layout, self.width, at)
+            room = stub.size(site, code, at)
+            address = self._room(tid, tgid, site, room + len(build(p, site, self.width).code), memory)
+            if address is None:
+                return None
+            trampoline = build(p, address + room, self.width)
+            placed = stub.build(site, code, at, address, trampoline.address)
+        except Declined:
+            return None
+        if not (write_code(tgid, trampoline.address, trampoline.code)
+                and write_code(tgid, address, placed.code)):
+            return None
+        table = self.tables.setdefault(tgid, {})
+        table[trampoline.instruction] = trampoline
+        table[placed.copy] = Copy(site, placed.old, placed.copy)
+        return Translation(site, placed.old, placed.jump, placed.old_text, placed.new_text,
+                           "register-addressed")
 
     def _room(self, tid: int, tgid: int, site: int, size: int, memory) -> int | None:
         regions = self.regions.setdefault(tgid, [])
@@ -101,22 +129,24 @@ class Trampolines:
         return None
 
     # -- faults -------------------------------------------------------------------------------
-    def at(self, tgid: int, rip: int) -> Trampoline | None:
-        """The trampoline whose moved instruction is at `rip` in process `tgid`, if any."""
+    def at(self, tgid: int, rip: int) -> Trampoline | Copy | None:
+        """The trampoline whose moved instruction (or the stub whose copy) is at `rip` in process
+        `tgid`, if any."""
         table = self.tables.get(tgid)
         return table.get(rip) if table else None
 
-    def map_back(self, tid: int, trampoline: Trampoline, regs, siginfo, memory) -> bool:
+    def map_back(self, tid: int, trampoline: Trampoline | Copy, regs, siginfo, memory) -> bool:
         """Thread `tid` (registers `regs`, signal `siginfo`, both read) stopped on `trampoline`'s
-        moved instruction with a CPU exception: make it the site's, in the thread and in the
-        signal.  False if the thread's state could not be read or written."""
+        moved instruction (or a stub's copy) with a CPU exception: make it the site's, in the
+        thread and in the signal.  False if the thread's state could not be read or written."""
         if not 0 < siginfo.si_code <= ptrace.SI_KERNEL:
             return False                    # sent by a process: not the instruction's
-        saved = memory.read(tid, regs.rsp + SAVED_BASE, 8)
-        if saved is None or len(saved) != 8:
-            return False
-        setattr(regs, trampoline.base, int.from_bytes(saved, "little"))
-        regs.rsp += trampoline.frame
+        if isinstance(trampoline, Trampoline):
+            saved = memory.read(tid, regs.rsp + SAVED_BASE, 8)
+            if saved is None or len(saved) != 8:
+                return False
+            setattr(regs, trampoline.base, int.from_bytes(saved, "little"))
+            regs.rsp += trampoline.frame
         regs.rip = trampoline.site
         try:
             ptrace.setregs(tid, regs)

@@ -71,6 +71,14 @@ class Stub(NamedTuple):
     new_text: str
 
 
+class Copy(NamedTuple):
+    """A stub's copy of its site's instruction, as the runtimes' fault tables hold it: when it
+    faults, rsp and every register are the site's already."""
+    site: int
+    old: bytes
+    instruction: int       # the copy's address
+
+
 def decode(site: int, code: bytes) -> Instruction:
     """The instruction at `site`, if it can get a stub (raises `Declined` otherwise)."""
     ins = Decoder(64, code, ip=site).decode()
