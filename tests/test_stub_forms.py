@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -167,4 +168,34 @@ def test_every_register_addressed_form_through_its_stub_runs_as_untranslated(tri
           f"{sum(len(states[i]) for i in stubbed)} states")
     assert not wrong, f"{len(wrong)} differ: {wrong[:20]}"
     assert len(stubbed) > 100 and len(quiet) > 100
+    # unmapping put every site's own bytes back
+    assert all(ctypes.string_at(sites[i], len(chosen[i].bytes)) == chosen[i].bytes for i in stubbed)
     assert sum(1 for i in stubbed for s in untranslated[i] if s[0] == "fault") > len(stubbed)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("mov rax, qword ptr [rsp + 0x100]", "rsp in the address"),
+    ("mov rax, qword ptr [rip + 0x100]", "rip-relative"),
+    ("vpgatherdd xmm1, dword ptr [rax + xmm2*4 + 0x100], xmm3", "vsib"),
+    ("mov rax, qword ptr fs:[rdi + 0x100]", "segment override"),
+    ("mov rdi, qword ptr [rdi + 0x100]", "writes a register of its own address"),
+    ("mov rax, qword ptr [rdi + 8]", "shorter than a jmp rel32"),
+    ("mov rax, qword ptr [0x100]", "a constant address"),
+])
+def test_a_stub_is_declined_with_the_reason(tmp_path, text, reason):
+    source = tmp_path / "one.s"
+    source.write_text(f".intel_syntax noprefix\n{text}\n")
+    subprocess.run(["as", "-o", tmp_path / "one.o", source], check=True)
+    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", tmp_path / "one.o", tmp_path / "one"],
+                   check=True)
+    with pytest.raises(Declined, match=reason):
+        stub.decode(0x401000, (tmp_path / "one").read_bytes())
+
+
+def test_bit_offsets_string_forms_and_branches_are_declined_by_the_window_trampoline():
+    for code in ("48 0f a3 87 00 01 00 00",      # bt [rdi + 0x100], rax
+                 "ff a7 00 01 00 00"):           # jmp [rdi + 0x100]
+        with pytest.raises(Declined):
+            plan(0x401000, bytes.fromhex(code), LAYOUT, host.vector_width(), 0x100)
+    with pytest.raises(Declined, match="no explicit"):
+        stub.decode(0x401000, bytes.fromhex("f3 48 a5 90 90"))      # rep movsq
