@@ -199,3 +199,66 @@ def test_bit_offsets_string_forms_and_branches_are_declined_by_the_window_trampo
             plan(0x401000, bytes.fromhex(code), LAYOUT, host.vector_width(), 0x100)
     with pytest.raises(Declined, match="no explicit"):
         stub.decode(0x401000, bytes.fromhex("f3 48 a5 90 90"))      # rep movsq
+
+
+LOOP = """
+    .intel_syntax noprefix
+    .text
+    .globl stub_loop
+stub_loop:                      # (n, value, &value): n * value, odd iterations from memory
+    push rbx
+    mov rcx, rsi                # the window's bytes 8..15
+    lea rbx, [rdx - 0x100]
+    mov r10, -0xF8
+    xor eax, eax
+1:  mov r9, r10
+    test dil, 1
+    cmovnz r9, rbx
+    .globl stub_site
+stub_site:
+    add rax, qword ptr [r9 + 0x100]
+    dec rdi
+    jnz 1b
+    pop rbx
+    ret
+    .section .note.GNU-stack,"",@progbits
+"""
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("stub-loop")
+    source = directory / "loop.s"
+    source.write_text(LOOP)
+    lib = ctypes.CDLL(str(build_library(directory, source, "libstubloop.so")))
+    lib.stub_loop.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
+    lib.stub_loop.restype = ctypes.c_long
+    return lib
+
+
+def test_eight_threads_run_a_site_while_it_becomes_a_stub(loop):
+    from regmap.runtime import patch
+    if not patch.sync_core_available():
+        pytest.skip("membarrier SYNC_CORE is not available: threads are never patched")
+    import threading
+    regmap.unmap_registers()
+    results: dict[int, int] = {}
+    start = threading.Barrier(8)
+
+    def work(index: int) -> None:
+        value = ctypes.c_long(index + 1)
+        start.wait()
+        results[index] = loop.stub_loop(100_000, index + 1, ctypes.addressof(value))
+
+    with regmap.mapped(translate=2000, fast_faults=False):
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        translated = regmap.stats().translated
+    site = ctypes.cast(loop.stub_site, ctypes.c_void_p).value
+    assert results == {i: 100_000 * (i + 1) for i in range(8)}
+    assert [(t.address, t.kind) for t in translated] == [(site, "register-addressed")]
+    assert site in patch.PLANTED        # the int3 protocol was used
+    assert ctypes.string_at(site, 7) == bytes.fromhex("49 03 81 00 01 00 00")   # put back
