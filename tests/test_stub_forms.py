@@ -242,6 +242,7 @@ def test_eight_threads_run_a_site_while_it_becomes_a_stub(loop):
         pytest.skip("membarrier SYNC_CORE is not available: threads are never patched")
     import threading
     regmap.unmap_registers()
+    regmap.runtime.reset_stats()
     results: dict[int, int] = {}
     start = threading.Barrier(8)
 
@@ -262,3 +263,22 @@ def test_eight_threads_run_a_site_while_it_becomes_a_stub(loop):
     assert [(t.address, t.kind) for t in translated] == [(site, "register-addressed")]
     assert site in patch.PLANTED        # the int3 protocol was used
     assert ctypes.string_at(site, 7) == bytes.fromhex("49 03 81 00 01 00 00")   # put back
+
+
+def test_a_forked_child_keeps_its_stubs(loop):
+    import os
+    regmap.unmap_registers()
+    regmap.runtime.reset_stats()          # (the site's count starts again)
+    value = ctypes.c_long(5)
+    with regmap.mapped(translate=3, fast_faults=False):
+        assert loop.stub_loop(100, 5, ctypes.addressof(value)) == 500
+        emulated = regmap.stats().emulated
+        pid = os.fork()
+        if pid == 0:    # pragma: no cover - the child
+            ok = loop.stub_loop(1000, 5, ctypes.addressof(value)) == 5000 \
+                and regmap.stats().emulated == emulated
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert loop.stub_loop(1000, 5, ctypes.addressof(value)) == 5000
+        assert regmap.stats().emulated == emulated == 3
