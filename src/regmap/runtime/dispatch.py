@@ -47,14 +47,14 @@ import ctypes
 import os
 import threading
 
-from iced_x86 import (Code, Decoder, Instruction, InstructionInfoFactory, MemoryOperand, OpKind,
-                      Register, RegisterExt)
+from functools import partial
+
+from iced_x86 import Code, Instruction, MemoryOperand, Register
 
 from regmap.runtime import trampolines
 from regmap.runtime.frame import GREG_INDEX, W_ERR, W_RIP, W_TRAPNO
 from regmap.x86.machine_code import Labels, assemble, code_page
-from regmap.x86.operands import REGISTER_NAMES
-from regmap.x86.translate import WRITES
+from regmap.x86.trampoline import Declined, OperandAddress, operand_address
 
 BITS = 14                 # 16 384 slots, 256 KiB
 SLOTS = 1 << BITS
@@ -77,7 +77,6 @@ _FREE: list[int] = []
 _PAGE: list[int] = []         # the handler's code (never unmapped: a thread may be in it)
 PYTHON = ctypes.c_uint64(0)   # where it goes on to: the Python entry (`threadstate.entry`)
 _LOCK = threading.Lock()
-_INFO = InstructionInfoFactory()
 
 
 class Known:
@@ -87,45 +86,20 @@ class Known:
         self.site, self.code, self.mnemonic = site, code, mnemonic
         self.records: dict[int, int] = {}     # window address -> record (0: that one declined)
         self.head = 0
-        self.declined = None
-        self.base = self.index = self.shift = 0
-        self.disp, self.mask = 0, M64
-        self.registers = False
-        ins = Decoder(64, code, ip=site).decode()
-        memory = [i for i in range(ins.op_count) if ins.op_kind(i) == OpKind.MEMORY]
-        if ins.is_invalid or len(memory) != 1:
-            self.declined = "no single explicit memory operand"
-            return
-        written = {RegisterExt.full_register(u.register) for u in _INFO.info(ins).used_registers()
-                   if u.access in WRITES}
-        for register, field in ((ins.memory_base, "base"), (ins.memory_index, "index")):
-            if register == Register.NONE:
-                continue
-            if not (RegisterExt.is_gpr64(register) or RegisterExt.is_gpr32(register)):
-                self.declined = f"the address uses {REGISTER_NAMES.get(register, '?')}"
-                return
-            full = RegisterExt.full_register(register)
-            if full in written:     # its address is worked out after the instruction ran
-                self.declined = "the instruction writes a register of its own address"
-                return
-            if RegisterExt.is_gpr32(register):
-                self.mask = 0xFFFFFFFF
-            setattr(self, field, 8 * GREG_INDEX[REGISTER_NAMES[full]])
-            self.registers = True
-        if not self.registers and ins.memory_displ_size == 4:
-            self.mask = 0xFFFFFFFF
-        self.shift = ins.memory_index_scale.bit_length() - 1
-        self.disp = ins.memory_displacement & M64
+        self.declined: str | None = None
+        try:
+            self.operand = operand_address(site, code)
+        except Declined as reason:
+            self.declined = str(reason)
+            self.operand = OperandAddress(None, None, 0, 0, M64)
+        self.registers = bool(self.operand.base or self.operand.index)
+        # the base and index as offsets of their words in the frame (0: none), for the handler
+        self.base, self.index = (8 * GREG_INDEX[name] if name else 0
+                                 for name in (self.operand.base, self.operand.index))
 
     def address(self, frame) -> int:
         """The operand's address with the frame's registers, as the handler computes it."""
-        words = ctypes.cast(ctypes.addressof(frame), ctypes.POINTER(ctypes.c_uint64))
-        value = self.disp
-        if self.base:
-            value += words[self.base // 8]
-        if self.index:
-            value += words[self.index // 8] << self.shift
-        return value & M64 & self.mask
+        return self.operand.value(partial(getattr, frame))
 
 
 PLANS: dict[tuple[int, bytes], Known] = {}
@@ -198,11 +172,11 @@ def _record(known: Known, address: int, trampoline: int) -> int:
     u64 = lambda offset, value: setattr(ctypes.c_uint64.from_address(record + offset), "value", value)  # noqa: E731
     u64(R_TRAMPOLINE, trampoline)
     u64(R_EXPECTED, address)
-    u64(R_DISP, known.disp)
-    u64(R_MASK, known.mask)
+    u64(R_DISP, known.operand.disp)
+    u64(R_MASK, known.operand.mask)
     ctypes.c_uint16.from_address(record + R_BASE).value = known.base
     ctypes.c_uint16.from_address(record + R_INDEX).value = known.index
-    ctypes.c_uint8.from_address(record + R_SCALE).value = known.shift
+    ctypes.c_uint8.from_address(record + R_SCALE).value = known.operand.shift
     ctypes.c_uint8.from_address(record + R_LENGTH).value = len(known.code)
     ctypes.memmove(record + R_BYTES, known.code, len(known.code))
     u64(R_NEXT, known.head)

@@ -67,6 +67,7 @@ JMP_REL32 = 0xE9
 INT3 = 0xCC
 JUMP_LENGTH = 5
 MAX_OPERAND = 64
+M64 = (1 << 64) - 1
 FXSAVE_AREA = 512 + 32     # an x87 form's FXSAVE64 image and four constants (`_x87_pointers`)
 # The base is the first of these the instruction does not use (rbp and rsp never: rsp moves).
 BASES = (Register.R11, Register.R10, Register.R9, Register.R8, Register.RSI, Register.RDI,
@@ -282,6 +283,57 @@ def _x87_pointers(out: _Code, p: Plan, instruction: int, moved_fop: int) -> None
     out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, spare, based(Register.RSP, 8 + TARGET)))
     out.add(Instruction.create(Code.POPFQ))
     out.add(Instruction.create_mem(Code.FXRSTOR64_M512BYTE, m(fx)))
+
+
+class OperandAddress(NamedTuple):
+    """How an instruction's memory operand's address comes from the general registers:
+    ``(base + (index << shift) + disp) & mask`` (a register None: not there)."""
+    base: str | None
+    index: str | None
+    shift: int
+    disp: int
+    mask: int
+
+    def value(self, read) -> int:
+        """The address, `read(name)` giving each register's 64-bit value."""
+        total = self.disp
+        if self.base:
+            total += read(self.base)
+        if self.index:
+            total += read(self.index) << self.shift
+        return total & self.mask
+
+
+def operand_address(site: int, code: bytes) -> OperandAddress:
+    """The address of the one explicit memory operand of the instruction `code` at `site`, as
+    whoever sends a site to its trampoline computes it from the registers the thread stopped
+    with (raises `Declined` where that does not give the address: no single memory operand, a
+    vector or rip-relative address, or an instruction that writes a register of its own
+    address, which a handler that runs after it would see changed)."""
+    ins = Decoder(64, code, ip=site).decode()
+    memory = [i for i in range(ins.op_count) if ins.op_kind(i) == OpKind.MEMORY]
+    if ins.is_invalid or len(memory) != 1:
+        raise Declined("no single explicit memory operand")
+    written = {RegisterExt.full_register(u.register) for u in _INFO.info(ins).used_registers()
+               if u.access in WRITES}
+    names: list[str | None] = []
+    mask = M64
+    for register in (ins.memory_base, ins.memory_index):
+        if register == Register.NONE:
+            names.append(None)
+            continue
+        if not (RegisterExt.is_gpr64(register) or RegisterExt.is_gpr32(register)):
+            raise Declined(f"the address uses {REGISTER_NAMES.get(register, '?')}")
+        full = RegisterExt.full_register(register)
+        if full in written:
+            raise Declined("the instruction writes a register of its own address")
+        if RegisterExt.is_gpr32(register):
+            mask = 0xFFFFFFFF
+        names.append(REGISTER_NAMES[full])
+    if names == [None, None] and ins.memory_displ_size == 4:
+        mask = 0xFFFFFFFF           # [disp32] under 67h: zero-extended
+    return OperandAddress(names[0], names[1], ins.memory_index_scale.bit_length() - 1,
+                          ins.memory_displacement & M64, mask)
 
 
 def why_not(site: int, code: bytes, layout, vector_width: int = 512) -> str | None:
