@@ -27,6 +27,7 @@ the program's arguments a second '--' (or come straight after the sources):
 
 
 TRANSLATE_AFTER = 3   # as map_registers(translate=True): about what one rewrite costs in faults
+FAST_FAULTS_AFTER = 16   # as map_registers(fast_faults=True) (regmap.trace.known)
 
 # The options of run and exec, as argparse is given them (flags, keywords); the quick parser
 # (regmap.cli.quick) reads the same table.
@@ -45,6 +46,10 @@ OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
                              "genuine NULL-pointer fault (use it for a JVM)"}),
     (("-q", "--quiet"), {"action": "store_true",
                          "help": "no 'killed by' line when a signal kills the program"}),
+    (("--fast-faults",), {"metavar": "N", "type": int, "default": FAST_FAULTS_AFTER,
+                          "help": "once a site has been emulated N times, send its faults to a "
+                                  "trampoline placed in the program instead of emulating them "
+                                  f"(default {FAST_FAULTS_AFTER}; 0: emulate every fault)"}),
 )
 # -o and --output-fd: one or the other
 OUTPUT_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
@@ -176,7 +181,8 @@ def _options(args) -> dict:
     if args.json and not trace and not stats:
         trace = stats = True
     return {"trace": trace, "stats": stats, "json": args.json, "quiet": args.quiet,
-            "translate": args.translate, "strict": args.strict}
+            "translate": args.translate, "strict": args.strict,
+            "fast_faults": max(0, args.fast_faults)}
 
 
 def _open_output(args):

@@ -89,6 +89,8 @@ class Reporter:
         self.mnemonics: Counter = Counter()
         self.sites: Counter = Counter()
         self.site_text: dict[int, str] = {}
+        self.site_mnemonic: dict[int, str] = {}
+        self.fast = 0          # of `faults`, those sent to a trampoline (regmap.trace.known)
         self.translations: list[tuple[int, object]] = []   # (tid, Translation) of each rewrite
         self.symbols = None         # a regmap.trace.symbols.Symbols, made at the first use
         # the last fault passed on: (signal, rip, instruction, what it was, where in a file)
@@ -137,8 +139,19 @@ class Reporter:
             self.sites[address] += 1
             if address not in self.site_text:
                 self.site_text[address] = step.disassembly
+                self.site_mnemonic[address] = mnemonic
         if self.trace:
             self._trace_step(tid, step)
+
+    def served(self, rip: int, elapsed_ns: int) -> None:
+        """A fault at `rip`, a site emulated before, sent to its trampoline (never traced: with
+        a trace every fault is emulated)."""
+        self.faults += 1
+        self.fast += 1
+        self.tracer_ns += elapsed_ns
+        if self.stats:
+            self.mnemonics[self.site_mnemonic.get(rip, "?")] += 1
+            self.sites[rip] += 1
 
     def _trace_step(self, tid: int, step) -> None:
         accesses = getattr(step, "accesses", None) or []
@@ -237,7 +250,8 @@ class Reporter:
         each_us = self.tracer_ns / self.faults / 1000 if self.faults else 0.0
         sites = self.sites.most_common()
         if self.json:
-            self._emit({"event": "stats", "faults": self.faults, "delivered": self.delivered,
+            self._emit({"event": "stats", "faults": self.faults, "fast_faults": self.fast,
+                        "delivered": self.delivered,
                         "tracer_seconds": self.tracer_ns / 1e9, "per_fault_us": each_us,
                         "wall_seconds": wall, "mnemonics": dict(self.mnemonics.most_common()),
                         "sites": [{"rip": rip, "instruction": self.site_text[rip], "count": count}
@@ -251,6 +265,9 @@ class Reporter:
                        f"{each_us:.1f} us each in the tracer ({self.tracer_ns / 1e6:.1f} ms), "
                        f"{self.delivered} signal{'' if self.delivered == 1 else 's'} passed on, "
                        f"{wall:.3f} s wall")
+        if self.fast:
+            self._emit({}, f"regmap: stats: {self.fast} of them sent to the site's trampoline "
+                           "(fast faults)")
         if self.mnemonics:
             self._emit({}, "regmap: stats:   count  mnemonic")
             for mnemonic, count in self.mnemonics.most_common():

@@ -95,6 +95,7 @@ class Tracer:
         self._saved_dispositions: dict[int, object] = {}
         self.program = ""
         self.patcher = None        # a regmap.trace.patch.Patcher when sites are translated
+        self.known = None          # a regmap.trace.known.KnownSites: planned sites' trampolines
         self.id_setter = IdSetter()  # a window instruction that changes ID (trace/idflag.py)
         # a debugger (regmap.gdb.server): told of each stop regmap would resume, it may keep
         # the thread stopped instead (`_go`)
@@ -243,6 +244,8 @@ class Tracer:
                         self._exec_event(tid)
                     if self.patcher is not None:
                         self._patcher_event(tid, event)
+                    if self.known is not None:
+                        self.known.event(tid, event)
                     self._go(tid, 0)
             except OSError as error:
                 if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
@@ -252,6 +255,8 @@ class Tracer:
             self._forget(tid)
             if self.patcher is not None:
                 self.patcher.exited(tid)
+            if self.known is not None:
+                self.known.exited(tid)
             if tid == self.main:
                 self.main_status = status
                 if not self.exec_seen:
@@ -375,7 +380,8 @@ class Tracer:
         if done < 2:
             raise enter.error(done, f"ptrace({_GETREGS if done else _GETSIGINFO:#x}, {tid})")
         self.machine.original = None
-        if self.patcher is not None and self._trampoline_fault(tid, sig, loaded=True):
+        if (self.patcher is not None or self.known is not None) \
+                and self._trampoline_fault(tid, sig, loaded=True):
             return
         code = self.siginfo.si_code
         if code <= 0 or code >= ptrace.SI_KERNEL:
@@ -388,6 +394,17 @@ class Tracer:
         if regs.cs != ptrace.USER_CS_64:
             self._deliver(tid, sig, "not in 64-bit mode", regs.rip)
             return
+        known = self.known
+        if known is not None:
+            target = known.target(tid, regs, self.sites.code, enter.results[FETCHED] if done == 3 else 0)
+            if target:               # a planned site: its trampoline does the instruction
+                rip, regs.rip = regs.rip, target
+                done = self._run(*calls.leave.arguments)
+                if done != 2:
+                    raise calls.leave.error(done, f"ptrace({_CONT if done else _SETREGS:#x}, {tid})")
+                if started:
+                    self.reporter.served(rip, _now() - started)
+                return
         flags_before = regs.eflags
         at = None if self.patcher is None else self.patcher.hot_address(tid, machine)
         try:
@@ -422,7 +439,10 @@ class Tracer:
             return
         if (regs.eflags ^ flags_before) & ID:       # SETREGS cannot set ID: the tracee does
             self.id_setter.resume_through(tid, self._tgid(tid), regs, machine.memory)
-        if self.patcher is None and self.observer is None and not machine.xstate.dirty:
+        # (a site about to be planned keeps its thread stopped until its trampoline is placed)
+        learning = known is not None and known.due(tid, step.address, step.code, regs)
+        if self.patcher is None and self.observer is None and not machine.xstate.dirty \
+                and not learning:
             done = self._run(*calls.leave.arguments)    # SETREGS (rip moved at least), CONT
             if done == 2:
                 if started:
@@ -443,6 +463,8 @@ class Tracer:
         # the thread is stopped: a hot site may be rewritten now, before it runs on
         translation = self.patcher.fault(tid, step, self.observer is None, at) \
             if self.patcher is not None else None
+        if learning and translation is None:
+            known.learn(tid, step.address, step.code, regs)
         if self.observer is None or not self.observer.emulated(tid, step):
             ptrace.cont(tid, 0)
         if started:
@@ -453,8 +475,8 @@ class Tracer:
     def _trampoline_fault(self, tid: int, sig: int, loaded: bool = False) -> bool:
         """A CPU exception inside a trampoline (trace/trampolines.py): delivered as the site's.
         `loaded`: the registers and siginfo have been read."""
-        patcher = self.patcher
-        if patcher is None or not patcher.trampolines.tables:
+        patcher = self.patcher if self.patcher is not None else self.known
+        if patcher is None or patcher.trampolines is None or not patcher.trampolines.tables:
             return False
         if not loaded:
             ptrace.check(_raw_ptrace(_GETSIGINFO, tid, 0, self._siginfo_address), _GETSIGINFO, tid)
@@ -583,7 +605,7 @@ def run_traced(argv, layout=None, trace=False, stats=False, json=False, **option
 
 def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, stream=None,
                   quiet=False, emulator=None, env=None, executable=None, name=None,
-                  translate=0, strict=False, debugger=None) -> ProgramExit:
+                  translate=0, strict=False, debugger=None, fast_faults=True) -> ProgramExit:
     """Run ``argv`` under the tracer with page 0 mapped by ``layout``; return how it ended
     (``.code``, or ``.signal`` and ``.core_dumped``; ``.status`` is the shell's number).
 
@@ -599,6 +621,10 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
     access is the genuine NULL-pointer fault it is without regmap (docs/tracer.md).  Without
     it, such an access in a program with its own SIGSEGV handler is said once.  ``debugger``:
     a ``regmap.gdb.Debugger``, which serves gdb from the program's first instruction on.
+    ``fast_faults``: True (16) or N: a site emulated N times in a process gets its trampoline
+    there, and its later faults are sent to it instead of being emulated
+    (``regmap.trace.known``); False or 0 never.  Not with ``trace``, a debugger or a stand-in
+    ``emulator``, which see every fault.
 
     Raises ``TraceError`` (with ``.status``: 127 not found, 126 not executable or not x86-64,
     1 otherwise) for a program that cannot be run.  While it runs, ``trace_program`` reaps any
@@ -614,6 +640,7 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
     if sys.platform != "linux" or os.uname().machine != "x86_64":
         from regmap.errors import UnsupportedPlatform
         raise UnsupportedPlatform("regmap exec needs Linux on x86-64")
+    stand_in = emulator is not None         # a test's emulator: every fault is its to see
     reporter = Reporter(stream, trace=trace, stats=stats, json=json, quiet=quiet)
     addressing = (True, None) if strict else (False, HandlerWatch(reporter))
     if emulator is not None:
@@ -629,6 +656,14 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
         from regmap.x86.translate import warm_up
         tracer.patcher = Patcher(layout, translate, Tracer._tgid)
         warm_up(layout, emulator)
+    if fast_faults and not (trace or stand_in) and debugger is None:
+        from regmap.trace.known import AFTER, KnownSites
+        patcher = tracer.patcher
+        tracer.known = KnownSites(
+            None if patcher is None else patcher.trampolines, Tracer._tgid, owns=patcher is None,
+            layout_of=lambda: _load_layout(getattr(emulator, "layout", None)),
+            # (a site translation would rewrite gets its turn first)
+            after=max(AFTER if fast_faults is True else int(fast_faults), translate + 1))
     tracer.program = name or ""
     tracer.spawn(path, argv, env)
     status = tracer.wait(debugger)

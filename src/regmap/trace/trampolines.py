@@ -65,8 +65,21 @@ class Trampolines:
             return None
         if at is not None:
             return self._stub(tid, tgid, site, code, memory, at)
+        trampoline = self.place(tid, tgid, site, code, memory)
+        if trampoline is None:
+            return None
+        return Translation(site, trampoline.old, trampoline.jump, trampoline.old_text,
+                           trampoline.new_text, "trampoline")
+
+    def place(self, tid: int, tgid: int, site: int, code: bytes, memory,
+              at: int | None = None) -> Trampoline | None:
+        """The trampoline of the instruction `code` at `site` (for a register-addressed operand,
+        the one for window address `at`), placed in the process of the stopped thread `tid`
+        within reach of the site and entered in its table; or None."""
+        if not self.usable:
+            return None
         try:
-            p = plan(site, code, self.layout, self.width)
+            p = plan(site, code, self.layout, self.width, at)
             size = len(build(p, site, self.width).code)   # the same anywhere: its jumps are rel32
             address = self._room(tid, tgid, site, size, memory)
             if address is None:
@@ -77,8 +90,7 @@ class Trampolines:
         if not write_code(tgid, address, trampoline.code):
             return None
         self.tables.setdefault(tgid, {})[trampoline.instruction] = trampoline
-        return Translation(site, trampoline.old, trampoline.jump, trampoline.old_text,
-                           trampoline.new_text, "trampoline")
+        return trampoline
 
     def _stub(self, tid: int, tgid: int, site: int, code: bytes, memory, at: int) -> Translation | None:
         """The stub of a register-addressed site and, right after it, its window trampoline."""

@@ -1,0 +1,78 @@
+"""Fast faults under the tracer: a site emulated N times gets a trampoline in the program, and its
+later faults are sent there instead of being emulated (regmap.trace.known).
+
+Every result is compared with the same run with every fault emulated (``--fast-faults 0``); the
+stats say how many faults went to trampolines.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_trace_trampoline_forms import driver, results, traced  # noqa: E402,F401 - a fixture
+from tracer_host import CC, PROGRAMS, TRACED_PROGRAMS  # noqa: E402
+
+from regmap.x86 import host  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [*TRACED_PROGRAMS, pytest.mark.skipif(
+    "bmi2" not in host.cpu_flags(), reason="trampolines need BMI2 (rorx), which this CPU lacks")]
+N = 200
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    executable = tmp_path_factory.mktemp("known-sites") / "known_sites"
+    subprocess.run([CC, "-O2", "-masm=intel", "-o", executable, PROGRAMS / "known_sites.c"],
+                   check=True)
+    return executable
+
+
+def regmap_exec(program, *arguments, fast: int) -> tuple[subprocess.CompletedProcess, dict]:
+    done = subprocess.run([sys.executable, "-m", "regmap.cli", "exec", "--stats", "--json",
+                           "--fast-faults", str(fast), program, *arguments],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    stats = [json.loads(line) for line in done.stderr.splitlines() if '"event":"stats"' in line]
+    return done, stats[-1] if stats else {}
+
+
+@pytest.mark.parametrize("mode", ["loops", "fork", "exec"])
+def test_planned_sites_give_what_emulation_gives(program, mode):
+    emulated, plain = regmap_exec(program, mode, str(N), fast=0)
+    fast, stats = regmap_exec(program, mode, str(N), fast=4)
+    assert emulated.returncode == 0 == fast.returncode, fast.stderr[-2000:]
+    assert sorted(fast.stdout.splitlines()) == sorted(emulated.stdout.splitlines())
+    assert len(emulated.stdout.splitlines()) == {"loops": 1, "fork": 3, "exec": 2}[mode]
+    assert plain["fast_faults"] == 0 and plain["faults"] == stats["faults"]
+    # the addsd site after 4 faults, the register-addressed one at each of its two addresses
+    assert stats["fast_faults"] >= 2 * N - 12
+
+
+def test_a_divide_error_inside_a_trampoline_is_the_site_s(program):
+    emulated, _ = regmap_exec(program, "divide", str(N), fast=0)
+    fast, stats = regmap_exec(program, "divide", str(N), fast=4)
+    assert emulated.stdout == fast.stdout == f"{1000 // 7}\n"
+    assert emulated.returncode == fast.returncode == -signal.SIGFPE     # regmap dies of it too
+    assert "divide" in fast.stderr
+
+
+def test_every_trampoline_form_sent_there_by_the_tracer_runs_as_emulated(driver):  # noqa: F811
+    executable, directory, chosen = driver
+    plain, plain_stats = traced(executable, directory, "emulated")            # --json: traced
+    fast, stats = traced(executable, directory, "fast", "--stats", "--fast-faults", "1")
+    sites, emulated = results(plain, len(chosen))
+    fast_sites, through = results(fast, len(chosen))
+    assert fast_sites == sites
+    wrong = [(chosen[i].instruction, j) for i in range(len(chosen)) for j in range(len(emulated[i]))
+             if through[i][j] != emulated[i][j]]
+    print(f"{len(chosen)} forms, {stats['fast_faults']} of {stats['faults']} faults sent to "
+          "trampolines by the tracer")
+    assert not wrong, f"{len(wrong)} differ: {wrong[:20]}"
+    assert plain_stats.get("fast_faults", 0) == 0
+    assert stats["fast_faults"] > len(chosen)
