@@ -11,6 +11,6 @@ from __future__ import annotations
 
 from regmap.trace.program import TraceError
 from regmap.trace.report import ProgramExit
-from regmap.trace.tracer import run_traced, trace_program
+from regmap.trace.run import run_traced, trace_program
 
 __all__ = ["ProgramExit", "TraceError", "run_traced", "trace_program"]
