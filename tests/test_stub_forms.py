@@ -162,8 +162,20 @@ def test_every_register_addressed_form_through_its_stub_runs_as_untranslated(tri
         for i in quiet:
             run(lib, i, states[i][0])
         assert regmap.stats().emulated == 0, [(chosen[i].instruction, chosen[i].fixed, chosen[i].offset) for i in quiet if sites[i] in regmap.stats().by_site]
+    with regmap.mapped(translate=2, fast_faults=1):
+        # the same with fast faults: a copy's fault at another window address is sent to a
+        # trampoline by the handler's machine code from its second time on
+        for i, form_states in enumerate(states):
+            run(lib, i, form_states[0])
+            run(lib, i, form_states[0])
+        regmap.runtime.reset_stats()
+        twice = [[(trial(lib, i, s, memory), trial(lib, i, s, memory)) for s in form_states]
+                 for i, form_states in enumerate(states)]
+        dispatched = regmap.stats().dispatched
     wrong = [(chosen[i].instruction, chosen[i].address_shape, j) for i in stubbed
-             for j in range(len(states[i])) if through[i][j] != untranslated[i][j]]
+             for j in range(len(states[i]))
+             if not through[i][j] == twice[i][j][0] == twice[i][j][1] == untranslated[i][j]]
+    assert dispatched > len(stubbed)
     print(f"{len(chosen)} register-addressed forms drawn, {len(stubbed)} run through their stubs, "
           f"{sum(len(states[i]) for i in stubbed)} states")
     assert not wrong, f"{len(wrong)} differ: {wrong[:20]}"
@@ -282,3 +294,47 @@ def test_a_forked_child_keeps_its_stubs(loop):
         assert os.waitstatus_to_exitcode(status) == 0
         assert loop.stub_loop(1000, 5, ctypes.addressof(value)) == 5000
         assert regmap.stats().emulated == emulated == 3
+
+
+def test_a_fault_inside_a_copys_trampoline_is_the_sites_own(tmp_path):
+    """``div qword [r9 + 0x100]`` hot with rbx's slot; then rsi's slot, whose page fault at the
+    stub's copy plans a trampoline there for the handler's machine code; a zero divisor there
+    raises #DE inside that trampoline: the program's handler gets the site's SIGFPE, rip and
+    registers, as untranslated."""
+    from regmap.runtime import _sys
+    source = tmp_path / "divide.s"
+    source.write_text(".intel_syntax noprefix\n.text\n" + HANDLER
+                      + trial_source(0, bytes.fromhex("49 f7 b1 00 01 00 00"))   # div qword [r9+0x100]
+                      + '.section .note.GNU-stack,"",@progbits\n')
+    lib = ctypes.CDLL(str(build_library(tmp_path, source, "libdivide.so")))
+    lib.trial_0.argtypes, lib.trial_0.restype = [ctypes.c_void_p], ctypes.c_long
+    rng = random.Random(61)
+    form = random_form(Code.DIV_RM64, rng, shapes=("base",))
+    base = bytearray(state_for(rng, form, _default_fx()))
+
+    def state(slot: int, divisor: int) -> bytes:
+        registers = {"r9": slot - 0x100, "rdx": 0, "rax": 1000, "rbx": 7, "rsi": divisor}
+        return with_registers(bytes(base), registers)
+    planned, other, zero = state(0x18, 0), state(0x30, 3), state(0x30, 0)
+    regmap.unmap_registers()
+    regmap.runtime.reset_stats()
+    address = ctypes.cast(lib.catcher, ctypes.c_void_p).value
+    previous = {signo: _sys.install_handler(signo, address, _sys.SA_SIGINFO, ()) for signo in (8, 11)}
+    try:
+        with regmap.mapped(translate=0, fast_faults=False):
+            expected = [run(lib, 0, s) for s in (planned, other, zero)]
+        with regmap.mapped(translate=2, fast_faults=1):
+            run(lib, 0, planned)
+            run(lib, 0, planned)
+            run(lib, 0, other)                   # the copy's page fault, emulated: planned
+            regmap.runtime.reset_stats()
+            got = [run(lib, 0, s) for s in (planned, other, zero)]
+            stats = regmap.stats()
+    finally:
+        regmap.unmap_registers()
+        for signo, action in previous.items():
+            _sys.set_action(signo, action)
+    assert [kind for kind, _ in expected] == ["ran", "ran", "fault"]
+    assert got == expected
+    assert [t.kind for t in stats.translated] == ["register-addressed"]
+    assert stats.dispatched == 2 and stats.emulated == 2    # rsi's slot: by the machine code

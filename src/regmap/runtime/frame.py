@@ -298,9 +298,9 @@ class FrameMachine:
         self.window = window
         self.site = None
         self.copy = UserCopy()
-        # the bytes a patched site held, while its fault (raised by the copy in its stub,
-        # `regmap.x86.stub`) is emulated there; None otherwise
-        self.original: bytes | None = None
+        # the copy of a patched site's instruction in its stub (`regmap.x86.stub.Copy`), while
+        # the copy's fault is emulated at the site, from the site's own bytes; None otherwise
+        self.original = None
 
     @property
     def words(self):
@@ -350,7 +350,7 @@ class FrameMachine:
                 site = new_site(address)
             self.site = site
             if self.original is not None:
-                return self.original
+                return self.original.old
             direct = MEMORY[address:address + site.direct]
             if site.tail:
                 return direct + read_partial(address + site.direct, 15 - site.direct)

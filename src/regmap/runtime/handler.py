@@ -186,7 +186,11 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
         patch.hot_site(site, state.layout, TRACE, address)
     # (a site translation would rewrite gets its chance first: once sent to a trampoline from
     # the handler, its faults no longer reach the count)
-    if state.dispatching and TRACE is None and (site.translation is not None or not TRANSLATE_AT):
+    if state.dispatching and TRACE is None and machine.original is not None:
+        # a stub's copy faulted (another window address): its next such faults are served by
+        # the handler's machine code, at the copy's address
+        dispatch.learn(trampolines.copy_site(machine.original, site), machine.frame, state.layout)
+    elif state.dispatching and TRACE is None and (site.translation is not None or not TRANSLATE_AT):
         dispatch.learn(site, machine.frame, state.layout)
 
 
@@ -478,6 +482,7 @@ def snapshot() -> Stats:
     dispatched = 0
     for address, mnemonic, count in dispatch.counts():
         dispatched += count
+        address = trampolines.site_of(address)       # (a stub's copy counts for its site)
         by_site[address] = by_site.get(address, 0) + count
         by_mnemonic[mnemonic or "?"] = by_mnemonic.get(mnemonic or "?", 0) + count
     c = genuine.COUNTERS

@@ -166,6 +166,11 @@ def map_back(frame) -> Trampoline | Copy | None:
     frame.rip = entry.site
     if frame.si_addr == entry.instruction:
         frame.si_addr = entry.site
+    copy = TABLE.get(frame.rip) if isinstance(entry, Trampoline) else None
+    if isinstance(copy, Copy):      # a trampoline of a stub's copy (`CopySite`): on to the site
+        frame.rip = copy.site
+        if frame.si_addr == copy.instruction:
+            frame.si_addr = copy.site
     return entry
 
 
@@ -179,10 +184,33 @@ def fault_inside(signo: int, info: int, machine, state) -> bool:
     if entry is None:
         return False
     if isinstance(entry, Copy):
-        machine.original = entry.old
+        machine.original = entry
         return False
     deliver(signo, info, machine, state)
     return True
+
+
+class CopySite(NamedTuple):
+    """A stub's copy of its site's instruction as `regmap.runtime.dispatch.learn` takes a site:
+    its faults at other window addresses are then sent to trampolines by the handler's machine
+    code (planned at the copy's address: they jump back to the stub's ``jmp`` to the site's next
+    instruction, and a fault inside one is mapped back to the copy, then to the site), not
+    emulated in Python every time."""
+    address: int
+    code: bytes
+    mnemonic: str | None
+    count: int              # the site's
+    in_place: bool = True
+
+
+def copy_site(copy: Copy, site) -> CopySite:
+    return CopySite(copy.instruction, copy.old, site.mnemonic, site.count)
+
+
+def site_of(address: int) -> int:
+    """The site whose stub's copy is at `address`, or `address` itself."""
+    entry = TABLE.get(address)
+    return entry.site if isinstance(entry, Copy) else address
 
 
 def genuine_fault(signo: int, info: int, machine, state) -> bool:
