@@ -20,6 +20,18 @@ regmap's handler anyway; SIGFPE and SIGILL get a handler of their own from
 the first trampoline on (`install_handlers`), which passes every other one
 on untouched, as `patch.forward_trap` does for SIGTRAP.
 
+Register-addressed sites (`place_stub`, `regmap.x86.stub`): the site jumps to
+a stub, placed with the trampoline for the window address the site was hot
+with right after it.  The stub's copy of the instruction is in `TABLE` too
+(a `Copy`: no frame, no base).  Its fault is the site's with rip moved back
+alone: a page fault in the window is emulated at the site from the site's own
+bytes (`fault_inside` leaves the `Copy` in ``machine.original``), anything
+else is delivered as the site's (`genuine_fault`, `deliver`: through
+`genuine.deliver_fault`, since running the site again would fault in the
+stub).  With fast faults the copy is a site of its own for the handler's
+machine code (`CopySite`): its trampolines, planned at the copy's address,
+map their faults back to the copy and so on to the site.
+
 An asynchronous signal delivered while a thread is inside a trampoline shows
 the trampoline's rip in its ucontext, rsp lowered by the trampoline's frame
 and the base register holding the scratch address: the program's handler may
