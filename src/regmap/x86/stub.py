@@ -27,6 +27,13 @@ unmapped page, a #GP...  Its address is `Stub.copy`; the runtime maps such a
 fault back onto the site (rip the site, nothing else differs: rsp and rcx
 are the program's again) and handles it with the site's original bytes.
 
+An asynchronous signal delivered inside the stub shows the stub's rip; between
+steps 1 and 4 (or 5) also rsp lowered by `FRAME` and, after the ``lea``, rcx
+holding the address minus A.  The program's handler may look and return (the
+stub finishes); one that longjmps away from there leaves rcx changed, as a
+trampoline leaves its base register.  At the copy everything but rip is the
+site's.
+
 Declined (`Declined`, with the reason): shorter than a jmp rel32, a constant
 address (`regmap.x86.trampoline` takes those), rip-relative, rsp in the
 address (it moves), a vector index (vsib), a segment override (fs:/gs: add a
