@@ -26,14 +26,29 @@ def regmap(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
-@pytest.fixture(scope="module")
-def program(tmp_path_factory):
+# the site's instruction as `regmap exec --json` shows it, and the kind of its translation
+SITES = {"constant": ("div qword ptr [0Ch]", "trampoline"),
+         "register": ("div qword ptr [rsi+0Ch]", "register-addressed")}   # (-DREGISTER_ADDRESSED)
+
+
+@pytest.fixture(scope="module", params=sorted(SITES))
+def program(tmp_path_factory, request):
     from regmap.x86 import host
     if "bmi2" not in host.cpu_flags():
         pytest.skip("trampolines need BMI2 (rorx), which this host lacks")
     executable = tmp_path_factory.mktemp("trampoline") / "div"
-    subprocess.run([CC, "-O2", "-pthread", "-o", executable, PROGRAM], check=True)
-    return executable
+    defines = ["-DREGISTER_ADDRESSED"] if request.param == "register" else []
+    subprocess.run([CC, "-O2", "-pthread", *defines, "-o", executable, PROGRAM], check=True)
+    return Program(executable, SITES[request.param])
+
+
+class Program(str):
+    """The executable's path, and `SITES`' entry for its site."""
+
+    def __new__(cls, path, site: tuple[str, str]):
+        program = super().__new__(cls, path)
+        program.site = site
+        return program
 
 
 def stats_record(stderr: str) -> dict:
@@ -56,7 +71,7 @@ def test_a_hot_site_runs_through_its_trampoline_and_a_fault_there_is_the_sites(p
     assert out.splitlines() == ["hot 5020", SIGNAL_AT_SITE, "parent 2005"]
     assert stats["faults"] == 3              # the rest ran through the trampoline
     (site,) = stats["translated"]
-    assert site["kind"] == "trampoline" and site["instruction"] == "div qword ptr [0Ch]"
+    assert (site["instruction"], site["kind"]) == program.site
 
 
 def test_threads_created_after_the_translation_share_the_trampoline(program):
@@ -72,7 +87,7 @@ def test_threads_running_while_the_site_is_rewritten(program):
     assert [line.split()[0] for line in out.splitlines()] == \
         ["hot", "signal", "thread", "thread", "thread", "thread", "parent"]
     assert out.splitlines()[1] == SIGNAL_AT_SITE
-    assert [site["kind"] for site in stats["translated"]] == ["trampoline"]
+    assert [site["kind"] for site in stats["translated"]] == [program.site[1]]
     assert stats["faults"] < 4000            # 4010 divisions: those before the rewrite fault
 
 
@@ -87,4 +102,4 @@ def test_a_fork_keeps_the_trampolines_and_an_exec_drops_them(program):
     assert out.splitlines() == ["hot 5020", SIGNAL_AT_SITE, "child 3345", SIGNAL_AT_SITE,
                                 "exec 10045", SIGNAL_AT_SITE, "parent 2005"]
     assert stats["faults"] == 6              # 3 in the parent, 0 in the child, 3 after exec
-    assert [site["kind"] for site in stats["translated"]] == ["trampoline"] * 2
+    assert [site["kind"] for site in stats["translated"]] == [program.site[1]] * 2

@@ -15,8 +15,13 @@ static volatile unsigned long r11_before;
 
 __attribute__((noinline)) static unsigned long divide(unsigned long a, unsigned long c) {
     unsigned long d = 0;
+#ifdef REGISTER_ADDRESSED      /* [rsi + disp32 12], rsi = 0: a stub and its window trampoline */
+    __asm__ volatile ("mov %3, %%r11\n.globl divsite\ndivsite: .byte 0x48, 0xf7, 0xb6, 12, 0, 0, 0"  /* divq 12(%%rsi), disp32 */
+                      : "+a" (a), "+d" (d) : "c" (c << 32), "r" (r11_before), "S" (0L) : "cc", "r11");
+#else
     __asm__ volatile ("mov %3, %%r11\n.globl divsite\ndivsite: divq 12"
                       : "+a" (a), "+d" (d) : "c" (c << 32), "r" (r11_before) : "cc", "r11");
+#endif
     return a;
 }
 
