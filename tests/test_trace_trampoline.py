@@ -4,7 +4,9 @@
 form), makes the site hot, then divides by zero there: the program's SIGFPE handler reports
 the signal, its si_code and si_addr, the rip and r11 (the trampoline's base register) of its
 ucontext.  Every run is compared with the same program untranslated, whose window accesses
-all fault and are emulated."""
+all fault and are emulated.  Each test runs twice: with that site, and with the site
+register-addressed (``div qword [rsi + disp32 12]``, rsi = 0), which becomes a jmp to a stub
+(`regmap.x86.stub`) that sends it to its window trampoline."""
 from __future__ import annotations
 
 import json
