@@ -149,7 +149,8 @@ def in_process(library, iterations: int, faults: int, floor: Path) -> dict[str, 
     return row
 
 
-def traced_run(argv: list[str], translate: int, env: dict | None = None) -> tuple[int, int]:
+def traced_run(argv: list[str], translate: int, env: dict | None = None,
+               fast_faults: bool = True) -> tuple[int, int]:
     """Run argv under run_traced, its stdout captured: (nanoseconds, rax)."""
     from regmap.trace import run_traced
     read_fd, write_fd = os.pipe()
@@ -157,7 +158,7 @@ def traced_run(argv: list[str], translate: int, env: dict | None = None) -> tupl
     os.dup2(write_fd, 1)
     os.close(write_fd)
     try:
-        status = run_traced(argv, translate=translate, env=env)
+        status = run_traced(argv, translate=translate, env=env, fast_faults=fast_faults)
     finally:
         os.dup2(saved, 1)
         os.close(saved)
@@ -267,8 +268,8 @@ def forms_table(directory: Path, iterations: int, faults: int, repeats: int) -> 
                    check=True)
     library = ctypes.CDLL(str(directory / "libforms.so"))
     indexes = [i for i, (text, _, _) in enumerate(FORMS) if text in names]
-    rows: dict[str, dict[str, list[float]]] = {t: {"native": [], "translated": [], "faulting": []}
-                                              for t in names}
+    rows: dict[str, dict[str, list[float]]] = {
+        t: {"native": [], "translated": [], "faulting": [], "python": []} for t in names}
     kinds: dict[str, str] = {}
     for _ in range(repeats):
         for i in indexes:
@@ -288,24 +289,27 @@ def forms_table(directory: Path, iterations: int, faults: int, repeats: int) -> 
                 kinds[text] = next((t.kind for t in regmap.stats().translated), "not translated")
             finally:
                 regmap.unmap_registers()
-            regmap.map_registers(translate=0)
-            try:
-                window(100)
-                start = time.thread_time()
-                window(faults)
-                rows[text]["faulting"].append((time.thread_time() - start) * 1e9 / faults)
-            finally:
-                regmap.unmap_registers()
+            for column, fast in (("faulting", True), ("python", False)):
+                regmap.map_registers(translate=0, fast_faults=fast)
+                try:
+                    window(100)
+                    start = time.thread_time()
+                    window(faults)
+                    rows[text][column].append((time.thread_time() - start) * 1e9 / faults)
+                finally:
+                    regmap.unmap_registers()
     print(f"in-process, {iterations:,} iterations per form (faulting: {faults:,}), median of "
           f"{repeats}, ns per iteration (min .. max); load average {os.getloadavg()[0]:.2f}")
+    print("  (faulting: every execution faults, served by the handler's machine code once the site "
+          "is known; python: fast_faults=False, every fault through Python)")
     print(f"  {'form':40s} {'how':14s} {'native':>14s} {'translated':>20s} {'faulting':>10s}"
-          f" {'tr/native':>9s} {'fault/tr':>9s}")
+          f" {'python':>8s} {'tr/native':>9s} {'fault/tr':>9s}")
     for text in names:
         med = {k: statistics.median(v) for k, v in rows[text].items()}
         spread = f"({min(rows[text]['translated']):.1f}..{max(rows[text]['translated']):.1f})"
         print(f"  {text:40s} {kinds[text]:14s} {med['native']:14.2f} {med['translated']:8.2f} "
-              f"{spread:>11s} {med['faulting']:10.0f} {med['translated'] / med['native']:8.2f}x"
-              f" {med['faulting'] / med['translated']:8.0f}x")
+              f"{spread:>11s} {med['faulting']:10.0f} {med['python']:8.0f} "
+              f"{med['translated'] / med['native']:8.2f}x {med['faulting'] / med['translated']:8.0f}x")
     return names
 
 
@@ -339,21 +343,25 @@ def forms_traced(directory: Path, names: list[str], iterations: int, faults: int
     program = directory / "forms_traced"
     subprocess.run(["gcc", "-O2", "-o", program, directory / "forms_main.c", directory / "forms.s"],
                    check=True)
-    rows = {t: {"translated": [], "faulting": []} for t in names}
+    rows = {t: {"translated": [], "faulting": [], "emulated": []} for t in names}
     for _ in range(repeats):
         for n, text in enumerate(names):
             elapsed, _ = traced_run([str(program), str(n), "3", str(iterations)], translate=3)
             rows[text]["translated"].append(elapsed / iterations)
-            elapsed, _ = traced_run([str(program), str(n), "100", str(faults)], translate=0)
-            rows[text]["faulting"].append(elapsed / faults)
+            for column, fast in (("faulting", True), ("emulated", False)):
+                elapsed, _ = traced_run([str(program), str(n), "100", str(faults)], translate=0,
+                                        fast_faults=fast)
+                rows[text][column].append(elapsed / faults)
     print(f"traced (regmap exec), {iterations:,} iterations per form (faulting: {faults:,}), "
           f"median of {repeats}, ns per iteration (min .. max)")
-    print(f"  {'form':40s} {'translated':>20s} {'faulting':>10s} {'fault/tr':>9s}")
+    print("  (faulting: every execution faults, sent to the site's trampoline by the tracer once "
+          "it is known; emulated: --fast-faults 0)")
+    print(f"  {'form':40s} {'translated':>20s} {'faulting':>10s} {'emulated':>9s} {'fault/tr':>9s}")
     for text in names:
         med = {k: statistics.median(v) for k, v in rows[text].items()}
         spread = f"({min(rows[text]['translated']):.1f}..{max(rows[text]['translated']):.1f})"
         print(f"  {text:40s} {med['translated']:8.2f} {spread:>11s} {med['faulting']:10.0f}"
-              f" {med['faulting'] / med['translated']:8.0f}x")
+              f" {med['emulated']:9.0f} {med['faulting'] / med['translated']:8.0f}x")
 
 
 def main(argv=None) -> int:

@@ -128,8 +128,9 @@ def test_a_site_planned_again_reuses_its_record_and_counts_each_fault_once(lib, 
     stats = regmap.stats()
     assert len(dispatch._RECORDS) == records
     assert stats.emulated == 100 and list(stats.by_site.values()) == [100]
-    # planned at the AFTER-th fault; then again at the first after the table was emptied
-    assert stats.dispatched == (50 - AFTER) + 49
+    # planned at the AFTER-th fault; then again at the first after the table was emptied (or at
+    # the AFTER-th, if the site cache let the site go meanwhile)
+    assert (50 - AFTER) * 2 <= stats.dispatched <= (50 - AFTER) + 49
 
 
 def test_tracing_sends_every_fault_through_python(lib, mapping):
@@ -227,3 +228,26 @@ def test_a_genuine_fault_at_a_known_site_ends_the_process_as_without_regmap(libr
     assert outcomes["mapped"][0] == -signo
     served = int(outcomes["mapped"][1].split()[1])
     assert served >= 10 - AFTER     # the site was served by machine code before
+
+
+MISALIGNED = r"""
+import ctypes, sys
+import regmap
+from regmap.x86.machine_code import code_page
+load = ctypes.CFUNCTYPE(None, ctypes.c_long)(code_page(lambda at: bytes.fromhex("660f6f07c3")))
+regmap.map_registers(fast_faults=sys.argv[1] == "on")
+for _ in range(20):
+    load(0x100)          # movdqa xmm0, [rdi]: xmm0 itself, aligned
+print("aligned", flush=True)
+load(0x108)              # misaligned: the CPU's #GP, a genuine fault
+print("survived")
+"""
+
+
+@pytest.mark.parametrize("fast", ["on", "off"])
+def test_a_misaligned_sse_operand_at_a_compiled_site_is_a_genuine_fault_not_an_internal_error(fast):
+    child = subprocess.run([sys.executable, "-c", MISALIGNED, fast], capture_output=True, text=True,
+                           env=python_env(), timeout=120)
+    assert child.stdout == "aligned\n"
+    assert child.returncode == -signal.SIGSEGV
+    assert "internal error" not in child.stderr, child.stderr

@@ -117,7 +117,9 @@ def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES
                     and not hot:
                 try:
                     fast(frame, machine)
-                except Declined:
+                except (Declined, NotWindowAccess):
+                    # not an address its compiled code covers, or not a window access at all
+                    # (a misaligned SSE operand's #GP): the general path decides, and forwards
                     emulate(signo, info, machine, state)
                     return
                 site.count += 1
