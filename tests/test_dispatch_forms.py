@@ -17,20 +17,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from iced_x86 import Code, OpCodeInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
-from forms import Impossible, form_info, host_can_run, random_form  # noqa: E402
-from runtime_build import cpu_flags  # noqa: E402
 from test_runtime_trampoline import GPRS  # noqa: E402
-from test_trampoline_forms import (LAYOUT, REASON, STATE_SIZE, WIDE, _default_fx,  # noqa: E402
-                                   build_trials, caught, random_state, run)
+from test_trampoline_forms import (REASON, STATE_SIZE, _default_fx, build_trials,  # noqa: E402
+                                   caught, draw_forms, random_state, run, trampolined)
 
 import regmap  # noqa: E402
 from regmap.runtime import dispatch  # noqa: E402
-from regmap.x86 import host, supported_codes  # noqa: E402
-from regmap.x86.trampoline import Declined, plan  # noqa: E402
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 STATES = 3
@@ -38,29 +33,14 @@ SHAPES = ("abs", "base", "base+index", "index")
 __all__ = ["caught"]       # the fixture, used by name
 
 
+def dispatchable(form) -> bool:
+    """Whether the form's address is one a trampoline can be planned for (no moffs or string
+    operand) and it gets one."""
+    return not form.address_shape.startswith(("moffs", "string")) and trampolined(form, form.offset)
+
+
 def forms(rng: random.Random) -> list:
-    flags = frozenset(cpu_flags())
-    encodings = (0, 1, 2) if WIDE else (0, 1)
-    chosen = []
-    for code in sorted(supported_codes()):
-        if code == Code.INVALID or OpCodeInfo(code).encoding not in encodings:
-            continue
-        if not form_info(code).drivable or not host_can_run(code, flags)[0]:
-            continue
-        try:
-            form = random_form(code, rng, shapes=(rng.choice(SHAPES),), avoid=frozenset({"rsp"}))
-        except Impossible:
-            continue
-        if form.address_shape.startswith(("moffs", "string")):
-            continue
-        try:
-            planned = plan(0x401000, form.bytes, LAYOUT, host.vector_width(), form.offset)
-        except Declined:
-            continue
-        if planned.writes and any(name == "rsp" for name, _, _ in planned.placements):
-            continue    # a random rsp would leave the trial without a stack
-        chosen.append(form)
-    return chosen
+    return draw_forms(rng, SHAPES, dispatchable, avoid=frozenset({"rsp"}))
 
 
 @pytest.fixture(scope="module")

@@ -20,18 +20,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from iced_x86 import Code, Decoder, OpCodeInfo, Register, RegisterExt
+from iced_x86 import Code, Decoder, Register, RegisterExt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
-from forms import Impossible, form_info, host_can_run, random_form  # noqa: E402
-from runtime_build import build_library, cpu_flags  # noqa: E402
-from test_dispatch_forms import state_for  # noqa: E402
+from forms import random_form  # noqa: E402
+from runtime_build import build_library  # noqa: E402
+from test_dispatch_forms import dispatchable, state_for  # noqa: E402
 from test_runtime_trampoline import GPRS, HANDLER  # noqa: E402
-from test_trampoline_forms import LAYOUT, REASON, WIDE, _default_fx, caught, run, trial_source  # noqa: E402
+from test_trampoline_forms import (LAYOUT, REASON, _default_fx, build_trials, caught,  # noqa: E402
+                                   draw_forms, run, trial_source)
 
 import regmap  # noqa: E402
-from regmap.x86 import host, stub, supported_codes  # noqa: E402
+from regmap.x86 import host, stub  # noqa: E402
 from regmap.x86.operands import REGISTER_NAMES  # noqa: E402
 from regmap.x86.trampoline import Declined, plan  # noqa: E402
 
@@ -43,45 +44,23 @@ UNSAFE = [(p.address, p.address + p.size) for p in LAYOUT.placements() if p.name
 __all__ = ["caught"]       # the fixture, used by name
 
 
+def stubbed(form) -> bool:
+    """Whether the form gets a stub, and a window trampoline for the address it was drawn for."""
+    try:
+        stub.decode(0x401000, form.bytes)
+    except Declined:
+        return False
+    return dispatchable(form)
+
+
 def forms(rng: random.Random) -> list:
-    flags = frozenset(cpu_flags())
-    encodings = (0, 1, 2) if WIDE else (0, 1)
-    chosen = []
-    for code in sorted(supported_codes()):
-        if code == Code.INVALID or OpCodeInfo(code).encoding not in encodings:
-            continue
-        if not form_info(code).drivable or not host_can_run(code, flags)[0]:
-            continue
-        try:
-            form = random_form(code, rng, shapes=(rng.choice(SHAPES),), avoid=frozenset({"rsp"}))
-        except Impossible:
-            continue
-        if form.address_shape.startswith(("moffs", "string")):
-            continue
-        try:
-            stub.decode(0x401000, form.bytes)
-            planned = plan(0x401000, form.bytes, LAYOUT, host.vector_width(), form.offset)
-        except Declined:
-            continue
-        if planned.writes and any(name == "rsp" for name, _, _ in planned.placements):
-            continue    # a random rsp would leave the trial without a stack
-        chosen.append(form)
-    return chosen
+    return draw_forms(rng, SHAPES, stubbed, avoid=frozenset({"rsp"}))
 
 
 @pytest.fixture(scope="module")
 def trials(tmp_path_factory):
     chosen = forms(random.Random(47))
-    directory = tmp_path_factory.mktemp("stub-forms")
-    source = directory / "trials.s"
-    source.write_text(".intel_syntax noprefix\n.text\n" + HANDLER
-                      + "".join(trial_source(i, f.bytes) for i, f in enumerate(chosen))
-                      + '.section .note.GNU-stack,"",@progbits\n')
-    lib = ctypes.CDLL(str(build_library(directory, source, "libstubforms.so")))
-    for i in range(len(chosen)):
-        getattr(lib, f"trial_{i}").argtypes = [ctypes.c_void_p]
-        getattr(lib, f"trial_{i}").restype = ctypes.c_long
-    return lib, chosen
+    return build_trials(tmp_path_factory.mktemp("stub-forms"), chosen), chosen
 
 
 def registers_for(form, target: int) -> dict | None:

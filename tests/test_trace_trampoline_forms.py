@@ -38,6 +38,7 @@ DRIVER = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/personality.h>
 #include <unistd.h>
 
@@ -63,6 +64,12 @@ int main(int argc, char **argv) {
     int signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
     for (int i = 0; i < 4; i++)
         sigaction(signals[i], &action, NULL);
+#ifdef BUFFER               /* real memory at a fixed address, for the register addresses */
+    unsigned char *memory = mmap((void *)MEMORY, BUFFER, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (memory != (void *)MEMORY)
+        return 2;
+#endif
     size_t size = (size_t)COUNT * STATES * STATE_SIZE;
     char *states = malloc(size);
     unsigned char *state = aligned_alloc(64, (STATE_SIZE + 63) / 64 * 64);
@@ -70,18 +77,28 @@ int main(int argc, char **argv) {
     if (!states || !state || !in || !out || fread(states, 1, size, in) != size)
         return 2;
     fwrite(sites, sizeof sites[0], COUNT, out);
-    for (int pass = 0; pass < 2; pass++)
-        for (long i = 0; i < COUNT; i++)
-            for (long j = 0; j < STATES; j++) {
+    for (long i = 0; i < COUNT; i++)        /* hot: from each of the first HOT_STATES states */
+        for (long j = 0; j < HOT_STATES; j++)
+            for (int k = 0; k < HOT_RUNS; k++) {
                 memcpy(state, states + (i * STATES + j) * STATE_SIZE, STATE_SIZE);
                 memset(record, 0, RECORD_SIZE);
-                long faulted = trials[i](state);
-                if (pass) {
-                    fputc(faulted != 0, out);
-                    fwrite(faulted ? (void *)record : (void *)state, 1,
-                           faulted ? RECORD_SIZE : STATE_SIZE, out);
-                }
+                trials[i](state);
             }
+    for (long i = 0; i < COUNT; i++)
+        for (long j = 0; j < STATES; j++) {
+            memcpy(state, states + (i * STATES + j) * STATE_SIZE, STATE_SIZE);
+#ifdef BUFFER
+            for (int b = 0; b < BUFFER; b++)
+                memory[b] = b;
+#endif
+            memset(record, 0, RECORD_SIZE);
+            long faulted = trials[i](state);
+            fputc(faulted != 0, out);
+            fwrite(faulted ? (void *)record : (void *)state, 1, faulted ? RECORD_SIZE : STATE_SIZE, out);
+#ifdef BUFFER
+            fwrite(memory, 1, BUFFER, out);
+#endif
+        }
     return fclose(out) != 0;
 }
 """
@@ -95,6 +112,24 @@ def tables(count: int) -> str:
             + ".text\n")
 
 
+def build(directory: Path, chosen: list, states: list[list[bytes]], **defines) -> Path:
+    """The driver with a trial a form of `chosen`, and the file of `states` (as many a form) it
+    reads; `defines`: its other macros (HOT_STATES, HOT_RUNS; BUFFER and MEMORY for a buffer)."""
+    per_form, = {len(form_states) for form_states in states}
+    (directory / "trials.s").write_text(
+        ".intel_syntax noprefix\n.text\n" + HANDLER
+        + "".join(trial_source(i, f.bytes) for i, f in enumerate(chosen)) + tables(len(chosen))
+        + '.section .note.GNU-stack,"",@progbits\n')
+    (directory / "driver.c").write_text(DRIVER)
+    executable = directory / "driver"
+    subprocess.run([CC, "-O2", f"-DCOUNT={len(chosen)}", f"-DSTATES={per_form}",
+                    f"-DSTATE_SIZE={STATE_SIZE}", f"-DRECORD_SIZE={RECORD_SIZE}",
+                    *(f"-D{name}={value}" for name, value in defines.items()), "-o",
+                    executable, directory / "driver.c", directory / "trials.s"], check=True)
+    (directory / "states").write_bytes(b"".join(b"".join(s) for s in states))
+    return executable
+
+
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
     chosen = forms(random.Random(FORM_SEED))
@@ -102,17 +137,8 @@ def driver(tmp_path_factory):
     fx = _default_fx()
     states = [[random_state(rng, form, fx) for _ in range(STATES)] for form in chosen]
     directory = tmp_path_factory.mktemp("traced-trampoline-forms")
-    (directory / "trials.s").write_text(
-        ".intel_syntax noprefix\n.text\n" + HANDLER
-        + "".join(trial_source(i, f.bytes) for i, f in enumerate(chosen)) + tables(len(chosen))
-        + '.section .note.GNU-stack,"",@progbits\n')
-    (directory / "driver.c").write_text(DRIVER)
-    executable = directory / "driver"
-    subprocess.run([CC, "-O2", f"-DCOUNT={len(chosen)}", f"-DSTATES={STATES}",
-                    f"-DSTATE_SIZE={STATE_SIZE}", f"-DRECORD_SIZE={RECORD_SIZE}", "-o",
-                    executable, directory / "driver.c", directory / "trials.s"], check=True)
-    (directory / "states").write_bytes(b"".join(b"".join(s) for s in states))
-    return executable, directory, chosen
+    # hot: a pass over every state, as the in-process test does
+    return build(directory, chosen, states, HOT_STATES=STATES, HOT_RUNS=1), directory, chosen
 
 
 def traced(executable, directory: Path, name: str, *options) -> tuple[bytes, dict]:
@@ -126,14 +152,16 @@ def traced(executable, directory: Path, name: str, *options) -> tuple[bytes, dic
     return output.read_bytes(), stats
 
 
-def results(data: bytes, count: int) -> tuple[list[int], list[list[bytes]]]:
-    """The site addresses and, per form and state, the second pass's outcome."""
+def results(data: bytes, count: int, states: int = STATES,
+            buffer: int = 0) -> tuple[list[int], list[list[bytes]]]:
+    """The site addresses and, per form and state, the outcome after the hot runs (and the
+    buffer, of `buffer` bytes)."""
     sites = [int.from_bytes(data[8 * i:8 * i + 8], "little") for i in range(count)]
     at, outcomes = 8 * count, []
     for _ in range(count):
         row = []
-        for _ in range(STATES):
-            size = RECORD_SIZE if data[at] else STATE_SIZE
+        for _ in range(states):
+            size = (RECORD_SIZE if data[at] else STATE_SIZE) + buffer
             row.append(data[at:at + 1 + size])
             at += 1 + size
         outcomes.append(row)
@@ -141,13 +169,20 @@ def results(data: bytes, count: int) -> tuple[list[int], list[list[bytes]]]:
     return sites, outcomes
 
 
-def test_every_trampoline_form_runs_traced_as_emulated(driver):
-    executable, directory, chosen = driver
+def both_runs(executable, directory: Path, count: int, **shape) -> tuple:
+    """The program run with every window access emulated, then with ``--translate=2``: the sites,
+    the outcomes of each run and its stats (`shape`: that of `results`)."""
     plain, plain_stats = traced(executable, directory, "emulated")
     hot, stats = traced(executable, directory, "translated", "--translate=2")
-    sites, emulated = results(plain, len(chosen))
-    hot_sites, through = results(hot, len(chosen))
+    sites, emulated = results(plain, count, **shape)
+    hot_sites, through = results(hot, count, **shape)
     assert hot_sites == sites
+    return sites, emulated, through, plain_stats, stats
+
+
+def test_every_trampoline_form_runs_traced_as_emulated(driver):
+    executable, directory, chosen = driver
+    sites, emulated, through, plain_stats, stats = both_runs(executable, directory, len(chosen))
     assert plain_stats["translated"] == []
     kinds = {site["rip"]: site["kind"] for site in stats["translated"]}
     translated = [i for i, site in enumerate(sites) if kinds.get(site) == "trampoline"]

@@ -50,7 +50,11 @@ STATE_SIZE = OPMASKS + (64 if WIDE else 0)
 STATES = 4
 
 
-def forms(rng: random.Random) -> list:
+def draw_forms(rng: random.Random, shapes: tuple[str, ...], accept, **options) -> list:
+    """A form a code regmap supports, the host runs and this vector width reaches, in code order,
+    those `accept(form)` keeps.  The address shape is `shapes`' only one, or drawn from them before
+    each form: the calls on `rng` are the draw, and a seed gives the same forms every time (the
+    traced twins of these tests rely on it)."""
     flags = frozenset(cpu_flags())
     encodings = (0, 1, 2) if WIDE else (0, 1)       # legacy, VEX, EVEX
     chosen = []
@@ -60,20 +64,30 @@ def forms(rng: random.Random) -> list:
         if not form_info(code).drivable or not host_can_run(code, flags)[0]:
             continue
         try:
-            form = random_form(code, rng, shapes=("abs",))
+            shape = shapes if len(shapes) == 1 else (rng.choice(shapes),)
+            form = random_form(code, rng, shapes=shape, **options)
         except Impossible:
             continue
-        if form.fixed or translate(0x401000, form.bytes, LAYOUT) is not None:
-            continue
-        try:
-            planned = plan(0x401000, form.bytes, LAYOUT, host.vector_width())
-        except Declined:
-            continue
-        if planned.writes and any(name == "rsp" for name, _, _ in planned.placements):
-            continue    # a random rsp would leave the trial without a stack (test_runtime_translate
-                        # has a write to the rsp slot)
-        chosen.append(form)
+        if accept(form):
+            chosen.append(form)
     return chosen
+
+
+def trampolined(form, at: int | None = None) -> bool:
+    """Whether the form gets a trampoline (for the window address `at` of a register address)
+    that a trial can run: a random rsp would leave the trial without a stack (test_runtime_translate
+    has a write to the rsp slot)."""
+    try:
+        planned = plan(0x401000, form.bytes, LAYOUT, host.vector_width(), at)
+    except Declined:
+        return False
+    return not (planned.writes and any(name == "rsp" for name, _, _ in planned.placements))
+
+
+def forms(rng: random.Random) -> list:
+    """The constant-address forms without an exact register form that get a trampoline."""
+    return draw_forms(rng, ("abs",), lambda form: not form.fixed
+                      and translate(0x401000, form.bytes, LAYOUT) is None and trampolined(form))
 
 
 def trial_source(index: int, code: bytes) -> str:
