@@ -21,8 +21,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from test_runtime_trampoline import GPRS  # noqa: E402
-from test_trampoline_forms import (REASON, STATE_SIZE, _default_fx, build_trials,  # noqa: E402
-                                   caught, draw_forms, random_state, run, trampolined)
+from test_trampoline_forms import (REASON, STATE_SIZE, build_trials, caught,  # noqa: E402
+                                   draw_forms, drawn_states, random_state, run, run_emulated,
+                                   trampolined)
 
 import regmap  # noqa: E402
 from regmap.runtime import dispatch  # noqa: E402
@@ -61,11 +62,8 @@ def state_for(rng: random.Random, form, fx: bytes) -> bytes:
 
 def test_every_trampoline_form_sent_by_the_handler_runs_as_emulated(trials, caught):
     lib, chosen = trials
-    rng = random.Random(43)
-    fx = _default_fx()
-    states = [[state_for(rng, form, fx) for _ in range(STATES)] for form in chosen]
-    with regmap.mapped(translate=0, fast_faults=False):
-        emulated = [[run(lib, i, s) for s in form_states] for i, form_states in enumerate(states)]
+    states = drawn_states(43, chosen, STATES, state_for)
+    emulated = run_emulated(lib, states)
     with regmap.mapped(translate=0, fast_faults=1):
         for i, form_states in enumerate(states):     # the first fault of each site plans it
             run(lib, i, form_states[0])

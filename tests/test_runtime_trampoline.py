@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
-from runtime_build import build_library, cpu_flags, why_not_native  # noqa: E402
+from runtime_build import assembled, build_library, cpu_flags, in_threads, why_not_native  # noqa: E402
 
 import regmap  # noqa: E402
 from regmap.runtime import _sys, trampolines  # noqa: E402
@@ -269,10 +269,7 @@ signals_here: .quad 0
 
 @pytest.fixture(scope="module")
 def straddle(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("trampoline-loop")
-    source = directory / "loop.s"
-    source.write_text(LOOP)
-    lib = ctypes.CDLL(str(build_library(directory, source, "libstraddle.so")))
+    lib = assembled(tmp_path_factory.mktemp("trampoline-loop"), LOOP, "straddle")
     lib.straddle_loop.argtypes, lib.straddle_loop.restype = [ctypes.c_long, ctypes.c_long], ctypes.c_long
     return lib
 
@@ -302,11 +299,7 @@ def test_eight_threads_run_a_site_while_it_becomes_a_trampoline(straddle, unmapp
         results[index] = straddle.straddle_loop(100_000, index + 1)
 
     with regmap.mapped(translate=2000):
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        in_threads(work, 8)
         translated = regmap.stats().translated
     assert results == {i: 100_000 * (i + 1) for i in range(8)}
     assert [t.kind for t in translated] == ["trampoline"]

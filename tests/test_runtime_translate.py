@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
-from runtime_build import build_library, cpu_flags, declare, why_not_native  # noqa: E402
+from runtime_build import build_library, cpu_flags, declare, in_threads, why_not_native  # noqa: E402
 
 import regmap  # noqa: E402
 from regmap.runtime import _sys, patch  # noqa: E402
@@ -286,11 +286,7 @@ def test_eight_threads_run_one_site_while_it_is_translated(snippets, unmapped):
             errors.append(error)
 
     with regmap.mapped(translate=2000):
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        in_threads(work, 8)
         translated = regmap.stats().translated
     assert not errors
     assert results == {i: faults * (i + 1) for i in range(8)}

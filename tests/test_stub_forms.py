@@ -25,7 +25,7 @@ from iced_x86 import Code, Decoder, Register, RegisterExt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from forms import random_form  # noqa: E402
-from runtime_build import build_library  # noqa: E402
+from runtime_build import assembled, in_threads  # noqa: E402
 from test_dispatch_forms import dispatchable, state_for  # noqa: E402
 from test_runtime_trampoline import GPRS, HANDLER  # noqa: E402
 from test_trampoline_forms import (LAYOUT, REASON, _default_fx, build_trials, caught,  # noqa: E402
@@ -218,10 +218,7 @@ stub_site:
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("stub-loop")
-    source = directory / "loop.s"
-    source.write_text(LOOP)
-    lib = ctypes.CDLL(str(build_library(directory, source, "libstubloop.so")))
+    lib = assembled(tmp_path_factory.mktemp("stub-loop"), LOOP, "stubloop")
     lib.stub_loop.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
     lib.stub_loop.restype = ctypes.c_long
     return lib
@@ -243,11 +240,7 @@ def test_eight_threads_run_a_site_while_it_becomes_a_stub(loop):
         results[index] = loop.stub_loop(100_000, index + 1, ctypes.addressof(value))
 
     with regmap.mapped(translate=2000, fast_faults=False):
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        in_threads(work, 8)
         translated = regmap.stats().translated
     site = ctypes.cast(loop.stub_site, ctypes.c_void_p).value
     assert results == {i: 100_000 * (i + 1) for i in range(8)}
@@ -281,11 +274,9 @@ def test_a_fault_inside_a_copys_trampoline_is_the_sites_own(tmp_path):
     raises #DE inside that trampoline: the program's handler gets the site's SIGFPE, rip and
     registers, as untranslated."""
     from regmap.runtime import _sys
-    source = tmp_path / "divide.s"
-    source.write_text(".intel_syntax noprefix\n.text\n" + HANDLER
-                      + trial_source(0, bytes.fromhex("49 f7 b1 00 01 00 00"))   # div qword [r9+0x100]
-                      + '.section .note.GNU-stack,"",@progbits\n')
-    lib = ctypes.CDLL(str(build_library(tmp_path, source, "libdivide.so")))
+    lib = assembled(tmp_path, ".intel_syntax noprefix\n.text\n" + HANDLER
+                    + trial_source(0, bytes.fromhex("49 f7 b1 00 01 00 00"))   # div qword [r9+0x100]
+                    + '.section .note.GNU-stack,"",@progbits\n', "divide")
     lib.trial_0.argtypes, lib.trial_0.restype = [ctypes.c_void_p], ctypes.c_long
     rng = random.Random(61)
     form = random_form(Code.DIV_RM64, rng, shapes=("base",))

@@ -22,8 +22,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_runtime_trampoline import HANDLER, RECORDED  # noqa: E402
-from test_trampoline_forms import (REASON, STATE_SIZE, STATES, _default_fx, forms,  # noqa: E402
-                                   random_state, trial_source)
+from test_trampoline_forms import (REASON, STATE_SIZE, STATES, drawn_states, forms,  # noqa: E402
+                                   trial_source)
 from tracer_host import CC, TRACED_PROGRAMS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,9 +133,7 @@ def build(directory: Path, chosen: list, states: list[list[bytes]], **defines) -
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
     chosen = forms(random.Random(FORM_SEED))
-    rng = random.Random(STATE_SEED)
-    fx = _default_fx()
-    states = [[random_state(rng, form, fx) for _ in range(STATES)] for form in chosen]
+    states = drawn_states(STATE_SEED, chosen, STATES)
     directory = tmp_path_factory.mktemp("traced-trampoline-forms")
     # hot: a pass over every state, as the in-process test does
     return build(directory, chosen, states, HOT_STATES=STATES, HOT_RUNS=1), directory, chosen

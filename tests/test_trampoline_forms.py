@@ -23,7 +23,7 @@ from iced_x86 import Code, OpCodeInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from forms import Impossible, form_info, host_can_run, random_form  # noqa: E402
-from runtime_build import build_library, cpu_flags, why_not_native  # noqa: E402
+from runtime_build import assembled, cpu_flags, why_not_native  # noqa: E402
 from test_runtime_trampoline import AC, FLAGS, HANDLER, SIGBUS, SIGFPE, SIGILL, SIGSEGV  # noqa: E402
 from test_runtime_trampoline import trial_source as runtime_trial  # noqa: E402
 
@@ -106,11 +106,9 @@ def trial_source(index: int, code: bytes) -> str:
 
 def build_trials(directory: Path, chosen: list) -> ctypes.CDLL:
     """A library of ``trial_<i>(state)`` for each form of `chosen` (the other forms tests' too)."""
-    source = directory / "trials.s"
-    source.write_text(".intel_syntax noprefix\n.text\n" + HANDLER
-                      + "".join(trial_source(i, f.bytes) for i, f in enumerate(chosen))
-                      + '.section .note.GNU-stack,"",@progbits\n')
-    lib = ctypes.CDLL(str(build_library(directory, source, f"lib{directory.name}.so")))
+    lib = assembled(directory, ".intel_syntax noprefix\n.text\n" + HANDLER
+                    + "".join(trial_source(i, f.bytes) for i, f in enumerate(chosen))
+                    + '.section .note.GNU-stack,"",@progbits\n', directory.name)
     for i in range(len(chosen)):
         getattr(lib, f"trial_{i}").argtypes = [ctypes.c_void_p]
         getattr(lib, f"trial_{i}").restype = ctypes.c_long
@@ -158,6 +156,19 @@ def _default_fx() -> bytes:
     return bytes(fx)
 
 
+def drawn_states(seed: int, chosen: list, count: int, draw=random_state) -> list[list[bytes]]:
+    """`count` states a form of `chosen`, each `draw(rng, form, fx)` from one `random.Random(seed)`."""
+    rng = random.Random(seed)
+    fx = _default_fx()
+    return [[draw(rng, form, fx) for _ in range(count)] for form in chosen]
+
+
+def run_emulated(lib, states: list[list[bytes]]) -> list[list[tuple]]:
+    """Each trial from each of its states, with every execution emulated."""
+    with regmap.mapped(translate=0, fast_faults=False):
+        return [[run(lib, i, s) for s in form_states] for i, form_states in enumerate(states)]
+
+
 @pytest.fixture
 def caught(trials):
     lib, _ = trials
@@ -174,11 +185,8 @@ def caught(trials):
 
 def test_every_trampoline_form_runs_as_emulated(trials, caught):
     lib, chosen = trials
-    rng = random.Random(29)
-    fx = _default_fx()
-    states = [[random_state(rng, form, fx) for _ in range(STATES)] for form in chosen]
-    with regmap.mapped(translate=0, fast_faults=False):
-        emulated = [[run(lib, i, s) for s in form_states] for i, form_states in enumerate(states)]
+    states = drawn_states(29, chosen, STATES)
+    emulated = run_emulated(lib, states)
     with regmap.mapped(translate=2, fast_faults=False):
         for i, form_states in enumerate(states):        # the sites that run become hot
             for s in form_states:

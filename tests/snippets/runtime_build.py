@@ -7,6 +7,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,6 +28,22 @@ def build_library(directory: Path, source: Path = SNIPPETS, name: str = "libsnip
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(out), str(source)], check=True,
                    capture_output=True)
     return out
+
+
+def assembled(directory: Path, text: str, name: str) -> ctypes.CDLL:
+    """The library ``lib<name>.so`` built in `directory` from the assembly `text`."""
+    source = Path(directory) / f"{name}.s"
+    source.write_text(text)
+    return ctypes.CDLL(str(build_library(directory, source, f"lib{name}.so")))
+
+
+def in_threads(work, count: int) -> None:
+    """``work(i)`` for every i below `count`, each on a thread of its own, until all have ended."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 LONG_FUNCTIONS = ("add_rcx_loop", "echo_rdi", "window_mix", "flags_window", "flags_native",
