@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "task_syscall.h"
+
 #define THREADS 4
 static long rounds = 1000;
 static pthread_barrier_t start;
@@ -84,14 +86,8 @@ static void *napper(void *arg) {
 
 /* Whether thread `tid` is blocked in system call `number` (/proc/self/task/TID/syscall). */
 static int in_syscall(pid_t tid, long number) {
-    char path[64], text[256] = "";
-    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
-    FILE *file = fopen(path, "r");
-    if (!file)
-        return 0;
-    int ok = fgets(text, sizeof text, file) != NULL;
-    fclose(file);
-    return ok && strtol(text, NULL, 10) == number;
+    char text[256] = "";
+    return task_syscall(tid, text, sizeof text) && strtol(text, NULL, 10) == number;
 }
 
 int main(int argc, char **argv) {

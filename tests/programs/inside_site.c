@@ -14,6 +14,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "task_syscall.h"
+
 __asm__(".text\n"
         ".globl window_store\n"
         "window_store:\n"               /* returns the rcx the site wrote */
@@ -47,13 +49,8 @@ static void *park(void *arg) {
 
 /* Whether thread `tid` is blocked in read() at rip site + 10 (/proc/self/task/TID/syscall). */
 static int parked_inside(pid_t tid) {
-    char path[64], text[256] = "";
-    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
-    FILE *file = fopen(path, "r");
-    if (!file)
-        return 0;
-    int ok = fgets(text, sizeof text, file) != NULL;
-    fclose(file);
+    char text[256] = "";
+    int ok = task_syscall(tid, text, sizeof text);
     char *last = strrchr(text, ' ');
     return ok && strtol(text, NULL, 10) == SYS_read && last
            && strtoul(last + 1, NULL, 16) == (unsigned long)(site + 10);
