@@ -52,9 +52,10 @@ STATES = 4
 
 def draw_forms(rng: random.Random, shapes: tuple[str, ...], accept, **options) -> list:
     """A form a code regmap supports, the host runs and this vector width reaches, in code order,
-    those `accept(form)` keeps.  The address shape is `shapes`' only one, or drawn from them before
-    each form: the calls on `rng` are the draw, and a seed gives the same forms every time (the
-    traced twins of these tests rely on it)."""
+    those `accept(form)` keeps.  The address shape is `shapes`' only one (not drawn: `rng.choice`
+    would take a number from `rng` even so), or drawn from them before each form: the calls on
+    `rng` are the draw, and a seed gives the same forms every time (the traced twins of these tests
+    rely on it)."""
     flags = frozenset(cpu_flags())
     encodings = (0, 1, 2) if WIDE else (0, 1)       # legacy, VEX, EVEX
     chosen = []
