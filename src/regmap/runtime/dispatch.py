@@ -46,7 +46,6 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-
 from functools import partial
 
 from iced_x86 import Code, Instruction, MemoryOperand, Register
