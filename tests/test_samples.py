@@ -9,7 +9,7 @@ from iced_x86 import Code, Decoder, OpCodeInfo, OpKind, Register
 
 from regmap.layout import load_layout
 from regmap.x86 import coverage, host
-from regmap.x86.samples import ADDRESS, sample, stub_of, translation_of
+from regmap.x86.samples import ADDRESS, fast_fault_of, sample, stub_of, translation_of
 from regmap.x86.trampoline import why_not
 from regmap.x86.translate import translate
 
@@ -61,10 +61,13 @@ def test_cli_shows_each_forms_translation_and_the_totals():
     counts = {kind: sum(1 for f in document["forms"] if f["translation"] == kind)
               for kind in ("in place", "trampoline", "not")}
     assert counts == {kind: document[kind] for kind in counts}
-    assert lines[-1] == (f"register-addressed ([rdi + disp32], 5 bytes or more): "
+    assert lines[-1] == (f"fast faults (a faulting site sent to its trampoline, unpatched): "
+                         f"{document['fast faults']} of {document['supported']} "
+                         f"({100 * document['fast faults'] / document['supported']:.1f}%)")
+    assert lines[-2] == (f"register-addressed ([rdi + disp32], 5 bytes or more): "
                          f"{document['register-addressed']} of {document['supported']} get a stub "
                          f"({100 * document['register-addressed'] / document['supported']:.1f}%)")
-    assert lines[-2] == (f"supported {document['supported']}: in place {counts['in place']}, "
+    assert lines[-3] == (f"supported {document['supported']}: in place {counts['in place']}, "
                          f"trampoline {counts['trampoline']}, not {counts['not']}; "
                          f"{100 * (counts['in place'] + counts['trampoline']) / document['supported']:.1f}"
                          "% translated")
@@ -79,3 +82,11 @@ def test_a_register_addressed_sample_gets_a_stub_as_the_stub_builder_says():
     assert stub_of(Code.ADDSD_XMM_XMMM64, layout, width) is None
     assert stub_of(Code.MOVSB_M8_M8, layout, width)        # a string form: the reason
     assert "bit" in stub_of(Code.BT_RM64_R64, layout, width)
+
+
+def test_fast_faults_serve_the_forms_with_a_trampoline_in_place_ones_too():
+    layout, width = load_layout(), host.vector_width()
+    assert fast_fault_of(Code.ADD_R64_RM64, layout, width) is None       # in place when hot
+    assert fast_fault_of(Code.ADDSD_XMM_XMMM64, layout, width) is None
+    assert "branch" in fast_fault_of(Code.JMP_RM64, layout, width)
+    assert "bit" in fast_fault_of(Code.BT_RM64_R64, layout, width)

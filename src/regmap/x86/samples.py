@@ -128,4 +128,18 @@ def stub_of(code: int, layout, vector_width: int) -> str | None:
     return None
 
 
-__all__ = ["ADDRESS", "sample", "stub_of", "translation_of"]
+def fast_fault_of(code: int, layout, vector_width: int) -> str | None:
+    """None if a faulting site of the form `code` (`sample`'s) is sent to its trampoline by fast
+    faults (`regmap.runtime.dispatch` in-process, `regmap.trace.known` traced), which need no
+    patching: in-place forms count, and a site of any length; else why not."""
+    encoded = sample(code)
+    if encoded is None:
+        return "no encoding with a constant window address"
+    try:
+        trampoline.operand_address(ADDRESS, encoded)
+    except Declined as reason:
+        return str(reason)
+    return trampoline.why_not(ADDRESS, encoded, layout, vector_width)
+
+
+__all__ = ["ADDRESS", "fast_fault_of", "sample", "stub_of", "translation_of"]
