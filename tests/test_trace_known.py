@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,25 @@ def test_every_trampoline_form_sent_there_by_the_tracer_runs_as_emulated(driver)
     assert not wrong, f"{len(wrong)} differ: {wrong[:20]}"
     assert plain_stats.get("fast_faults", 0) == 0
     assert stats["fast_faults"] > len(chosen)
+
+
+def test_a_signal_that_comes_while_a_trampoline_is_placed_is_not_lost(program, capfd, monkeypatch):
+    """The tracer maps the trampoline's page by having the stopped thread make an mmap, single-
+    stepped: a signal for the thread stops it for delivery first.  It must reach the program
+    afterwards (here one SIGUSR1, sent at the very moment of the step)."""
+    import os
+
+    from regmap.trace import ptrace, trace_program
+    real, sent = ptrace.ptrace, []
+
+    def stepping(request, tid, *rest):
+        if request == ptrace.PTRACE_SINGLESTEP and not sent:
+            sent.append(tid)
+            os.kill(tid, signal.SIGUSR1)        # (a one-thread program: its tid is its pid)
+        return real(request, tid, *rest)
+    monkeypatch.setattr(ptrace, "ptrace", stepping)
+    end = trace_program([str(program), "usr1", str(N)], fast_faults=4)
+    out = capfd.readouterr().out
+    assert end.status == 0 and sent, out
+    bits = int.from_bytes(struct.pack("<d", 1.5 * N), "little")     # N times 1.5, as rcx holds
+    assert out.splitlines()[-1] == f"addsd {bits:x} usr1 1"

@@ -6,7 +6,9 @@
  *   known_sites fork N       the loops, then a fork: parent and child run them again
  *   known_sites exec N       the loops, then exec of "known_sites loops N"
  *   known_sites divide N     div qword [8] N times with rcx = 7, then once with rcx = 0: SIGFPE
+ *   known_sites usr1 N       the addsd loop, then how many SIGUSR1 it was sent meanwhile
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,14 @@ static long divide(long n, long rcx)
     return rax;
 }
 
+static volatile sig_atomic_t usr1;
+
+static void on_usr1(int signo)
+{
+    (void)signo;
+    usr1++;
+}
+
 static void loops(const char *who, long n)
 {
     printf("%s: addsd %lx indexed %ld\n", who, addsd_loop(n), indexed_loop(n));
@@ -65,6 +75,10 @@ int main(int argc, char **argv)
         loops("before exec", n);
         execl("/proc/self/exe", argv[0], "loops", argv[2], (char *)0);
         return 3;
+    } else if (!strcmp(argv[1], "usr1")) {
+        signal(SIGUSR1, on_usr1);
+        long x = addsd_loop(n);
+        printf("addsd %lx usr1 %d\n", x, (int)usr1);
     } else if (!strcmp(argv[1], "divide")) {
         printf("%ld\n", divide(n, 7));
         fflush(stdout);

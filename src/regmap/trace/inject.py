@@ -34,15 +34,22 @@ def system_call(tid: int, regs, memory, number: int, *args: int) -> int | None:
     for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
         setattr(work, name, value & (1 << 64) - 1)
     work.eflags &= ~TF
+    arrived: list[int] = []           # signals that came for the thread meanwhile
     try:
         ptrace.setregs(tid, work)
-        for _ in range(2):
+        for _ in range(STEP_TRIES):
             ptrace.ptrace(ptrace.PTRACE_SINGLESTEP, tid)
             _, status = os.waitpid(tid, _WALL)
-            if status >> 16 != ptrace.PTRACE_EVENT_STOP:
-                break
-            # a PTRACE_INTERRUPT's trap (trace/quiesce.py) that was pending came first: the
-            # step is still to do
+            if not os.WIFSTOPPED(status):
+                return None
+            if status >> 16 == ptrace.PTRACE_EVENT_STOP:
+                continue      # a PTRACE_INTERRUPT's trap (trace/quiesce.py) came first
+            if os.WSTOPSIG(status) != signal.SIGTRAP:
+                # a signal for the thread, stopped for delivery before the step: it is taken
+                # off its queue now, so it is sent again once the thread is itself again
+                arrived.append(os.WSTOPSIG(status))
+                continue
+            break
         if not os.WIFSTOPPED(status) or status >> 16 or os.WSTOPSIG(status) != signal.SIGTRAP:
             return None
         ptrace.ptrace(ptrace.PTRACE_GETREGS, tid, 0, ctypes.addressof(work))
@@ -55,6 +62,26 @@ def system_call(tid: int, regs, memory, number: int, *args: int) -> int | None:
             ptrace.setregs(tid, regs)
         except OSError:
             pass
+        for signo in arrived:
+            _resend(tid, signo)
+
+
+STEP_TRIES = 8
+
+
+def _resend(tid: int, signo: int) -> None:
+    """Queue `signo` for thread `tid` again (its own siginfo cannot be: another process may not
+    queue a kernel's si_code); the thread gets it when it runs on, as it would have."""
+    from regmap.procmaps import status     # (not at start-up: it imports typing)
+    try:
+        tgid = int(status(tid).get("Tgid", tid))
+        _libc.syscall(_SYS_TGKILL, tgid, tid, signo)
+    except (OSError, ValueError):
+        pass          # the thread is gone: nobody to deliver it to
+
+
+_SYS_TGKILL = 234
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def map_code(tid: int, regs, memory, address: int, size: int, fixed: bool) -> int | None:
