@@ -251,3 +251,24 @@ def test_a_misaligned_sse_operand_at_a_compiled_site_is_a_genuine_fault_not_an_i
     assert child.stdout == "aligned\n"
     assert child.returncode == -signal.SIGSEGV
     assert "internal error" not in child.stderr, child.stderr
+
+
+STACK_IN_THE_WINDOW = r"""
+import ctypes
+import regmap
+from regmap.x86.machine_code import code_page
+# rax = rdi; keep rsp in r10; rsp = 0x200 (in the window: rsp's own slot's neighbourhood);
+# add rax, [8] (rcx: the fourth argument); rsp back; ret
+code = bytes.fromhex("4889f8" "4989e2" "48c7c400020000" "48030425" "08000000" "4c89d4" "c3")
+add = ctypes.CFUNCTYPE(ctypes.c_long, *[ctypes.c_long] * 4)(code_page(lambda at: code))
+regmap.map_registers(fast_faults=2)
+print([add(1, 0, 0, 5) for _ in range(6)], regmap.stats().dispatched)
+"""
+
+
+def test_a_site_run_with_the_stack_in_the_window_stays_with_python():
+    """The trampoline's scratch lies below rsp: with rsp in page 0 it would be in the window."""
+    child = subprocess.run([sys.executable, "-c", STACK_IN_THE_WINDOW], capture_output=True,
+                           text=True, env=python_env(), timeout=120)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "[6, 6, 6, 6, 6, 6] 0\n"

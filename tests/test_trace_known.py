@@ -43,6 +43,13 @@ def regmap_exec(program, *arguments, fast: int) -> tuple[subprocess.CompletedPro
     return done, stats[-1] if stats else {}
 
 
+def test_a_site_run_with_the_stack_in_the_window_stays_emulated(program):
+    done, stats = regmap_exec(program, "stack", str(N), fast=4)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == f"stack {5 * N}\n"
+    assert stats["fast_faults"] == 0
+
+
 @pytest.mark.parametrize("mode", ["loops", "fork", "exec"])
 def test_planned_sites_give_what_emulation_gives(program, mode):
     emulated, plain = regmap_exec(program, mode, str(N), fast=0)

@@ -7,6 +7,7 @@
  *   known_sites exec N       the loops, then exec of "known_sites loops N"
  *   known_sites divide N     div qword [8] N times with rcx = 7, then once with rcx = 0: SIGFPE
  *   known_sites usr1 N       the addsd loop, then how many SIGUSR1 it was sent meanwhile
+ *   known_sites stack N      add rax, [8] N times with rsp in the window (0x200)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -38,6 +39,14 @@ static long divide(long n, long rcx)
     long rax = 0;
     __asm__ volatile("1: mov eax, 1000\n\txor edx, edx\n\tdiv qword ptr [8]\n\tdec %1\n\tjnz 1b"
                      : "+a"(rax), "+r"(n) : "c"(rcx) : "rdx", "cc", "memory");
+    return rax;
+}
+
+static long stack_in_window(long n)
+{
+    long rax = 0;
+    __asm__ volatile("mov r11, rsp\n\tmov rsp, 0x200\n1: add rax, qword ptr [8]\n\tdec %1\n\t"
+                     "jnz 1b\n\tmov rsp, r11" : "+a"(rax), "+r"(n) : "c"(5L) : "r11", "cc", "memory");
     return rax;
 }
 
@@ -75,6 +84,8 @@ int main(int argc, char **argv)
         loops("before exec", n);
         execl("/proc/self/exe", argv[0], "loops", argv[2], (char *)0);
         return 3;
+    } else if (!strcmp(argv[1], "stack")) {
+        printf("stack %ld\n", stack_in_window(n));
     } else if (!strcmp(argv[1], "usr1")) {
         signal(SIGUSR1, on_usr1);
         long x = addsd_loop(n);

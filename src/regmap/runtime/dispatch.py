@@ -55,6 +55,7 @@ from regmap.runtime.frame import GREG_INDEX, W_ERR, W_RIP, W_TRAPNO
 from regmap.x86.machine_code import Labels, assemble, code_page
 from regmap.x86.trampoline import Declined, OperandAddress, operand_address
 
+W_RSP = GREG_INDEX["rsp"]
 BITS = 14                 # 16 384 slots, 256 KiB
 SLOTS = 1 << BITS
 PROBES = 16
@@ -68,6 +69,9 @@ R_NEXT, R_BYTES, R_COUNT = 40, 48, 64
 RECORD = 128
 POOL = 256                # records per allocation
 CODE_SIZE = 0x200
+# rsp below this (a program running its stack in the window) is served by Python: the
+# trampoline moves rsp down past the red zone and a scratch of up to ~1 KiB, into page 0
+LOWEST_STACK = 0x2000
 
 TABLE = (ctypes.c_uint64 * (2 * SLOTS))()     # slot i: [2i] site address, [2i + 1] chain head
 AFTER = [16]              # faults at a site (through Python) before it is planned; 0: never
@@ -282,6 +286,10 @@ def _dispatcher(at: int) -> bytes:
         Instruction.create_mem_u32(Code.TEST_RM8_IMM8, m(RDX, displ=8 * W_ERR, displ_size=1), 0x10),
         jump(Code.JNE_REL32_64, slow),
         labels.at(fetched),
+        # a stack in or just above the window: the trampoline's scratch would land in page 0
+        Instruction.create_mem_i32(Code.CMP_RM64_IMM32, m(RDX, displ=8 * W_RSP, displ_size=1),
+                                   LOWEST_STACK),
+        jump(Code.JB_REL32_64, slow),
         Instruction.create_reg_mem(Code.MOV_R64_RM64, R8, m(RDX, displ=8 * W_RIP, displ_size=1)),
         Instruction.create_reg_u64(Code.MOV_R64_IMM64, RAX, GOLDEN),
         Instruction.create_reg_reg(Code.IMUL_R64_RM64, RAX, R8),

@@ -28,6 +28,7 @@ from functools import partial
 
 AFTER = 16                  # emulated faults at a site before it is planned (as in-process)
 MAX_ADDRESSES = 8
+LOWEST_STACK = 0x2000       # rsp below it: emulated (as in-process, `runtime.dispatch`)
 
 
 class Plan:
@@ -76,8 +77,8 @@ class KnownSites:
         code at rip in `code`, goes instead of being emulated: its trampoline, or 0."""
         sites = self.plans.get(self.tgids.get(tid) or self.tgid(tid))
         plan = sites.get(regs.rip) if sites else None
-        if plan is None or plan.operand is None:
-            return 0
+        if plan is None or plan.operand is None or regs.rsp < LOWEST_STACK:
+            return 0                      # (a stack in the window: the scratch would be in it)
         length = plan.length
         if fetched < length or code[:length] != plan.code:
             return 0
