@@ -96,17 +96,23 @@ def call_previous(previous: _sys.KernelSigaction, signo: int, info: int, ctx: in
     """Call the native handler regmap's replaced with the signal mask it asked for: the
     interrupted thread's ``sigmask``, its sa_mask, and the signal itself unless SA_NODEFER.
     A one-shot handler (SA_RESETHAND) leaves the default action behind it, as the kernel does."""
+    old_mask = enter_previous(previous, signo, sigmask)
+    try:
+        PREVIOUS_TYPE(previous.handler)(signo, info, ctx)
+    finally:
+        _sys.set_thread_mask(old_mask)
+
+
+def enter_previous(previous: _sys.KernelSigaction, signo: int, sigmask: int) -> int:
+    """What the kernel does on the way into `previous`'s handler: the signal mask it asked for,
+    and a one-shot handler's reset.  The mask before (sigreturn puts back the frame's own)."""
     if previous.flags & _sys.SA_RESETHAND:
         reset = _sys.KernelSigaction.from_buffer_copy(previous)
         reset.handler = _sys.SIG_DFL
         _sys.set_action(signo, reset)
     mask = sigmask | previous.mask
     mask = mask & ~(1 << signo - 1) if previous.flags & _sys.SA_NODEFER else mask | 1 << signo - 1
-    old_mask = _sys.set_thread_mask(mask)
-    try:
-        PREVIOUS_TYPE(previous.handler)(signo, info, ctx)
-    finally:
-        _sys.set_thread_mask(old_mask)
+    return _sys.set_thread_mask(mask)
 
 
 def previous_action(signo: int, state) -> _sys.KernelSigaction:

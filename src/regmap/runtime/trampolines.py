@@ -18,7 +18,11 @@ faulting instruction's address) before it is delivered like any fault of an
 emulated instruction (`regmap.runtime.genuine`).  SIGSEGV and SIGBUS reach
 regmap's handler anyway; SIGFPE and SIGILL get a handler of their own from
 the first trampoline on (`install_handlers`), which passes every other one
-on untouched, as `patch.forward_trap` does for SIGTRAP.
+on untouched, as `patch.forward_trap` does for SIGTRAP.  With fast faults on
+(the default) that is any program whose sites fault often, so the program's
+own handler is reached from machine code after the Python part has returned
+(`_entry_code`): a SIGFPE handler that ``siglongjmp``-s away leaves nothing of
+regmap's behind it.
 
 Register-addressed sites (`place_stub`, `regmap.x86.stub`): the site jumps to
 a stub, placed with the trampoline for the window address the site was hot
@@ -244,7 +248,8 @@ def deliver(signo: int, info: int, machine, state) -> None:
     genuine.deliver_fault(signo, info, machine, Fault(signo, frame.si_code, frame.si_addr), state)
 
 
-HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+# the Python part of the handler: it returns where the handler's entry goes on to (0: nowhere)
+HANDLER_TYPE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 SIGILL = 4
 OWN_SIGNALS = (_sys.SIGFPE, SIGILL)
 PREVIOUS: dict[int, _sys.KernelSigaction] = {}
@@ -252,42 +257,83 @@ INSTALLED: dict[int, tuple] = {}     # signal -> regmap's disposition as install
 _KEEP_ALIVE: list = []
 
 
-def on_signal(signo: int, info: int, ctx: int) -> None:
-    """SIGFPE/SIGILL: mapped back if raised inside a trampoline, then passed on as it was."""
+def on_signal(signo: int, info: int, ctx: int) -> int:
+    """SIGFPE/SIGILL: mapped back if raised inside a trampoline, then passed on as it was: the
+    address of the handler regmap replaced, which the entry (`_entry_code`) jumps to once this
+    has returned, or 0."""
     try:
         from regmap.runtime.frame import Frame
         frame = Frame.from_address(ctx)
         if 0 < frame.si_code <= _sys.SI_KERNEL:
             map_back(frame)
-        forward(signo, info, ctx, frame)
+        return forward(signo, info, frame)
     except BaseException:  # noqa: BLE001 - nothing may escape a signal handler
         _sys.set_action(signo, PREVIOUS.get(signo, _sys.KernelSigaction()))
+        return 0
 
 
-def forward(signo: int, info: int, ctx: int, frame) -> None:
-    """To the handler regmap replaced; under SIG_DFL/SIG_IGN the same siginfo is queued again
-    with the default action, delivered as this handler returns (to the mapped-back state)."""
+def forward(signo: int, info: int, frame) -> int:
+    """To the handler regmap replaced: its address, the thread's signal mask and a one-shot
+    handler's reset already as the kernel would make them.  Under SIG_DFL/SIG_IGN, 0: the same
+    siginfo is queued again with the default action, delivered as the handler returns (to the
+    mapped-back state).
+
+    The program's handler is jumped to by machine code after Python has returned, not called
+    from here: a handler that never returns (``siglongjmp`` out of a SIGFPE, as numeric code
+    does) would otherwise leave this callback's frame, and the GIL, behind it."""
     previous = PREVIOUS[signo]
     sent = frame.si_code <= 0
     if previous.handler == _sys.SIG_IGN and sent:
-        return
+        return 0
     if previous.handler in (_sys.SIG_DFL, _sys.SIG_IGN):
         genuine.queue_as_the_cpu_would(frame, signo, frame.si_code, frame.si_addr) if not sent \
             else _sys.queue_to_self(signo, ctypes.string_at(info, 128))
         default = _sys.KernelSigaction.from_buffer_copy(previous)
         default.handler = _sys.SIG_DFL
         _sys.set_action(signo, default)
-        return
-    genuine.call_previous(previous, signo, info, ctx, frame.sigmask)
+        return 0
+    genuine.enter_previous(previous, signo, frame.sigmask)
+    return previous.handler
+
+
+def _entry_code(python: int):
+    """handler(signo, info, ctx): the Python part (`on_signal`, behind the thread-state
+    prologue), then a jump to the address it returned, with the same arguments, if any."""
+    from iced_x86 import Code, Instruction, Register
+
+    from regmap.x86.machine_code import Labels, assemble
+    saved = ((Register.RBX, Register.RDI), (Register.R12, Register.RSI), (Register.R13, Register.RDX))
+
+    def generate(base: int) -> bytes:
+        labels = Labels()
+        done = labels.new()
+        mov = lambda to, source: Instruction.create_reg_reg(Code.MOV_R64_RM64, to, source)  # noqa: E731
+        # (rsp is 8 past a 16-byte boundary at entry: three pushes align it for the call)
+        ins = [Instruction.create_reg(Code.PUSH_R64, keep) for keep, _ in saved]
+        ins += [mov(keep, argument) for keep, argument in saved]
+        ins += [Instruction.create_reg_u64(Code.MOV_R64_IMM64, Register.RAX, python),
+                Instruction.create_reg(Code.CALL_RM64, Register.RAX)]
+        ins += [mov(argument, keep) for keep, argument in saved]
+        ins += [Instruction.create_reg(Code.POP_R64, keep) for keep, _ in reversed(saved)]
+        ins += [Instruction.create_reg_reg(Code.TEST_RM64_R64, Register.RAX, Register.RAX),
+                Instruction.create_branch(Code.JE_REL32_64, done),
+                Instruction.create_reg(Code.JMP_RM64, Register.RAX),
+                labels.at(done),
+                Instruction.create(Code.RETNQ)]
+        return assemble(ins, base)
+    return generate
 
 
 def install_handlers() -> None:
     """SIGFPE and SIGILL through `on_signal`, from the first trampoline until unmapping."""
     if PREVIOUS:
         return
+    from regmap.runtime import threadstate
+    from regmap.x86.machine_code import code_page
     callback = HANDLER_TYPE(on_signal)
     _KEEP_ALIVE.append(callback)
-    address = ctypes.cast(callback, ctypes.c_void_p).value
+    python = threadstate.entry(ctypes.cast(callback, ctypes.c_void_p).value)
+    address = code_page(_entry_code(python), 0x100)     # never unmapped: a thread may be in it
     flags = _sys.SA_SIGINFO | _sys.SA_ONSTACK | _sys.SA_RESTART
     for signo in OWN_SIGNALS:
         PREVIOUS[signo] = _sys.install_handler(signo, address, flags, (signo,))
