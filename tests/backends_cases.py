@@ -357,7 +357,8 @@ def run_all(runs: list[Run], directory: Path, cc: str, env: dict) -> dict[str, s
     script.write_text(INPROCESS)
     commands = {
         "inprocess": [sys.executable, str(script), str(library), str(window), str(directory / "inprocess.out")],
-        "traced": [sys.executable, "-m", "regmap.cli", "exec", str(executable), str(window),
+        "traced": [sys.executable, "-m", "regmap.cli", "exec", "--fast-faults", "0",  # the emulator
+                   str(executable), str(window),
                    str(directory / "traced.out")],
         "cpu": [str(executable), str(image), str(directory / "cpu.out")],
     }
