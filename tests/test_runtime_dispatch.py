@@ -272,3 +272,60 @@ def test_a_site_run_with_the_stack_in_the_window_stays_with_python():
                            text=True, env=python_env(), timeout=120)
     assert child.returncode == 0, child.stderr
     assert child.stdout == "[6, 6, 6, 6, 6, 6] 0\n"
+
+
+LONGJMP_SOURCE = r"""
+#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+static sigjmp_buf env;
+static void on_segv(int signo) { (void)signo; siglongjmp(env, 1); }
+void install(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_segv;
+    sigaction(SIGSEGV, &action, 0);
+}
+/* 1 if the long at `address` can be read, 0 if reading it faulted (the handler jumped back) */
+long readable(long address) {
+    if (sigsetjmp(env, 1))
+        return 0;
+    return *(volatile long *)address, 1;
+}
+long add_window(long n, long rcx) {
+    long rax = 0;
+    __asm__ volatile("1: add rax, qword ptr [8]\n\tdec %1\n\tjnz 1b"
+                     : "+a"(rax), "+r"(n) : "c"(rcx) : "cc", "memory");
+    return rax;
+}
+"""
+
+LONGJMP = r"""
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.readable.restype = lib.add_window.restype = ctypes.c_long
+lib.readable.argtypes, lib.add_window.argtypes = [ctypes.c_long], [ctypes.c_long, ctypes.c_long]
+lib.install()                     # the program's handler first: regmap forwards genuine faults to it
+import regmap
+regmap.map_registers(fast_faults=int(sys.argv[2]))
+value = ctypes.c_long(7)
+results = []
+for _ in range(3):
+    results += [lib.readable(0x7000), lib.readable(ctypes.addressof(value)), lib.add_window(20, 2)]
+print(results)
+"""
+
+
+@pytest.mark.parametrize("fast", [0, 2])
+def test_a_program_handler_that_longjmps_out_of_a_forwarded_fault(tmp_path, fast):
+    """A genuine SIGSEGV goes to the program's handler, which siglongjmps away: regmap's Python
+    part has returned by then (the handler is jumped to from machine code), so nothing is left
+    holding the GIL and the program goes on, window accesses included."""
+    source, library = tmp_path / "longjmp.c", tmp_path / "liblongjmp.so"
+    source.write_text(LONGJMP_SOURCE)
+    subprocess.run(["gcc", "-masm=intel", "-O1", "-shared", "-fPIC", "-o", str(library), str(source)],
+                   check=True)
+    child = subprocess.run([sys.executable, "-c", LONGJMP, str(library), str(fast)],
+                           capture_output=True, text=True, env=python_env(), timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == str([0, 1, 40] * 3) + "\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 
 from regmap.errors import UnsupportedInstruction
 from regmap.procmaps import mappings
@@ -66,11 +67,13 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
     SIG_DFL puts the default back and re-queues the very same siginfo to this
     thread, where it is delivered as soon as the handler returns.
 
-    Otherwise (a native library's handler, which may recover and return):
-    call it with the same three arguments, with the signal mask it asked for
-    (its sa_mask, the signal itself unless SA_NODEFER), honouring
-    SA_RESETHAND; whatever it changes in the frame takes effect when regmap's
-    handler returns, and regmap stays installed.
+    Otherwise (a native library's handler, which may recover and return, or
+    ``siglongjmp`` away): the signal mask it asked for (its sa_mask, the signal
+    itself unless SA_NODEFER) and SA_RESETHAND's reset are made here, and the
+    handler's entry jumps to it with the same three arguments once the Python
+    part has returned (`take_jump`): nothing of regmap's is left on the stack
+    beneath it.  Whatever it changes in the frame takes effect when it returns,
+    and regmap stays installed.
     """
     _sys.block_signals(FAULT_SIGNALS)   # from here on a fault inside the handler kills, as before
     COUNTERS.count_forwarded(signo)
@@ -89,7 +92,18 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
         hand_over(signo, previous, state)
         _sys.queue_to_self(signo, machine.siginfo())
         return
-    call_previous(previous, signo, machine.info, machine.ctx, machine.frame.sigmask)
+    enter_previous(previous, signo, machine.frame.sigmask)
+    _JUMP.target = handler
+
+
+_JUMP = threading.local()      # per thread: where the handler's entry goes on to, once back
+
+
+def take_jump() -> int:
+    """The address `forward` left for this thread's handler entry to jump to (0: none), taken."""
+    target = getattr(_JUMP, "target", 0)
+    _JUMP.target = 0
+    return target
 
 
 def call_previous(previous: _sys.KernelSigaction, signo: int, info: int, ctx: int, sigmask: int) -> None:

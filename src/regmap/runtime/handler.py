@@ -44,7 +44,8 @@ from regmap.runtime.sites import MEMORY
 from regmap.x86 import stub
 from regmap.x86.compiler import Declined
 
-HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+# returns where the entry's machine code goes on to: the program's handler, or 0 (`genuine.forward`)
+HANDLER_TYPE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 SIGNALS = (_sys.SIGSEGV, _sys.SIGBUS)
 # SIGSEGV and SIGBUS are not blocked while the handler runs (SA_NODEFER, and not in the mask):
@@ -89,7 +90,14 @@ _LOCK = threading.Lock()
 
 # -- the handler --------------------------------------------------------------------------------
 
-def on_signal(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES) -> None:
+def on_signal(signo: int, info: int, ctx: int) -> int:
+    """The callback: serve the signal; the handler regmap forwards it to, if any, is jumped to by
+    the entry's machine code after this has returned (`genuine.forward`)."""
+    serve(signo, info, ctx)
+    return genuine.take_jump()
+
+
+def serve(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES) -> None:
     try:
         machine = _frames.get(ctx)
         if machine is None:
