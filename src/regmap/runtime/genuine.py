@@ -94,15 +94,21 @@ def forward(signo: int, info: int, machine: FrameMachine, state) -> None:
         return
     enter_previous(previous, signo, machine.frame.sigmask)
     _JUMP.target = handler
+    JUMPS[0] += 1
 
 
 _JUMP = threading.local()      # per thread: where the handler's entry goes on to, once back
+# how many are left to take, a hint (0: the handler need not look); threads may race on it,
+# and a target it missed is only a forwarded fault that faults once more and is forwarded again
+JUMPS = [0]
 
 
 def take_jump() -> int:
     """The address `forward` left for this thread's handler entry to jump to (0: none), taken."""
     target = getattr(_JUMP, "target", 0)
-    _JUMP.target = 0
+    if target:
+        _JUMP.target = 0
+        JUMPS[0] -= 1
     return target
 
 

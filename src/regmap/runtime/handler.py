@@ -90,11 +90,11 @@ _LOCK = threading.Lock()
 
 # -- the handler --------------------------------------------------------------------------------
 
-def on_signal(signo: int, info: int, ctx: int) -> int:
+def on_signal(signo: int, info: int, ctx: int, _jumps=genuine.JUMPS) -> int | None:
     """The callback: serve the signal; the handler regmap forwards it to, if any, is jumped to by
     the entry's machine code after this has returned (`genuine.forward`)."""
     serve(signo, info, ctx)
-    return genuine.take_jump()
+    return genuine.take_jump() if _jumps[0] else None
 
 
 def serve(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES) -> None:
