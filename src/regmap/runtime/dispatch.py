@@ -51,13 +51,12 @@ from functools import partial
 from iced_x86 import Code, Instruction, MemoryOperand, Register
 
 from regmap.runtime import trampolines
+from regmap.runtime.onward import call_then_go_on
 from regmap.runtime.frame import GREG_INDEX, W_ERR, W_RIP, W_TRAPNO
-from regmap.x86.machine_code import Labels, assemble, code_page
+from regmap.x86.machine_code import Labels, assemble, code_page, locked
 from regmap.x86.trampoline import Declined, OperandAddress, operand_address
 
 W_RSP = GREG_INDEX["rsp"]
-# the handler's arguments, kept across the call to Python in callee-saved registers
-SAVED = ((Register.RBX, Register.RDI), (Register.R12, Register.RSI), (Register.R13, Register.RDX))
 BITS = 14                 # 16 384 slots, 256 KiB
 SLOTS = 1 << BITS
 PROBES = 16
@@ -270,8 +269,8 @@ def entry(python: int) -> int:
 
 def _dispatcher(at: int) -> bytes:
     labels = Labels()
-    fetched, probe, found, chain, compare, no_base, no_index, hit, slow, back = \
-        (labels.new() for _ in range(10))
+    fetched, probe, found, chain, compare, no_base, no_index, hit, slow = \
+        (labels.new() for _ in range(9))
     RAX, RCX, RDX, RSI, R8, R9, R10, R11 = (Register.RAX, Register.RCX, Register.RDX,
                                              Register.RSI, Register.R8, Register.R9,
                                              Register.R10, Register.R11)
@@ -349,28 +348,16 @@ def _dispatcher(at: int) -> bytes:
         jump(Code.JNE_REL32_64, chain),
         jump(Code.JMP_REL32_64, slow),
         labels.at(hit),
-        _locked(Instruction.create_mem(Code.INC_RM64, m(R10, displ=R_COUNT, displ_size=1))),
+        locked(Instruction.create_mem(Code.INC_RM64, m(R10, displ=R_COUNT, displ_size=1))),
         Instruction.create_reg_mem(Code.MOV_R64_RM64, RAX, m(R10, displ=R_TRAMPOLINE, displ_size=1)),
         Instruction.create_mem_reg(Code.MOV_RM64_R64, m(RDX, displ=8 * W_RIP, displ_size=1), RAX),
         Instruction.create(Code.RETNQ),
         # Python, then where it says (the program's own handler a signal is forwarded to: jumped
         # to with the same arguments once Python has returned, `genuine.forward`), or back
         labels.at(slow),
-        *[Instruction.create_reg(Code.PUSH_R64, keep) for keep, _ in SAVED],   # (rsp 16-aligned)
-        *[Instruction.create_reg_reg(Code.MOV_R64_RM64, keep, argument) for keep, argument in SAVED],
-        Instruction.create_reg_u64(Code.MOV_R64_IMM64, RAX, ctypes.addressof(PYTHON)),
-        Instruction.create_mem(Code.CALL_RM64, m(RAX)),
-        *[Instruction.create_reg_reg(Code.MOV_R64_RM64, argument, keep) for keep, argument in SAVED],
-        *[Instruction.create_reg(Code.POP_R64, keep) for keep, _ in reversed(SAVED)],
-        Instruction.create_reg_reg(Code.TEST_RM64_R64, RAX, RAX),
-        jump(Code.JE_REL32_64, back),
-        Instruction.create_reg(Code.JMP_RM64, RAX),
-        labels.at(back),
-        Instruction.create(Code.RETNQ),
+        *call_then_go_on(labels, [Instruction.create_reg_u64(Code.MOV_R64_IMM64, RAX,
+                                                             ctypes.addressof(PYTHON)),
+                                  Instruction.create_mem(Code.CALL_RM64, m(RAX))]),
     ]
     return assemble(ins, at)
 
-
-def _locked(instruction: Instruction) -> Instruction:
-    instruction.has_lock_prefix = True
-    return instruction

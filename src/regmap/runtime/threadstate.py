@@ -50,7 +50,7 @@ import threading
 from iced_x86 import Code, Instruction, MemoryOperand, Register
 
 from regmap.runtime import _sys
-from regmap.x86.machine_code import Labels, assemble, code_page
+from regmap.x86.machine_code import Labels, assemble, code_page, locked
 
 CODE_SIZE = 0x100
 ALIVE = ctypes.c_int(1)      # 0 once the interpreter is finishing: the destructor then does nothing
@@ -72,11 +72,6 @@ def _call(name: str, library=ctypes.pythonapi) -> list[Instruction]:
 
 def _mov(target: Register, source: Register) -> Instruction:
     return Instruction.create_reg_reg(Code.MOV_R64_RM64, target, source)
-
-
-def _locked(instruction: Instruction) -> Instruction:
-    instruction.has_lock_prefix = True
-    return instruction
 
 
 def _destructor_code(base: int) -> bytes:
@@ -126,7 +121,7 @@ def _entry_code(callback: int):
                 Instruction.create_branch(Code.JE_REL32_64, bypass),    # a fault inside its own
                 labels.at(spin),
                 Instruction.create_reg_reg(Code.XOR_R32_RM32, Register.EAX, Register.EAX),
-                _locked(Instruction.create_mem_reg(Code.CMPXCHG_RM64_R64, MemoryOperand(Register.RCX),
+                locked(Instruction.create_mem_reg(Code.CMPXCHG_RM64_R64, MemoryOperand(Register.RCX),
                                                    Register.RBX)),
                 Instruction.create_branch(Code.JE_REL32_64, enter),
                 *_call("sched_yield", _sys.LIBC),

@@ -298,29 +298,16 @@ def forward(signo: int, info: int, frame) -> int:
 
 def _entry_code(python: int):
     """handler(signo, info, ctx): the Python part (`on_signal`, behind the thread-state
-    prologue), then a jump to the address it returned, with the same arguments, if any."""
+    prologue), then on to the address it returned, if any (`regmap.runtime.onward`)."""
     from iced_x86 import Code, Instruction, Register
 
+    from regmap.runtime.onward import call_then_go_on
     from regmap.x86.machine_code import Labels, assemble
-    saved = ((Register.RBX, Register.RDI), (Register.R12, Register.RSI), (Register.R13, Register.RDX))
 
     def generate(base: int) -> bytes:
-        labels = Labels()
-        done = labels.new()
-        mov = lambda to, source: Instruction.create_reg_reg(Code.MOV_R64_RM64, to, source)  # noqa: E731
-        # (rsp is 8 past a 16-byte boundary at entry: three pushes align it for the call)
-        ins = [Instruction.create_reg(Code.PUSH_R64, keep) for keep, _ in saved]
-        ins += [mov(keep, argument) for keep, argument in saved]
-        ins += [Instruction.create_reg_u64(Code.MOV_R64_IMM64, Register.RAX, python),
+        call = [Instruction.create_reg_u64(Code.MOV_R64_IMM64, Register.RAX, python),
                 Instruction.create_reg(Code.CALL_RM64, Register.RAX)]
-        ins += [mov(argument, keep) for keep, argument in saved]
-        ins += [Instruction.create_reg(Code.POP_R64, keep) for keep, _ in reversed(saved)]
-        ins += [Instruction.create_reg_reg(Code.TEST_RM64_R64, Register.RAX, Register.RAX),
-                Instruction.create_branch(Code.JE_REL32_64, done),
-                Instruction.create_reg(Code.JMP_RM64, Register.RAX),
-                labels.at(done),
-                Instruction.create(Code.RETNQ)]
-        return assemble(ins, base)
+        return assemble(call_then_go_on(Labels(), call), base)
     return generate
 
 

@@ -51,6 +51,12 @@ def assemble(instructions: list[Instruction], address: int) -> bytes:
     return encoder.encode(address)
 
 
+def locked(instruction: Instruction) -> Instruction:
+    """`instruction` with a LOCK prefix."""
+    instruction.has_lock_prefix = True
+    return instruction
+
+
 def based(base, displacement: int = 0) -> MemoryOperand:
     """``[base + displacement]``, the displacement's size left to the encoder (8 bits, or none)."""
     return MemoryOperand(base, displ=displacement, displ_size=1 if displacement else 0)
