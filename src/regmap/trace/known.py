@@ -133,57 +133,47 @@ class KnownSites:
 
     def trampoline_fault(self, tid: int, regs, siginfo):
         """As `Patcher.trampoline_fault`, for the trampolines placed here."""
-        entry = self.trampolines.at(self.tgid(tid), regs.rip)
-        if entry is None or not self.trampolines.map_back(tid, entry, regs, siginfo, self.memory):
-            return None
-        return entry
+        return self.trampolines.fault(tid, self.tgid(tid), regs, siginfo, self.memory)
 
     @staticmethod
     def original(_entry) -> None:
         return None                       # no stub's copies here: only whole trampolines
 
-    # -- process events -----------------------------------------------------------------------
-    def event(self, tid: int, event: int) -> None:
-        """A ptrace event stop of `tid`: the records follow the address spaces (none to follow
-        before the first plan: the program's start-up exec costs nothing)."""
+    # -- process events (as `regmap.trace.patch.Patcher`'s) ------------------------------------
+    # None matter before the first plan: the program's start-up exec costs nothing.
+    def forked(self, parent_tid: int, child: int) -> None:
+        """A fork child has a copy of the parent's memory, trampolines included; ptrace reports
+        clone(CLONE_VM | SIGCHLD) as a fork too, and that child shares the parent's."""
         if not self.plans:
             return
-        from regmap.trace import ptrace
-        if event == ptrace.PTRACE_EVENT_EXEC:
-            self.execed(tid)
-            return
-        if event not in (ptrace.PTRACE_EVENT_FORK, ptrace.PTRACE_EVENT_VFORK,
-                         ptrace.PTRACE_EVENT_CLONE):
-            return
-        try:
-            child = ptrace.geteventmsg(tid)
-        except OSError:
-            return
-        if event == ptrace.PTRACE_EVENT_VFORK:
-            self.shared(self.tgid(tid), child)
-        elif event == ptrace.PTRACE_EVENT_FORK:
-            from regmap.trace.patch import _same_memory
-            self.forked(tid, child, _same_memory(tid, child))
-        elif self.tgid(child) != self.tgid(tid):     # a clone that is not a thread
-            self.forked(tid, child, True)            # (it may share the memory: as the patcher)
-
-    def forked(self, parent_tid: int, child: int, same_memory: bool) -> None:
+        from regmap.trace.patch import same_memory
         parent = self.tgid(parent_tid)
-        if same_memory:
-            self.shared(parent, child)
+        if same_memory(parent_tid, child):
+            self._shared(parent, child)
             return
         if parent in self.plans:
             self.plans[self.tgid(child)] = {site: _copy(plan) for site, plan in self.plans[parent].items()}
         if self.owns and self.trampolines is not None:
             self.trampolines.copied(parent, self.tgid(child))
 
-    def shared(self, parent: int, child: int) -> None:
+    def vforked(self, parent_tid: int, child: int) -> None:
+        if self.plans:
+            self._shared(self.tgid(parent_tid), child)
+
+    def cloned(self, parent_tid: int, child: int) -> None:
+        """A clone that is not a thread may share the memory (as the patcher takes it)."""
+        if self.plans and self.tgid(child) != self.tgid(parent_tid):
+            self._shared(self.tgid(parent_tid), child)
+
+    def _shared(self, parent: int, child: int) -> None:
         """`child` runs in `parent`'s memory: one set of records for both."""
         self.plans[self.tgid(child)] = self.plans.setdefault(parent, {})
         if self.owns:
             self._placer().shared(parent, self.tgid(child))
 
     def execed(self, tid: int) -> None:
+        if not self.plans:
+            return
         tgid = self.tgid(tid)
         self.plans.pop(tgid, None)
         for key in [key for key in self.counts if key[0] == tgid]:

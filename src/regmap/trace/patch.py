@@ -136,7 +136,7 @@ class Patcher:
         reports clone(CLONE_VM | SIGCHLD) as a fork too: that child shares the parent's memory,
         and then neither is patched from then on."""
         parent = self.tgid(parent_tid)
-        if _same_memory(parent_tid, child):
+        if same_memory(parent_tid, child):
             self.shared.update((parent, self.tgid(child)))
             self.trampolines.shared(parent, self.tgid(child))
             return
@@ -175,10 +175,7 @@ class Patcher:
         """Thread `tid` stopped with a signal, `regs` and `siginfo` read: if it is a CPU exception
         of a trampoline's moved instruction (or of a stub's copy of its site's instruction), the
         thread and the signal are now the site's (see `regmap.trace.trampolines`): the entry."""
-        entry = self.trampolines.at(self.tgid(tid), regs.rip)
-        if entry is None or not self.trampolines.map_back(tid, entry, regs, siginfo, self.memory):
-            return None
-        return entry
+        return self.trampolines.fault(tid, self.tgid(tid), regs, siginfo, self.memory)
 
     @staticmethod
     def original(entry: Trampoline | Copy) -> bytes | None:
@@ -198,7 +195,7 @@ _SYS_KCMP, _KCMP_VM = 312, 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _same_memory(pid: int, other: int) -> bool:
+def same_memory(pid: int, other: int) -> bool:
     """Whether two processes share one address space (kcmp(2) KCMP_VM; a kernel without kcmp
     answers no, as a fork's child would)."""
     return _libc.syscall(ctypes.c_long(_SYS_KCMP), ctypes.c_long(pid), ctypes.c_long(other),

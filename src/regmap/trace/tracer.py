@@ -240,10 +240,8 @@ class Tracer:
                 else:
                     if event == ptrace.PTRACE_EVENT_EXEC:
                         self._exec_event(tid)
-                    if self.patcher is not None:
-                        self._patcher_event(tid, event)
-                    if self.known is not None:
-                        self.known.event(tid, event)
+                    if self.patcher is not None or self.known is not None:
+                        self._address_space_event(tid, event)
                     self._go(tid, 0)
             except OSError as error:
                 if error.errno != errno.ESRCH:          # ESRCH: killed meanwhile
@@ -339,22 +337,24 @@ class Tracer:
         except OSError:
             pass
 
-    def _patcher_event(self, tid: int, event: int) -> None:
-        """Keep the translation records with the address spaces they describe."""
-        patcher = self.patcher
+    def _address_space_event(self, tid: int, event: int) -> None:
+        """Keep the translation and fast-fault records with the address spaces they describe
+        (the patcher's and the known sites' alike: forked, vforked, cloned, execed)."""
+        keepers = [keeper for keeper in (self.patcher, self.known) if keeper is not None]
         if event == ptrace.PTRACE_EVENT_EXEC:
-            patcher.execed(tid)
+            for keeper in keepers:
+                keeper.execed(tid)
+            return
+        name = {ptrace.PTRACE_EVENT_FORK: "forked", ptrace.PTRACE_EVENT_VFORK: "vforked",
+                ptrace.PTRACE_EVENT_CLONE: "cloned"}.get(event)
+        if name is None:
             return
         try:
             child = ptrace.geteventmsg(tid)
         except OSError:
             return
-        if event == ptrace.PTRACE_EVENT_FORK:
-            patcher.forked(tid, child)
-        elif event == ptrace.PTRACE_EVENT_VFORK:
-            patcher.vforked(tid, child)
-        elif event == ptrace.PTRACE_EVENT_CLONE:
-            patcher.cloned(tid, child)
+        for keeper in keepers:
+            getattr(keeper, name)(tid, child)
 
     def _exec_failed(self) -> None:
         data = b""

@@ -147,6 +147,15 @@ class Trampolines:
         table = self.tables.get(tgid)
         return table.get(rip) if table else None
 
+    def fault(self, tid: int, tgid: int, regs, siginfo, memory) -> Trampoline | Copy | None:
+        """Thread `tid` of process `tgid` stopped with a signal, `regs` and `siginfo` read: if it
+        is a CPU exception of a trampoline's moved instruction (or of a stub's copy), the thread
+        and the signal are now the site's (`map_back`): the entry."""
+        entry = self.at(tgid, regs.rip)
+        if entry is None or not self.map_back(tid, entry, regs, siginfo, memory):
+            return None
+        return entry
+
     def map_back(self, tid: int, trampoline: Trampoline | Copy, regs, siginfo, memory) -> bool:
         """Thread `tid` (registers `regs`, signal `siginfo`, both read) stopped on `trampoline`'s
         moved instruction (or a stub's copy) with a CPU exception: make it the site's, in the
