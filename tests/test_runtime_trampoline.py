@@ -162,9 +162,9 @@ def library(tmp_path_factory):
     return lib
 
 
-@pytest.fixture
-def caught(library):
-    """The assembly handler for SIGSEGV, SIGBUS, SIGFPE, SIGILL, under regmap's."""
+def catching(library):
+    """The library's assembly handler (`HANDLER`) for SIGSEGV, SIGBUS, SIGFPE, SIGILL, under
+    regmap's (the form tests' `caught` fixtures too)."""
     regmap.unmap_registers()
     regmap.runtime.reset_stats()
     address = ctypes.cast(library.catcher, ctypes.c_void_p).value
@@ -174,6 +174,11 @@ def caught(library):
     regmap.unmap_registers()
     for signo, action in previous.items():
         _sys.set_action(signo, action)
+
+
+@pytest.fixture
+def caught(library):
+    yield from catching(library)
 
 
 def state_of(values: dict) -> ctypes.Array:

@@ -24,12 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from forms import Impossible, form_info, host_can_run, random_form  # noqa: E402
 from runtime_build import assembled, cpu_flags, why_not_native  # noqa: E402
-from test_runtime_trampoline import AC, FLAGS, HANDLER, SIGBUS, SIGFPE, SIGILL, SIGSEGV  # noqa: E402
+from test_runtime_trampoline import AC, FLAGS, HANDLER, catching  # noqa: E402
 from test_runtime_trampoline import trial_source as runtime_trial  # noqa: E402
 
 import regmap  # noqa: E402
 from regmap.layout import load_layout  # noqa: E402
-from regmap.runtime import _sys  # noqa: E402
 from regmap.x86 import host, supported_codes  # noqa: E402
 from regmap.x86.trampoline import Declined, plan  # noqa: E402
 from regmap.x86.translate import translate  # noqa: E402
@@ -172,16 +171,7 @@ def run_emulated(lib, states: list[list[bytes]]) -> list[list[tuple]]:
 
 @pytest.fixture
 def caught(trials):
-    lib, _ = trials
-    regmap.unmap_registers()
-    regmap.runtime.reset_stats()
-    address = ctypes.cast(lib.catcher, ctypes.c_void_p).value
-    previous = {signo: _sys.install_handler(signo, address, _sys.SA_SIGINFO, ())
-                for signo in (SIGILL, SIGBUS, SIGFPE, SIGSEGV)}
-    yield
-    regmap.unmap_registers()
-    for signo, action in previous.items():
-        _sys.set_action(signo, action)
+    yield from catching(trials[0])
 
 
 def test_every_trampoline_form_runs_as_emulated(trials, caught):
