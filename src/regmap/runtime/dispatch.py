@@ -162,8 +162,7 @@ def _record(known: Known, address: int, trampoline: int) -> int:
     of `known`'s chain (made once: a site planned again after `forget` takes the same)."""
     key = (known.site, known.code, address, trampoline)
     record = _RECORDS.get(key)
-    if record is not None:
-        ctypes.c_uint64.from_address(record + R_COUNT).value = 0
+    if record is not None:          # (its counter `forget` took, and left at 0)
         ctypes.c_uint64.from_address(record + R_NEXT).value = known.head
         return record
     if not _FREE:
@@ -233,10 +232,8 @@ def _served(plans, take: bool = False):
 def reset() -> None:
     """Every counter back to 0."""
     _RETIRED.clear()
-    for known in list(PLANS.values()):
-        for record in known.records.values():
-            if record:
-                ctypes.c_uint64.from_address(record + R_COUNT).value = 0
+    for _ in _served(list(PLANS.values()), take=True):
+        pass
 
 
 def _after_fork_in_child() -> None:

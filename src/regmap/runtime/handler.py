@@ -131,8 +131,7 @@ def serve(signo: int, info: int, ctx: int, _frames=FRAMES, _sites=CODE_SITES) ->
                     emulate(signo, info, machine, state)
                     return
                 site.count += 1
-                if state.dispatching and (site.translation is not None or not TRANSLATE_AT):
-                    dispatch.learn(site, frame, state.layout)
+                plan(site, frame, state)
                 return
         emulate(signo, info, machine, state)
     except MemoryFault as fault:
@@ -194,14 +193,20 @@ def emulate(signo: int, info: int, machine: FrameMachine, state: State) -> None:
         site.decoded(step.code, step.mnemonic, fast_path(state, step))
     if site.translation is None and TRANSLATE_AT and site.count >= TRANSLATE_AT:
         patch.hot_site(site, state.layout, TRACE, address)
-    # (a site translation would rewrite gets its chance first: once sent to a trampoline from
-    # the handler, its faults no longer reach the count)
     if state.dispatching and TRACE is None and machine.original is not None:
         # a stub's copy faulted (another window address): its next such faults are served by
         # the handler's machine code, at the copy's address
         dispatch.learn(trampolines.copy_site(machine.original, site), machine.frame, state.layout)
-    elif state.dispatching and TRACE is None and (site.translation is not None or not TRANSLATE_AT):
-        dispatch.learn(site, machine.frame, state.layout)
+    else:
+        plan(site, machine.frame, state)
+
+
+def plan(site, frame, state: State) -> None:
+    """Let the site's next faults be served by the handler's machine code (`dispatch.learn`),
+    once translation has had its chance at it: a site it rewrites stops faulting, and once sent
+    to a trampoline from the handler, its faults would no longer reach the count."""
+    if state.dispatching and TRACE is None and (site.translation is not None or not TRANSLATE_AT):
+        dispatch.learn(site, frame, state.layout)
 
 
 def hot_address(rip: int, read) -> int | None:
