@@ -419,13 +419,14 @@ def _store(name: str, base: int, offset: int, next_ip: int) -> list:
     register = ICED[name]
     if RegisterExt.is_gpr64(register):
         return [Instruction.create_mem_reg(Code.MOV_RM64_R64, memory, register)]
-    high = RegisterExt.number(register) >= 16
-    if RegisterExt.is_xmm(register):
-        code = Code.EVEX_VMOVDQU64_XMMM128_K1Z_XMM if high else Code.MOVDQU_XMMM128_XMM
-    elif RegisterExt.is_ymm(register):
-        code = Code.EVEX_VMOVDQU64_YMMM256_K1Z_YMM if high else Code.VEX_VMOVDQU_YMMM256_YMM
-    else:
-        code = Code.EVEX_VMOVDQU64_ZMMM512_K1Z_ZMM
+    number = RegisterExt.number(register)
+    if RegisterExt.is_zmm(register):
+        return [Instruction.create_mem_reg(Code.EVEX_VMOVDQU64_ZMMM512_K1Z_ZMM, memory, register)]
+    if number >= 16:        # extracted from the zmm: AVX-512F alone (an EVEX move of xmm16 is VL)
+        code = (Code.EVEX_VEXTRACTI32X4_XMMM128_K1Z_ZMM_IMM8 if RegisterExt.is_xmm(register)
+                else Code.EVEX_VEXTRACTI64X4_YMMM256_K1Z_ZMM_IMM8)
+        return [Instruction.create_mem_reg_u32(code, memory, Register.ZMM0 + number, 0)]
+    code = Code.MOVDQU_XMMM128_XMM if RegisterExt.is_xmm(register) else Code.VEX_VMOVDQU_YMMM256_YMM
     return [Instruction.create_mem_reg(code, memory, register)]
 
 
