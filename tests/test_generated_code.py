@@ -3,8 +3,8 @@
 The native engine's stub depends on the CPU's features (16 xmm, 16 ymm, or 32 zmm and 8 opmask
 registers to load and save); code written on a host without AVX-512 must still be checked for
 one with it.  So each profile's stub is generated here, without running it: it must fit its room
-with the instruction slot, decode back to what was assembled, and load and save exactly that
-profile's registers.
+with the instruction slot, decode back to what was assembled, load and save exactly that
+profile's registers, and use no instruction the profile lacks.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ PROFILES = {
        if (p / "cpuid.txt").exists()},
 }
 BLOCK, CODE = 0x13000, 0x1A000          # where a region at 0x10000 puts them
+BASELINE = frozenset({"lm", "fpu", "fxsr", "cmov", "sse", "sse2", "syscall"})   # every x86-64 CPU
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
@@ -95,3 +96,13 @@ def test_a_failed_start_unmaps_its_region_and_reports_the_same_error(monkeypatch
     with pytest.raises(OSError) as again:
         region.ensure()
     assert again.value is first.value
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_the_stub_needs_only_the_profiles_features(name):
+    profile = PROFILES[name]
+    blob, _ = stub.generate(profile, BLOCK, CODE)
+    flags = profile.flags | BASELINE
+    missing = [(str(i), lacks) for i in Decoder(64, blob, ip=CODE)
+               if (lacks := host.missing_features(i.code, flags))]
+    assert not missing, (name, missing[:5])
