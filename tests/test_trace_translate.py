@@ -159,7 +159,7 @@ def test_fork_copies_the_records_and_exec_drops_them(built):
 
     layout = load_layout()
     tracer = Tracer(Emulator(layout), Reporter(io.StringIO()))
-    tracer.patcher = patcher = Patcher(layout, 3, Tracer._tgid)
+    tracer.patcher = patcher = Patcher(layout, 3, tracer.groups)
     read_fd, write_fd = os.pipe()
     saved = os.dup(1)
     os.dup2(write_fd, 1)

@@ -87,7 +87,7 @@ class Session:
         thread = self.threads.get(tid)
         if thread is not None or tid in self.others or self.finished:
             return thread
-        if tid == self.main or self.tracer._tgid(tid) == self.main:
+        if tid == self.main or self.tracer.groups(tid) == self.main:
             thread = self.threads[tid] = Thread(tid)
             return thread
         self.others.add(tid)
@@ -135,7 +135,7 @@ class Session:
 
     def execed(self, tid: int) -> None:
         """A new program image in ``tid``'s process: our int3s went with the old one."""
-        if tid == self.main or self.tracer._tgid(tid) == self.main:
+        if tid == self.main or self.tracer.groups(tid) == self.main:
             self.breakpoints.clear()
             self.memory.attach(self.main)
             for stale in [t for t in self.threads if t != self.main]:
@@ -313,7 +313,7 @@ class Session:
             return
         thread = self.threads.get(tid)
         if thread is None:
-            if self.tracer._tgid(tid) != self.main:
+            if self.tracer.groups(tid) != self.main:
                 return                         # a process of its own: left to _thread
             thread = self.threads[tid] = Thread(tid)
         runs = self.running and creator.action is not None and creator.action[0] == "c"

@@ -53,29 +53,22 @@ class KnownSites:
     patcher's when sites are translated too: one table for the faults inside them); `owns`:
     whether process events are this object's to pass on to them."""
 
-    def __init__(self, trampolines, tgid_of, owns: bool, layout_of, after: int = AFTER):
+    def __init__(self, trampolines, tgid, owns: bool, layout_of, after: int = AFTER):
         from regmap.trace.ptrace import RemoteMemory
         self.trampolines = trampolines      # None until the first is placed (`_placer`)
-        self.tgid_of = tgid_of
+        self.tgid = tgid                    # the tracer's `ThreadGroups`
         self.memory = RemoteMemory()        # the tracee's, for placing trampolines
         self.owns = owns
         self.layout_of = layout_of
         self.after = after
         self.plans: dict[int, dict[int, Plan]] = {}          # tgid -> site -> plan
         self.counts: dict[tuple[int, int], int] = {}         # (tgid, site) -> emulated faults
-        self.tgids: dict[int, int] = {}
-
-    def tgid(self, tid: int) -> int:
-        tgid = self.tgids.get(tid)
-        if tgid is None:
-            tgid = self.tgids[tid] = self.tgid_of(tid)
-        return tgid
 
     # -- the fault path -----------------------------------------------------------------------
     def target(self, tid: int, regs, code, fetched: int) -> int:
         """Where thread `tid`, stopped by a page fault with `regs` and `fetched` bytes of the
         code at rip in `code`, goes instead of being emulated: its trampoline, or 0."""
-        sites = self.plans.get(self.tgids.get(tid) or self.tgid(tid))
+        sites = self.plans.get(self.tgid(tid))
         plan = sites.get(regs.rip) if sites else None
         if plan is None or plan.operand is None or regs.rsp < LOWEST_STACK:
             return 0                      # (a stack in the window: the scratch would be in it)
@@ -178,13 +171,8 @@ class KnownSites:
         self.plans.pop(tgid, None)
         for key in [key for key in self.counts if key[0] == tgid]:
             del self.counts[key]
-        for other in [t for t, group in self.tgids.items() if group == tgid and t != tgid]:
-            del self.tgids[other]
         if self.owns and self.trampolines is not None:
             self.trampolines.execed(tgid)
-
-    def exited(self, tid: int) -> None:
-        self.tgids.pop(tid, None)
 
 
 def _copy(plan: Plan) -> Plan:

@@ -43,19 +43,18 @@ from regmap.x86.translate import Translation, translate
 class Patcher:
     """The translation records of every traced process; `fault` is called for each emulated fault.
 
-    `tgid_of(tid)` is the thread-group id of a thread (the tracer's own lookup).  A site is
+    `tgid(tid)` is the thread-group id of a thread (the tracer's `ThreadGroups`).  A site is
     considered once, at its `after`-th fault in a process.
     """
 
-    def __init__(self, layout, after: int, tgid_of):
+    def __init__(self, layout, after: int, tgid):
         self.layout = layout
         self.after = after
-        self.tgid_of = tgid_of
+        self.tgid = tgid
         self.counts: dict[tuple[int, int], int] = {}          # (tgid, site) -> faults
         self.patches: dict[int, dict[int, Translation]] = {}  # tgid -> site -> translation
         self.shared: set[int] = set()     # processes whose memory another process shares
         self.vforks: dict[int, int] = {}  # vfork child -> parent, until the child execs or exits
-        self.tgids: dict[int, int] = {}   # tid -> tgid
         self.trampolines = Trampolines(layout)
         self.memory = RemoteMemory()      # the tracee's, for placing trampolines
 
@@ -124,12 +123,6 @@ class Patcher:
         except OSError:
             return False
 
-    def tgid(self, tid: int) -> int:
-        tgid = self.tgids.get(tid)
-        if tgid is None:
-            tgid = self.tgids[tid] = self.tgid_of(tid)
-        return tgid
-
     # -- process events -----------------------------------------------------------------------
     def forked(self, parent_tid: int, child: int) -> None:
         """A fork child: its pages are a copy of the parent's, patched sites included.  ptrace
@@ -166,8 +159,6 @@ class Patcher:
         self.trampolines.execed(tgid)
         self.shared.discard(tgid)
         self.vforks.pop(tgid, None)     # its parent's memory is the parent's alone again
-        for other in [t for t, group in self.tgids.items() if group == tgid and t != tgid]:
-            del self.tgids[other]      # exec ended the other threads without exit reports
         for key in [key for key in self.counts if key[0] == tgid]:
             del self.counts[key]
 
@@ -184,7 +175,6 @@ class Patcher:
 
     def exited(self, tid: int) -> None:
         self.vforks.pop(tid, None)      # a vfork child is one thread: its tid is its tgid
-        self.tgids.pop(tid, None)
 
     def translated(self) -> list[tuple[int, Translation]]:
         """(pid, translation) of every site patched, in every process seen."""

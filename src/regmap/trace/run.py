@@ -104,13 +104,13 @@ def trace_program(argv, layout=None, trace=False, stats=False, json=False, *, st
     if translate and layout is not None:
         from regmap.trace.patch import Patcher
         from regmap.x86.translate import warm_up
-        tracer.patcher = Patcher(layout, translate, Tracer._tgid)
+        tracer.patcher = Patcher(layout, translate, tracer.groups)
         warm_up(layout, emulator)
     if fast_faults and not (trace or stand_in) and debugger is None:
         from regmap.trace.known import AFTER, KnownSites
         patcher = tracer.patcher
         tracer.known = KnownSites(
-            None if patcher is None else patcher.trampolines, Tracer._tgid, owns=patcher is None,
+            None if patcher is None else patcher.trampolines, tracer.groups, owns=patcher is None,
             layout_of=lambda: _load_layout(getattr(emulator, "layout", None)),
             # (a site translation would rewrite gets its turn first)
             after=max(AFTER if fast_faults is True else int(fast_faults), translate + 1))

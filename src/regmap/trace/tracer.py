@@ -33,6 +33,7 @@ from regmap.errors import (DivideError, InstructionFault, MemoryFault, NotWindow
                            UnsupportedInstruction, WindowHole)
 from regmap.trace import ptrace
 from regmap.trace.batch import FETCH_SIZE, FETCHED, FaultCalls, runner
+from regmap.trace.groups import ThreadGroups
 from regmap.trace.idflag import IdSetter
 from regmap.trace.machine import TracedMachine
 from regmap.trace.program import FAILURE, NOT_EXECUTABLE, NOT_FOUND, TraceError
@@ -94,6 +95,7 @@ class Tracer:
         self.program = ""
         self.patcher = None        # a regmap.trace.patch.Patcher when sites are translated
         self.known = None          # a regmap.trace.known.KnownSites: planned sites' trampolines
+        self.groups = ThreadGroups()    # tid -> tgid, for these and the tracer's own records
         self.id_setter = IdSetter()  # a window instruction that changes ID (trace/idflag.py)
         # a debugger (regmap.gdb.server): told of each stop regmap would resume, it may keep
         # the thread stopped instead (`_go`)
@@ -251,8 +253,7 @@ class Tracer:
             self._forget(tid)
             if self.patcher is not None:
                 self.patcher.exited(tid)
-            if self.known is not None:
-                self.known.exited(tid)
+            self.groups.exited(tid)
             if tid == self.main:
                 self.main_status = status
                 if not self.exec_seen:
@@ -321,6 +322,7 @@ class Tracer:
         self._forget(former)
         if former != tid:                   # its old tid is never reported gone
             self._live.discard(former)
+        self.groups.execed(tid)
         if self.observer is not None:
             self.observer.execed(tid)
         if tid != self.main:
@@ -436,7 +438,7 @@ class Tracer:
             self._go(tid, sig)
             return
         if (regs.eflags ^ flags_before) & ID:       # SETREGS cannot set ID: the tracee does
-            self.id_setter.resume_through(tid, self._tgid(tid), regs, machine.memory)
+            self.id_setter.resume_through(tid, self.groups(tid), regs, machine.memory)
         # (a site about to be planned keeps its thread stopped until its trampoline is placed)
         learning = known is not None and known.due(tid, step.address, step.code, regs)
         if self.patcher is None and self.observer is None and not machine.xstate.dirty \
@@ -544,7 +546,7 @@ class Tracer:
                 f"thread {tid} faults at {rip:#x} ({reason}) with {name} blocked or ignored; "
                 f"the CPU would kill the process with {name}, so regmap kills it",
                 event="forced-signal", tid=tid, rip=rip, signal=name)
-            self.forced_signal[self._tgid(tid)] = sig
+            self.forced_signal[self.groups(tid)] = sig
             ptrace.cont(tid, signal.SIGKILL)
             return
         info = self.siginfo
@@ -557,8 +559,3 @@ class Tracer:
         info.si_addr = address
         ptrace.setsiginfo(tid, info)
         self._deliver(tid, sig, reason, rip)
-
-    @staticmethod
-    def _tgid(tid: int) -> int:
-        from regmap.procmaps import status
-        return int(status(tid).get("Tgid", tid))
