@@ -128,10 +128,6 @@ class KnownSites:
         """As `Patcher.trampoline_fault`, for the trampolines placed here."""
         return self.trampolines.fault(tid, self.tgid(tid), regs, siginfo, self.memory)
 
-    @staticmethod
-    def original(_entry) -> None:
-        return None                       # no stub's copies here: only whole trampolines
-
     # -- process events (as `regmap.trace.patch.Patcher`'s) ------------------------------------
     # None matter before the first plan: the program's start-up exec costs nothing.
     def forked(self, parent_tid: int, child: int) -> None:

@@ -168,11 +168,6 @@ class Patcher:
         thread and the signal are now the site's (see `regmap.trace.trampolines`): the entry."""
         return self.trampolines.fault(tid, self.tgid(tid), regs, siginfo, self.memory)
 
-    @staticmethod
-    def original(entry: Trampoline | Copy) -> bytes | None:
-        """A stub's copy (whose fault is emulated at its site): the site's bytes; else None."""
-        return entry.old if isinstance(entry, Copy) else None
-
     def exited(self, tid: int) -> None:
         self.vforks.pop(tid, None)      # a vfork child is one thread: its tid is its tgid
 

@@ -484,7 +484,7 @@ class Tracer:
         entry = patcher.trampoline_fault(tid, self.machine.regs, self.siginfo)
         if entry is None:
             return False
-        original = patcher.original(entry)
+        original = patcher.trampolines.original(entry)
         if original is not None and (sig == SIGSEGV or sig == SIGBUS):
             # a stub's copy of its site's instruction: the fault is the site's, emulated there
             # from its own bytes (another window address) or delivered (trace/trampolines.py)

@@ -147,6 +147,11 @@ class Trampolines:
         table = self.tables.get(tgid)
         return table.get(rip) if table else None
 
+    @staticmethod
+    def original(entry: Trampoline | Copy) -> bytes | None:
+        """A stub's copy (whose fault is emulated at its site): the site's bytes; else None."""
+        return entry.old if isinstance(entry, Copy) else None
+
     def fault(self, tid: int, tgid: int, regs, siginfo, memory) -> Trampoline | Copy | None:
         """Thread `tid` of process `tgid` stopped with a signal, `regs` and `siginfo` read: if it
         is a CPU exception of a trampoline's moved instruction (or of a stub's copy), the thread
