@@ -23,11 +23,8 @@ from test_runtime_c_threads import lib, library_path  # noqa: E402,F401 - the li
 
 import regmap  # noqa: E402
 from regmap.runtime import dispatch, threadstate  # noqa: E402
-from regmap.x86 import host  # noqa: E402
 
 REASON = why_not_native()
-if REASON is None and "bmi2" not in host.cpu_flags():
-    REASON = "trampolines need BMI2 (rorx), which this CPU lacks"
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 LOOPS = {"python form": "add", "native form": "addsd", "register-addressed": "indexed"}
 FAULTS = 2000

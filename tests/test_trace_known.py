@@ -19,11 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_trace_trampoline_forms import driver, results, traced  # noqa: E402,F401 - a fixture
 from tracer_host import CC, PROGRAMS, TRACED_PROGRAMS  # noqa: E402
 
-from regmap.x86 import host  # noqa: E402
-
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = [*TRACED_PROGRAMS, pytest.mark.skipif(
-    "bmi2" not in host.cpu_flags(), reason="trampolines need BMI2 (rorx), which this CPU lacks")]
+pytestmark = TRACED_PROGRAMS
 N = 200
 
 

@@ -6,7 +6,7 @@ upper lanes).  Code written here for a host without AVX-512, or with it, must be
 for each profile, every register slot of a layout with general, xmm, ymm and zmm registers (0 to
 31) is read and written through a trampoline built for that profile, without running it.  A
 register the profile lacks is declined; what is built needs only the profile's features beside
-BMI2 (``rorx``, which the runtimes check before placing any trampoline) and the x86-64 baseline.
+the x86-64 baseline.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def accesses(address: int) -> list[tuple[str, bytes]]:
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_every_slot_gets_the_profiles_trampoline_or_is_declined(name, layouts):
     profile = PROFILES[name]
-    width, flags = profile.vector_width, profile.flags | BASELINE | {"bmi2"}
+    width, flags = profile.vector_width, profile.flags | BASELINE
     built = declined = 0
     for layout in layouts.values():
         for placed in layout.placements():

@@ -89,10 +89,7 @@ def translate(site: int, code: bytes, layout, at: int | None = None) -> Translat
 def place(site: int, code: bytes, layout, at: int | None = None) -> Trampoline | None:
     """The trampoline of the instruction `code` at `site`, written within reach of the site
     (for a register-addressed operand, the one for window address `at`), or None if it gets
-    none (on a CPU without BMI2, whose ``rorx`` aligns the scratch without touching the
-    flags, no site does)."""
-    if "bmi2" not in host.cpu_flags():
-        return None
+    none."""
     width = host.vector_width()
     try:
         p = plan(site, code, layout, width, at)
@@ -113,8 +110,6 @@ def place(site: int, code: bytes, layout, at: int | None = None) -> Trampoline |
 def place_stub(site: int, code: bytes, layout, at: int) -> stub.Stub | None:
     """The stub of the register-addressed instruction `code` at `site` and, right after it, the
     trampoline for window address `at`, written within reach of the site; or None."""
-    if "bmi2" not in host.cpu_flags():
-        return None
     width = host.vector_width()
     try:
         p = plan(site, code, layout, width, at)

@@ -52,7 +52,6 @@ class Trampolines:
         # tgid -> moved (or a stub's copied) instruction -> its entry
         self.tables: dict[int, dict[int, Trampoline | Copy]] = {}
         self.regions: dict[int, list[list[int]]] = {}        # tgid -> [start, end, next free]
-        self.usable = "bmi2" in host.cpu_flags()    # rorx aligns the scratch (as in-process)
         self.width = host.vector_width()
 
     def translate(self, tid: int, tgid: int, site: int, code: bytes, memory,
@@ -61,8 +60,6 @@ class Trampolines:
         stopped thread `tid`: the Translation the site becomes (a ``jmp``), or None.  `at`: the
         window address of a register-addressed operand, whose site gets a stub (as in-process,
         `regmap.runtime.trampolines.place_stub`)."""
-        if not self.usable:
-            return None
         if at is not None:
             return self._stub(tid, tgid, site, code, memory, at)
         trampoline = self.place(tid, tgid, site, code, memory)
@@ -76,8 +73,6 @@ class Trampolines:
         """The trampoline of the instruction `code` at `site` (for a register-addressed operand,
         the one for window address `at`), placed in the process of the stopped thread `tid`
         within reach of the site and entered in its table; or None."""
-        if not self.usable:
-            return None
         try:
             p = plan(site, code, self.layout, self.width, at)
             size = len(build(p, site, self.width).code)   # the same anywhere: its jumps are rel32

@@ -11,10 +11,9 @@ them, and puts the written bytes back into the registers:
    bytes under rsp that leaf code may use) and above the new rsp, so a signal
    delivered meanwhile puts its frame below it and leaves it alone;
 2. one general register, the *base* (one the instruction does not use), is
-   saved at ``[rsp]`` and pointed at a 64-byte aligned mirror of the window:
-   ``rorx base, base, 6`` and ``lea base, [base*8]`` twice clear its low six
-   bits without touching the flags (``and`` would; ``rorx`` is BMI2, which the
-   runtime asks the host for);
+   saved at ``[rsp]`` and pointed at a 256-byte aligned mirror of the window:
+   ``mov r11b, 0`` clears its low eight bits without touching the flags (``and``
+   would), with an x86-64 baseline instruction: no CPU feature is asked for;
 3. every register placed in the window bytes the operand covers is stored at
    its window offset in the mirror (the rip slot as the site's next address,
    the rflags slot through ``pushfq``), so the operand's address modulo 64 is
@@ -36,7 +35,7 @@ Only step 4 can fault, at a known address (`Trampoline.instruction`): the
 runtime maps such a fault back onto the site (rsp and the base restored, rip
 the site's) before it delivers it, as if the instruction had raised it in
 place.  Flags are never touched by steps 1-3 and 5-6 (``mov``, ``lea``,
-``rorx``, ``pushfq``/``pop``, vector moves), so undefined flags are the CPU's
+``pushfq``/``pop``, vector moves), so undefined flags are the CPU's
 by construction.
 
 The site becomes ``jmp rel32`` to the trampoline, followed by int3 up to its
@@ -61,8 +60,9 @@ from regmap.x86.translate import ENCODINGS, WRITES, Declined
 RED_ZONE = 128          # System V ABI: below rsp, leaf code's own
 SAVED_BASE = 0          # [moved rsp + 0]: the base register's value
 TARGET = 8              # [moved rsp + 8]: where a write to the rip slot jumps (or a spare register)
-MIRROR = 16             # the mirror starts at the first 64-byte boundary from here
+MIRROR = 16             # the mirror starts at the first ALIGN-byte boundary from here
 LINE = 64               # the alignment the mirror keeps (a cache line, the largest operand)
+ALIGN = 256             # the base's: a byte store clears the low eight bits, flags untouched
 JMP_REL32 = 0xE9
 INT3 = 0xCC
 JUMP_LENGTH = 5
@@ -179,7 +179,7 @@ def plan(site: int, code: bytes, layout, vector_width: int = 512, at: int | None
     mirrored = tuple((name, offset - start, length) for name, offset, length in placements)
     span = -(-(end - start) // LINE) * LINE
     x87 = span if original_fop(bytes(code[:ins.len])) >= 0 else 0
-    frame = -(-(MIRROR + LINE - 1 + span + (FXSAVE_AREA if x87 else 0) + RED_ZONE) // 16) * 16
+    frame = -(-(MIRROR + ALIGN - 1 + span + (FXSAVE_AREA if x87 else 0) + RED_ZONE) // 16) * 16
     return Plan(site, bytes(code[:ins.len]), ins, mirrored, address - start, base, spare, writes,
                 frame, x87, address)
 
@@ -190,11 +190,8 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
     base, ins = p.base, p.ins
     out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, based(Register.RSP, -p.frame)))
     out.add(Instruction.create_mem_reg(Code.MOV_RM64_R64, based(Register.RSP, SAVED_BASE), base))
-    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, base, based(Register.RSP, MIRROR + LINE - 1)))
-    out.add(Instruction.create_reg_reg_u32(Code.VEX_RORX_R64_RM64_IMM8, base, base, 6))
-    for _ in range(2):
-        out.add(Instruction.create_reg_mem(Code.LEA_R64_M, base,
-                                           MemoryOperand(index=base, scale=8, displ_size=4)))
+    out.add(Instruction.create_reg_mem(Code.LEA_R64_M, base, based(Register.RSP, MIRROR + ALIGN - 1)))
+    out.add(Instruction.create_reg_u32(Code.MOV_RM8_IMM8, _low_byte(base), 0))
     for name, offset, _ in p.placements:
         if name == "rsp":       # the rsp the instruction would see: the spare register computes it
             spare = p.spare
@@ -246,6 +243,12 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
     return Trampoline(p.site, p.old, jump, address, bytes(out.data), instruction, p.frame,
                       REGISTER_NAMES[base], _FORMATTER.format(ins),
                       f"jmp {address:#x} ({_FORMATTER.format(moved)} on the stack)")
+
+
+def _low_byte(register: int) -> int:
+    """The low byte of a 64-bit general register (r11 -> r11b, rsi -> sil)."""
+    number = register - Register.RAX
+    return Register.AL + number if number < 4 else Register.SPL + number - 4
 
 
 def _x87_pointers(out: _Code, p: Plan, instruction: int, moved_fop: int) -> None:
