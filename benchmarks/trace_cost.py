@@ -134,7 +134,9 @@ def main() -> int:
                 if int(rax) != options.n:
                     raise SystemExit(f"wrong result under regmap: rax = {rax}, expected {options.n}")
                 unpinned.append((float(median), float(mean)))
-                median, mean, _ = bare_round_trips(tracer, executable, options.n).split()
+                median, mean, rax = bare_round_trips(tracer, executable, options.n).split()
+                if int(rax) != options.n:
+                    raise SystemExit(f"wrong result under the bare tracer: rax = {rax}")
                 bare_unpinned.append((float(median), float(mean)))
                 os.sched_setaffinity(0, pinned_to)
             median, mean, rax = bare_round_trips(tracer, executable, options.n).split()

@@ -2,8 +2,9 @@
 
 The per-process records (the patcher's translations, the known sites' plans, the signals a
 process must die of) are keyed by thread group; a fault reports a thread.  /proc is read once
-per thread, and the table follows the threads: an exit drops one; an exec ends every other
-thread of the group without an exit report, so it drops those.
+per thread, and the table follows the threads: an exit drops one; an exec leaves the group
+one thread under the leader's tid, and the old tid of the thread that called it is never
+reported gone (ptrace(2)), so an exec drops every other tid of the group still listed.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class ThreadGroups:
         return tgid
 
     def execed(self, tid: int) -> None:
-        """`tid` exec'd: it is its group's leader now, and the group's other threads are gone."""
+        """`tid` exec'd: it is its group's leader now, and its group's only thread."""
         self._tgids[tid] = tid
         for other in [t for t, group in self._tgids.items() if group == tid and t != tid]:
             del self._tgids[other]
