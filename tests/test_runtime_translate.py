@@ -287,25 +287,45 @@ def test_eight_threads_run_one_site_while_it_is_translated(snippets, unmapped):
     assert translated[0].address in patch.PLANTED       # the int3 protocol was used
 
 
-def test_a_register_operand_address_is_never_patched(tmp_path, unmapped):
+def indirect_library(tmp_path, after: str):
+    """``long indirect(long n, long rcx)``: n times ``add rax, [rdi]`` with rdi = 8 (rcx), a
+    3-byte site, then `after`, then the loop's count."""
     source = tmp_path / "indirect.s"
-    source.write_text(""".intel_syntax noprefix
+    source.write_text(f""".intel_syntax noprefix
     .text
     .globl indirect
-indirect:                       # long indirect(long n, long rcx): add rax, [rdi] with rdi = 8
+indirect:
     mov rcx, rsi
     mov rsi, rdi
     mov edi, 8
     xor eax, eax
 1:  add rax, qword ptr [rdi]
-    dec rsi
+    {after}
+    test rsi, rsi
     jnz 1b
     ret
     .section .note.GNU-stack,"",@progbits
 """)
     library = ctypes.CDLL(str(build_library(tmp_path, source, "libindirect.so")))
     library.indirect.argtypes, library.indirect.restype = [ctypes.c_long, ctypes.c_long], ctypes.c_long
-    with regmap.mapped(translate=1):
+    return library
+
+
+def test_a_short_register_addressed_site_is_patched_with_the_instruction_after_it(tmp_path, unmapped):
+    """Its jump covers ``dec rsi`` too, which moves into the stub (regmap.x86.stub)."""
+    library = indirect_library(tmp_path, "dec rsi")
+    with regmap.mapped(translate=1, fast_faults=False):
+        before = regmap.stats().emulated
+        assert library.indirect(200, 5) == 1000
+        stats = regmap.stats()
+    assert [t.kind for t in stats.translated] == ["register-addressed"]
+    assert "dec rsi" in stats.translated[0].new_text
+    assert stats.emulated - before < 5
+
+
+def test_a_short_site_followed_by_a_branch_is_never_patched(tmp_path, unmapped):
+    library = indirect_library(tmp_path, "jmp 2f\n2:  dec rsi")
+    with regmap.mapped(translate=1, fast_faults=False):
         before = regmap.stats().emulated
         assert library.indirect(200, 5) == 1000
         stats = regmap.stats()

@@ -34,7 +34,7 @@ from test_trampoline_forms import (LAYOUT, REASON, _default_fx, build_trials, ca
 import regmap  # noqa: E402
 from regmap.x86 import host, stub  # noqa: E402
 from regmap.x86.operands import REGISTER_NAMES  # noqa: E402
-from regmap.x86.trampoline import Declined, plan  # noqa: E402
+from regmap.x86.trampoline import JUMP_LENGTH, Declined, plan  # noqa: E402
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 SHAPES = ("base", "base+index", "index")
@@ -45,12 +45,14 @@ __all__ = ["caught"]       # the fixture, used by name
 
 
 def stubbed(form) -> bool:
-    """Whether the form gets a stub, and a window trampoline for the address it was drawn for."""
+    """Whether the form gets a stub, and a window trampoline for the address it was drawn for
+    (5 bytes or more: a shorter site's stub moves the trial's next instruction too, which
+    touches the state: test_short_stubs has those)."""
     try:
         stub.decode(0x401000, form.bytes)
     except Declined:
         return False
-    return dispatchable(form)
+    return len(form.bytes) >= JUMP_LENGTH and dispatchable(form)
 
 
 def forms(rng: random.Random) -> list:
@@ -170,7 +172,6 @@ def test_every_register_addressed_form_through_its_stub_runs_as_untranslated(tri
     ("vpgatherdd xmm1, dword ptr [rax + xmm2*4 + 0x100], xmm3", "vsib"),
     ("mov rax, qword ptr fs:[rdi + 0x100]", "segment override"),
     ("mov rdi, qword ptr [rdi + 0x100]", "writes a register of its own address"),
-    ("mov rax, qword ptr [rdi + 8]", "shorter than a jmp rel32"),
     ("mov rax, qword ptr [0x100]", "a constant address"),
 ])
 def test_a_stub_is_declined_with_the_reason(tmp_path, text, reason):

@@ -20,6 +20,13 @@ other running thread execute a core-serializing instruction:
 2. write the rest of the new bytes; sync;
 3. write the new first byte; sync.
 
+A short register-addressed site's jump covers the instruction after it too
+(`regmap.x86.stub`), where a thread may start as well: step 1 puts int3 on every byte where
+an instruction of the old bytes starts (and where one of the new bytes starts on an int3
+already: the punned byte, when the old bytes go back), step 2 writes every other byte, step 3
+those (the site's own last).  A thread that traps at the second instruction's start goes on
+in its copy in the stub (`trampolines.PUNNED`), as one does for good once the jump is there.
+
 A thread reaching the site meanwhile executes int3 (never the tail): regmap's
 SIGTRAP handler sees a trap just after a site being patched, puts rip back
 on the site and returns, and the thread tries again.  A thread that had
@@ -97,9 +104,15 @@ def translate_site(site, layout, at: int | None = None) -> Translation | None:
         site.translation = False
         if not site.in_place or not site.code:
             return None         # bytes not viewable in place (execute-only, or across a page)
+        # (a short register-addressed site's stub takes the instruction after it too)
+        code = site.code if at is None else _sys.read_code(site.address, len(site.code) + 15)
         translation = translate(site.address, site.code, layout) \
-            or trampolines.translate(site.address, site.code, layout, at)
-        if translation is None or not apply(translation):
+            or trampolines.translate(site.address, code, layout, at)
+        if translation is None:
+            return None
+        if trampolines.PUNNED:
+            install_trap_handler()      # (before the jump is written: its pun traps)
+        if not apply(translation):
             return None
         site.translation = translation
         return translation
@@ -151,22 +164,39 @@ def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
     if not sync_core_available():
         return False
     install_trap_handler()
+    first = sorted(_starts(address, expected) | {start for start in _starts(address, replacement)
+                                                 if expected[start] == INT3})
     BUSY[address] = expected
-    PLANTED.add(address)
+    PLANTED.update(address + start for start in first)
     try:
-        if not _sys.write_code(address, bytes([INT3])):
+        if not all(_sys.write_code(address + start, bytes([INT3])) for start in first):
+            _write_around(address, expected, first)
             return False
         _sync()
-        if not _sys.write_code(address + 1, replacement[1:]):
-            _sys.write_code(address, expected[:1])     # the old instruction is whole again
-            _sync()
+        if not _write_around(address, replacement, first):
+            _write_around(address, expected, first)     # the old instructions whole again
             return False
-        _sync()
-        _sys.write_code(address, replacement[:1])
-        _sync()
         return True
     finally:
         BUSY.pop(address, None)
+
+
+def _write_around(address: int, code: bytes, first: list[int]) -> bool:
+    """Steps 2 and 3: `code`'s bytes but those at `first`; sync; those, the site's own last;
+    sync."""
+    written = all(_sys.write_code(address + start + 1, code[start + 1:end])
+                  for start, end in zip(first, first[1:] + [len(code)]) if end > start + 1)
+    _sync()
+    for start in first[1:] + first[:1]:
+        written = _sys.write_code(address + start, code[start:start + 1]) and written
+    _sync()
+    return written
+
+
+def _starts(address: int, code: bytes) -> set[int]:
+    """The offsets in `code` (placed at `address`) where an instruction starts."""
+    from iced_x86 import Decoder
+    return {ins.ip - address for ins in Decoder(64, code, ip=address)}
 
 
 def sync_core_available() -> bool:
@@ -219,6 +249,10 @@ def on_trap(signo: int, info: int, ctx: int) -> None:
     try:
         frame = Frame.from_address(ctx)
         site = frame.rip - 1
+        moved = trampolines.PUNNED.get(site)
+        if moved is not None:       # a short site's next instruction, or where it was
+            frame.rip = moved
+            return
         if site in BUSY or (site in PLANTED and _sys.read_code(site, 1) != bytes([INT3])):
             frame.rip = site        # the int3 regmap planted (maybe gone by now): try again
             return

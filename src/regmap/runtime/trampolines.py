@@ -61,6 +61,7 @@ ALIGN = 16
 MAP_FIXED_NOREPLACE = 0x100000  # Linux >= 4.17
 
 TABLE: dict[int, Trampoline | Copy] = {}   # moved (or copied) instruction's address -> its entry
+PUNNED: dict[int, int] = {}     # a short site's next instruction's old address -> its copy
 REGIONS: list[list[int]] = []            # [start, end, next free address]
 
 
@@ -114,10 +115,12 @@ def place_stub(site: int, code: bytes, layout, at: int) -> stub.Stub | None:
     try:
         p = plan(site, code, layout, width, at)
         room = stub.size(site, code, at)
-        address = _room(site, room + len(build(p, site, width).code))
+        address = _room(site, room + len(build(p, site, width).code), stub.pun_byte(site, code))
         if address is None:
             return None
-        trampoline = build(p, address + room, width)
+        # (a short site's trampoline returns to the copy of the instruction after it)
+        moved = stub.build(site, code, at, address, address, pun=False).follower or None
+        trampoline = build(p, address + room, width, exit=moved)
         placed = stub.build(site, code, at, address, trampoline.address)
     except Declined:
         return None
@@ -126,22 +129,43 @@ def place_stub(site: int, code: bytes, layout, at: int) -> stub.Stub | None:
         return None
     install_handlers()
     TABLE[trampoline.instruction] = trampoline
-    TABLE[placed.copy] = Copy(site, placed.old, placed.copy)
+    for entry in stub.copies(placed):
+        TABLE[entry.instruction] = entry
+    if placed.boundary:
+        PUNNED[placed.boundary] = placed.follower
     return placed
 
 
-def _room(site: int, size: int) -> int | None:
-    """`size` bytes of code within reach of `site`: in a region already mapped, or a new one."""
+def _room(site: int, size: int, pun: int | None = None) -> int | None:
+    """`size` bytes of code within reach of `site`: in a region already mapped, or a new one.
+    `pun`: the byte of the site's rel32 that must be `stub.PUN` (a short site's stub)."""
     for region in REGIONS:
         start, end, free = region
-        if free + size <= end and abs(start - site) < REACH and abs(end - site) < REACH:
-            region[2] = (free + size + ALIGN - 1) // ALIGN * ALIGN
-            return free
-    start = _map_near(site)
+        at = free if pun is None else stub.punned_from(site, free, pun, ALIGN)
+        if at + size <= end and abs(start - site) < REACH and abs(end - site) < REACH:
+            region[2] = (at + size + ALIGN - 1) // ALIGN * ALIGN
+            return at
+    start = _map_near(site) if pun is None else _map_punned(site, pun)
     if start is None:
         return None
     REGIONS.append([start, start + REGION_SIZE, start])
-    return _room(site, size)
+    return _room(site, size, pun)
+
+
+def _map_punned(site: int, pun: int) -> int | None:
+    """A new region holding an address a short site's jump puns to (`stub.pun_windows`)."""
+    for window in stub.pun_windows(site, pun, REACH):
+        at = window & ~0xFFF
+        if at < LOWEST:
+            continue
+        got = _sys.LIBC_HELD.mmap(at, REGION_SIZE, _sys.PROT_READ | _sys.PROT_EXEC,
+                                  _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                                  -1, 0)
+        if got == at:
+            return at
+        if got not in (None, _sys.MAP_FAILED):
+            _sys.unmap(got, REGION_SIZE)
+    return None
 
 
 def _map_near(site: int) -> int | None:

@@ -120,7 +120,7 @@ def stub_of(code: int, layout, vector_width: int) -> str | None:
         if at is None:
             stub.decode(ADDRESS, encoded)          # raises the reason
             return "no stub"
-        stub.build(ADDRESS, encoded, at, ADDRESS, ADDRESS)
+        stub.build(ADDRESS, encoded, at, ADDRESS, ADDRESS, pun=False)
         trampoline.build(trampoline.plan(ADDRESS, encoded, layout, vector_width, at), ADDRESS,
                          vector_width)
     except Declined as reason:

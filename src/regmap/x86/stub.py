@@ -34,7 +34,18 @@ stub finishes); one that longjmps away from there leaves rcx changed, as a
 trampoline leaves its base register.  At the copy everything but rip is the
 site's.
 
-Declined (`Declined`, with the reason): shorter than a jmp rel32, a constant
+Short sites.  ``mov rax, [rdi]`` is 3 bytes: a ``jmp rel32`` covers the first bytes of the
+instruction F after it too.  F moves into the stub as well (after the copy, and where the
+window trampoline returns), and the site's jump is punned: the stub's address is chosen so that
+the rel32 byte that falls on F's first byte is 0xCC, int3.  Whatever reaches F's old address
+-- a jump to it, a thread that was there when the site was written -- traps, and the runtime
+sends it to F's copy in the stub (`Stub.follower` for `Stub.boundary`); nothing ever executes
+the middle of the jump.  F must fall through (no branch: a relocated call would push the
+stub's address), reach past the jump's five bytes on its own, and touch no memory but the
+stack's or rip-relative (so it can never be a window access: its faults are genuine, mapped
+back to its old address).
+
+Declined (`Declined`, with the reason): a short site whose next instruction cannot move, a constant
 address (`regmap.x86.trampoline` takes those), rip-relative, rsp in the
 address (it moves), a vector index (vsib), a segment override (fs:/gs: add a
 base lea does not see), an instruction that writes a register of its own
@@ -46,7 +57,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from iced_x86 import (Code, Decoder, Formatter, FormatterSyntax, Instruction,
+from iced_x86 import (Code, Decoder, FlowControl, Formatter, FormatterSyntax, Instruction,
                       InstructionInfoFactory, MemoryOperand, OpKind, Register, RegisterExt)
 
 from regmap.x86.machine_code import based
@@ -67,7 +78,7 @@ _INFO = InstructionInfoFactory()
 class Stub(NamedTuple):
     """A register-addressed site's stub: `code` placed at `address`, and what the site becomes."""
     site: int
-    old: bytes
+    old: bytes             # the site's instruction (and the one after it, for a short site)
     jump: bytes            # the site's new bytes: jmp rel32 to `address`, int3 to the old length
     address: int
     code: bytes
@@ -76,6 +87,8 @@ class Stub(NamedTuple):
     trampoline: int
     old_text: str
     new_text: str
+    boundary: int = 0      # a short site's next instruction's old address (an int3 now) ...
+    follower: int = 0      # ... and that instruction's copy in the stub
 
 
 class Copy(NamedTuple):
@@ -84,6 +97,74 @@ class Copy(NamedTuple):
     site: int
     old: bytes
     instruction: int       # the copy's address
+
+
+PUN = INT3                 # the jump's byte on a short site's next instruction
+
+
+def pun_byte(site: int, code: bytes) -> int | None:
+    """Which byte of the site's rel32 (0 = lowest) must be `PUN` for a short site; None for a site
+    of a jump's length or more."""
+    length = Decoder(64, code, ip=site).decode().len
+    return length - 1 if 0 < length < JUMP_LENGTH else None
+
+
+def punned_from(site: int, start: int, pun: int, align: int) -> int:
+    """The first `align`-ed address from `start` that a jump at `site` reaches with byte `pun` of
+    its rel32 `PUN` (addresses that far from the site: the caller's to check)."""
+    base, shift = site + JUMP_LENGTH, 8 * pun
+    at = -(-start // align) * align
+    rel = (at - base) & 0xFFFFFFFF
+    if rel >> shift & 0xFF == PUN:
+        return at
+    want = rel & ~((1 << (shift + 8)) - 1) | PUN << shift
+    if want < rel:
+        want += 1 << (shift + 8)
+    return -(-(at + want - rel) // align) * align
+
+
+def pun_windows(site: int, pun: int, reach: int, most: int = 256) -> list[int]:
+    """The first addresses of the ranges a jump at `site` reaches with byte `pun` of its rel32
+    `PUN`, within `reach` of it, nearest first (at most `most`): a 256-byte range every 64 KiB
+    for a 2-byte site, 64 KiB every 16 MiB for 3 bytes, one of 16 MiB 832 MiB below for 4."""
+    base, shift = site + JUMP_LENGTH, 8 * pun
+    rels = []
+    for high in range(1 << (24 - shift)):
+        rel = (high << (shift + 8) | PUN << shift) & 0xFFFFFFFF
+        rel -= (rel >> 31) << 32
+        if abs(rel) < reach and base + rel > 0:
+            rels.append(rel)
+    return [base + rel for rel in sorted(rels, key=abs)[:most]]
+
+
+def copies(placed: Stub) -> list[Copy]:
+    """The stub's copies of instructions, as the fault tables hold them: the site's, and for a
+    short site the one after it (its faults are that instruction's, at its old address)."""
+    length = placed.boundary - placed.site if placed.boundary else len(placed.old)
+    entries = [Copy(placed.site, placed.old[:length], placed.copy)]
+    if placed.boundary:
+        entries.append(Copy(placed.boundary, placed.old[length:], placed.follower))
+    return entries
+
+
+def follower(site: int, code: bytes, ins: Instruction) -> Instruction | None:
+    """The instruction after a short site, which moves into its stub (see the module's text);
+    None for a site of a jump's length or more.  Raises `Declined` if it cannot move."""
+    if ins.len >= JUMP_LENGTH:
+        return None
+    after = Decoder(64, bytes(code[ins.len:]), ip=site + ins.len).decode()
+    if after.is_invalid:
+        raise Declined("shorter than a jmp rel32, and what follows is not all in view")
+    if ins.len + after.len < JUMP_LENGTH:
+        raise Declined("shorter than a jmp rel32 with the instruction after it")
+    if after.flow_control != FlowControl.NEXT:
+        raise Declined("shorter than a jmp rel32, and followed by a branch")
+    for used in _INFO.info(after).used_memory():
+        if used.segment not in (Register.DS, Register.SS, Register.ES) \
+                or used.base not in (Register.RSP, Register.RIP) or used.index != Register.NONE:
+            raise Declined("shorter than a jmp rel32, and followed by an access that may be "
+                           "the window's")
+    return after
 
 
 def decode(site: int, code: bytes) -> Instruction:
@@ -105,8 +186,6 @@ def decode(site: int, code: bytes) -> Instruction:
         raise Declined("rsp in the address (the stub moves it)")
     if ins.segment_prefix != Register.NONE:
         raise Declined("a segment override")
-    if ins.len < JUMP_LENGTH:
-        raise Declined("shorter than a jmp rel32")
     written = {RegisterExt.full_register(u.register) for u in _INFO.info(ins).used_registers()
                if u.access in WRITES}
     if any(RegisterExt.full_register(r) in written
@@ -135,13 +214,17 @@ def window_address(site: int, code: bytes, read) -> int | None:
 def size(site: int, code: bytes, window: int) -> int:
     """How many bytes the stub takes, the trampoline's alignment included (the same anywhere:
     its jumps are rel32)."""
-    return -(-len(build(site, code, window, site, site).code) // ALIGN) * ALIGN
+    return -(-len(build(site, code, window, site, site, pun=False).code) // ALIGN) * ALIGN
 
 
-def build(site: int, code: bytes, window: int, address: int, trampoline: int) -> Stub:
+def build(site: int, code: bytes, window: int, address: int, trampoline: int,
+          pun: bool = True) -> Stub:
     """The stub of the instruction `code` at `site`, placed at `address`, that sends window
-    address `window` to `trampoline` (within ±2 GiB of the stub and the site)."""
+    address `window` to `trampoline` (within ±2 GiB of the stub and the site).  A short site's
+    stub must be where its jump puns (`pun_byte`): `Declined` if not, unless `pun` is False
+    (a stub built only to be measured; its `follower` is where the trampoline must return)."""
     ins = decode(site, code)
+    after = follower(site, code, ins)
     old = bytes(code[:ins.len])
     a32 = RegisterExt.is_gpr32(ins.memory_base) or RegisterExt.is_gpr32(ins.memory_index)
     bits = 32 if a32 else 64       # (iced gives the displacement as an unsigned sum's)
@@ -165,7 +248,12 @@ def build(site: int, code: bytes, window: int, address: int, trampoline: int) ->
         out.add(restoring)
     copy = address + len(out.data)
     out.data += old
-    out.add(Instruction.create_branch(Code.JMP_REL32_64, ins.next_ip))
+    moved = 0
+    if after is not None:
+        moved = out.add(after)
+        out.add(Instruction.create_branch(Code.JMP_REL32_64, after.next_ip))
+    else:
+        out.add(Instruction.create_branch(Code.JMP_REL32_64, ins.next_ip))
     window_label = address + len(out.data)
     offset = window_label - (jrcxz + 2)
     if not 0 <= offset < 128:
@@ -177,9 +265,13 @@ def build(site: int, code: bytes, window: int, address: int, trampoline: int) ->
     displacement = address - (site + JUMP_LENGTH)
     if not -(1 << 31) <= displacement < 1 << 31:
         raise Declined("the stub is beyond a rel32 jump from the site")
+    covered = old if after is None else old + bytes(code[ins.len:ins.len + after.len])
     jump = (bytes([JMP_REL32]) + (displacement & 0xFFFFFFFF).to_bytes(4, "little")
-            + bytes([INT3]) * (len(old) - JUMP_LENGTH))
-    return Stub(site, old, jump, address, bytes(out.data), copy, window, trampoline,
-                _FORMATTER.format(ins),
-                f"jmp {address:#x} (the window trampoline at address {window:#x}, else the instruction)")
+            + bytes([INT3]) * (len(covered) - JUMP_LENGTH))
+    if pun and after is not None and jump[ins.len] != PUN:
+        raise Declined("the stub's address does not pun the jump onto the next instruction")
+    text = f"jmp {address:#x} (the window trampoline at address {window:#x}, else the instruction"
+    text += ")" if after is None else f"; then {_FORMATTER.format(after)}, moved)"
+    return Stub(site, covered, jump, address, bytes(out.data), copy, window, trampoline,
+                _FORMATTER.format(ins), text, after.ip if after is not None else 0, moved)
 

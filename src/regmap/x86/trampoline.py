@@ -184,8 +184,10 @@ def plan(site: int, code: bytes, layout, vector_width: int = 512, at: int | None
                 frame, x87, address)
 
 
-def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
-    """The trampoline of plan `p` placed at `address` (within ±2 GiB of the site)."""
+def build(p: Plan, address: int, vector_width: int = 512, exit: int | None = None) -> Trampoline:
+    """The trampoline of plan `p` placed at `address` (within ±2 GiB of the site).  `exit`: where
+    it goes on to, if not to the site's next instruction (a short site's stub, `regmap.x86.stub`,
+    has moved that instruction); the rip slot still reads as the next instruction's address."""
     out = _Code(address)
     base, ins = p.base, p.ins
     out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, based(Register.RSP, -p.frame)))
@@ -226,13 +228,13 @@ def build(p: Plan, address: int, vector_width: int = 512) -> Trampoline:
     out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, base, based(Register.RSP, SAVED_BASE)))
     if rsp_written:
         out.add(Instruction.create_reg_mem(Code.MOV_R64_RM64, Register.RSP, based(Register.RSP, TARGET)))
-        out.add(Instruction.create_branch(Code.JMP_REL32_64, ins.next_ip))
+        out.add(Instruction.create_branch(Code.JMP_REL32_64, exit or ins.next_ip))
     elif rip_written:
         out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, based(Register.RSP, TARGET)))
         out.add(Instruction.create_u32(Code.RETNQ_IMM16, p.frame - TARGET - 8))
     else:
         out.add(Instruction.create_reg_mem(Code.LEA_R64_M, Register.RSP, based(Register.RSP, p.frame)))
-        out.add(Instruction.create_branch(Code.JMP_REL32_64, ins.next_ip))
+        out.add(Instruction.create_branch(Code.JMP_REL32_64, exit or ins.next_ip))
     displacement = address - (p.site + JUMP_LENGTH)
     if not -(1 << 31) <= displacement < 1 << 31:
         raise Declined("the trampoline is beyond a rel32 jump from the site")
