@@ -80,8 +80,10 @@ class Patcher:
             return None
         translation = translate(step.address, step.code, self.layout)
         if translation is None:         # placed while the others run: nothing jumps there yet
-            translation = self.trampolines.translate(tid, tgid, step.address, step.code,
-                                                     self.memory, at)
+            code = step.code            # (a short register-addressed site's stub takes the next too)
+            if at is not None:
+                code += self.memory.fetch(tid, step.address + len(step.code))
+            translation = self.trampolines.translate(tid, tgid, step.address, code, self.memory, at)
         if translation is None:
             return None
         rips = stop_others(tgid, tid)

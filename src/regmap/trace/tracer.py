@@ -235,6 +235,8 @@ class Tracer:
                 if event == 0:
                     if sig == SIGSEGV or sig == SIGBUS:
                         self._fault(tid, sig)
+                    elif sig == SIGTRAP and self._punned(tid):
+                        pass
                     elif not ((sig == SIGFPE or sig == SIGILL) and self._trampoline_fault(tid, sig)):
                         self._pass_on(tid, sig)        # any other signal, unchanged
                 elif event == ptrace.PTRACE_EVENT_STOP:
@@ -471,6 +473,24 @@ class Tracer:
             self.reporter.emulated(tid, step, _now() - started)
         if translation is not None:
             self.reporter.translated(tid, translation)
+
+    def _punned(self, tid: int) -> bool:
+        """A trap on the int3 a short site's jump puts on the instruction after it (a jump to
+        that instruction, regmap.x86.stub): on in the instruction's copy, the trap gone."""
+        if self.patcher is None or not self.patcher.trampolines.puns:
+            return False
+        ptrace.check(_raw_ptrace(_GETSIGINFO, tid, 0, self._siginfo_address), _GETSIGINFO, tid)
+        if self.siginfo.si_code != ptrace.SI_KERNEL:
+            return False
+        self.machine.load(tid)
+        regs = self.machine.regs
+        moved = self.patcher.trampolines.punned(self.groups(tid), regs.rip - 1)
+        if moved is None:
+            return False
+        regs.rip = moved
+        ptrace.setregs(tid, regs)
+        self._go(tid, 0)
+        return True
 
     def _trampoline_fault(self, tid: int, sig: int, loaded: bool = False) -> bool:
         """A CPU exception inside a trampoline (trace/trampolines.py): delivered as the site's.

@@ -52,6 +52,8 @@ class Trampolines:
         # tgid -> moved (or a stub's copied) instruction -> its entry
         self.tables: dict[int, dict[int, Trampoline | Copy]] = {}
         self.regions: dict[int, list[list[int]]] = {}        # tgid -> [start, end, next free]
+        # tgid -> a short site's next instruction's old address -> its copy (`regmap.x86.stub`)
+        self.puns: dict[int, dict[int, int]] = {}
         self.width = host.vector_width()
 
     def translate(self, tid: int, tgid: int, site: int, code: bytes, memory,
@@ -92,10 +94,13 @@ class Trampolines:
         try:
             p = plan(site, code, self.layout, self.width, at)
             room = stub.size(site, code, at)
-            address = self._room(tid, tgid, site, room + len(build(p, site, self.width).code), memory)
+            address = self._room(tid, tgid, site, room + len(build(p, site, self.width).code),
+                                 memory, stub.pun_byte(site, code))
             if address is None:
                 return None
-            trampoline = build(p, address + room, self.width)
+            # (a short site's trampoline returns to the copy of the instruction after it)
+            moved = stub.build(site, code, at, address, address, pun=False).follower or None
+            trampoline = build(p, address + room, self.width, exit=moved)
             placed = stub.build(site, code, at, address, trampoline.address)
         except Declined:
             return None
@@ -104,27 +109,38 @@ class Trampolines:
             return None
         table = self.tables.setdefault(tgid, {})
         table[trampoline.instruction] = trampoline
-        table[placed.copy] = Copy(site, placed.old, placed.copy)
+        for entry in stub.copies(placed):
+            table[entry.instruction] = entry
+        if placed.boundary:
+            self.puns.setdefault(tgid, {})[placed.boundary] = placed.follower
         return Translation(site, placed.old, placed.jump, placed.old_text, placed.new_text,
                            "register-addressed")
 
-    def _room(self, tid: int, tgid: int, site: int, size: int, memory) -> int | None:
+    def _room(self, tid: int, tgid: int, site: int, size: int, memory,
+              pun: int | None = None) -> int | None:
         regions = self.regions.setdefault(tgid, [])
         for region in regions:
             start, end, free = region
-            if free + size <= end and abs(start - site) < REACH and abs(end - site) < REACH:
-                region[2] = (free + size + ALIGN - 1) // ALIGN * ALIGN
-                return free
-        start = self._map_near(tid, tgid, site, memory)
+            at = free if pun is None else stub.punned_from(site, free, pun, ALIGN)
+            if at + size <= end and abs(start - site) < REACH and abs(end - site) < REACH:
+                region[2] = (at + size + ALIGN - 1) // ALIGN * ALIGN
+                return at
+        start = self._map_near(tid, tgid, site, memory, pun)
         if start is None:
             return None
         regions.append([start, start + REGION_SIZE, start])
-        return self._room(tid, tgid, site, size, memory)
+        return self._room(tid, tgid, site, size, memory, pun)
 
     @staticmethod
-    def _map_near(tid: int, tgid: int, site: int, memory) -> int | None:
+    def _map_near(tid: int, tgid: int, site: int, memory, pun: int | None = None) -> int | None:
+        """A new region near `site`; for a short site's stub (`pun`), one holding an address its
+        jump puns to (`stub.pun_windows`)."""
         try:
-            candidates = gaps_near(tgid, site, REGION_SIZE, REACH, LOWEST)[:TRIES]
+            if pun is None:
+                candidates = gaps_near(tgid, site, REGION_SIZE, REACH, LOWEST)[:TRIES]
+            else:
+                candidates = [at & ~0xFFF for at in stub.pun_windows(site, pun, REACH)
+                              if at & ~0xFFF >= LOWEST][:TRIES * 8]
             regs = ptrace.UserRegs()
             ptrace.ptrace(ptrace.PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
         except (OSError, ValueError):
@@ -184,13 +200,22 @@ class Trampolines:
         if parent in self.tables:
             self.tables[child] = dict(self.tables[parent])
             self.regions[child] = [list(region) for region in self.regions.get(parent, [])]
+            self.puns[child] = dict(self.puns.get(parent, {}))
 
     def shared(self, parent: int, child: int) -> None:
         """`child` runs in `parent`'s memory (vfork, CLONE_VM): one table for both, so that a
         trampoline either places is the other's too."""
         self.tables[child] = self.tables.setdefault(parent, {})
         self.regions[child] = self.regions.setdefault(parent, [])
+        self.puns[child] = self.puns.setdefault(parent, {})
 
     def execed(self, tgid: int) -> None:
         self.tables.pop(tgid, None)
         self.regions.pop(tgid, None)
+        self.puns.pop(tgid, None)
+
+    def punned(self, tgid: int, trapped_at: int) -> int | None:
+        """Where a thread of `tgid` that executed the int3 at `trapped_at` goes on: the copy of a
+        short site's next instruction, if that is where the instruction was; else None."""
+        puns = self.puns.get(tgid)
+        return puns.get(trapped_at) if puns else None

@@ -1,0 +1,174 @@
+"""Short register-addressed sites (regmap.x86.stub): the jump covers the instruction after them.
+
+``mov rbx, [rdi]`` is 3 bytes; its jump takes the first two bytes of the ``add rdx, rbx`` after
+it, which moves into the stub, and the jump's byte on the add's first byte is int3.  A thread
+that enters at the add -- here, a loop whose first turn jumps straight to it -- traps there and
+goes on in the add's copy.  Checked in-process (one thread, eight threads while the site is
+rewritten under them, unmapping) and under `regmap exec --translate`; the drawn forms of
+tests/test_stub_forms.py (``short``) check the stubs' results from every kind of state.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
+from runtime_build import assembled, in_threads, why_not_native  # noqa: E402
+from tracer_host import CC, TRACED_PROGRAMS  # noqa: E402
+
+import regmap  # noqa: E402
+
+REASON = why_not_native()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+# hot(n, skip): n turns of rdx += rbx, rbx read through [rdi] with rdi = 0 (the window: rax = 5);
+# with skip the first turn starts at the add (rbx = 3): 5n, or 3 + 5(n - 1)
+HOT = """
+    .globl hot
+hot:
+    push rbx
+    mov rcx, rdi
+    mov r8, rsi
+    xor edi, edi
+    xor edx, edx
+    mov ebx, 3
+    mov eax, 5
+    test r8, r8
+    jnz 2f
+    .globl site
+site:
+1:  mov rbx, qword ptr [rdi]
+    .globl after
+after:
+2:  add rdx, rbx
+    dec rcx
+    jnz 1b
+    mov rax, rdx
+    pop rbx
+    ret
+"""
+SITE_BYTES = bytes.fromhex("48 8b 1f 48 01 da")      # mov rbx, [rdi]; add rdx, rbx
+
+
+def expected(n: int, skip: int) -> int:
+    return 3 + 5 * (n - 1) if skip else 5 * n
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    lib = assembled(tmp_path_factory.mktemp("short-stub"), ".intel_syntax noprefix\n.text\n" + HOT
+                    + '.section .note.GNU-stack,"",@progbits\n', "shortstub")
+    lib.hot.argtypes, lib.hot.restype = [ctypes.c_long, ctypes.c_long], ctypes.c_long
+    return lib
+
+
+@pytest.fixture
+def unmapped():
+    regmap.unmap_registers()
+    regmap.runtime.reset_stats()
+    yield
+    regmap.unmap_registers()
+
+
+def address(lib, name: str) -> int:
+    return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+
+
+def test_the_site_and_the_instruction_after_it_move_into_the_stub(library, unmapped):
+    site = address(library, "site")
+    assert ctypes.string_at(site, 6) == SITE_BYTES
+    with regmap.mapped(translate=2, fast_faults=False):
+        assert library.hot(10, 0) == expected(10, 0)
+        translated = regmap.stats().translated
+        jump = ctypes.string_at(site, 6)
+        before = regmap.stats().emulated
+        assert library.hot(100_000, 0) == expected(100_000, 0)
+        assert regmap.stats().emulated == before            # no fault: the stub's trampoline
+        for n in (1, 2, 1000):                              # in at the add: a trap, then on
+            assert library.hot(n, 1) == expected(n, 1)
+    assert [t.kind for t in translated] == ["register-addressed"]
+    assert jump[0] == 0xE9 and jump[3] == 0xCC              # the jump, its byte on the add int3
+    assert ctypes.string_at(site, 6) == SITE_BYTES          # unmapping put both back
+
+
+def test_threads_in_the_loop_while_the_site_is_rewritten(library, unmapped):
+    """Eight threads, half of them entering at the add, run while the site becomes the jump (the
+    text_poke_bp protocol with an int3 on both instructions' first bytes)."""
+    results = {}
+
+    def work(i: int) -> None:
+        skip = i % 2
+        results[i] = [library.hot(2000, skip) for _ in range(20)]
+    with regmap.mapped(translate=50, fast_faults=False):
+        in_threads(work, 8)
+        translated = regmap.stats().translated
+    assert [t.kind for t in translated] == ["register-addressed"]
+    assert all(r == [expected(2000, i % 2)] * 20 for i, r in results.items())
+
+
+def test_a_forked_child_keeps_the_stub_and_its_trap(library, unmapped):
+    with regmap.mapped(translate=2, fast_faults=False):
+        library.hot(10, 0)
+        pid = os.fork()
+        if pid == 0:
+            ok = library.hot(1000, 1) == expected(1000, 1) and library.hot(5, 0) == expected(5, 0)
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+PROGRAM = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+long hot(long n, long skip);
+__asm__(".intel_syntax noprefix\n.text\n" HOT_SOURCE ".att_syntax\n");
+
+static void *work(void *arg) {
+    long skip = (long)arg % 2, bad = 0;
+    for (int i = 0; i < 50; i++)
+        bad += hot(2000, skip) != (skip ? 3 + 5 * 1999 : 5 * 2000);
+    return (void *)bad;
+}
+
+int main(void) {
+    pthread_t threads[4];
+    long bad = 0;
+    for (long i = 0; i < 4; i++)
+        pthread_create(&threads[i], NULL, work, (void *)i);
+    for (int i = 0; i < 4; i++) {
+        void *result;
+        pthread_join(threads[i], &result);
+        bad += (long)result;
+    }
+    printf("%ld %ld %ld\n", hot(100, 0), hot(100, 1), bad);
+    return 0;
+}
+"""
+
+
+@TRACED_PROGRAMS[0]
+@TRACED_PROGRAMS[1]
+def test_traced_the_same(tmp_path):
+    """Under `regmap exec --translate=3`: four threads, two entering at the add, through the
+    stub the tracer places (and the trap it maps on to the add's copy)."""
+    source = tmp_path / "short.c"
+    hot = "".join(f'"{line}\\n"' for line in HOT.strip("\n").splitlines())
+    source.write_text(PROGRAM.replace("HOT_SOURCE", hot))
+    program = tmp_path / "short"
+    subprocess.run([CC, "-O2", "-pthread", "-o", program, source], check=True)
+    done = subprocess.run([sys.executable, "-m", "regmap.cli", "exec", "--translate=3", "--stats",
+                           "--json", "--fast-faults", "0", program], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == f"{expected(100, 0)} {expected(100, 1)} 0\n"
+    stats = next(json.loads(line) for line in done.stderr.splitlines() if '"event":"stats"' in line)
+    assert [site["kind"] for site in stats["translated"]] == ["register-addressed"]
+    assert stats["faults"] < 100
