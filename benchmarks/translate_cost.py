@@ -226,7 +226,8 @@ FORMS = [
     ("fadd qword ptr [0x10]", "xor edx, edx\n    fldz", "fstp st(0)"),
     ("aesenc xmm4, xmmword ptr [0x120]", "", ""),
     ("vpaddd zmm1, zmm2, zmmword ptr [0x100]", "", "vzeroupper"),
-    ("mov rax, qword ptr [rdi]", "xor edi, edi", ""),   # register-addressed, 3 bytes: not translated
+    # register-addressed, 3 bytes: its stub takes the loop's dec r10 too (a punned jump, x86/stub.py)
+    ("mov rax, qword ptr [rdi]", "xor edi, edi", ""),
     # register-addressed, 7 bytes (a disp32 of 0): a jmp to its stub (x86/stub.py)
     ("{disp32} mov rax, qword ptr [rdi]", "xor edi, edi", ""),
 ]

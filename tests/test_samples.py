@@ -9,7 +9,8 @@ from iced_x86 import Code, Decoder, OpCodeInfo, OpKind, Register
 
 from regmap.layout import load_layout
 from regmap.x86 import coverage, host
-from regmap.x86.samples import ADDRESS, fast_fault_of, sample, stub_of, translation_of
+from regmap.x86.samples import (ADDRESS, fast_fault_of, sample, short_stub_of, stub_of,
+                                translation_of)
 from regmap.x86.trampoline import why_not
 from regmap.x86.translate import translate
 
@@ -64,10 +65,13 @@ def test_cli_shows_each_forms_translation_and_the_totals():
     assert lines[-1] == (f"fast faults (a faulting site sent to its trampoline, unpatched): "
                          f"{document['fast faults']} of {document['supported']} "
                          f"({100 * document['fast faults'] / document['supported']:.1f}%)")
-    assert lines[-2] == (f"register-addressed ([rdi + disp32], 5 bytes or more): "
+    assert lines[-2] == (f"register-addressed, shorter than a jmp rel32 ([rdi + disp8], then dec r10): "
+                         f"{document['short register-addressed']} of {document['short']} get a punned "
+                         f"stub ({100 * document['short register-addressed'] / document['short']:.1f}%)")
+    assert lines[-3] == (f"register-addressed ([rdi + disp32], 5 bytes or more): "
                          f"{document['register-addressed']} of {document['supported']} get a stub "
                          f"({100 * document['register-addressed'] / document['supported']:.1f}%)")
-    assert lines[-3] == (f"supported {document['supported']}: in place {counts['in place']}, "
+    assert lines[-4] == (f"supported {document['supported']}: in place {counts['in place']}, "
                          f"trampoline {counts['trampoline']}, not {counts['not']}; "
                          f"{100 * (counts['in place'] + counts['trampoline']) / document['supported']:.1f}"
                          "% translated")
@@ -82,6 +86,17 @@ def test_a_register_addressed_sample_gets_a_stub_as_the_stub_builder_says():
     assert stub_of(Code.ADDSD_XMM_XMMM64, layout, width) is None
     assert stub_of(Code.MOVSB_M8_M8, layout, width)        # a string form: the reason
     assert "bit" in stub_of(Code.BT_RM64_R64, layout, width)
+
+
+def test_a_short_register_addressed_sample_gets_a_punned_stub_as_the_stub_builder_says():
+    layout, width = load_layout(), host.vector_width()
+    encoded = sample(Code.ADD_R64_RM64, Register.RDI, short=True)
+    ins = Decoder(64, encoded, ip=ADDRESS).decode()
+    assert ins.memory_base == Register.RDI and ins.memory_displacement == 8 and len(encoded) == 4
+    assert short_stub_of(Code.ADD_R64_RM64, layout, width) is None
+    assert short_stub_of(Code.MOVDQU_XMM_XMMM128, layout, width) is None     # [rdi], rdi 0x100
+    assert short_stub_of(Code.EVEX_VPADDD_ZMM_K1Z_ZMM_ZMMM512B32, layout, width) == "not short"
+    assert short_stub_of(Code.MOVSB_M8_M8, layout, width)   # a string form: the reason
 
 
 def test_fast_faults_serve_the_forms_with_a_trampoline_in_place_ones_too():

@@ -42,19 +42,22 @@ def show_coverage(args) -> int:
 def show_translation(result, as_json: bool) -> int:
     from regmap.layout import load_layout
     from regmap.x86.host import vector_width
-    from regmap.x86.samples import fast_fault_of, stub_of, translation_of
+    from regmap.x86.samples import fast_fault_of, short_stub_of, stub_of, translation_of
     layout, width = load_layout(), vector_width()
     rows = []
-    stubbed = fast = 0
+    stubbed = fast = short = short_stubbed = 0
     for entry in result.entries:
         if entry.status != "unsupported":
             rows.append((entry.name, entry.status) + translation_of(entry.code, layout, width))
             stubbed += stub_of(entry.code, layout, width) is None
             fast += fast_fault_of(entry.code, layout, width) is None
+            why = short_stub_of(entry.code, layout, width)
+            short += why != "not short" and why != "no encoding with a register address"
+            short_stubbed += why is None
     counts = {kind: sum(1 for row in rows if row[2] == kind) for kind in ("in place", "trampoline", "not")}
     if as_json:
         json.dump({"supported": len(rows), **counts, "register-addressed": stubbed,
-                   "fast faults": fast,
+                   "short": short, "short register-addressed": short_stubbed, "fast faults": fast,
                    "forms": [{"name": n, "status": s, "translation": k, "reason": r}
                              for n, s, k, r in rows]}, sys.stdout, indent=1)
         print()
@@ -66,6 +69,8 @@ def show_translation(result, as_json: bool) -> int:
           f"not {counts['not']}; {100 * translated / max(len(rows), 1):.1f}% translated")
     print(f"register-addressed ([rdi + disp32], 5 bytes or more): {stubbed} of {len(rows)} get a stub "
           f"({100 * stubbed / max(len(rows), 1):.1f}%)")
+    print(f"register-addressed, shorter than a jmp rel32 ([rdi + disp8], then dec r10): "
+          f"{short_stubbed} of {short} get a punned stub ({100 * short_stubbed / max(short, 1):.1f}%)")
     print(f"fast faults (a faulting site sent to its trampoline, unpatched): {fast} of {len(rows)} "
           f"({100 * fast / max(len(rows), 1):.1f}%)")
     return 0

@@ -9,8 +9,8 @@ window's rcx (an operand of at most 8 bytes, at 8) or ymm0 (a wider one, at 0x10
 """
 from __future__ import annotations
 
-from iced_x86 import (Code, Encoder, Instruction, MemorySizeInfo, OpCodeInfo, OpCodeOperandKind,
-                      OpKind, Register)
+from iced_x86 import (Code, Decoder, Encoder, Instruction, MemorySizeInfo, OpCodeInfo,
+                      OpCodeOperandKind, OpKind, Register)
 
 from regmap.x86 import stub, trampoline
 from regmap.x86.translate import Declined, translate
@@ -43,9 +43,11 @@ _WAITING = frozenset(code for code, name in _CODE_NAMES.items()
                      if name.startswith("F") and "FN" + name[1:] in vars(Code))
 
 
-def sample(code: int, base: int = Register.NONE) -> bytes | None:
+def sample(code: int, base: int = Register.NONE, short: bool = False) -> bytes | None:
     """The form `code` encoded with a constant window address, or None (no such encoding).
-    With a `base` register: ``[base + disp32]``, the base's value taken to be 0."""
+    With a `base` register: ``[base + disp32]``, the base's value taken to be 0; `short`:
+    ``[base + disp8]`` (``[base]`` with the base at 0x100 for an operand of over 8 bytes), the
+    form's shortest register-addressed encoding."""
     info = OpCodeInfo(code)
     ins = Instruction()
     ins.code = code
@@ -75,8 +77,8 @@ def sample(code: int, base: int = Register.NONE) -> bytes | None:
     size = MemorySizeInfo(ins.memory_size).size
     ins.memory_base = base
     ins.memory_index = Register.NONE
-    ins.memory_displacement = 8 if size <= 8 else 0x100
-    ins.memory_displ_size = 8
+    ins.memory_displacement = 8 if size <= 8 else 0 if short else 0x100
+    ins.memory_displ_size = (1 if size <= 8 else 0) if short else 8
     try:
         encoder = Encoder(64)
         encoder.encode(ins, ADDRESS)
@@ -107,6 +109,29 @@ def translation_of(code: int, layout, vector_width: int) -> tuple[str, str]:
         pass
     reason = trampoline.why_not(ADDRESS, encoded, layout, vector_width)
     return ("trampoline", "") if reason is None else ("not", reason)
+
+
+FOLLOWER = bytes.fromhex("49 ff ca")        # dec r10: a short site's next instruction
+
+
+def short_stub_of(code: int, layout, vector_width: int) -> str | None:
+    """For a form whose ``[rdi + disp8]`` encoding is shorter than a jmp rel32, followed by
+    `FOLLOWER`: None if the site gets a (punned) stub and a window trampoline, else why not;
+    "not short" if that encoding is 5 bytes or more."""
+    encoded = sample(code, Register.RDI, short=True)
+    if encoded is None:
+        return "no encoding with a register address"
+    if len(encoded) >= 5:
+        return "not short"
+    at = 8 if MemorySizeInfo(Decoder(64, encoded).decode().memory_size).size <= 8 else 0x100
+    try:
+        stub.decode(ADDRESS, encoded)
+        placed = stub.build(ADDRESS, encoded + FOLLOWER, at, ADDRESS, ADDRESS, pun=False)
+        trampoline.build(trampoline.plan(ADDRESS, encoded, layout, vector_width, at), ADDRESS,
+                         vector_width, exit=placed.follower)
+    except Declined as reason:
+        return str(reason)
+    return None
 
 
 def stub_of(code: int, layout, vector_width: int) -> str | None:
