@@ -124,6 +124,50 @@ def test_a_forked_child_keeps_the_stub_and_its_trap(library, unmapped):
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
+HOT4 = """
+    .globl hot4
+hot4:                           # hot4(n): n turns of rdx += [rdi + 8] (rcx = 7), a 4-byte site
+    push rbx
+    mov r8, rdi
+    xor edi, edi
+    xor edx, edx
+    mov ecx, 7
+    .globl site4
+site4:
+1:  mov rbx, qword ptr [rdi + 8]
+    add rdx, rbx
+    dec r8
+    jnz 1b
+    mov rax, rdx
+    pop rbx
+    ret
+"""
+
+
+def test_a_4_byte_site_finds_room_in_its_one_range_where_its_start_is_taken(tmp_path, unmapped):
+    """A 4-byte site's jump puns with its rel32's top byte: one 16 MiB range, 832 MiB below
+    it.  With the range's first 64 KiB taken, the stub goes further in."""
+    from regmap.runtime import _sys, trampolines
+    from regmap.x86 import stub
+    lib = assembled(tmp_path, ".intel_syntax noprefix\n.text\n" + HOT4
+                    + '.section .note.GNU-stack,"",@progbits\n', "shortstub4")
+    lib.hot4.argtypes, lib.hot4.restype = [ctypes.c_long], ctypes.c_long
+    site = address(lib, "site4")
+    first = stub.pun_windows(site, 3, trampolines.REACH, trampolines.REGION_SIZE)[0] & ~0xFFF
+    taken = _sys.LIBC_HELD.mmap(first, trampolines.REGION_SIZE, 0,
+                                _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS | trampolines.MAP_FIXED_NOREPLACE,
+                                -1, 0)
+    try:
+        assert taken == first or not any(r[0] <= first < r[1] for r in trampolines.REGIONS)
+        with regmap.mapped(translate=2, fast_faults=False):
+            assert lib.hot4(1000) == 7000
+            translated = regmap.stats().translated
+        assert [t.kind for t in translated] == ["register-addressed"]
+    finally:
+        if taken == first:
+            _sys.unmap(first, trampolines.REGION_SIZE)
+
+
 PROGRAM = r"""
 #include <pthread.h>
 #include <stdio.h>

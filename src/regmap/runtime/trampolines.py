@@ -154,7 +154,7 @@ def _room(site: int, size: int, pun: int | None = None) -> int | None:
 
 def _map_punned(site: int, pun: int) -> int | None:
     """A new region holding an address a short site's jump puns to (`stub.pun_windows`)."""
-    for window in stub.pun_windows(site, pun, REACH):
+    for window in stub.pun_windows(site, pun, REACH, REGION_SIZE):
         at = window & ~0xFFF
         if at < LOWEST:
             continue

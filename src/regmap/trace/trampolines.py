@@ -139,7 +139,7 @@ class Trampolines:
             if pun is None:
                 candidates = gaps_near(tgid, site, REGION_SIZE, REACH, LOWEST)[:TRIES]
             else:
-                candidates = [at & ~0xFFF for at in stub.pun_windows(site, pun, REACH)
+                candidates = [at & ~0xFFF for at in stub.pun_windows(site, pun, REACH, REGION_SIZE)
                               if at & ~0xFFF >= LOWEST][:TRIES * 8]
             regs = ptrace.UserRegs()
             ptrace.ptrace(ptrace.PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))

@@ -123,18 +123,26 @@ def punned_from(site: int, start: int, pun: int, align: int) -> int:
     return -(-(at + want - rel) // align) * align
 
 
-def pun_windows(site: int, pun: int, reach: int, most: int = 256) -> list[int]:
-    """The first addresses of the ranges a jump at `site` reaches with byte `pun` of its rel32
-    `PUN`, within `reach` of it, nearest first (at most `most`): a 256-byte range every 64 KiB
-    for a 2-byte site, 64 KiB every 16 MiB for 3 bytes, one of 16 MiB 832 MiB below for 4."""
+def pun_windows(site: int, pun: int, reach: int, step: int, most: int = 256) -> list[int]:
+    """Addresses a jump at `site` reaches with byte `pun` of its rel32 `PUN`, within `reach` of
+    it, nearest range first, and `step` apart within a range (at most `most`): the ranges are
+    256 bytes every 64 KiB for a 2-byte site, 64 KiB every 16 MiB for 3 bytes, and one of
+    16 MiB, 832 MiB below the site, for 4."""
     base, shift = site + JUMP_LENGTH, 8 * pun
-    rels = []
+    starts = []
     for high in range(1 << (24 - shift)):
         rel = (high << (shift + 8) | PUN << shift) & 0xFFFFFFFF
         rel -= (rel >> 31) << 32
         if abs(rel) < reach and base + rel > 0:
-            rels.append(rel)
-    return [base + rel for rel in sorted(rels, key=abs)[:most]]
+            starts.append(rel)
+    found = []
+    for rel in sorted(starts, key=abs):
+        for offset in range(0, 1 << shift, step):
+            if len(found) == most:
+                return found
+            if abs(rel + offset) < reach:
+                found.append(base + rel + offset)
+    return found
 
 
 def copies(placed: Stub) -> list[Copy]:
