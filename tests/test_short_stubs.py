@@ -103,14 +103,30 @@ def test_threads_in_the_loop_while_the_site_is_rewritten(library, unmapped):
     text_poke_bp protocol with an int3 on both instructions' first bytes)."""
     results = {}
 
-    def work(i: int) -> None:
+    def work(i: int) -> None:     # (entering at the add 3 times a thread: under PUN_TRAPS)
         skip = i % 2
-        results[i] = [library.hot(2000, skip) for _ in range(20)]
+        results[i] = [library.hot(2000, skip and turn % 7 == 0) for turn in range(20)]
     with regmap.mapped(translate=50, fast_faults=False):
         in_threads(work, 8)
         translated = regmap.stats().translated
     assert [t.kind for t in translated] == ["register-addressed"]
-    assert all(r == [expected(2000, i % 2)] * 20 for i, r in results.items())
+    assert all(r == [expected(2000, i % 2 and turn % 7 == 0) for turn in range(20)]
+               for i, r in results.items())
+
+
+def test_a_moved_instruction_that_keeps_trapping_gives_the_site_back(library, unmapped):
+    """Entered by a jump again and again (a loop's head would be, every turn), the add traps each
+    time: after PUN_TRAPS traps the site has its own bytes again, for good, and faults."""
+    from regmap.runtime import patch
+    site = address(library, "site")
+    with regmap.mapped(translate=2, fast_faults=False):
+        library.hot(10, 0)
+        assert [t.kind for t in regmap.stats().translated] == ["register-addressed"]
+        assert all(library.hot(3, 1) == expected(3, 1) for _ in range(patch.PUN_TRAPS + 4))
+        assert ctypes.string_at(site, 6) == SITE_BYTES and regmap.stats().translated == ()
+        before = regmap.stats().emulated
+        assert library.hot(100, 0) == expected(100, 0)
+        assert regmap.stats().emulated - before == 100        # faulting again, not rewritten
 
 
 def test_a_forked_child_keeps_the_stub_and_its_trap(library, unmapped):
@@ -168,6 +184,45 @@ def test_a_4_byte_site_finds_room_in_its_one_range_where_its_start_is_taken(tmp_
             _sys.unmap(first, trampolines.REGION_SIZE)
 
 
+AFTER_REWRITTEN = """
+    .globl both
+both:                           # both(n, skip): n turns of rbx = [rdi]; rax = [8] (rcx)
+    push rbx
+    mov r8, rdi
+    xor edi, edi
+    mov ecx, 9
+    test rsi, rsi
+    jnz 2f
+    .globl short_site
+short_site:
+1:  mov rbx, qword ptr [rdi]
+    .globl next_site
+next_site:
+2:  mov rax, qword ptr [8]
+    dec r8
+    jnz 1b
+    pop rbx
+    ret
+"""
+
+
+def test_a_short_site_is_not_rewritten_over_a_rewritten_instruction(tmp_path, unmapped):
+    """`mov rax, [8]` after the short site is rewritten in place first (the loop entered past
+    the short site); the short site's jump would take in its rewritten bytes, and put those back
+    as the program's at unmapping: it is declined, and unmapping gives both their bytes."""
+    lib = assembled(tmp_path, ".intel_syntax noprefix\n.text\n" + AFTER_REWRITTEN
+                    + '.section .note.GNU-stack,"",@progbits\n', "afterrewritten")
+    lib.both.argtypes, lib.both.restype = [ctypes.c_long, ctypes.c_long], ctypes.c_long
+    short, after = address(lib, "short_site"), address(lib, "next_site")
+    original = ctypes.string_at(short, 11)
+    with regmap.mapped(translate=2, fast_faults=False):
+        assert lib.both(1, 1) == 9 and lib.both(1, 1) == 9 and lib.both(1, 1) == 9
+        assert [t.address for t in regmap.stats().translated] == [after]
+        assert lib.both(100, 0) == 9
+        assert [t.address for t in regmap.stats().translated] == [after]
+    assert ctypes.string_at(short, 11) == original
+
+
 PROGRAM = r"""
 #include <pthread.h>
 #include <stdio.h>
@@ -175,14 +230,19 @@ PROGRAM = r"""
 long hot(long n, long skip);
 __asm__(".intel_syntax noprefix\n.text\n" HOT_SOURCE ".att_syntax\n");
 
+static long entered;        /* turns a thread entering at the add starts there */
+
 static void *work(void *arg) {
-    long skip = (long)arg % 2, bad = 0;
-    for (int i = 0; i < 50; i++)
+    long bad = 0;
+    for (int i = 0; i < 50; i++) {
+        long skip = (long)arg % 2 && i < entered;
         bad += hot(2000, skip) != (skip ? 3 + 5 * 1999 : 5 * 2000);
+    }
     return (void *)bad;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    entered = atol(argv[1]);
     pthread_t threads[4];
     long bad = 0;
     for (long i = 0; i < 4; i++)
@@ -200,19 +260,26 @@ int main(void) {
 
 @TRACED_PROGRAMS[0]
 @TRACED_PROGRAMS[1]
-def test_traced_the_same(tmp_path):
-    """Under `regmap exec --translate=3`: four threads, two entering at the add, through the
-    stub the tracer places (and the trap it maps on to the add's copy)."""
+@pytest.mark.parametrize("entered", [3, 50])
+def test_traced_the_same(tmp_path, entered):
+    """Under `regmap exec --translate=3`: four threads, two entering at the add `entered` times
+    each, through the stub the tracer places (and the trap it maps on to the add's copy); after
+    PUN_TRAPS traps the site has its bytes back and faults."""
+    from regmap.trace.tracer import PUN_TRAPS
     source = tmp_path / "short.c"
     hot = "".join(f'"{line}\\n"' for line in HOT.strip("\n").splitlines())
     source.write_text(PROGRAM.replace("HOT_SOURCE", hot))
     program = tmp_path / "short"
     subprocess.run([CC, "-O2", "-pthread", "-o", program, source], check=True)
     done = subprocess.run([sys.executable, "-m", "regmap.cli", "exec", "--translate=3", "--stats",
-                           "--json", "--fast-faults", "0", program], capture_output=True, text=True,
+                           "--json", "--fast-faults", "0", program, str(entered)],
+                          capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout == f"{expected(100, 0)} {expected(100, 1)} 0\n"
     stats = next(json.loads(line) for line in done.stderr.splitlines() if '"event":"stats"' in line)
-    assert [site["kind"] for site in stats["translated"]] == ["register-addressed"]
-    assert stats["faults"] < 100
+    if 2 * entered < PUN_TRAPS:
+        assert [site["kind"] for site in stats["translated"]] == ["register-addressed"]
+        assert stats["faults"] < 100
+    else:
+        assert stats["faults"] > 100_000         # given back: faulting (fast faults off)

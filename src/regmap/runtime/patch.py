@@ -21,11 +21,14 @@ other running thread execute a core-serializing instruction:
 3. write the new first byte; sync.
 
 A short register-addressed site's jump covers the instruction after it too
-(`regmap.x86.stub`), where a thread may start as well: step 1 puts int3 on every byte where
-an instruction of the old bytes starts (and where one of the new bytes starts on an int3
-already: the punned byte, when the old bytes go back), step 2 writes every other byte, step 3
-those (the site's own last).  A thread that traps at the second instruction's start goes on
-in its copy in the stub (`trampolines.PUNNED`), as one does for good once the jump is there.
+(`regmap.x86.stub`), where a thread may start as well.  The places a thread may start are
+where the program's own instructions start (the translation's old bytes: the jump's int3
+padding is never entered), whichever way the bytes are going: step 1 puts int3 on each,
+step 2 writes every other byte, step 3 those (the site's own last).  A thread that traps at
+the second instruction's start goes on in its copy in the stub (`trampolines.PUNNED`), as one
+does for good once the jump is there (its byte there is int3).  A site whose moved
+instruction keeps trapping (a loop's head: every turn would trap) gets its old bytes back
+after `PUN_TRAPS` traps and stays faulting (`_unpun`).
 
 A thread reaching the site meanwhile executes int3 (never the tail): regmap's
 SIGTRAP handler sees a trap just after a site being patched, puts rip back
@@ -45,7 +48,7 @@ from typing import NamedTuple
 from regmap.procmaps import private_code
 from regmap.runtime import _sys, genuine, trampolines
 from regmap.runtime.frame import CODE_SITES, Frame
-from regmap.x86.translate import Translation, translate
+from regmap.x86.translate import Translation, overlaps, translate
 
 INT3 = 0xCC
 TRAP_FLAGS = _sys.SA_SIGINFO | _sys.SA_ONSTACK | _sys.SA_RESTART
@@ -108,7 +111,8 @@ def translate_site(site, layout, at: int | None = None) -> Translation | None:
         code = site.code if at is None else _sys.read_code(site.address, len(site.code) + 15)
         translation = translate(site.address, site.code, layout) \
             or trampolines.translate(site.address, code, layout, at)
-        if translation is None:
+        if translation is None or overlaps(translation, PATCHES.values()) \
+                or site.address in GIVEN_BACK:
             return None
         if trampolines.PUNNED:
             install_trap_handler()      # (before the jump is written: its pun traps)
@@ -130,7 +134,7 @@ def apply(translation: Translation) -> bool:
     """Write `translation.new` over `translation.old` if the old bytes are still there."""
     # recorded first: a thread that faulted on the old bytes must find it when its handler runs
     PATCHES[translation.address] = translation
-    if _swap(translation.address, translation.old, translation.new):
+    if _swap(translation.address, translation.old, translation.new, translation.old):
         return True
     del PATCHES[translation.address]
     return False
@@ -142,11 +146,13 @@ def restore_all() -> int:
     with _LOCK:
         for address, translation in list(PATCHES.items()):
             restored += _restore(address, translation)
+        _PUN_COUNTS.clear()
+        GIVEN_BACK.clear()
     return restored
 
 
 def _restore(address: int, translation: Translation) -> bool:
-    restored = _swap(address, translation.new, translation.old)
+    restored = _swap(address, translation.new, translation.old, translation.old)
     del PATCHES[address]
     site = CODE_SITES.get(address)
     if site is not None:
@@ -154,8 +160,10 @@ def _restore(address: int, translation: Translation) -> bool:
     return restored
 
 
-def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
-    """Replace `expected` (still in memory, or nothing is done) by `replacement` at `address`."""
+def _swap(address: int, expected: bytes, replacement: bytes, program: bytes) -> bool:
+    """Replace `expected` (still in memory, or nothing is done) by `replacement` at `address`;
+    `program`: the program's own bytes there (of the two), whose instruction starts are where a
+    thread may start."""
     if _sys.read_code(address, len(expected)) != expected \
             or not private_code("self", address, len(expected)):
         return False
@@ -164,8 +172,7 @@ def _swap(address: int, expected: bytes, replacement: bytes) -> bool:
     if not sync_core_available():
         return False
     install_trap_handler()
-    first = sorted(_starts(address, expected) | {start for start in _starts(address, replacement)
-                                                 if expected[start] == INT3})
+    first = sorted(_starts(address, program))
     BUSY[address] = expected
     PLANTED.update(address + start for start in first)
     try:
@@ -250,8 +257,9 @@ def on_trap(signo: int, info: int, ctx: int) -> None:
         frame = Frame.from_address(ctx)
         site = frame.rip - 1
         moved = trampolines.PUNNED.get(site)
-        if moved is not None:       # a short site's next instruction, or where it was
-            frame.rip = moved
+        if moved is not None and frame.si_code == _sys.SI_KERNEL:    # an int3's trap
+            frame.rip = moved       # a short site's next instruction, or where it was
+            _count_pun(site)
             return
         if site in BUSY or (site in PLANTED and _sys.read_code(site, 1) != bytes([INT3])):
             frame.rip = site        # the int3 regmap planted (maybe gone by now): try again
@@ -259,6 +267,33 @@ def on_trap(signo: int, info: int, ctx: int) -> None:
         forward_trap(signo, info, ctx)
     except BaseException:  # noqa: BLE001 - nothing may escape a signal handler
         _sys.set_action(signo, TRAP[0].previous if TRAP else _sys.KernelSigaction())
+
+
+PUN_TRAPS = 16                  # traps at a moved instruction's old address before it goes back
+_PUN_COUNTS: dict[int, int] = {}
+GIVEN_BACK: set[int] = set()    # sites `_unpun` gave their bytes back: not rewritten again
+
+
+def _count_pun(boundary: int) -> None:
+    count = _PUN_COUNTS[boundary] = _PUN_COUNTS.get(boundary, 0) + 1
+    if count >= PUN_TRAPS:
+        _unpun(boundary)
+
+
+def _unpun(boundary: int) -> None:
+    """The site whose moved instruction is at `boundary` gets its old bytes back while the
+    registers stay mapped: entering that instruction by a jump traps every time (its copy
+    stays, for threads on their way through it).  Another thread rewriting code meanwhile:
+    the next trap tries again."""
+    found = [t for t in PATCHES.values() if t.address < boundary < t.address + len(t.old)]
+    if not found or not _LOCK.acquire(blocking=False):
+        return
+    try:
+        GIVEN_BACK.add(found[0].address)
+        _restore(found[0].address, found[0])
+        _PUN_COUNTS.pop(boundary, None)
+    finally:
+        _LOCK.release()
 
 
 def forward_trap(signo: int, info: int, ctx: int) -> None:

@@ -37,7 +37,7 @@ from regmap.trace.trampolines import Trampolines
 from regmap.x86 import stub
 from regmap.x86.stub import Copy
 from regmap.x86.trampoline import Trampoline
-from regmap.x86.translate import Translation, translate
+from regmap.x86.translate import Translation, overlaps, translate
 
 
 class Patcher:
@@ -84,7 +84,7 @@ class Patcher:
             if at is not None:
                 code += self.memory.fetch(tid, step.address + len(step.code))
             translation = self.trampolines.translate(tid, tgid, step.address, code, self.memory, at)
-        if translation is None:
+        if translation is None or overlaps(translation, self.patches.get(tgid, {}).values()):
             return None
         rips = stop_others(tgid, tid)
         if rips is None or inside(translation.address, len(translation.old), rips) \
@@ -92,6 +92,23 @@ class Patcher:
             return None
         self.patches.setdefault(tgid, {})[step.address] = translation
         return translation
+
+    def unpun(self, tid: int, boundary: int) -> None:
+        """The short site whose moved instruction was at `boundary` gets its old bytes back
+        in `tid`'s process, for good (in-process: `regmap.runtime.patch._unpun`): entered by a
+        jump, that instruction traps every time.  Not now if a thread is stopped inside."""
+        tgid = self.tgid(tid)
+        sites = self.patches.get(tgid, {})
+        found = [t for t in sites.values() if t.address < boundary < t.address + len(t.old)]
+        if not found or self.sharing(tgid):
+            return
+        rips = stop_others(tgid, tid)
+        back = found[0]._replace(old=found[0].new, new=found[0].old)
+        # (a thread just past the pun has trapped on it: its stop sends it to the moved copy)
+        rips = rips if rips is None else [rip for rip in rips if rip != boundary + 1]
+        if rips is None or inside(back.address, len(back.old), rips) or not self._write(tgid, back):
+            return
+        del sites[back.address]         # (its count is past `after`: never considered again)
 
     def rewritten(self, tid: int, address: int) -> bool:
         """Whether a site at `address` was rewritten in `tid`'s process."""

@@ -49,6 +49,7 @@ _now = time.perf_counter_ns
 OPTIONS = (ptrace.PTRACE_O_TRACECLONE | ptrace.PTRACE_O_TRACEFORK | ptrace.PTRACE_O_TRACEVFORK
            | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_EXITKILL)
 
+PUN_TRAPS = 16      # traps at a short site's moved instruction before the site goes back
 # plain ints: a wait status's signal compares with them without the enum
 SIGSEGV, SIGBUS, SIGFPE, SIGTRAP, SIGILL = (int(s) for s in (
     signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGTRAP, signal.SIGILL))
@@ -96,6 +97,7 @@ class Tracer:
         self.patcher = None        # a regmap.trace.patch.Patcher when sites are translated
         self.known = None          # a regmap.trace.known.KnownSites: planned sites' trampolines
         self.groups = ThreadGroups()    # tid -> tgid, for these and the tracer's own records
+        self._pun_traps: dict[tuple[int, int], int] = {}     # (tgid, boundary) -> traps
         self.id_setter = IdSetter()  # a window instruction that changes ID (trace/idflag.py)
         # a debugger (regmap.gdb.server): told of each stop regmap would resume, it may keep
         # the thread stopped instead (`_go`)
@@ -484,11 +486,16 @@ class Tracer:
             return False
         self.machine.load(tid)
         regs = self.machine.regs
-        moved = self.patcher.trampolines.punned(self.groups(tid), regs.rip - 1)
+        boundary = regs.rip - 1
+        moved = self.patcher.trampolines.punned(self.groups(tid), boundary)
         if moved is None:
             return False
         regs.rip = moved
         ptrace.setregs(tid, regs)
+        key = (self.groups(tid), boundary)
+        self._pun_traps[key] = count = self._pun_traps.get(key, 0) + 1
+        if count >= PUN_TRAPS:          # a loop's head, say: every turn would trap
+            self.patcher.unpun(tid, boundary)
         self._go(tid, 0)
         return True
 

@@ -102,6 +102,14 @@ class Translation(NamedTuple):
         return f"{self.address:#x}  {self.old_text}  ->  {self.new_text}"
 
 
+def overlaps(translation: Translation, others) -> bool:
+    """Whether `translation`'s bytes take in another's (a short site's jump over the instruction
+    after it, already rewritten: its rewritten bytes would go back as its own at unmapping)."""
+    end = translation.address + len(translation.old)
+    return any(other.address < end and translation.address < other.address + len(other.old)
+               for other in others if other.address != translation.address)
+
+
 class Declined(Exception):
     """Why an instruction stays in memory form."""
 
