@@ -161,15 +161,18 @@ site4:
 
 
 def test_a_4_byte_site_finds_room_in_its_one_range_where_its_start_is_taken(tmp_path, unmapped):
-    """A 4-byte site's jump puns with its rel32's top byte: one 16 MiB range, 832 MiB below
-    it.  With the range's first 64 KiB taken, the stub goes further in."""
+    """A 4-byte site's jump is ``cs jmp rel32``, so that its pun falls on the rel32's byte 2 (a
+    64 KiB range every 16 MiB) and not its top byte (one range, 832 MiB away, which the full
+    suite's crowded address space had filled).  With the nearest range's first 64 KiB taken,
+    the stub goes elsewhere."""
     from regmap.runtime import _sys, trampolines
     from regmap.x86 import stub
     lib = assembled(tmp_path, ".intel_syntax noprefix\n.text\n" + HOT4
                     + '.section .note.GNU-stack,"",@progbits\n', "shortstub4")
     lib.hot4.argtypes, lib.hot4.restype = [ctypes.c_long], ctypes.c_long
     site = address(lib, "site4")
-    first = stub.pun_windows(site, 3, trampolines.REACH, trampolines.REGION_SIZE)[0] & ~0xFFF
+    first = stub.pun_windows(stub.pun(site, ctypes.string_at(site, 15)), trampolines.REACH,
+                             trampolines.REGION_SIZE)[0] & ~0xFFF
     taken = _sys.LIBC_HELD.mmap(first, trampolines.REGION_SIZE, 0,
                                 _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS | trampolines.MAP_FIXED_NOREPLACE,
                                 -1, 0)

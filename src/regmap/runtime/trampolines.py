@@ -115,7 +115,7 @@ def place_stub(site: int, code: bytes, layout, at: int) -> stub.Stub | None:
     try:
         p = plan(site, code, layout, width, at)
         room = stub.size(site, code, at)
-        address = _room(site, room + len(build(p, site, width).code), stub.pun_byte(site, code))
+        address = _room(site, room + len(build(p, site, width).code), stub.pun(site, code))
         if address is None:
             return None
         # (a short site's trampoline returns to the copy of the instruction after it)
@@ -136,12 +136,12 @@ def place_stub(site: int, code: bytes, layout, at: int) -> stub.Stub | None:
     return placed
 
 
-def _room(site: int, size: int, pun: int | None = None) -> int | None:
+def _room(site: int, size: int, pun: stub.Pun | None = None) -> int | None:
     """`size` bytes of code within reach of `site`: in a region already mapped, or a new one.
-    `pun`: the byte of the site's rel32 that must be `stub.PUN` (a short site's stub)."""
+    `pun`: a short site's jump, which must pun where its stub is (`regmap.x86.stub`)."""
     for region in REGIONS:
         start, end, free = region
-        at = free if pun is None else stub.punned_from(site, free, pun, ALIGN)
+        at = free if pun is None else stub.punned_from(pun, free, ALIGN)
         if at + size <= end and abs(start - site) < REACH and abs(end - site) < REACH:
             region[2] = (at + size + ALIGN - 1) // ALIGN * ALIGN
             return at
@@ -152,9 +152,9 @@ def _room(site: int, size: int, pun: int | None = None) -> int | None:
     return _room(site, size, pun)
 
 
-def _map_punned(site: int, pun: int) -> int | None:
+def _map_punned(site: int, pun: stub.Pun) -> int | None:
     """A new region holding an address a short site's jump puns to (`stub.pun_windows`)."""
-    for window in stub.pun_windows(site, pun, REACH, REGION_SIZE):
+    for window in stub.pun_windows(pun, REACH, REGION_SIZE):
         at = window & ~0xFFF
         if at < LOWEST:
             continue

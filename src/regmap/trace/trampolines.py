@@ -95,7 +95,7 @@ class Trampolines:
             p = plan(site, code, self.layout, self.width, at)
             room = stub.size(site, code, at)
             address = self._room(tid, tgid, site, room + len(build(p, site, self.width).code),
-                                 memory, stub.pun_byte(site, code))
+                                 memory, stub.pun(site, code))
             if address is None:
                 return None
             # (a short site's trampoline returns to the copy of the instruction after it)
@@ -117,11 +117,11 @@ class Trampolines:
                            "register-addressed")
 
     def _room(self, tid: int, tgid: int, site: int, size: int, memory,
-              pun: int | None = None) -> int | None:
+              pun: stub.Pun | None = None) -> int | None:
         regions = self.regions.setdefault(tgid, [])
         for region in regions:
             start, end, free = region
-            at = free if pun is None else stub.punned_from(site, free, pun, ALIGN)
+            at = free if pun is None else stub.punned_from(pun, free, ALIGN)
             if at + size <= end and abs(start - site) < REACH and abs(end - site) < REACH:
                 region[2] = (at + size + ALIGN - 1) // ALIGN * ALIGN
                 return at
@@ -132,14 +132,15 @@ class Trampolines:
         return self._room(tid, tgid, site, size, memory, pun)
 
     @staticmethod
-    def _map_near(tid: int, tgid: int, site: int, memory, pun: int | None = None) -> int | None:
+    def _map_near(tid: int, tgid: int, site: int, memory,
+                  pun: stub.Pun | None = None) -> int | None:
         """A new region near `site`; for a short site's stub (`pun`), one holding an address its
         jump puns to (`stub.pun_windows`)."""
         try:
             if pun is None:
                 candidates = gaps_near(tgid, site, REGION_SIZE, REACH, LOWEST)[:TRIES]
             else:
-                candidates = [at & ~0xFFF for at in stub.pun_windows(site, pun, REACH, REGION_SIZE)
+                candidates = [at & ~0xFFF for at in stub.pun_windows(pun, REACH, REGION_SIZE)
                               if at & ~0xFFF >= LOWEST][:TRIES * 8]
             regs = ptrace.UserRegs()
             ptrace.ptrace(ptrace.PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))

@@ -100,19 +100,31 @@ class Copy(NamedTuple):
 
 
 PUN = INT3                 # the jump's byte on a short site's next instruction
+CS = 0x2E                  # a prefix the jump ignores: a 4-byte site's jump starts with one
 
 
-def pun_byte(site: int, code: bytes) -> int | None:
-    """Which byte of the site's rel32 (0 = lowest) must be `PUN` for a short site; None for a site
-    of a jump's length or more."""
+class Pun(NamedTuple):
+    """A short site's jump: where it ends (rel32 counts from there), and which byte of its rel32
+    (0 = lowest) falls on the next instruction and must be `PUN`."""
+    end: int
+    byte: int
+
+
+def pun(site: int, code: bytes) -> Pun | None:
+    """The site's pun, or None for a site of a jump's length or more.  A 4-byte site's jump is
+    ``cs jmp rel32``: the pun falls on its rel32's byte 2, not its top byte (one range of 16 MiB,
+    832 MiB away, which a crowded address space may have filled), as a 3-byte site's does."""
     length = Decoder(64, code, ip=site).decode().len
-    return length - 1 if 0 < length < JUMP_LENGTH else None
+    if not 0 < length < JUMP_LENGTH:
+        return None
+    prefixed = length == JUMP_LENGTH - 1
+    return Pun(site + JUMP_LENGTH + prefixed, length - 1 - prefixed)
 
 
-def punned_from(site: int, start: int, pun: int, align: int) -> int:
-    """The first `align`-ed address from `start` that a jump at `site` reaches with byte `pun` of
-    its rel32 `PUN` (addresses that far from the site: the caller's to check)."""
-    base, shift = site + JUMP_LENGTH, 8 * pun
+def punned_from(pun: Pun, start: int, align: int) -> int:
+    """The first `align`-ed address from `start` that the jump reaches with its `pun.byte`
+    `PUN` (addresses that far from the site: the caller's to check)."""
+    base, shift = pun.end, 8 * pun.byte
     at = -(-start // align) * align
     rel = (at - base) & 0xFFFFFFFF
     if rel >> shift & 0xFF == PUN:
@@ -123,12 +135,11 @@ def punned_from(site: int, start: int, pun: int, align: int) -> int:
     return -(-(at + want - rel) // align) * align
 
 
-def pun_windows(site: int, pun: int, reach: int, step: int, most: int = 256) -> list[int]:
-    """Addresses a jump at `site` reaches with byte `pun` of its rel32 `PUN`, within `reach` of
-    it, nearest range first, and `step` apart within a range (at most `most`): the ranges are
-    256 bytes every 64 KiB for a 2-byte site, 64 KiB every 16 MiB for 3 bytes, and one of
-    16 MiB, 832 MiB below the site, for 4."""
-    base, shift = site + JUMP_LENGTH, 8 * pun
+def pun_windows(pun: Pun, reach: int, step: int, most: int = 256) -> list[int]:
+    """Addresses the jump reaches with its `pun.byte` `PUN`, within `reach` of it, nearest
+    range first, and `step` apart within a range (at most `most`): the ranges are 256 bytes
+    every 64 KiB for a 2-byte site, 64 KiB every 16 MiB for 3 and 4 bytes."""
+    base, shift = pun.end, 8 * pun.byte
     starts = []
     for high in range(1 << (24 - shift)):
         rel = (high << (shift + 8) | PUN << shift) & 0xFFFFFFFF
@@ -229,7 +240,7 @@ def build(site: int, code: bytes, window: int, address: int, trampoline: int,
           pun: bool = True) -> Stub:
     """The stub of the instruction `code` at `site`, placed at `address`, that sends window
     address `window` to `trampoline` (within ±2 GiB of the stub and the site).  A short site's
-    stub must be where its jump puns (`pun_byte`): `Declined` if not, unless `pun` is False
+    stub must be where its jump puns (`pun`): `Declined` if not, unless `pun` is False
     (a stub built only to be measured; its `follower` is where the trampoline must return)."""
     ins = decode(site, code)
     after = follower(site, code, ins)
@@ -270,12 +281,15 @@ def build(site: int, code: bytes, window: int, address: int, trampoline: int,
     for restoring in restore:
         out.add(restoring)
     out.add(Instruction.create_branch(Code.JMP_REL32_64, trampoline))
-    displacement = address - (site + JUMP_LENGTH)
+    prefix = b"" if after is None or ins.len != JUMP_LENGTH - 1 else bytes([CS])
+    displacement = address - (site + len(prefix) + JUMP_LENGTH)
     if not -(1 << 31) <= displacement < 1 << 31:
         raise Declined("the stub is beyond a rel32 jump from the site")
     covered = old if after is None else old + bytes(code[ins.len:ins.len + after.len])
-    jump = (bytes([JMP_REL32]) + (displacement & 0xFFFFFFFF).to_bytes(4, "little")
-            + bytes([INT3]) * (len(covered) - JUMP_LENGTH))
+    jump = prefix + bytes([JMP_REL32]) + (displacement & 0xFFFFFFFF).to_bytes(4, "little")
+    if len(jump) > len(covered):
+        raise Declined("shorter than a cs jmp rel32 with the instruction after it")
+    jump += bytes([INT3]) * (len(covered) - len(jump))
     if pun and after is not None and jump[ins.len] != PUN:
         raise Declined("the stub's address does not pun the jump onto the next instruction")
     text = f"jmp {address:#x} (the window trampoline at address {window:#x}, else the instruction"
