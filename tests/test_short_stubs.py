@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "snippets"))
 from runtime_build import assembled, in_threads, why_not_native  # noqa: E402
+from test_runtime_trampoline import unmapped  # noqa: E402,F401 - a fixture
 from tracer_host import CC, TRACED_PROGRAMS  # noqa: E402
 
 import regmap  # noqa: E402
@@ -67,14 +68,6 @@ def library(tmp_path_factory):
                     + '.section .note.GNU-stack,"",@progbits\n', "shortstub")
     lib.hot.argtypes, lib.hot.restype = [ctypes.c_long, ctypes.c_long], ctypes.c_long
     return lib
-
-
-@pytest.fixture
-def unmapped():
-    regmap.unmap_registers()
-    regmap.runtime.reset_stats()
-    yield
-    regmap.unmap_registers()
 
 
 def address(lib, name: str) -> int:

@@ -145,35 +145,29 @@ def _room(site: int, size: int, pun: stub.Pun | None = None) -> int | None:
         if at + size <= end and abs(start - site) < REACH and abs(end - site) < REACH:
             region[2] = (at + size + ALIGN - 1) // ALIGN * ALIGN
             return at
-    start = _map_near(site) if pun is None else _map_punned(site, pun)
+    start = _map_near(site) if pun is None else _map_punned(pun)
     if start is None:
         return None
     REGIONS.append([start, start + REGION_SIZE, start])
     return _room(site, size, pun)
 
 
-def _map_punned(site: int, pun: stub.Pun) -> int | None:
+def _map_punned(pun: stub.Pun) -> int | None:
     """A new region holding an address a short site's jump puns to (`stub.pun_windows`)."""
-    for window in stub.pun_windows(pun, REACH, REGION_SIZE):
-        at = window & ~0xFFF
-        if at < LOWEST:
-            continue
-        got = _sys.LIBC_HELD.mmap(at, REGION_SIZE, _sys.PROT_READ | _sys.PROT_EXEC,
-                                  _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                                  -1, 0)
-        if got == at:
-            return at
-        if got not in (None, _sys.MAP_FAILED):
-            _sys.unmap(got, REGION_SIZE)
-    return None
+    return _map_first([window & ~0xFFF for window in stub.pun_windows(pun, REACH, REGION_SIZE)
+                       if window & ~0xFFF >= LOWEST])
 
 
 def _map_near(site: int) -> int | None:
     """A new read+execute region in a gap of the address space as near `site` as there is."""
     try:
-        candidates = gaps_near("self", site, REGION_SIZE, REACH, LOWEST)
+        return _map_first(gaps_near("self", site, REGION_SIZE, REACH, LOWEST))
     except (OSError, ValueError):
         return None
+
+
+def _map_first(candidates) -> int | None:
+    """A new read+execute region at the first of `candidates` where nothing is mapped yet."""
     for at in candidates:
         got = _sys.LIBC_HELD.mmap(at, REGION_SIZE, _sys.PROT_READ | _sys.PROT_EXEC,
                                   _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
