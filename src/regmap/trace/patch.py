@@ -87,6 +87,9 @@ class Patcher:
         if translation is None or overlaps(translation, self.patches.get(tgid, {}).values()):
             return None
         rips = stop_others(tgid, tid)
+        if rips is not None:            # (one at a moved instruction's start traps there, on to
+            puns = self.trampolines.puns.get(tgid, {})       # the instruction's copy)
+            rips = [rip for rip in rips if rip not in puns]
         if rips is None or inside(translation.address, len(translation.old), rips) \
                 or not self._write(tgid, translation):
             return None
