@@ -125,7 +125,6 @@ def short_stub_of(code: int, layout, vector_width: int) -> str | None:
         return "not short"
     at = 8 if MemorySizeInfo(Decoder(64, encoded).decode().memory_size).size <= 8 else 0x100
     try:
-        stub.decode(ADDRESS, encoded)
         placed = stub.build(ADDRESS, encoded + FOLLOWER, at, ADDRESS, ADDRESS, pun=False)
         trampoline.build(trampoline.plan(ADDRESS, encoded, layout, vector_width, at), ADDRESS,
                          vector_width, exit=placed.follower)

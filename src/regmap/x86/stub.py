@@ -57,22 +57,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from iced_x86 import (Code, Decoder, FlowControl, Formatter, FormatterSyntax, Instruction,
-                      InstructionInfoFactory, MemoryOperand, OpKind, Register, RegisterExt)
+from iced_x86 import (Code, Decoder, FlowControl, Instruction, MemoryOperand, OpKind, Register,
+                      RegisterExt)
 
 from regmap.x86.machine_code import based
-from regmap.x86.operands import REGISTER_NAMES
-from regmap.x86.trampoline import JUMP_LENGTH, RED_ZONE, Declined, _Code
+from regmap.x86.trampoline import (_FORMATTER, _INFO, INT3, JMP_REL32, JUMP_LENGTH, RED_ZONE,
+                                   Declined, _Code, operand_address)
 from regmap.x86.translate import WRITES
 
 FRAME = RED_ZONE + 8       # rsp moved below the red zone; rcx saved at the new [rsp]
-JMP_REL32 = 0xE9
-INT3 = 0xCC
 ALIGN = 16                 # the window trampoline starts on this boundary after the stub
-M64 = (1 << 64) - 1
-
-_FORMATTER = Formatter(FormatterSyntax.INTEL)
-_INFO = InstructionInfoFactory()
 
 
 class Stub(NamedTuple):
@@ -217,17 +211,10 @@ def window_address(site: int, code: bytes, read) -> int | None:
     """The operand's address with the registers `read(name)` gives, or None if the instruction
     gets no stub."""
     try:
-        ins = decode(site, code)
+        decode(site, code)
+        return operand_address(site, code).value(read)
     except Declined:
         return None
-    a32 = RegisterExt.is_gpr32(ins.memory_base) or RegisterExt.is_gpr32(ins.memory_index)
-    value = ins.memory_displacement
-    if ins.memory_base != Register.NONE:
-        value += read(REGISTER_NAMES[RegisterExt.full_register(ins.memory_base)])
-    if ins.memory_index != Register.NONE:
-        value += read(REGISTER_NAMES[RegisterExt.full_register(ins.memory_index)]) \
-            * ins.memory_index_scale
-    return value & (0xFFFFFFFF if a32 else M64)
 
 
 def size(site: int, code: bytes, window: int) -> int:
