@@ -110,12 +110,12 @@ def test_threads_in_the_loop_while_the_site_is_rewritten(library, unmapped):
 def test_a_moved_instruction_that_keeps_trapping_gives_the_site_back(library, unmapped):
     """Entered by a jump again and again (a loop's head would be, every turn), the add traps each
     time: after PUN_TRAPS traps the site has its own bytes again, for good, and faults."""
-    from regmap.runtime import patch
+    from regmap.x86 import stub
     site = address(library, "site")
     with regmap.mapped(translate=2, fast_faults=False):
         library.hot(10, 0)
         assert [t.kind for t in regmap.stats().translated] == ["register-addressed"]
-        assert all(library.hot(3, 1) == expected(3, 1) for _ in range(patch.PUN_TRAPS + 4))
+        assert all(library.hot(3, 1) == expected(3, 1) for _ in range(stub.PUN_TRAPS + 4))
         assert ctypes.string_at(site, 6) == SITE_BYTES and regmap.stats().translated == ()
         before = regmap.stats().emulated
         assert library.hot(100, 0) == expected(100, 0)
@@ -261,7 +261,7 @@ def test_traced_the_same(tmp_path, entered):
     """Under `regmap exec --translate=3`: four threads, two entering at the add `entered` times
     each, through the stub the tracer places (and the trap it maps on to the add's copy); after
     PUN_TRAPS traps the site has its bytes back and faults."""
-    from regmap.trace.tracer import PUN_TRAPS
+    from regmap.x86.stub import PUN_TRAPS
     source = tmp_path / "short.c"
     hot = "".join(f'"{line}\\n"' for line in HOT.strip("\n").splitlines())
     source.write_text(PROGRAM.replace("HOT_SOURCE", hot))

@@ -28,7 +28,7 @@ step 2 writes every other byte, step 3 those (the site's own last).  A thread th
 the second instruction's start goes on in its copy in the stub (`trampolines.PUNNED`), as one
 does for good once the jump is there (its byte there is int3).  A site whose moved
 instruction keeps trapping (a loop's head: every turn would trap) gets its old bytes back
-after `PUN_TRAPS` traps and stays faulting (`_unpun`).
+after `stub.PUN_TRAPS` traps and stays faulting (`_unpun`).
 
 A thread reaching the site meanwhile executes int3 (never the tail): regmap's
 SIGTRAP handler sees a trap just after a site being patched, puts rip back
@@ -48,6 +48,7 @@ from typing import NamedTuple
 from regmap.procmaps import private_code
 from regmap.runtime import _sys, genuine, trampolines
 from regmap.runtime.frame import CODE_SITES, Frame
+from regmap.x86 import stub
 from regmap.x86.translate import Translation, overlaps, translate
 
 INT3 = 0xCC
@@ -269,14 +270,13 @@ def on_trap(signo: int, info: int, ctx: int) -> None:
         _sys.set_action(signo, TRAP[0].previous if TRAP else _sys.KernelSigaction())
 
 
-PUN_TRAPS = 16                  # traps at a moved instruction's old address before it goes back
 _PUN_COUNTS: dict[int, int] = {}
 GIVEN_BACK: set[int] = set()    # sites `_unpun` gave their bytes back: not rewritten again
 
 
 def _count_pun(boundary: int) -> None:
     count = _PUN_COUNTS[boundary] = _PUN_COUNTS.get(boundary, 0) + 1
-    if count >= PUN_TRAPS:
+    if count >= stub.PUN_TRAPS:
         _unpun(boundary)
 
 

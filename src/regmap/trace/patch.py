@@ -55,6 +55,7 @@ class Patcher:
         self.patches: dict[int, dict[int, Translation]] = {}  # tgid -> site -> translation
         self.shared: set[int] = set()     # processes whose memory another process shares
         self.vforks: dict[int, int] = {}  # vfork child -> parent, until the child execs or exits
+        self.pun_traps: dict[tuple[int, int], int] = {}       # (tgid, boundary) -> traps
         self.trampolines = Trampolines(layout)
         self.memory = RemoteMemory()      # the tracee's, for placing trampolines
 
@@ -95,6 +96,15 @@ class Patcher:
             return None
         self.patches.setdefault(tgid, {})[step.address] = translation
         return translation
+
+    def trapped(self, tid: int, boundary: int) -> None:
+        """Thread `tid` trapped on the pun at a short site's moved instruction `boundary` (and
+        goes on in its copy); `stub.PUN_TRAPS` such traps (a loop's head, say: every turn would
+        trap) give the site its bytes back (`unpun`)."""
+        key = (self.tgid(tid), boundary)
+        self.pun_traps[key] = self.pun_traps.get(key, 0) + 1
+        if self.pun_traps[key] >= stub.PUN_TRAPS:
+            self.unpun(tid, boundary)
 
     def unpun(self, tid: int, boundary: int) -> None:
         """The short site whose moved instruction was at `boundary` gets its old bytes back
@@ -183,6 +193,8 @@ class Patcher:
         self.vforks.pop(tgid, None)     # its parent's memory is the parent's alone again
         for key in [key for key in self.counts if key[0] == tgid]:
             del self.counts[key]
+        for key in [key for key in self.pun_traps if key[0] == tgid]:
+            del self.pun_traps[key]
 
     def trampoline_fault(self, tid: int, regs, siginfo) -> Trampoline | Copy | None:
         """Thread `tid` stopped with a signal, `regs` and `siginfo` read: if it is a CPU exception

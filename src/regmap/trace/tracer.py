@@ -49,7 +49,6 @@ _now = time.perf_counter_ns
 OPTIONS = (ptrace.PTRACE_O_TRACECLONE | ptrace.PTRACE_O_TRACEFORK | ptrace.PTRACE_O_TRACEVFORK
            | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_EXITKILL)
 
-PUN_TRAPS = 16      # traps at a short site's moved instruction before the site goes back
 # plain ints: a wait status's signal compares with them without the enum
 SIGSEGV, SIGBUS, SIGFPE, SIGTRAP, SIGILL = (int(s) for s in (
     signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGTRAP, signal.SIGILL))
@@ -97,7 +96,6 @@ class Tracer:
         self.patcher = None        # a regmap.trace.patch.Patcher when sites are translated
         self.known = None          # a regmap.trace.known.KnownSites: planned sites' trampolines
         self.groups = ThreadGroups()    # tid -> tgid, for these and the tracer's own records
-        self._pun_traps: dict[tuple[int, int], int] = {}     # (tgid, boundary) -> traps
         self.id_setter = IdSetter()  # a window instruction that changes ID (trace/idflag.py)
         # a debugger (regmap.gdb.server): told of each stop regmap would resume, it may keep
         # the thread stopped instead (`_go`)
@@ -492,10 +490,7 @@ class Tracer:
             return False
         regs.rip = moved
         ptrace.setregs(tid, regs)
-        key = (self.groups(tid), boundary)
-        self._pun_traps[key] = count = self._pun_traps.get(key, 0) + 1
-        if count >= PUN_TRAPS:          # a loop's head, say: every turn would trap
-            self.patcher.unpun(tid, boundary)
+        self.patcher.trapped(tid, boundary)
         self._go(tid, 0)
         return True
 

@@ -94,6 +94,7 @@ class Copy(NamedTuple):
 
 
 PUN = INT3                 # the jump's byte on a short site's next instruction
+PUN_TRAPS = 16             # traps on it before the site gets its bytes back (the runtimes')
 CS = 0x2E                  # a prefix the jump ignores: a 4-byte site's jump starts with one
 
 
