@@ -213,7 +213,8 @@ def hot_address(rip: int, read) -> int | None:
     """The window address of the register-addressed instruction at `rip` if this fault may make
     its site hot, from the registers `read(name)` gives; else None."""
     site = CODE_SITES.get(rip)
-    if site is not None and (site.translation is not None or site.count + 1 < TRANSLATE_AT):
+    count = 0 if site is None else site.count       # (a new site: no read, no decode)
+    if (site is not None and site.translation is not None) or count + 1 < TRANSLATE_AT:
         return None
     code = site.code if site is not None and site.code else _sys.read_code(rip, 15)
     return stub.window_address(rip, code, read)
