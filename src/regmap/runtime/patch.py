@@ -135,7 +135,7 @@ def apply(translation: Translation) -> bool:
     """Write `translation.new` over `translation.old` if the old bytes are still there."""
     # recorded first: a thread that faulted on the old bytes must find it when its handler runs
     PATCHES[translation.address] = translation
-    if _swap(translation.address, translation.old, translation.new, translation.old):
+    if _swap(translation):
         return True
     del PATCHES[translation.address]
     return False
@@ -153,7 +153,7 @@ def restore_all() -> int:
 
 
 def _restore(address: int, translation: Translation) -> bool:
-    restored = _swap(address, translation.new, translation.old, translation.old)
+    restored = _swap(translation, back=True)
     del PATCHES[address]
     site = CODE_SITES.get(address)
     if site is not None:
@@ -161,10 +161,13 @@ def _restore(address: int, translation: Translation) -> bool:
     return restored
 
 
-def _swap(address: int, expected: bytes, replacement: bytes, program: bytes) -> bool:
-    """Replace `expected` (still in memory, or nothing is done) by `replacement` at `address`;
-    `program`: the program's own bytes there (of the two), whose instruction starts are where a
-    thread may start."""
+def _swap(translation: Translation, back: bool = False) -> bool:
+    """Write the translation's new bytes over its old ones (its old ones back over the new, if
+    `back`) if the bytes replaced are still there.  Where the program's own (old) instructions
+    start is where a thread may start."""
+    address, expected, replacement = translation.address, translation.old, translation.new
+    if back:
+        expected, replacement = replacement, expected
     if _sys.read_code(address, len(expected)) != expected \
             or not private_code("self", address, len(expected)):
         return False
@@ -173,7 +176,7 @@ def _swap(address: int, expected: bytes, replacement: bytes, program: bytes) -> 
     if not sync_core_available():
         return False
     install_trap_handler()
-    first = sorted(_starts(address, program))
+    first = sorted(_starts(address, translation.old))
     BUSY[address] = expected
     PLANTED.update(address + start for start in first)
     try:
