@@ -50,7 +50,7 @@ def system_call(tid: int, regs, memory, number: int, *args: int) -> int | None:
                 arrived.append(os.WSTOPSIG(status))
                 continue
             break
-        if not os.WIFSTOPPED(status) or status >> 16 or os.WSTOPSIG(status) != signal.SIGTRAP:
+        if status >> 16 or os.WSTOPSIG(status) != signal.SIGTRAP:     # (the tries ran out)
             return None
         ptrace.ptrace(ptrace.PTRACE_GETREGS, tid, 0, ctypes.addressof(work))
         result = work.rax
