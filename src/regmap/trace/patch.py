@@ -85,8 +85,9 @@ class Patcher:
             if at is not None:
                 code += self.memory.fetch(tid, step.address + len(step.code))
             translation = self.trampolines.translate(tid, tgid, step.address, code, self.memory, at)
-        if translation is None or overlaps(translation, self.patches.get(tgid, {}).values()):
-            return None
+        if translation is None or overlaps(translation, self.patches.get(tgid, {}).values()) \
+                or not private_code(tgid, translation.address, len(translation.old)):
+            return None                 # (checked before the other threads are stopped)
         rips = stop_others(tgid, tid)
         if rips is not None:            # (one at a moved instruction's start traps there, on to
             puns = self.trampolines.puns.get(tgid, {})       # the instruction's copy)
@@ -113,7 +114,8 @@ class Patcher:
         tgid = self.tgid(tid)
         sites = self.patches.get(tgid, {})
         found = [t for t in sites.values() if t.address < boundary < t.address + len(t.old)]
-        if not found or self.sharing(tgid):
+        if not found or self.sharing(tgid) \
+                or not private_code(tgid, found[0].address, len(found[0].old)):
             return
         rips = stop_others(tgid, tid)
         back = found[0]._replace(old=found[0].new, new=found[0].old)
@@ -132,9 +134,9 @@ class Patcher:
         return tgid in self.shared or tgid in self.vforks or tgid in self.vforks.values()
 
     def _write(self, tgid: int, translation: Translation) -> bool:
+        """`translation.new` over `translation.old`, if those are still there (the callers have
+        checked that the code is the process's own copy, before stopping its threads)."""
         address, old = translation.address, translation.old
-        if not private_code(tgid, address, len(old)):
-            return False
         try:
             fd = os.open(f"/proc/{tgid}/mem", os.O_RDWR | os.O_CLOEXEC)
         except OSError:
