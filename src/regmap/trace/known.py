@@ -124,10 +124,6 @@ class KnownSites:
             self.trampolines = Trampolines(self.layout_of())
         return self.trampolines
 
-    def trampoline_fault(self, tid: int, regs, siginfo):
-        """As `Patcher.trampoline_fault`, for the trampolines placed here."""
-        return self.trampolines.fault(tid, self.tgid(tid), regs, siginfo, self.memory)
-
     # -- process events (as `regmap.trace.patch.Patcher`'s) ------------------------------------
     # None matter before the first plan: the program's start-up exec costs nothing.
     def forked(self, parent_tid: int, child: int) -> None:

@@ -35,8 +35,6 @@ from regmap.trace.ptrace import RemoteMemory
 from regmap.trace.quiesce import inside, stop_others
 from regmap.trace.trampolines import Trampolines
 from regmap.x86 import stub
-from regmap.x86.stub import Copy
-from regmap.x86.trampoline import Trampoline
 from regmap.x86.translate import Translation, overlaps, translate
 
 
@@ -197,12 +195,6 @@ class Patcher:
             del self.counts[key]
         for key in [key for key in self.pun_traps if key[0] == tgid]:
             del self.pun_traps[key]
-
-    def trampoline_fault(self, tid: int, regs, siginfo) -> Trampoline | Copy | None:
-        """Thread `tid` stopped with a signal, `regs` and `siginfo` read: if it is a CPU exception
-        of a trampoline's moved instruction (or of a stub's copy of its site's instruction), the
-        thread and the signal are now the site's (see `regmap.trace.trampolines`): the entry."""
-        return self.trampolines.fault(tid, self.tgid(tid), regs, siginfo, self.memory)
 
     def exited(self, tid: int) -> None:
         self.vforks.pop(tid, None)      # a vfork child is one thread: its tid is its tgid

@@ -503,7 +503,8 @@ class Tracer:
         if not loaded:
             ptrace.check(_raw_ptrace(_GETSIGINFO, tid, 0, self._siginfo_address), _GETSIGINFO, tid)
             self.machine.load(tid)
-        entry = patcher.trampoline_fault(tid, self.machine.regs, self.siginfo)
+        entry = patcher.trampolines.fault(tid, self.groups(tid), self.machine.regs, self.siginfo,
+                                          patcher.memory)
         if entry is None:
             return False
         original = patcher.trampolines.original(entry)
