@@ -28,6 +28,7 @@ tracer's runs unpinned, the floor of that placement.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -93,6 +94,20 @@ def regmap_faults(executable: str, n: int) -> str:
         return output.read()
 
 
+def timed(run, name: str, n: int, into: list) -> None:
+    """One run (its output line: median ns, mean ns, rax) checked and kept in `into`."""
+    median, mean, rax = run().split()
+    if int(rax) != n:
+        raise SystemExit(f"wrong result under {name}: rax = {rax}, expected {n}")
+    into.append((float(median), float(mean)))
+
+
+def medians(runs: list) -> tuple[float, float]:
+    """The median over runs of the per-run median and of the per-run mean, in microseconds."""
+    return (statistics.median(m for m, _ in runs) / 1000,
+            statistics.median(m for _, m in runs) / 1000)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", nargs="?", type=int, default=20000, help="faults per run")
@@ -127,30 +142,18 @@ def main() -> int:
                         os.path.join(os.path.dirname(os.path.abspath(__file__)), "bare_tracer.c")],
                        check=True)
         bare, emulated, unpinned, bare_unpinned = [], [], [], []
+        regmap_run = functools.partial(regmap_faults, executable, options.n)
+        bare_run = functools.partial(bare_round_trips, tracer, executable, options.n)
         for _ in range(options.repeat):
             if options.unpinned:
                 os.sched_setaffinity(0, set(allowed))     # the program inherits it
-                median, mean, rax = regmap_faults(executable, options.n).split()
-                if int(rax) != options.n:
-                    raise SystemExit(f"wrong result under regmap: rax = {rax}, expected {options.n}")
-                unpinned.append((float(median), float(mean)))
-                median, mean, rax = bare_round_trips(tracer, executable, options.n).split()
-                if int(rax) != options.n:
-                    raise SystemExit(f"wrong result under the bare tracer: rax = {rax}")
-                bare_unpinned.append((float(median), float(mean)))
+                timed(regmap_run, "regmap", options.n, unpinned)
+                timed(bare_run, "the bare tracer", options.n, bare_unpinned)
                 os.sched_setaffinity(0, pinned_to)
-            median, mean, rax = bare_round_trips(tracer, executable, options.n).split()
-            if int(rax) != options.n:
-                raise SystemExit(f"wrong result under the bare tracer: rax = {rax}")
-            bare.append((float(median), float(mean)))
-            median, mean, rax = regmap_faults(executable, options.n).split()
-            if int(rax) != options.n:
-                raise SystemExit(f"wrong result under regmap: rax = {rax}, expected {options.n}")
-            emulated.append((float(median), float(mean)))
-    bare_median = statistics.median(m for m, _ in bare) / 1000
-    emulated_median = statistics.median(m for m, _ in emulated) / 1000
-    bare_mean = statistics.median(m for _, m in bare) / 1000
-    emulated_mean = statistics.median(m for _, m in emulated) / 1000
+            timed(bare_run, "the bare tracer", options.n, bare)
+            timed(regmap_run, "regmap", options.n, emulated)
+    bare_median, bare_mean = medians(bare)
+    emulated_median, emulated_mean = medians(emulated)
     print(f"faults per run: {options.n}, runs of each: {options.repeat}, {placement}, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"bare C tracer (stop, GETREGS, add, SETREGS, CONT):     "
@@ -159,15 +162,13 @@ def main() -> int:
           f"median {emulated_median:7.2f} us  (mean {emulated_mean:.2f})")
     print(f"ratio regmap / bare: {emulated_median / bare_median:.2f}")
     if unpinned:
-        free_median = statistics.median(m for m, _ in unpinned) / 1000
-        free_mean = statistics.median(m for _, m in unpinned) / 1000
+        free_median, free_mean = medians(unpinned)
         print(f"regmap traced fault, unpinned (CPUs {allowed}):      "
               f"median {free_median:7.2f} us  (mean {free_mean:.2f}; per run "
               + ", ".join(f"{m / 1000:.1f}" for m, _ in unpinned) + ")")
         print(f"unpinned / pinned: median {free_median / emulated_median:.2f}x, mean "
               f"{free_mean / emulated_mean:.2f}x (target <= 1.3x)")
-        floor_median = statistics.median(m for m, _ in bare_unpinned) / 1000
-        floor_mean = statistics.median(m for _, m in bare_unpinned) / 1000
+        floor_median, floor_mean = medians(bare_unpinned)
         print(f"bare C tracer, unpinned:                              "
               f"median {floor_median:7.2f} us  (mean {floor_mean:.2f}; per run "
               + ", ".join(f"{m / 1000:.1f}/{a / 1000:.1f}" for m, a in bare_unpinned)
