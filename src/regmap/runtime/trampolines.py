@@ -192,15 +192,18 @@ def map_back(frame) -> Trampoline | Copy | None:
     if isinstance(entry, Trampoline):
         setattr(frame, entry.base, ctypes.c_uint64.from_address(frame.rsp + SAVED_BASE).value)
         frame.rsp += entry.frame
+    _to_site(frame, entry)
+    copy = TABLE.get(frame.rip) if isinstance(entry, Trampoline) else None
+    if isinstance(copy, Copy):      # a trampoline of a stub's copy (`CopySite`): on to the site
+        _to_site(frame, copy)
+    return entry
+
+
+def _to_site(frame, entry: Trampoline | Copy) -> None:
+    """rip the entry's site, and si_addr too where it was the entry's instruction."""
     frame.rip = entry.site
     if frame.si_addr == entry.instruction:
         frame.si_addr = entry.site
-    copy = TABLE.get(frame.rip) if isinstance(entry, Trampoline) else None
-    if isinstance(copy, Copy):      # a trampoline of a stub's copy (`CopySite`): on to the site
-        frame.rip = copy.site
-        if frame.si_addr == copy.instruction:
-            frame.si_addr = copy.site
-    return entry
 
 
 def fault_inside(signo: int, info: int, machine, state) -> bool:
