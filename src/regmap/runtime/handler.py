@@ -357,15 +357,16 @@ def forget_fast_paths() -> None:
 def install(emulator, layout) -> State:
     global ACTIVE
     with _LOCK:
+        if ACTIVE is not None and ACTIVE.layout is layout \
+                and (emulator is None or emulator is ACTIVE.emulator):
+            return ACTIVE
+        dispatching = emulator is None      # (regmap's own emulator: fast faults may serve it)
+        if emulator is None:
+            from regmap.x86 import Emulator
+            emulator = Emulator(layout, max_forms=RUNTIME_FORMS)
         if ACTIVE is not None:
-            if ACTIVE.layout is layout and (emulator is None or emulator is ACTIVE.emulator):
-                return ACTIVE
-            dispatching = emulator is None
             patch.restore_all()   # translations name the old layout's registers
             dispatch.forget()     # and so do the trampolines of known sites
-            if emulator is None:
-                from regmap.x86 import Emulator
-                emulator = Emulator(layout, max_forms=RUNTIME_FORMS)
             state = State(emulator, layout, ACTIVE.previous)
             state.dispatching = dispatching
             state.installed, state.altstack = ACTIVE.installed, ACTIVE.altstack
@@ -374,10 +375,6 @@ def install(emulator, layout) -> State:
             forget_fast_paths()
             ACTIVE = state
             return state
-        dispatching = emulator is None
-        if emulator is None:
-            from regmap.x86 import Emulator
-            emulator = Emulator(layout, max_forms=RUNTIME_FORMS)
         usercopy.routine()      # generated now, not at the first fault
         callback = HANDLER_TYPE(on_signal)
         _CALLBACKS.append(callback)
