@@ -138,9 +138,9 @@ def run_in_process(block: image.Block, cases: dict[int, Case], states: dict[int,
     pending = list(cases)
     dispatched = 0
     while pending:
-        got, crashed, started = _in_process_child(block, {i: cases[i] for i in pending}, states,
-                                                  layout, fast)
-        dispatched += got.pop(_DISPATCHED, 0)
+        got, crashed, started, sent = _in_process_child(block, {i: cases[i] for i in pending},
+                                                        states, layout, fast)
+        dispatched += sent
         results.update(got)
         pending = [i for i in pending if i not in results]
         if pending and not started:         # map_registers() itself failed: no case can run
@@ -161,7 +161,9 @@ def run_fast_faults(block: image.Block, cases: dict[int, Case], states: dict[int
 _DISPATCHED, _READY, _ERROR = 0xFFFF_FFFD, 0xFFFF_FFFE, 0xFFFF_FFFF
 
 
-def _in_process_child(block, cases, states, layout, fast=False) -> tuple[Runs, str, bool]:
+def _in_process_child(block, cases, states, layout, fast=False) -> tuple[Runs, str, bool, int]:
+    """The cases run in a forked child: their results, why it stopped early, whether it got
+    as far as running them, and how many it ran through the fast-fault machine code."""
     initial = {index: block.slot_bytes(index, states[index]) for index in cases}
     for index in cases:       # the slots are written before the fork: the child only runs them
         ctypes.memmove(block.slot(index), initial[index], block.slot_size)
@@ -196,6 +198,7 @@ def _in_process_child(block, cases, states, layout, fast=False) -> tuple[Runs, s
             os._exit(status)
     os.close(write_end)
     results: Runs = {}
+    dispatched = 0
     crashed, started = "", False
     buffer = b""
     try:
@@ -218,7 +221,7 @@ def _in_process_child(block, cases, states, layout, fast=False) -> tuple[Runs, s
                     if index == _READY:
                         started = True
                     elif index == _DISPATCHED:
-                        results[_DISPATCHED] = results.get(_DISPATCHED, 0) + 1
+                        dispatched += 1
                     elif index == _ERROR:
                         crashed = data.decode(errors="replace")
                     else:
@@ -228,7 +231,7 @@ def _in_process_child(block, cases, states, layout, fast=False) -> tuple[Runs, s
     if not crashed and os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         crashed = f"the process died of {signal.Signals(number).name}"
-    return results, crashed or "the process ended early", started
+    return results, crashed or "the process ended early", started, dispatched
 
 
 def _write_all(fd: int, data: bytes) -> None:
